@@ -1,0 +1,115 @@
+/*
+ * codegen.h: what op files need to emit kernels.
+ *
+ * Kernel conventions.  codegen writes, for every live node, a function
+ *
+ *   // conv1: x (N,1,28,28) -> y (N,6,28,28), w (6,1,5,5)    model.nn:7
+ *   static void conv1_forward(real *restrict y, const real *restrict x,
+ *                             const real *restrict w, const real *restrict b, int n)
+ *   {
+ *       <body written by OpDef.emit>
+ *   }
+ *
+ * Outputs come first, then inputs, named by OpDef.out_names / in_names ("x0",
+ * "x1", ... when those are NULL), then the runtime batch size `n` (1..max
+ * batch).  Every other size is a constant: emit it with %d from the shapes.
+ * Batched tensors are dense (n, per-sample shape...) in row-major order.
+ * The element type is `real` (float or double, per --dtype); labels are
+ * int32_t.  Use the helpers rexp/rlog/rsqrt/rtanh/rfabs/rmax/rmin (static
+ * inline in the prelude) and lit() for constants so one body serves f32 and
+ * f64.  Parallelize the outer loop with emit_omp_for(); the body must give
+ * bit-identical results for any thread count (no float reductions across
+ * threads).
+ */
+#ifndef CODEGEN_H
+#define CODEGEN_H
+
+#include <string.h>
+
+#include "nncc.h"
+
+struct Emit {
+  Ctx *ctx;
+  Buf *b;
+  int indent;
+  const Graph *g;
+};
+
+/* Appends one line at the current indentation.  A line ending in '{' indents
+ * the following lines; a line starting with '}' dedents itself. */
+void emitln(Emit *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "#ifdef _OPENMP / #pragma omp parallel for <clauses> / #endif".  Only for
+ * loops whose trip count is worth a thread team; clauses may be "". */
+void emit_omp_for(Emit *e, const char *clauses);
+/* A real literal: "0.5f" in f32, "0.5" in f64 (arena string). */
+const char *lit(Emit *e, double v);
+/* Applies the fused epilogue of `node` (elementwise nodes absorbed into it)
+ * to the expression `acc` at channel index expression `c`, flat index `i`:
+ * returns the final expression (arena string).  Without epilogue: acc. */
+const char *epilogue_expr(Emit *e, const Node *node, const char *acc, const char *c,
+                          const char *i);
+/* The name of kernel argument k of node: outputs first, then inputs
+ * (OpDef.out_names / in_names are NULL-terminated; beyond them "y<k>"/"x<k>").
+ * Extra inputs j >= 1 of epilogue node k arrive as arguments "ep<k>_<j>". */
+const char *arg_name(Emit *e, const Node *node, int k);
+
+/* names.c: safe C identifiers and string literals from untrusted names. */
+typedef struct Idents {
+  VEC(const char *) names;
+} Idents;
+bool is_c_keyword(const char *s);
+void ident_reserve(Arena *a, Idents *t, const char *s);
+/* A fresh identifier from `name` + `suffix`: sanitized, never a keyword,
+ * never reserved, unique in t. */
+const char *ident_new(Arena *a, Idents *t, const char *name, const char *suffix);
+/* A C string literal for s, with octal escapes for anything but plain
+ * printable ASCII and for '"', '\\' and '?' (trigraphs). */
+const char *c_string(Arena *a, const char *s);
+
+/* ---- internal to codegen/: shared by codegen.c and train.c ---- */
+
+#define MAX_IO 64   /* inputs, targets, outputs of a model, each */
+
+typedef struct Kernel {
+  const char *key;  /* signature + body without the name: identical kernels are shared */
+  const char *name;
+} Kernel;
+
+typedef struct CG {
+  Ctx *ctx;
+  Arena *a;
+  Buf *c, *h;
+  const Program *prog;
+  const Graph *infer, *train, *layout;  /* layout: the graph whose params are laid out */
+  const char *m;                        /* model prefix, lower case */
+  const char *M;                        /* upper case, for macros */
+  Idents idents;                        /* file-scope identifiers */
+  VEC(Kernel) kernels;
+  const char **kernel_of;               /* kernel name per node of the graph being emitted */
+  const char *io[4][MAX_IO];            /* API argument names: inputs, targets, outputs,
+                                           input gradients */
+} CG;
+
+const char *real_name(const Graph *g);
+const char *io_name(const CG *cg, const Value *v);
+const char *value_ptr(const CG *cg, const Graph *g, const Value *v);   /* "m->arena + 128" */
+void emit_calls(CG *cg, const Graph *g);               /* one kernel call per live node */
+const char *upper(Arena *a, const char *s);
+/* Values of `kind` in API order; returns the count. */
+int io_values(const Graph *g, ValueKind kind, int *ids);
+int io_count(const Graph *g, ValueKind kind);
+/* ", const float *in_x, const int32_t *tgt_y" for the values of `kind`. */
+const char *io_params(CG *cg, const Graph *g, ValueKind kind, bool out);
+void emit_io_checks(CG *cg, const Graph *g, ValueKind kind);   /* NULL checks */
+
+/* train.c: the training half of the API. */
+int optimizer_slots(const TrainConfig *tc);
+void emit_train_defs(CG *cg);     /* hyper-parameter table, before the struct */
+void emit_train_fields(Buf *c);
+void emit_train_decls(CG *cg);
+void emit_train(CG *cg);
+
+/* The whole kernel of a ROLE_ELEMENTWISE op, from its scalar() rule. */
+void emit_elementwise(Emit *e, const Graph *g, const Node *node);
+
+#endif

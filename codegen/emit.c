@@ -1,0 +1,132 @@
+/*
+ * emit.c: small helpers for writing readable C: indented lines, OpenMP
+ * pragmas that vanish without -fopenmp, literals valid in f32 and f64, and
+ * fused epilogue expressions.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codegen.h"
+
+void emitln(Emit *e, const char *fmt, ...) {
+  char first = fmt[0];
+  if (first == '}' && e->indent > 0)
+    e->indent--;
+  if (fmt[0] != '\0' && fmt[0] != '#')
+    for (int i = 0; i < e->indent; i++)
+      buf_puts(e->b, "    ");
+  va_list ap;
+  va_start(ap, fmt);
+  buf_vprintf(e->b, fmt, ap);
+  va_end(ap);
+  buf_puts(e->b, "\n");
+  size_t len = strlen(fmt);
+  if (len > 0 && fmt[len - 1] == '{')
+    e->indent++;
+}
+
+void emit_omp_for(Emit *e, const char *clauses) {
+  emitln(e, "#ifdef _OPENMP");
+  emitln(e, "#pragma omp parallel for%s%s", clauses[0] ? " " : "", clauses);
+  emitln(e, "#endif");
+}
+
+const char *lit(Emit *e, double v) {
+  Arena *a = e->ctx->arena;
+  if (isinf(v))
+    return v > 0 ? "(real)INFINITY" : "(real)-INFINITY";
+  char tmp[64];
+  snprintf(tmp, sizeof tmp, "%.17g", v);
+  /* Shortest form that reads back to the same double. */
+  for (int prec = 1; prec <= 17; prec++) {
+    snprintf(tmp, sizeof tmp, "%.*g", prec, v);
+    if (strtod(tmp, NULL) == v)
+      break;
+  }
+  bool has_point = strpbrk(tmp, ".en") != NULL;
+  bool f32 = e->g->dtype == DT_F32;
+  return arena_printf(a, "%s%s%s", tmp, has_point ? "" : ".0", f32 ? "f" : "");
+}
+
+static int count_names(const char *const *names) {
+  int n = 0;
+  while (names && names[n])
+    n++;
+  return n;
+}
+
+const char *arg_name(Emit *e, const Node *node, int k) {
+  const OpDef *def = op_def(node->op);
+  if (k < node->nout)
+    return k < count_names(def->out_names) ? def->out_names[k]
+                                           : arena_printf(e->ctx->arena, "y%d", k);
+  int i = k - node->nout;
+  return i < count_names(def->in_names) ? def->in_names[i]
+                                        : arena_printf(e->ctx->arena, "x%d", i);
+}
+
+const char *epilogue_expr(Emit *e, const Node *node, const char *acc, const char *c,
+                          const char *i) {
+  const Graph *g = e->g;
+  const char *expr = acc;
+  for (int k = 0; k < node->nepilogue; k++) {
+    const Node *ep = node_at(g, node->epilogue[k]);
+    const OpDef *def = op_def(ep->op);
+    const char *args[MAX_IN];
+    args[0] = expr;
+    for (int j = 1; j < ep->nin; j++) {
+      const Value *v = val(g, ep->in[j]);
+      const char *name = arena_printf(e->ctx->arena, "ep%d_%d", k, j);
+      args[j] = v->batched ? arena_printf(e->ctx->arena, "%s[%s]", name, i)
+                           : arena_printf(e->ctx->arena, "%s[%s]", name, c);
+    }
+    Buf b = {0};
+    def->scalar(&b, g, ep, args);
+    expr = arena_strdup(e->ctx->arena, b.data);
+    buf_free(&b);
+  }
+  return expr;
+}
+
+/* The kernel of every ROLE_ELEMENTWISE op: y[i] = scalar(inputs).  Inputs are
+ * batched tensors of the output's shape (indexed by i), or unbatched
+ * per-channel vectors of length dim[0] (indexed by c), or scalars [1]. */
+void emit_elementwise(Emit *e, const Graph *g, const Node *node) {
+  const Value *y = val(g, node->out[0]);
+  long numel = shape_numel(&y->shape);
+  int channels = y->shape.dim[0];
+  bool per_channel = false;
+  const char *args[MAX_IN];
+  for (int j = 0; j < node->nin; j++) {
+    const Value *x = val(g, node->in[j]);
+    const char *name = arg_name(e, node, node->nout + j);
+    if (x->batched)
+      args[j] = arena_printf(e->ctx->arena, "%s[i]", name);
+    else if (shape_numel(&x->shape) == 1)
+      args[j] = arena_printf(e->ctx->arena, "%s[0]", name);
+    else {
+      args[j] = arena_printf(e->ctx->arena, "%s[c]", name);
+      per_channel = true;
+    }
+  }
+  Buf b = {0};
+  op_def(node->op)->scalar(&b, g, node, args);
+  const char *out = arg_name(e, node, 0);
+  if (!per_channel) {
+    emit_omp_for(e, "");
+    emitln(e, "for (long i = 0; i < (long)n * %ld; i++)", numel);
+    emitln(e, "    %s[i] = %s;", out, b.data);
+  } else {
+    long inner = numel / channels;
+    emit_omp_for(e, "");
+    emitln(e, "for (long nc = 0; nc < (long)n * %d; nc++) {", channels);
+    emitln(e, "const int c = (int)(nc %% %d);", channels);
+    emitln(e, "for (long s = 0; s < %ld; s++) {", inner);
+    emitln(e, "const long i = nc * %ld + s;", inner);
+    emitln(e, "%s[i] = %s;", out, b.data);
+    emitln(e, "}");
+    emitln(e, "}");
+  }
+  buf_free(&b);
+}

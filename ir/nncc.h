@@ -1,0 +1,377 @@
+/*
+ * nncc.h: the one internal header of the compiler core.
+ *
+ * The pipeline is  source -> tokens -> AST -> IR graph -> passes -> C text.
+ * Everything a compilation allocates lives in one arena (Ctx.arena) that is
+ * freed when the compilation ends.  Errors in the user's model are reported
+ * through error_at(), which records one formatted diagnostic in the Ctx and
+ * makes the caller unwind; only the CLI prints and exits.
+ *
+ * Sections below follow the source files; each lists that file's public
+ * functions only.
+ */
+#ifndef NNCC_H
+#define NNCC_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define NNCC_VERSION "0.1.0"
+
+#define MAX_RANK 4     /* per-sample rank; the batch dimension comes on top */
+#define MAX_IN 8       /* tensor inputs of one node */
+#define MAX_OUT 4      /* tensor outputs of one node */
+#define MAX_ATTR 12    /* attributes of one op */
+#define MAX_ELEMS (1L << 31)  /* elements per tensor per sample, and per param */
+
+#define unreachable() internal_error(__FILE__, __LINE__, "unreachable")
+
+/* ---- util.c: arena, strings, growable buffers --------------------------- */
+
+typedef struct Arena Arena;
+typedef struct Buf {
+  char *data;
+  size_t len, cap;
+} Buf;
+
+Arena *new_arena(void);
+void free_arena(Arena *a);
+void *arena_alloc(Arena *a, size_t size);            /* zeroed */
+char *arena_strdup(Arena *a, const char *s);
+char *arena_strndup(Arena *a, const char *s, size_t n);
+char *arena_printf(Arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void buf_printf(Buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void buf_vprintf(Buf *b, const char *fmt, va_list ap);
+void buf_puts(Buf *b, const char *s);
+void buf_free(Buf *b);
+_Noreturn void internal_error(const char *file, int line, const char *fmt, ...);
+
+/* Arena-backed growable array of T: vec_push(a, v, x) appends x to v. */
+#define VEC(T) struct { T *items; int len, cap; }
+#define vec_push(arena, v, x)                                                  \
+  do {                                                                         \
+    if ((v).len == (v).cap) {                                                  \
+      int ncap_ = (v).cap ? 2 * (v).cap : 8;                                   \
+      void *nitems_ = arena_alloc((arena), (size_t)ncap_ * sizeof *(v).items); \
+      if ((v).len)                                                             \
+        memcpy(nitems_, (v).items, (size_t)(v).len * sizeof *(v).items);       \
+      (v).items = nitems_;                                                     \
+      (v).cap = ncap_;                                                         \
+    }                                                                          \
+    (v).items[(v).len++] = (x);                                                \
+  } while (0)
+
+/* ---- diag.c: source files, locations, diagnostics ------------------------ */
+
+typedef struct Source {
+  const char *path;     /* as given on the command line */
+  const char *text;     /* NUL-terminated copy of the file */
+  size_t len;
+} Source;
+
+/* A place in a source file.  `from` chains block expansions: a layer created
+ * inside `block basic` called at line 20 has loc in the block body and
+ * from -> the call at line 20. */
+typedef struct Loc {
+  const Source *src;
+  int line, col;        /* 1-based; col counts tabs to 8 columns */
+  int len;              /* length of the token, for the caret */
+  const struct Loc *from;
+} Loc;
+
+typedef struct Options Options;
+
+typedef struct Ctx {
+  Arena *arena;
+  const Options *opt;
+  Buf diag;             /* formatted diagnostics, ready to print */
+  int nerrors;
+} Ctx;
+
+/* Formats "file:line:col: error: msg", the source line and a caret (and a
+ * "note: in block expansion" line per `from`) into ctx->diag. */
+void error_at(Ctx *ctx, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* "nncc: error: msg" for errors without a location. */
+void error_plain(Ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Reads a whole file; on failure reports a plain error and returns NULL.
+ * Rejects files with NUL bytes or over 64 MiB. */
+Source *read_source(Ctx *ctx, const char *path);
+Source *source_from_string(Ctx *ctx, const char *path, const char *text);
+
+/* ---- ir types ------------------------------------------------------------ */
+
+typedef enum { DT_F32, DT_F64, DT_I32 } DType;
+
+typedef struct Shape {
+  int rank;
+  int dim[MAX_RANK];
+} Shape;
+
+typedef enum {
+  V_INPUT,   /* model input, caller memory, per-sample shape, batched */
+  V_TARGET,  /* training target (labels), caller memory, batched */
+  V_PARAM,   /* trainable parameter, lives in the params block */
+  V_BUFFER,  /* persistent non-trainable state (running stats), buffers block */
+  V_ACT,     /* activation or temporary, lives in the planned arena */
+  V_PGRAD,   /* gradient of a V_PARAM, lives in the grads block (same offset) */
+  V_OUTPUT,  /* model output in inference: caller memory */
+  V_LOSS,    /* scalar loss: arena, reported through train_step */
+  V_INGRAD,  /* gradient of a V_INPUT (--input-grad): caller memory */
+} ValueKind;
+
+typedef enum {
+  INIT_ZEROS, INIT_ONES, INIT_CONST, INIT_NORMAL, INIT_XAVIER_NORMAL,
+  INIT_XAVIER_UNIFORM, INIT_HE_NORMAL, INIT_HE_UNIFORM, INIT_SPARSE,
+} InitKind;
+
+typedef struct Init {
+  InitKind kind;
+  double value;     /* INIT_CONST: the value; INIT_NORMAL: std; INIT_SPARSE: k */
+  int fan_in, fan_out;
+} Init;
+
+typedef struct Value {
+  int id;
+  const char *name;      /* "conv1.weight", "h", "t12": for IR text, tensor names */
+  ValueKind kind;
+  DType dtype;
+  bool batched;          /* leading dynamic batch dim of up to max_batch */
+  Shape shape;           /* per-sample shape when batched */
+  int producer;          /* node id, -1 for inputs, params, buffers */
+  int index;             /* V_INPUT/V_TARGET/V_OUTPUT: position in the API */
+  int classes;           /* V_TARGET of `class[K]`: K (labels 0..K-1); else 0 */
+  /* params and buffers */
+  Init init;
+  bool decay;            /* weight decay applies (weights, not biases/norm) */
+  bool frozen;           /* `freeze`: never updated, no gradient */
+  int unit_size;         /* elements per output unit (max-norm), 0 if n/a */
+  int grad;              /* V_PARAM: its V_PGRAD value, -1 when none */
+  int param;             /* V_PGRAD: the V_PARAM it belongs to */
+  /* memory planning */
+  long offset;           /* elements: into arena, params, grads or buffers */
+  int alias;             /* value whose storage this one reuses in place, -1 */
+} Value;
+
+typedef enum {
+#define OP(id, name, file) OP_##id,
+#include "ops.def"
+#undef OP
+  NUM_OPS
+} OpKind;
+
+typedef enum { ATTR_INT, ATTR_FLOAT, ATTR_BOOL, ATTR_IDENT, ATTR_LIST } AttrType;
+
+typedef struct AttrVal {
+  bool set;              /* given by the user, or filled from the default */
+  double num;            /* ATTR_INT, ATTR_FLOAT, ATTR_BOOL */
+  const char *ident;     /* ATTR_IDENT */
+  int nlist;             /* ATTR_LIST */
+  const double *list;
+  Loc loc;               /* where the user wrote it, for errors */
+} AttrVal;
+
+typedef struct Node {
+  int id;
+  OpKind op;
+  const char *name;      /* layer name: "conv1"; tensor names use it */
+  int in[MAX_IN], nin;
+  int out[MAX_OUT], nout;
+  AttrVal attr[MAX_ATTR];
+  Loc loc;
+  bool dead;             /* removed by a pass; kept in the array for ids */
+  bool backward;         /* part of the backward graph */
+  /* fusion: an elementwise chain or epilogue folded into this node */
+  int epilogue[8], nepilogue;  /* node ids applied to the output, in order */
+  int fused_into;        /* node id that absorbed this one, -1 */
+} Node;
+
+typedef enum { MODE_INFER, MODE_TRAIN } Mode;
+
+typedef struct Graph {
+  Ctx *ctx;
+  Mode mode;
+  DType dtype;           /* real type of the whole graph */
+  int max_batch;
+  const char *model;     /* model name, already a safe C identifier */
+  VEC(Value) values;
+  VEC(Node) nodes;       /* topological order */
+  int loss;              /* V_LOSS value or -1 */
+  /* memory plan results, in elements of the real type */
+  long arena_size, params_size, buffers_size;
+  long naive_size, lower_bound;
+} Graph;
+
+/* ---- graph.c: constructors and queries -----------------------------------
+ * new_node and node_output may grow the arrays: re-fetch Node and Value
+ * pointers (node_at, val) after creating nodes or values. */
+
+Graph *new_graph(Ctx *ctx, Mode mode, DType dtype, int max_batch, const char *model);
+Node *new_node(Graph *g, OpKind op, const char *name, Loc loc);
+/* Adds value v as the next input of node. */
+void node_input(Graph *g, Node *node, int v);
+/* Creates a V_ACT output of node with the given per-sample shape. */
+int node_output(Graph *g, Node *node, Shape shape, bool batched, DType dtype);
+/* Creates a parameter "<node name>.<suffix>" and adds it as the next input. */
+int node_param(Graph *g, Node *node, const char *suffix, Shape shape, Init init,
+               bool decay);
+/* Creates a buffer "<node name>.<suffix>" (filled with `fill`) as next input. */
+int node_buffer(Graph *g, Node *node, const char *suffix, Shape shape, double fill);
+/* For backward rules: a node of op `op` with the name, location and
+ * attributes of node `like`, reading in[0..nin-1], with one output of the
+ * given shape; returns that output value. */
+int derived_node(Graph *g, OpKind op, int like, const int *in, int nin, Shape shape,
+                 bool batched);
+int new_value(Graph *g, ValueKind kind, const char *name, Shape shape, bool batched,
+              DType dtype);
+Shape shape_of(int rank, ...);              /* shape_of(3, c, h, w) */
+long shape_numel(const Shape *s);           /* product; checked by the shape rules */
+/* Reports an error at node unless every dim is positive and the product fits
+ * MAX_ELEMS.  Shape rules call it on every shape they create. */
+bool check_shape(Graph *g, const Node *node, Shape s);
+const char *shape_str(Arena *a, const Shape *s);  /* "[6, 28, 28]" */
+Value *val(const Graph *g, int id);
+Node *node_at(const Graph *g, int id);
+/* Number of live nodes that read value v. */
+int num_uses(const Graph *g, int v);
+
+/* ---- ops.c: the op registry ------------------------------------------------ */
+
+typedef struct Emit Emit;
+
+typedef struct AttrSpec {
+  const char *name;
+  AttrType type;
+  const char *def;        /* default as source text; NULL = required */
+} AttrSpec;
+
+/* Fusion roles an op can take. */
+enum {
+  ROLE_ELEMENTWISE = 1 << 0,  /* y[i] = f(x[i], per-channel params): has scalar() */
+  ROLE_ANCHOR = 1 << 1,       /* conv/dense: can take an elementwise epilogue */
+  ROLE_FOLDABLE = 1 << 2,     /* batchnorm in inference: folds into an anchor */
+  ROLE_INPLACE = 1 << 3,      /* out[0] may share storage with in[0] */
+  ROLE_INTERNAL = 1 << 4,     /* not callable from the language (backward ops) */
+  ROLE_LOSS = 1 << 5,         /* callable only in the `loss` statement */
+  ROLE_VIEW = 1 << 6,         /* out[0] is in[0] reshaped: shares its storage */
+};
+
+typedef struct OpDef {
+  const char *name;           /* language name: "conv2d" */
+  const char *prefix;         /* auto layer name prefix: "conv" -> conv1, conv2 */
+  int min_in, max_in;         /* tensor inputs from the language */
+  const AttrSpec *attrs;      /* positional order after the tensor inputs */
+  int nattr;
+  const char *const *in_names;   /* kernel argument names, NULL-terminated */
+  const char *const *out_names;
+  unsigned roles;
+  /* Shape rule: checks the inputs (already in node->in), adds params and
+   * buffers, creates outputs.  Reports errors at node->loc and returns false. */
+  bool (*build)(Graph *g, Node *node);
+  /* Writes the body of the kernel; see codegen.h for the conventions. */
+  void (*emit)(Emit *e, const Graph *g, const Node *node);
+  /* ROLE_ELEMENTWISE: the scalar expression of output 0 given the input
+   * expressions args[0..nin-1] (already indexed). */
+  void (*scalar)(Buf *b, const Graph *g, const Node *node, const char *const *args);
+  /* Vector-Jacobian product: given dout[i] (gradient value of out[i], -1 if
+   * none) and need[j] (whether in[j] needs a gradient), adds nodes and
+   * stores gradient values in din[j].  NULL: the op is not differentiable. */
+  void (*backward)(Graph *g, Node *node, const int *dout, const bool *need, int *din);
+  /* FLOPs per sample, for --report. */
+  double (*flops)(const Graph *g, const Node *node);
+} OpDef;
+
+extern const OpDef *const op_defs[NUM_OPS];
+const OpDef *op_def(OpKind op);
+/* Language-visible op by name; -1 if none. */
+int op_lookup(const char *name);
+/* Attribute index of `name` in op's spec, -1 if none. */
+int attr_index(const OpDef *def, const char *name);
+int attr_int(const Node *node, int i);
+double attr_num(const Node *node, int i);
+bool attr_bool(const Node *node, int i);
+const char *attr_ident(const Node *node, int i);
+
+/* ---- frontend: lex.c, parse.c, lower.c ----------------------------------- */
+
+typedef struct Program Program;            /* the AST, see frontend/ast.h */
+Program *parse_program(Ctx *ctx, const Source *src);
+/* Lowers the AST to an IR graph for the given mode.  In MODE_TRAIN the graph
+ * also holds the loss node. */
+Graph *lower_program(Ctx *ctx, const Program *prog, Mode mode);
+
+/* The `train { }` section, with defaults filled in. */
+typedef struct TrainConfig {
+  const char *optimizer;     /* sgd momentum nesterov adagrad rmsprop adam */
+  double lr, momentum, beta1, beta2, eps, rho;
+  const char *schedule;      /* constant step exp inv cosine */
+  double sched_steps, sched_gamma, sched_power, lr_min;
+  double l2, l1, max_norm;
+  bool decay_all;            /* decay biases and norm params too */
+} TrainConfig;
+const TrainConfig *program_train_config(const Program *prog);
+const char *program_name(const Program *prog);
+/* Whether the model has a `loss` statement (MODE_TRAIN lowering needs one). */
+bool program_has_loss(const Program *prog);
+
+/* ---- passes ---------------------------------------------------------------- */
+
+/* One file per pass, named by the function. */
+bool check_graph(const Graph *g);           /* invariants, between passes in debug builds */
+bool derive_backward(Graph *g);             /* autodiff */
+/* Fusion per --fuse ("none", "all" or a comma list of fusion names);
+ * decisions and missed candidates are written to `log` for --report. */
+void fuse(Graph *g, const char *which, Buf *log);
+bool is_fusion_name(const char *name);
+void eliminate_dead(Graph *g);
+void plan_memory(Graph *g, bool plan);      /* plan=false: one buffer per tensor */
+bool validate_plan(const Graph *g, Buf *why);
+/* --report: sizes and fusion decisions of both graphs (train may be NULL). */
+void report(Buf *b, const Graph *infer, const Graph *train);
+
+/* pipeline.c: the whole compilation. */
+typedef struct Result {
+  Buf c, h;               /* model.c, model.h */
+  Buf ir, dot, report;    /* --emit-ir, --emit-dot, --report */
+} Result;
+bool is_pass_name(const char *name);
+bool nncc_compile(Ctx *ctx, Result *out);
+void free_result(Result *r);
+
+/* ---- codegen ------------------------------------------------------------------ */
+
+typedef struct Options {
+  const char *input;         /* model path */
+  const char *output;        /* model.c; the header is the same with .h */
+  int max_batch;             /* --batch, default 64 */
+  DType dtype;               /* --dtype */
+  bool infer_only;           /* --infer */
+  bool no_plan;              /* --no-plan */
+  const char *fuse;          /* --fuse=none|all|LIST */
+  const char *emit_ir;       /* --emit-ir[=after:PASS]: "" = final */
+  const char *emit_dot;
+  bool report, verify;
+  const char *main_kind;     /* --main=train|infer|bench, NULL */
+  bool input_grad;           /* also compute d(input) in train (grad checks) */
+} Options;
+
+/* Writes model.c and model.h text for the given graphs (infer may be NULL
+ * when training only is impossible; train is NULL with --infer). */
+bool emit_c(Ctx *ctx, const Program *prog, const Graph *infer, const Graph *train,
+            Buf *c_out, Buf *h_out);
+
+/* ---- print.c: IR text and GraphViz ---------------------------------------- */
+
+void print_ir(Buf *b, const Graph *g);
+void print_dot(Buf *b, const Graph *g);
+
+/* ---- verify.c: libclang check of emitted C ------------------------------- */
+
+/* Parses `c_text` (with `h_text` as its header) with libclang; appends each
+ * diagnostic to ctx->diag and returns false on any warning or error. */
+bool verify_c(Ctx *ctx, const char *c_name, const char *c_text, const char *h_name,
+              const char *h_text);
+
+#endif

@@ -1,0 +1,106 @@
+/*
+ * fuse.c: merges nodes so data is written once instead of twice.
+ *
+ * Fusions, selected by --fuse=none|all|LIST (comma-separated names):
+ *   epilogue   an elementwise op (relu, ...) whose only input is the sole
+ *              use of a conv/dense output runs inside that kernel, on the
+ *              accumulator, before the single store.  Chains fuse in order.
+ * A fused node is marked dead with fused_into = the anchor; the anchor takes
+ * over its output value, so consumers are unchanged.  Every decision, and
+ * every candidate refused with the reason, goes to the --report log.
+ */
+#include <string.h>
+
+#include "nncc.h"
+
+static const char *const fusion_names[] = {"epilogue", NULL};
+
+bool is_fusion_name(const char *name) {
+  for (int i = 0; fusion_names[i]; i++)
+    if (strcmp(fusion_names[i], name) == 0)
+      return true;
+  return false;
+}
+
+/* Whether `name` is enabled by the --fuse value `which`. */
+static bool enabled(const char *which, const char *name) {
+  if (strcmp(which, "all") == 0)
+    return true;
+  size_t n = strlen(name);
+  for (const char *p = which; *p;) {
+    const char *end = strchr(p, ',');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    if (len == n && strncmp(p, name, n) == 0)
+      return true;
+    p += len + (end != NULL);
+  }
+  return false;
+}
+
+/* The single live consumer of value v, or -1. */
+static int sole_consumer(const Graph *g, int v) {
+  int found = -1;
+  for (int i = 0; i < g->nodes.len; i++) {
+    const Node *node = &g->nodes.items[i];
+    if (node->dead)
+      continue;
+    for (int j = 0; j < node->nin; j++)
+      if (node->in[j] == v) {
+        if (found >= 0 && found != i)
+          return -1;
+        found = i;
+      }
+  }
+  return found;
+}
+
+/* Why elementwise node e cannot be an epilogue of anchor a; NULL if it can. */
+static const char *epilogue_refusal(const Graph *g, const Node *a, const Node *e) {
+  const Value *y = val(g, a->out[0]);
+  if (y->kind != V_ACT)
+    return "the anchor's output is a model output";
+  if (e->in[0] != a->out[0])
+    return "the anchor's output is not the first operand";
+  for (int j = 1; j < e->nin; j++)
+    if (val(g, e->in[j])->batched || e->in[j] == a->out[0])
+      return "it reads another activation";
+  if (a->nepilogue == (int)(sizeof a->epilogue / sizeof a->epilogue[0]))
+    return "the epilogue is full";
+  return NULL;
+}
+
+static void fuse_epilogues(Graph *g, Buf *log, int anchor) {
+  for (;;) {
+    Node *a = node_at(g, anchor);
+    int c = sole_consumer(g, a->out[0]);
+    if (c < 0)
+      return;
+    Node *e = node_at(g, c);
+    if (!(op_def(e->op)->roles & ROLE_ELEMENTWISE))
+      return;
+    const char *why = epilogue_refusal(g, a, e);
+    if (why) {
+      buf_printf(log, "  not fused: %s (%s) into %s: %s\n", e->name, op_def(e->op)->name,
+                 a->name, why);
+      return;
+    }
+    buf_printf(log, "  fused: %s (%s) into %s (%s) as epilogue\n", e->name,
+               op_def(e->op)->name, a->name, op_def(a->op)->name);
+    a->epilogue[a->nepilogue++] = e->id;
+    val(g, a->out[0])->producer = -1;
+    a->out[0] = e->out[0];
+    val(g, e->out[0])->producer = a->id;
+    e->dead = true;
+    e->fused_into = a->id;
+  }
+}
+
+void fuse(Graph *g, const char *which, Buf *log) {
+  buf_printf(log, "fusion (%s graph):\n", g->mode == MODE_TRAIN ? "training" : "inference");
+  if (enabled(which, "epilogue"))
+    for (int i = 0; i < g->nodes.len; i++) {
+      const Node *node = &g->nodes.items[i];
+      if (!node->dead && (op_def(node->op)->roles & ROLE_ANCHOR))
+        fuse_epilogues(g, log, i);
+    }
+}

@@ -1,0 +1,100 @@
+/*
+ * pipeline.c: the compiler as a flat list of passes.
+ *
+ *   parse -> lower (infer)            -> fuse -> eliminate_dead -> plan_memory
+ *         -> lower (train) -> derive_backward -> fuse -> eliminate_dead -> plan_memory
+ *   -> emit_c -> verify_c (--verify)
+ *
+ * The inference graph gives <model>_forward, the training graph (when the
+ * model has a loss and --infer is not given) <model>_train_step.  After each
+ * pass the graph checker runs (debug builds) and --emit-ir=after:PASS /
+ * --emit-dot=after:PASS can print it.
+ */
+#include <string.h>
+
+#include "nncc.h"
+
+static const char *const pass_names[] = {"lower", "derive_backward", "fuse", "eliminate_dead",
+                                         "plan_memory", NULL};
+
+bool is_pass_name(const char *name) {
+  for (int i = 0; pass_names[i]; i++)
+    if (strcmp(pass_names[i], name) == 0)
+      return true;
+  return false;
+}
+
+/* Prints the graph if --emit-ir/--emit-dot asked for it after `pass`
+ * ("" means after the last pass). */
+static void after(Ctx *ctx, const Graph *g, const char *pass, Result *out) {
+  const Options *o = ctx->opt;
+  const char *want_ir = o->emit_ir, *want_dot = o->emit_dot;
+  if (want_ir && strcmp(want_ir, pass) == 0)
+    print_ir(&out->ir, g);
+  if (want_dot && strcmp(want_dot, pass) == 0)
+    print_dot(&out->dot, g);
+#ifndef NDEBUG
+  if (!check_graph(g))
+    internal_error(__FILE__, __LINE__, "graph check failed after %s", pass);
+#endif
+}
+
+static Graph *build(Ctx *ctx, const Program *prog, Mode mode, Result *out) {
+  const Options *o = ctx->opt;
+  Graph *g = lower_program(ctx, prog, mode);
+  if (!g)
+    return NULL;
+  after(ctx, g, "lower", out);
+  if (mode == MODE_TRAIN) {
+    if (!derive_backward(g))
+      return NULL;
+    after(ctx, g, "derive_backward", out);
+  }
+  fuse(g, o->fuse ? o->fuse : "all", &out->report);
+  after(ctx, g, "fuse", out);
+  eliminate_dead(g);
+  after(ctx, g, "eliminate_dead", out);
+  plan_memory(g, !o->no_plan);
+  after(ctx, g, "plan_memory", out);
+  after(ctx, g, "", out);
+  return g;
+}
+
+bool nncc_compile(Ctx *ctx, Result *out) {
+  const Options *o = ctx->opt;
+  Source *src = read_source(ctx, o->input);
+  if (!src)
+    return false;
+  Program *prog = parse_program(ctx, src);
+  if (!prog)
+    return false;
+  Graph *infer = build(ctx, prog, MODE_INFER, out);
+  if (!infer)
+    return false;
+  Graph *train = NULL;
+  if (!o->infer_only && program_has_loss(prog)) {
+    train = build(ctx, prog, MODE_TRAIN, out);
+    if (!train)
+      return false;
+  }
+  if (o->report)
+    report(&out->report, infer, train);
+  if (!emit_c(ctx, prog, infer, train, &out->c, &out->h))
+    return false;
+  if (o->verify) {
+    const char *name = infer->model;
+    char *c_name = arena_printf(ctx->arena, "%s.c", name);
+    char *h_name = arena_printf(ctx->arena, "%s.h", name);
+    if (!verify_c(ctx, c_name, out->c.data, h_name, out->h.data))
+      return false;
+  }
+  return true;
+}
+
+void free_result(Result *r) {
+  buf_free(&r->c);
+  buf_free(&r->h);
+  buf_free(&r->ir);
+  buf_free(&r->dot);
+  buf_free(&r->report);
+}

@@ -1,0 +1,191 @@
+/*
+ * plan_memory.c: assigns every tensor its place.
+ *
+ * Parameters and buffers get consecutive offsets in their blocks (in value
+ * order, so the inference and training graphs of one model agree); a
+ * parameter's gradient sits at the same offset in the grads block.
+ *
+ * Activations share one arena.  Each lives from the step that writes it to
+ * the last step that reads it.  An op with ROLE_INPLACE writes over its
+ * first input when that input dies there.  Offsets are then chosen greedily
+ * by size, largest first, each at the lowest address free for its whole
+ * lifetime (the "greedy by size" strategy of TFLite's planner).  The
+ * results: arena_size, naive_size (one buffer per tensor) and lower_bound
+ * (the most bytes live at one step: no plan can do better).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "nncc.h"
+
+#define ALIGN 16   /* reals: 64 bytes for f32 */
+
+typedef struct Interval {
+  int value;       /* the group's root value */
+  int first, last; /* steps */
+  long size;       /* reals, aligned */
+  long offset;
+} Interval;
+
+static long aligned_size(const Graph *g, const Value *v) {
+  long n = shape_numel(&v->shape) * (v->batched ? g->max_batch : 1);
+  return (n + ALIGN - 1) / ALIGN * ALIGN;
+}
+
+static bool in_arena(const Value *v) { return v->kind == V_ACT || v->kind == V_LOSS; }
+
+static void place_persistent(Graph *g) {
+  long params = 0, buffers = 0;
+  for (int i = 0; i < g->values.len; i++) {
+    Value *v = &g->values.items[i];
+    if (v->kind == V_PARAM) {
+      v->offset = params;
+      params += shape_numel(&v->shape);
+    } else if (v->kind == V_BUFFER) {
+      v->offset = buffers;
+      buffers += shape_numel(&v->shape);
+    }
+  }
+  for (int i = 0; i < g->values.len; i++) {
+    Value *v = &g->values.items[i];
+    if (v->kind == V_PGRAD)
+      v->offset = val(g, v->param)->offset;
+  }
+  g->params_size = params;
+  g->buffers_size = buffers;
+}
+
+static int root(const Graph *g, int v) {
+  while (val(g, v)->alias >= 0)
+    v = val(g, v)->alias;
+  return v;
+}
+
+/* first[v], last[v]: the steps that write and last read each arena value. */
+static void live_ranges(Graph *g, int *first, int *last, bool plan) {
+  for (int i = 0; i < g->values.len; i++)
+    first[i] = last[i] = -1;
+  int step = 0;
+  for (int i = 0; i < g->nodes.len; i++) {
+    Node *node = &g->nodes.items[i];
+    if (node->dead || node->fused_into >= 0)
+      continue;
+    for (int j = 0; j < node->nin; j++)
+      last[node->in[j]] = step;
+    for (int k = 0; k < node->nout; k++)
+      if (first[node->out[k]] < 0)
+        first[node->out[k]] = last[node->out[k]] = step;
+    /* Extra inputs of fused epilogues are read by this step too. */
+    for (int k = 0; k < node->nepilogue; k++) {
+      const Node *ep = node_at(g, node->epilogue[k]);
+      for (int j = 0; j < ep->nin; j++)
+        last[ep->in[j]] = step;
+    }
+    step++;
+  }
+  /* Views share their input's storage, in place ops (with a plan) their
+   * dying first input's: the group's lifetime covers all its members. */
+  step = 0;
+  for (int i = 0; i < g->nodes.len; i++) {
+    Node *node = &g->nodes.items[i];
+    if (node->dead || node->fused_into >= 0)
+      continue;
+    unsigned roles = op_def(node->op)->roles;
+    int y = node->out[0];
+    if ((roles & ROLE_VIEW) && in_arena(val(g, y)) && val(g, y)->alias < 0) {
+      int x = root(g, node->in[0]);
+      val(g, y)->alias = x;
+      if (last[y] > last[x])
+        last[x] = last[y];
+    } else if (plan && (roles & ROLE_INPLACE) && node->nin > 0) {
+      int x = root(g, node->in[0]);
+      bool others_read = false;
+      for (int j = 1; j < node->nin; j++)
+        others_read |= root(g, node->in[j]) == x;
+      if (in_arena(val(g, x)) && in_arena(val(g, y)) && last[x] == step && !others_read &&
+          aligned_size(g, val(g, x)) == aligned_size(g, val(g, y)) && val(g, y)->alias < 0) {
+        val(g, y)->alias = x;
+        last[x] = last[y];
+      }
+    }
+    step++;
+  }
+}
+
+static int by_size_desc(const void *a, const void *b) {
+  const Interval *x = a, *y = b;
+  if (x->size != y->size)
+    return x->size < y->size ? 1 : -1;
+  return x->value - y->value;
+}
+
+static bool overlaps(const Interval *a, const Interval *b) {
+  return a->first <= b->last && b->first <= a->last;
+}
+
+/* Lowest offset where `it` fits between the placed intervals it overlaps. */
+static long best_offset(const Interval *placed, int nplaced, const Interval *it) {
+  long offset = 0;
+  bool moved = true;
+  while (moved) {
+    moved = false;
+    for (int k = 0; k < nplaced; k++) {
+      const Interval *p = &placed[k];
+      if (overlaps(p, it) && offset < p->offset + p->size && p->offset < offset + it->size) {
+        offset = p->offset + p->size;
+        moved = true;
+      }
+    }
+  }
+  return offset;
+}
+
+void plan_memory(Graph *g, bool plan) {
+  Arena *a = g->ctx->arena;
+  place_persistent(g);
+  int nv = g->values.len;
+  int *first = arena_alloc(a, sizeof(int) * (size_t)(nv + 1));
+  int *last = arena_alloc(a, sizeof(int) * (size_t)(nv + 1));
+  for (int i = 0; i < nv; i++)
+    g->values.items[i].alias = -1;
+  live_ranges(g, first, last, plan);
+
+  Interval *iv = arena_alloc(a, sizeof(Interval) * (size_t)(nv + 1));
+  int n = 0, nsteps = 0;
+  g->naive_size = 0;
+  for (int i = 0; i < nv; i++) {
+    Value *v = &g->values.items[i];
+    if (!in_arena(v) || first[i] < 0)
+      continue;
+    g->naive_size += aligned_size(g, v);
+    if (v->alias >= 0)
+      continue;
+    iv[n++] = (Interval){i, first[i], last[i], aligned_size(g, v), 0};
+    if (last[i] + 1 > nsteps)
+      nsteps = last[i] + 1;
+  }
+  /* The lower bound: the most reals live at any one step. */
+  g->lower_bound = 0;
+  for (int s = 0; s < nsteps; s++) {
+    long live = 0;
+    for (int k = 0; k < n; k++)
+      if (iv[k].first <= s && s <= iv[k].last)
+        live += iv[k].size;
+    if (live > g->lower_bound)
+      g->lower_bound = live;
+  }
+  qsort(iv, (size_t)n, sizeof *iv, by_size_desc);
+  g->arena_size = 0;
+  for (int k = 0; k < n; k++) {
+    /* Without a plan every tensor gets its own buffer, one after another. */
+    iv[k].offset = plan ? best_offset(iv, k, &iv[k]) : g->arena_size;
+    if (iv[k].offset + iv[k].size > g->arena_size)
+      g->arena_size = iv[k].offset + iv[k].size;
+    g->values.items[iv[k].value].offset = iv[k].offset;
+  }
+  for (int i = 0; i < nv; i++) {
+    Value *v = &g->values.items[i];
+    if (in_arena(v) && v->alias >= 0)
+      v->offset = val(g, root(g, i))->offset;
+  }
+}

@@ -1,0 +1,159 @@
+/*
+ * harness.c: see harness.h.
+ */
+#include "harness.h"
+
+#include <criterion/criterion.h>
+#include <dlfcn.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int vrun(char *out, size_t cap, const char *fmt, va_list ap) {
+  char cmd[8192];
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  char full[8300];
+  snprintf(full, sizeof full, "%s 2>&1", cmd);
+  FILE *p = popen(full, "r");
+  if (!p)
+    return -1;
+  size_t len = 0;
+  char tmp[4096];
+  size_t got;
+  while ((got = fread(tmp, 1, sizeof tmp, p)) > 0)
+    if (out && len + 1 < cap) {
+      size_t room = cap - 1 - len;
+      memcpy(out + len, tmp, got < room ? got : room);
+      len += got < room ? got : room;
+    }
+  if (out && cap)
+    out[len] = '\0';
+  int st = pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int run(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int st = vrun(NULL, 0, fmt, ap);
+  va_end(ap);
+  return st;
+}
+
+int run_capture(char *out, size_t cap, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int st = vrun(out, cap, fmt, ap);
+  va_end(ap);
+  return st;
+}
+
+void scratch_dir(char *dir, size_t cap, const char *tag) {
+  static int counter;
+  snprintf(dir, cap, "%s/%s-%d-%d", NNCC_TEST_TMP, tag, (int)getpid(), counter++);
+  mkdir(NNCC_TEST_TMP, 0777);
+  cr_assert(mkdir(dir, 0777) == 0, "cannot create %s", dir);
+}
+
+void write_file(const char *path, const char *text) {
+  FILE *f = fopen(path, "wb");
+  cr_assert(f, "cannot write %s", path);
+  fputs(text, f);
+  fclose(f);
+}
+
+char *read_text(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return NULL;
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *s = malloc((size_t)n + 1);
+  size_t got = fread(s, 1, (size_t)n, f);
+  s[got] = '\0';
+  fclose(f);
+  return s;
+}
+
+void compile_model(Compiled *cm, const char *name, const char *model, const char *opts,
+                   const char *cflags) {
+  memset(cm, 0, sizeof *cm);
+  snprintf(cm->name, sizeof cm->name, "%s", name);
+  scratch_dir(cm->dir, sizeof cm->dir, name);
+  char nn[600], so[600];
+  snprintf(nn, sizeof nn, "%s/%s.nn", cm->dir, name);
+  snprintf(cm->c_path, sizeof cm->c_path, "%s/%s.c", cm->dir, name);
+  snprintf(so, sizeof so, "%s/%s.so", cm->dir, name);
+  write_file(nn, model);
+  static char log[1 << 16];
+  int st = run_capture(log, sizeof log, "%s %s -o %s %s", NNCC_BIN, nn, cm->c_path,
+                       opts ? opts : "");
+  cr_assert(st == 0, "nncc failed (%d) on %s:\n%s", st, name, log);
+  st = run_capture(log, sizeof log,
+                   "%s -std=c11 -Wall -Wextra -Werror -shared -fPIC %s -o %s %s -lm", NNCC_CC,
+                   cflags ? cflags : "-O1", so, cm->c_path);
+  cr_assert(st == 0, "cc failed on %s:\n%s", cm->c_path, log);
+  cm->lib = dlopen(so, RTLD_NOW | RTLD_LOCAL);
+  cr_assert(cm->lib, "dlopen %s: %s", so, dlerror());
+}
+
+void *api(const Compiled *cm, const char *fn) {
+  char sym[160];
+  snprintf(sym, sizeof sym, "%s_%s", cm->name, fn);
+  void *p = dlsym(cm->lib, sym);
+  cr_assert(p, "missing symbol %s", sym);
+  return p;
+}
+
+void close_model(Compiled *cm) {
+  if (cm->lib)
+    dlclose(cm->lib);
+  cm->lib = NULL;
+}
+
+static uint64_t splitmix(uint64_t *s) {
+  uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+void fill_uniform_d(double *x, size_t n, uint64_t seed, double lo, double hi) {
+  for (size_t i = 0; i < n; i++)
+    x[i] = lo + (hi - lo) * (double)(splitmix(&seed) >> 11) * 0x1.0p-53;
+}
+
+void fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi) {
+  for (size_t i = 0; i < n; i++)
+    x[i] = (float)(lo + (hi - lo) * (double)(splitmix(&seed) >> 11) * 0x1.0p-53);
+}
+
+/* Relative to max(|want|, 1e-3 * scale) so near-zero entries compare sanely. */
+static double rel(double got, double want, double scale) {
+  double denom = fmax(fabs(want), 1e-3 * scale);
+  return denom > 0 ? fabs(got - want) / denom : fabs(got - want);
+}
+
+double max_rel_err(const float *got, const double *want, size_t n) {
+  double scale = 0, worst = 0;
+  for (size_t i = 0; i < n; i++)
+    scale = fmax(scale, fabs(want[i]));
+  for (size_t i = 0; i < n; i++)
+    worst = fmax(worst, isfinite(got[i]) ? rel(got[i], want[i], scale) : INFINITY);
+  return worst;
+}
+
+double max_rel_err_d(const double *got, const double *want, size_t n) {
+  double scale = 0, worst = 0;
+  for (size_t i = 0; i < n; i++)
+    scale = fmax(scale, fabs(want[i]));
+  for (size_t i = 0; i < n; i++)
+    worst = fmax(worst, isfinite(got[i]) ? rel(got[i], want[i], scale) : INFINITY);
+  return worst;
+}

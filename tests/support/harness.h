@@ -1,0 +1,46 @@
+/*
+ * harness.h: end-to-end test helpers.  A test writes a model, runs the real
+ * nncc binary on it, compiles the emitted C with the system compiler into a
+ * shared object, loads it and calls the generated API through dlsym.
+ */
+#ifndef HARNESS_H
+#define HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct Compiled {
+  void *lib;          /* dlopen handle */
+  char dir[512];      /* per-test scratch directory */
+  char c_path[600];   /* the emitted model.c */
+  char name[64];      /* model name = API prefix */
+} Compiled;
+
+/* Runs a shell command; returns its exit status (-1 if it did not exit). */
+int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Runs a command capturing stdout+stderr into out (NUL-terminated). */
+int run_capture(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A fresh scratch directory under the build tree, unique per call. */
+void scratch_dir(char *dir, size_t cap, const char *tag);
+/* Writes text to dir/file; returns the path (static storage per call site is
+ * not assumed: the caller passes path). */
+void write_file(const char *path, const char *text);
+char *read_text(const char *path);   /* malloc'd, NULL if missing */
+
+/* Emits `model` (source text, model name `name`) with nncc `opts`, compiles
+ * it with `cflags` into a shared object and loads it.  Fails the current
+ * Criterion test on any error, printing the diagnostics. */
+void compile_model(Compiled *cm, const char *name, const char *model, const char *opts,
+                   const char *cflags);
+/* The generated function <name>_<fn>; fails the test if missing. */
+void *api(const Compiled *cm, const char *fn);
+void close_model(Compiled *cm);
+
+/* Deterministic test data. */
+void fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi);
+void fill_uniform_d(double *x, size_t n, uint64_t seed, double lo, double hi);
+double max_rel_err(const float *got, const double *want, size_t n);
+double max_rel_err_d(const double *got, const double *want, size_t n);
+
+#endif
