@@ -184,9 +184,10 @@ static void kernel_comment(CG *cg, const Graph *g, const Node *node, Buf *b) {
   buf_puts(b, " */\n");
 }
 
+/* conv1_forward; backward kernels by op: conv1_conv2d_dx, fc2_add. */
 static const char *kernel_suffix(const Node *node) {
   const OpDef *def = op_def(node->op);
-  return (def->roles & ROLE_INTERNAL) ? def->name : "forward";
+  return node->backward || (def->roles & ROLE_INTERNAL) ? def->name : "forward";
 }
 
 static void emit_kernel(CG *cg, const Graph *g, const Node *node) {
@@ -194,7 +195,9 @@ static void emit_kernel(CG *cg, const Graph *g, const Node *node) {
   Emit e = {cg->ctx, &body, 1, g};
   kernel_params(cg, &e, g, node, &sig);
   op_def(node->op)->emit(&e, g, node);
-  const char *key = arena_printf(cg->a, "%s\n%s", sig.data, body.data);
+  /* The inference and training graphs share a layer's identical kernels. */
+  const char *key = arena_printf(cg->a, "%s\n%s\n%s\n%s", node->name, kernel_suffix(node),
+                                 sig.data, body.data);
   for (int i = 0; i < cg->kernels.len; i++)
     if (strcmp(cg->kernels.items[i].key, key) == 0) {
       cg->kernel_of[node->id] = cg->kernels.items[i].name;

@@ -100,6 +100,7 @@ bool derive_backward(Graph *g) {
     } else if (v->kind == V_INPUT) {
       d->kind = V_INGRAD;
       d->index = v->index;
+      d->name = v->name;
     }
   }
   return true;

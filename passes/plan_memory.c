@@ -83,6 +83,10 @@ static void live_ranges(Graph *g, int *first, int *last, bool plan) {
     }
     step++;
   }
+  /* The loss is read by the API after the last kernel. */
+  for (int i = 0; i < g->values.len; i++)
+    if (g->values.items[i].kind == V_LOSS && first[i] >= 0)
+      last[i] = step;
   /* Views share their input's storage, in place ops (with a plan) their
    * dying first input's: the group's lifetime covers all its members. */
   step = 0;

@@ -82,3 +82,65 @@ const OpDef op_softmax_xent_dx = {
     .in_names = xent_in, .out_names = dlogits_out, .roles = ROLE_INTERNAL,
     .emit = xent_dx_emit,
 };
+
+/* ---- mse(pred, target): mean over the batch of the mean squared error per
+ * sample (PyTorch's MSELoss with reduction='mean'). ---------------------- */
+
+static const char *const mse_in[] = {"pred", "target", NULL};
+static const char *const dpred_out[] = {"dpred", NULL};
+
+static bool same_shape(const Value *a, const Value *b) {
+  if (a->shape.rank != b->shape.rank)
+    return false;
+  for (int d = 0; d < a->shape.rank; d++)
+    if (a->shape.dim[d] != b->shape.dim[d])
+      return false;
+  return true;
+}
+
+static bool regression_build(Graph *g, Node *node) {
+  const Value *p = val(g, node->in[0]), *t = val(g, node->in[1]);
+  Arena *a = g->ctx->arena;
+  if (t->dtype == DT_I32 || !same_shape(p, t) || !p->batched) {
+    error_at(g->ctx, node->loc, "%s: prediction %s and target %s%s must have one shape",
+             op_def(node->op)->name, shape_str(a, &p->shape), shape_str(a, &t->shape),
+             t->dtype == DT_I32 ? " (class labels)" : "");
+    return false;
+  }
+  node_output(g, node, shape_of(1, 1), false, g->dtype);
+  return true;
+}
+
+static void mse_emit(Emit *e, const Graph *g, const Node *node) {
+  long k = shape_numel(&val(g, node->in[0])->shape);
+  emitln(e, "double total = 0;");
+  emitln(e, "for (long i = 0; i < (long)n * %ld; i++) {", k);
+  emitln(e, "const double d = (double)pred[i] - (double)target[i];");
+  emitln(e, "total += d * d;");
+  emitln(e, "}");
+  emitln(e, "loss[0] = (real)(total / ((double)n * %ld));", k);
+}
+
+static void mse_dx_emit(Emit *e, const Graph *g, const Node *node) {
+  long k = shape_numel(&val(g, node->in[0])->shape);
+  emit_omp_for(e, "");
+  emitln(e, "for (long i = 0; i < (long)n * %ld; i++)", k);
+  emitln(e, "    dpred[i] = (real)(2.0 * ((double)pred[i] - (double)target[i]) / ((double)n * %ld));", k);
+}
+
+static void mse_backward(Graph *g, Node *node, const int *dout, const bool *need, int *din) {
+  const Value *p = val(g, node->in[0]);
+  din[0] = derived_node(g, OP_MSE_DX, node->id, node->in, 2, p->shape, true);
+}
+
+const OpDef op_mse = {
+    .name = "mse", .prefix = "loss", .min_in = 2, .max_in = 2,
+    .in_names = mse_in, .out_names = loss_out, .roles = ROLE_LOSS,
+    .build = regression_build, .emit = mse_emit, .backward = mse_backward,
+};
+
+const OpDef op_mse_dx = {
+    .name = "mse_dx", .min_in = 2, .max_in = 2,
+    .in_names = mse_in, .out_names = dpred_out, .roles = ROLE_INTERNAL,
+    .emit = mse_dx_emit,
+};

@@ -1,0 +1,99 @@
+/*
+ * gradcheck.c: see gradcheck.h.
+ */
+#include "gradcheck.h"
+
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef int (*GradFn)(void *, int, const double *, const void *, double *, double *);
+
+typedef struct Api {
+  void *m;
+  GradFn gradients;
+  int (*count)(void);
+  const char *(*name)(int);
+  double *(*tensor)(void *, int, size_t *);
+  double *(*grad)(void *, int, size_t *);
+} Api;
+
+static double loss_at(const Api *a, int n, const double *x, const void *y, double *dx) {
+  double loss = NAN;
+  int st = a->gradients(a->m, n, x, y, &loss, dx);
+  cr_assert(st == 0, "gradients() failed with %d", st);
+  return loss;
+}
+
+static void compare(GradReport *r, double analytic, double numeric, const char *what, size_t i) {
+  double denom = fmax(1e-6, fmax(fabs(analytic), fabs(numeric)));
+  double err = fabs(analytic - numeric) / denom;
+  r->checked++;
+  if (err > r->worst || isnan(err)) {
+    r->worst = isnan(err) ? INFINITY : err;
+    snprintf(r->where, sizeof r->where, "%s[%zu]: analytic %.10g, numeric %.10g", what, i,
+             analytic, numeric);
+  }
+}
+
+/* Central difference of the loss in *p. */
+static double numeric_grad(const Api *a, int n, const double *x, const void *y, double *p,
+                           double *scratch) {
+  const double eps = 1e-6;
+  double saved = *p;
+  *p = saved + eps;
+  double up = loss_at(a, n, x, y, scratch);
+  *p = saved - eps;
+  double down = loss_at(a, n, x, y, scratch);
+  *p = saved;
+  return (up - down) / (2 * eps);
+}
+
+GradReport grad_check(const Compiled *cm, int n, const double *x, size_t x_len, const void *y,
+                      int max_per_tensor) {
+  GradReport r = {0};
+  void *(*create)(uint64_t) = (void *(*)(uint64_t))api(cm, "create");
+  void (*destroy)(void *) = (void (*)(void *))api(cm, "destroy");
+  Api a = {create(7), (GradFn)api(cm, "gradients"), (int (*)(void))api(cm, "tensor_count"),
+           (const char *(*)(int))api(cm, "tensor_name"),
+           (double *(*)(void *, int, size_t *))api(cm, "tensor"),
+           (double *(*)(void *, int, size_t *))api(cm, "grad")};
+  cr_assert(a.m, "create failed");
+  double *xs = malloc(x_len * sizeof *xs), *dx = malloc(x_len * sizeof *dx);
+  double *scratch = malloc(x_len * sizeof *scratch);
+  memcpy(xs, x, x_len * sizeof *xs);
+  loss_at(&a, n, xs, y, dx);
+  /* Analytic gradients first: every later call overwrites them. */
+  int count = a.count();
+  double **grads = calloc((size_t)count, sizeof *grads);
+  for (int t = 0; t < count; t++) {
+    size_t numel;
+    double *g = a.grad(a.m, t, &numel);
+    if (!g)
+      continue;
+    grads[t] = malloc(numel * sizeof(double));
+    memcpy(grads[t], g, numel * sizeof(double));
+  }
+  for (int t = 0; t < count; t++) {
+    if (!grads[t])
+      continue;
+    size_t numel;
+    double *p = a.tensor(a.m, t, &numel);
+    size_t stride = max_per_tensor > 0 && numel > (size_t)max_per_tensor
+                        ? (numel + (size_t)max_per_tensor - 1) / (size_t)max_per_tensor : 1;
+    r.tensors++;
+    for (size_t i = 0; i < numel; i += stride)
+      compare(&r, grads[t][i], numeric_grad(&a, n, xs, y, &p[i], scratch), a.name(t), i);
+    free(grads[t]);
+  }
+  for (size_t i = 0; i < x_len; i++)
+    compare(&r, dx[i], numeric_grad(&a, n, xs, y, &xs[i], scratch), "input", i);
+  free(grads);
+  free(xs);
+  free(dx);
+  free(scratch);
+  destroy(a.m);
+  return r;
+}

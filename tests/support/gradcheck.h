@@ -1,0 +1,26 @@
+/*
+ * gradcheck.h: finite-difference gradient checks of generated training code.
+ *
+ * The model must be compiled with `--dtype f64 --input-grad` and have one
+ * input and one target, so its API has
+ *   int <m>_gradients(<m> *, int n, const double *x, const T *y, double *loss, double *dx)
+ * Every parameter element (or an even sample of at most `max_per_tensor` of
+ * them) and every input element is perturbed by +-eps; the central
+ * difference of the loss is compared with the analytic gradient.
+ */
+#ifndef GRADCHECK_H
+#define GRADCHECK_H
+
+#include "harness.h"
+
+typedef struct GradReport {
+  double worst;        /* max |a - d| / max(|a|, |d|, 1e-6) */
+  char where[200];     /* tensor and index of the worst element */
+  int checked;         /* elements compared */
+  int tensors;         /* parameter tensors with a gradient */
+} GradReport;
+
+GradReport grad_check(const Compiled *cm, int n, const double *x, size_t x_len, const void *y,
+                      int max_per_tensor);
+
+#endif
