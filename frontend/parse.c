@@ -27,7 +27,9 @@ typedef struct Parser {
 } Parser;
 
 /* C and C++ keywords and names the generated file relies on: none of them
- * may name the model, an input, a target or an output. */
+ * may name the model, an input, a target or an output.  Inputs, targets and
+ * outputs also must not be `m` or `n`, the model and batch-size parameters of
+ * the generated functions. */
 static const char *const c_reserved[] = {
     "auto", "break", "case", "char", "const", "continue", "default", "do", "double",
     "else", "enum", "extern", "float", "for", "goto", "if", "inline", "int", "long",
@@ -41,7 +43,7 @@ static const char *const c_reserved[] = {
     "static_cast", "template", "this", "thread_local", "throw", "try", "typeid",
     "typename", "using", "virtual", "wchar_t", "and", "or", "not", "xor", "compl",
     "bitand", "bitor", "and_eq", "or_eq", "xor_eq", "not_eq", "main", "errno", "assert",
-    "real", "n", "m", "size_t", "int32_t", "uint64_t", "NULL", "stdin", "stdout",
+    "real", "size_t", "int32_t", "uint64_t", "NULL", "stdin", "stdout",
     "stderr", "malloc", "calloc", "realloc", "free", "memcpy", "memset", "exp", "log",
     "sqrt", "tanh", "fabs", "fmax", "fmin", "rexp", "rlog", "rsqrt", "rtanh", "rfabs",
     "rmax", "rmin", "lit",
@@ -108,6 +110,9 @@ static void check_api_name(Parser *P, const char *name, Loc loc, const char *wha
   for (size_t i = 0; i < sizeof c_reserved / sizeof *c_reserved; i++)
     if (strcmp(name, c_reserved[i]) == 0)
       fail_at(P, loc, "%s name '%s' is reserved in the generated C code", what, name);
+  bool tensor = strcmp(what, "model") != 0;
+  if (tensor && (strcmp(name, "m") == 0 || strcmp(name, "n") == 0))
+    fail_at(P, loc, "%s name '%s' is reserved in the generated C code", what, name);
   if (name[0] == '_' || strstr(name, "__"))
     fail_at(P, loc, "%s name '%s' must not start with '_' or contain '__' (reserved in C)",
             what, name);
@@ -229,15 +234,12 @@ static Expr *primary(Parser *P) {
 
 /* unary = "-" unary | primary */
 static Expr *unary(Parser *P) {
+  if (!is(P->tok, "-"))
+    return primary(P);
   enter(P, P->tok->loc);
-  Expr *e;
-  if (is(P->tok, "-")) {
-    e = new_expr(P, EX_NEG, P->tok->loc);
-    P->tok++;
-    e->lhs = unary(P);
-  } else {
-    e = primary(P);
-  }
+  Expr *e = new_expr(P, EX_NEG, P->tok->loc);
+  P->tok++;
+  e->lhs = unary(P);
   P->depth--;
   return e;
 }
