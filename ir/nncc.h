@@ -335,6 +335,7 @@ void report(Buf *b, const Graph *infer, const Graph *train);
 typedef struct Result {
   Buf c, h;               /* model.c, model.h */
   Buf ir, dot, report;    /* --emit-ir, --emit-dot, --report */
+  Graph *infer, *train;   /* the final graphs (train is NULL without a loss) */
 } Result;
 bool is_pass_name(const char *name);
 bool nncc_compile(Ctx *ctx, Result *out);

@@ -68,12 +68,12 @@ bool nncc_compile(Ctx *ctx, Result *out) {
   Program *prog = parse_program(ctx, src);
   if (!prog)
     return false;
-  Graph *infer = build(ctx, prog, MODE_INFER, out);
+  Graph *infer = out->infer = build(ctx, prog, MODE_INFER, out);
   if (!infer)
     return false;
   Graph *train = NULL;
   if (!o->infer_only && program_has_loss(prog)) {
-    train = build(ctx, prog, MODE_TRAIN, out);
+    train = out->train = build(ctx, prog, MODE_TRAIN, out);
     if (!train)
       return false;
   }

@@ -1,0 +1,120 @@
+/*
+ * test_plan.c: memory planning on every example model, checked by the
+ * independent validator, and the validator itself on a corrupted plan.
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <string.h>
+
+#include "harness.h"
+#include "nncc.h"
+
+typedef struct Compilation {
+  Ctx ctx;
+  Options opt;
+  Result r;
+} Compilation;
+
+static bool compile_file(Compilation *c, const char *path, bool plan, const char *fuse) {
+  memset(c, 0, sizeof *c);
+  c->opt = (Options){.input = path, .max_batch = 16, .dtype = DT_F32, .no_plan = !plan,
+                     .fuse = fuse};
+  c->ctx = (Ctx){.arena = new_arena(), .opt = &c->opt};
+  return nncc_compile(&c->ctx, &c->r);
+}
+
+static void release(Compilation *c) {
+  free_result(&c->r);
+  buf_free(&c->ctx.diag);
+  free_arena(c->ctx.arena);
+}
+
+static int example_models(char paths[][512], int max) {
+  DIR *d = opendir(NNCC_SOURCE_DIR "/examples");
+  cr_assert(d, "no examples directory");
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) && n < max) {
+    size_t len = strlen(e->d_name);
+    if (len > 3 && strcmp(e->d_name + len - 3, ".nn") == 0)
+      snprintf(paths[n++], 512, "%s/examples/%s", NNCC_SOURCE_DIR, e->d_name);
+  }
+  closedir(d);
+  return n;
+}
+
+static void check_graph_plan(const Graph *g, const char *path) {
+  Buf why = {0};
+  bool ok = validate_plan(g, &why);
+  cr_expect(ok, "%s (%s graph): %s", path, g->mode == MODE_TRAIN ? "train" : "infer",
+            why.data ? why.data : "");
+  buf_free(&why);
+}
+
+Test(plan, examples_valid_and_near_lower_bound) {
+  char paths[64][512];
+  int n = example_models(paths, 64);
+  cr_assert(n >= 1, "no example models");
+  for (int i = 0; i < n; i++) {
+    for (int fused = 0; fused < 2; fused++) {
+      Compilation c;
+      cr_assert(compile_file(&c, paths[i], true, fused ? "all" : "none"), "%s: %s", paths[i],
+                c.ctx.diag.data);
+      const Graph *graphs[] = {c.r.infer, c.r.train};
+      for (int k = 0; k < 2; k++) {
+        const Graph *g = graphs[k];
+        if (!g)
+          continue;
+        check_graph_plan(g, paths[i]);
+        cr_expect(g->arena_size <= g->lower_bound + g->lower_bound / 10,
+                  "%s: arena %ld reals is more than 10%% above the lower bound %ld", paths[i],
+                  g->arena_size, g->lower_bound);
+        cr_expect(g->arena_size <= g->naive_size);
+      }
+      release(&c);
+    }
+  }
+}
+
+Test(plan, unplanned_is_naive_and_valid) {
+  char paths[64][512];
+  int n = example_models(paths, 64);
+  for (int i = 0; i < n; i++) {
+    Compilation c;
+    cr_assert(compile_file(&c, paths[i], false, "all"));
+    check_graph_plan(c.r.infer, paths[i]);
+    if (c.r.train)
+      check_graph_plan(c.r.train, paths[i]);
+    release(&c);
+  }
+}
+
+/* Put two tensors that are alive together at one offset: the validator
+ * must notice. */
+Test(plan, validator_catches_overlap) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/plan-overlap.nn", NNCC_TEST_TMP);
+  write_file(path, "model p\ninput x: f32[8]\ntarget t: f32[8]\n"
+                   "a = dense(x, 8) |> relu\nb = dense(a, 8)\nc = dense(b, 8) + a\n"
+                   "output c\nloss mse(c, t)\n");
+  Compilation c;
+  cr_assert(compile_file(&c, path, true, "all"), "%s", c.ctx.diag.data);
+  Graph *g = c.r.train;
+  Buf why = {0};
+  cr_assert(validate_plan(g, &why));
+  /* a (relu output) lives until the add; move b onto it. */
+  int a = -1, b = -1;
+  for (int i = 0; i < g->values.len; i++) {
+    Value *v = &g->values.items[i];
+    bool forward = v->kind == V_ACT && v->producer >= 0 && !node_at(g, v->producer)->backward;
+    if (forward && a < 0 && !strcmp(v->name, "relu1"))
+      a = i;
+    if (forward && b < 0 && !strcmp(v->name, "fc2"))
+      b = i;
+  }
+  cr_assert(a >= 0 && b >= 0, "tensors not found");
+  g->values.items[b].offset = g->values.items[a].offset;
+  cr_expect(!validate_plan(g, &why), "validator accepted overlapping tensors");
+  buf_free(&why);
+  release(&c);
+}
