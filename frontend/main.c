@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "nncc.h"
@@ -27,6 +28,7 @@ static const char usage[] =
     "  --infer              inference only: no training code, smaller arena\n"
     "  --fuse=none|all|LIST fusions to apply (default all); LIST is comma-separated\n"
     "                       from: epilogue\n"
+    "  --no-fuse            same as --fuse=none\n"
     "  --no-plan            give every tensor its own buffer (no memory reuse)\n"
     "  --input-grad         train graph also computes d(loss)/d(input) (gradient checks)\n"
     "  --emit-ir[=after:PASS]   print the IR (after the last pass, or after PASS)\n"
@@ -145,19 +147,30 @@ static char *with_ext(Arena *a, const char *path, const char *ext) {
   return arena_printf(a, "%.*s%s", (int)len, path, ext);
 }
 
-static bool write_temp(Ctx *ctx, const char *tmp, const Buf *b) {
+/* Errors name the file the user asked for, not the temporary beside it. */
+static bool write_temp(Ctx *ctx, const char *path, const char *tmp, const Buf *b) {
   FILE *f = fopen(tmp, "wb");
   if (!f) {
-    error_plain(ctx, "cannot write '%s': %s", tmp, strerror(errno));
+    error_plain(ctx, "cannot write '%s': %s", path, strerror(errno));
     return false;
   }
   bool ok = fwrite(b->data, 1, b->len, f) == b->len;
   ok &= fclose(f) == 0;
   if (!ok) {
-    error_plain(ctx, "cannot write '%s': %s", tmp, strerror(errno));
+    error_plain(ctx, "cannot write '%s': %s", path, strerror(errno));
     remove(tmp);
   }
   return ok;
+}
+
+/* rename() onto a directory fails only after the other file may have been
+ * replaced: refuse before writing anything. */
+static bool is_directory(Ctx *ctx, const char *path) {
+  struct stat st;
+  if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+    return false;
+  error_plain(ctx, "cannot write '%s': Is a directory", path);
+  return true;
 }
 
 /* Writes both files or neither. */
@@ -166,9 +179,11 @@ static bool write_outputs(Ctx *ctx, const char *c_path, const Result *r) {
   const char *h_path = with_ext(a, c_path, ".h");
   const char *c_tmp = arena_printf(a, "%s.tmp%d", c_path, (int)getpid());
   const char *h_tmp = arena_printf(a, "%s.tmp%d", h_path, (int)getpid());
-  if (!write_temp(ctx, c_tmp, &r->c))
+  if (is_directory(ctx, c_path) || is_directory(ctx, h_path))
     return false;
-  if (!write_temp(ctx, h_tmp, &r->h)) {
+  if (!write_temp(ctx, c_path, c_tmp, &r->c))
+    return false;
+  if (!write_temp(ctx, h_path, h_tmp, &r->h)) {
     remove(c_tmp);
     return false;
   }
