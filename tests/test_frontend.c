@@ -184,6 +184,25 @@ Test(frontend, lenet_train) {
   cr_assert_eq(val(g, g->loss)->kind, V_LOSS);
 }
 
+/* The example at the top of docs/language.md (DESIGN.md's LeNet-5). */
+Test(frontend, language_doc_example) {
+  require_ops("conv2d", "maxpool", "softmax");
+  require_ops("batchnorm", "relu", "dense");
+  Source *doc = read_source(&ctx, NNCC_SOURCE_DIR "/docs/language.md");
+  cr_assert(doc, "%s", diag());
+  const char *start = strstr(doc->text, "```\n") + 4;
+  const char *end = strstr(start, "```\n");
+  const char *text = arena_strndup(ctx.arena, start, (size_t)(end - start));
+  Graph *g = lower(text, MODE_TRAIN);
+  cr_assert_str_eq(g->model, "lenet5");
+  cr_assert_str_eq(out_shape(g, find_node(g, "pool2")), "[16, 5, 5]");
+  cr_assert_eq(find_node(g, "bn2")->in[0], find_node(g, "conv2")->out[0]);
+  cr_assert_eq(find_value(g, "conv1.weight")->init.kind, INIT_HE_NORMAL);
+  cr_assert_eq(find_value(g, "fc1.weight")->init.kind, INIT_HE_NORMAL);
+  cr_assert_eq(find_value(g, "fc3.weight")->init.kind, INIT_XAVIER_NORMAL);
+  cr_assert_eq(val(g, g->loss)->kind, V_LOSS);
+}
+
 Test(frontend, lenet_train_config) {
   const TrainConfig *tc = program_train_config(parse(lenet));
   cr_assert_str_eq(tc->optimizer, "adam");
