@@ -27,6 +27,10 @@ static void append_line(Buf *b, const char *text, unsigned line, unsigned col) {
 bool verify_c(Ctx *ctx, const char *c_name, const char *c_text, const char *h_name,
               const char *h_text) {
   const char *args[] = {"-xc", "-std=c11", "-Wall", "-Wextra", "-pedantic", "-fopenmp"};
+  /* libclang finds `#include "m.h"` among the unsaved files only under the
+   * path it looks for, "./m.h" beside a bare "m.c". */
+  if (!strchr(h_name, '/'))
+    h_name = arena_printf(ctx->arena, "./%s", h_name);
   struct CXUnsavedFile files[2] = {
       {c_name, c_text, (unsigned long)strlen(c_text)},
       {h_name, h_text, (unsigned long)strlen(h_text)},
