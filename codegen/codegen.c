@@ -151,12 +151,14 @@ static const char *dims_str(Arena *a, const Value *v) {
 
 /* Kernel parameters: outputs, inputs, extra inputs of fused epilogues, n. */
 static void kernel_params(CG *cg, Emit *e, const Graph *g, const Node *node, Buf *sig) {
-  bool inplace = op_def(node->op)->roles & ROLE_INPLACE;
+  unsigned roles = op_def(node->op)->roles;
+  bool inplace = roles & ROLE_INPLACE;
   for (int k = 0; k < node->nout + node->nin; k++) {
     bool out = k < node->nout;
     const Value *v = val(g, out ? node->out[k] : node->in[k - node->nout]);
     bool aliased = inplace && (k == 0 || k == node->nout);
-    buf_printf(sig, "%s%s", arg_type(v, out, !aliased), arg_name(e, node, k));
+    bool written = out || ((roles & ROLE_WRITES_BUFFERS) && v->kind == V_BUFFER);
+    buf_printf(sig, "%s%s", arg_type(v, written, !aliased), arg_name(e, node, k));
     buf_puts(sig, ", ");
   }
   for (int k = 0; k < node->nepilogue; k++) {
@@ -417,7 +419,8 @@ static void emit_lifecycle(CG *cg) {
   buf_puts(c, "    if (!mem)\n        return NULL;\n");
   buf_printf(c, "    memset(mem, 0, %s_memory_size());\n", m);
   buf_puts(c, "    unsigned char *p = (unsigned char *)NN_ALIGN64((uintptr_t)mem);\n");
-  buf_printf(c, "    %s *m = (%s *)p;\n", m, m);
+  /* struct tags: a model named m, p, mem or seed is shadowed by the locals */
+  buf_printf(c, "    struct %s *m = (struct %s *)p;\n", m, m);
   buf_puts(c, "    p += NN_ALIGN64(sizeof *m);\n");
   const char *blocks[][2] = {{"params", "PARAMS"}, {"buffers", "BUFFERS"}, {"grads", "GRADS"},
                              {"state", "STATE"}, {"arena", "ARENA"}};
@@ -429,7 +432,7 @@ static void emit_lifecycle(CG *cg) {
   buf_puts(c, "    return m;\n}\n\n");
   buf_printf(c, "%s *%s_create(uint64_t seed)\n{\n", m, m);
   buf_printf(c, "    void *mem = malloc(%s_memory_size());\n", m);
-  buf_printf(c, "    %s *m = %s_init_in(mem, seed);\n", m, m);
+  buf_printf(c, "    struct %s *m = %s_init_in(mem, seed);\n", m, m);
   buf_puts(c, "    if (m)\n        m->owned = mem;\n    return m;\n}\n\n");
   buf_printf(c, "void %s_destroy(%s *m)\n{\n    if (m)\n        free(m->owned);\n}\n\n", m, m);
 }

@@ -10,8 +10,8 @@
 #include "codegen.h"
 
 void emitln(Emit *e, const char *fmt, ...) {
-  char first = fmt[0];
-  if (first == '}' && e->indent > 0)
+  const char *first = fmt + strspn(fmt, " ");
+  if (*first == '}' && e->indent > 0)
     e->indent--;
   if (fmt[0] != '\0' && fmt[0] != '#')
     for (int i = 0; i < e->indent; i++)

@@ -256,6 +256,7 @@ enum {
   ROLE_INTERNAL = 1 << 4,     /* not callable from the language (backward ops) */
   ROLE_LOSS = 1 << 5,         /* callable only in the `loss` statement */
   ROLE_VIEW = 1 << 6,         /* out[0] is in[0] reshaped: shares its storage */
+  ROLE_WRITES_BUFFERS = 1 << 7, /* the kernel updates its V_BUFFER inputs (running stats) */
 };
 
 typedef struct OpDef {

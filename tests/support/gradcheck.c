@@ -28,7 +28,7 @@ static double loss_at(const Api *a, int n, const double *x, const void *y, doubl
 }
 
 static void compare(GradReport *r, double analytic, double numeric, const char *what, size_t i) {
-  double denom = fmax(1e-6, fmax(fabs(analytic), fabs(numeric)));
+  double denom = fmax(1e-3, fmax(fabs(analytic), fabs(numeric)));
   double err = fabs(analytic - numeric) / denom;
   r->checked++;
   if (err > r->worst || isnan(err)) {

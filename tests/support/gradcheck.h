@@ -14,7 +14,7 @@
 #include "harness.h"
 
 typedef struct GradReport {
-  double worst;        /* max |a - d| / max(|a|, |d|, 1e-6) */
+  double worst;        /* max |a - d| / max(|a|, |d|, 1e-3) */
   char where[200];     /* tensor and index of the worst element */
   int checked;         /* elements compared */
   int tensors;         /* parameter tensors with a gradient */

@@ -1,0 +1,208 @@
+/*
+ * batchnorm.c: batch normalization after conv (N, C, H, W) or dense (N, C)
+ * layers, as PyTorch's BatchNorm2d / BatchNorm1d.
+ *
+ * Parameters weight (gamma) [C] = 1 and bias (beta) [C] = 0, not decayed;
+ * buffers running_mean [C] = 0 and running_var [C] = 1.
+ *
+ * Training: statistics of the batch over (N, H, W) per channel; the kernel
+ * also updates the running statistics (momentum, unbiased variance as
+ * PyTorch does) and keeps mean and 1/sqrt(var + eps) for the backward pass.
+ * Inference: the build rule turns the node into batchnorm_infer, an
+ * elementwise op on the running statistics, so it fuses into the preceding
+ * conv/dense epilogue like an activation.
+ */
+#include "codegen.h"
+
+enum { A_MOMENTUM, A_EPS };
+
+static const AttrSpec bn_attrs[] = {
+    {"momentum", ATTR_FLOAT, "0.1"},
+    {"eps", ATTR_FLOAT, "1e-5"},
+};
+
+static const char *const fwd_in[] = {"x", "gamma", "beta", "running_mean", "running_var", NULL};
+static const char *const train_out[] = {"y", "mean", "invstd", NULL};
+static const char *const infer_out[] = {"y", NULL};
+
+/* Channels C and positions per channel per sample (H*W, or 1 after dense). */
+static void bn_dims(const Value *x, int *channels, long *spatial) {
+  *channels = x->shape.dim[0];
+  *spatial = shape_numel(&x->shape) / *channels;
+}
+
+static bool bn_build(Graph *g, Node *node) {
+  const Value *x = val(g, node->in[0]);
+  Arena *a = g->ctx->arena;
+  if (!x->batched || (x->shape.rank != 1 && x->shape.rank != 3)) {
+    error_at(g->ctx, node->loc, "batchnorm: input must be (C, H, W) or (C), got %s",
+             shape_str(a, &x->shape));
+    return false;
+  }
+  double momentum = attr_num(node, A_MOMENTUM), eps = attr_num(node, A_EPS);
+  if (!(momentum >= 0 && momentum <= 1)) {
+    error_at(g->ctx, node->attr[A_MOMENTUM].loc, "batchnorm: momentum must be in [0, 1]");
+    return false;
+  }
+  if (!(eps > 0)) {
+    error_at(g->ctx, node->attr[A_EPS].loc, "batchnorm: eps must be positive");
+    return false;
+  }
+  int c = x->shape.dim[0];
+  Shape per_channel = shape_of(1, c);
+  node_param(g, node, "weight", per_channel, (Init){.kind = INIT_ONES}, false);
+  node_param(g, node, "bias", per_channel, (Init){.kind = INIT_ZEROS}, false);
+  node_buffer(g, node, "running_mean", per_channel, 0.0);
+  node_buffer(g, node, "running_var", per_channel, 1.0);
+  node = node_at(g, node->id);
+  Shape xs = val(g, node->in[0])->shape;
+  if (g->mode == MODE_INFER) {
+    node->op = OP_BATCHNORM_INFER;
+    node_output(g, node, xs, true, g->dtype);
+    return true;
+  }
+  node_output(g, node, xs, true, g->dtype);
+  node_output(g, node, per_channel, false, g->dtype);
+  node_output(g, node, per_channel, false, g->dtype);
+  return true;
+}
+
+/* Training forward: per channel (one thread each) mean, variance, output,
+ * running statistics.  Sums in double, in a fixed order. */
+static void bn_emit(Emit *e, const Graph *g, const Node *node) {
+  int c;
+  long s;
+  bn_dims(val(g, node->in[0]), &c, &s);
+  double momentum = attr_num(node, A_MOMENTUM);
+  emit_omp_for(e, "");
+  emitln(e, "for (int c = 0; c < %d; c++) {", c);
+  emitln(e, "const double count = (double)n * %ld;", s);
+  emitln(e, "double sum = 0, sq = 0;");
+  emitln(e, "for (int b = 0; b < n; b++)");
+  emitln(e, "    for (long i = 0; i < %ld; i++)", s);
+  emitln(e, "        sum += x[((long)b * %d + c) * %ld + i];", c, s);
+  emitln(e, "const double mu = sum / count;");
+  emitln(e, "for (int b = 0; b < n; b++)");
+  emitln(e, "    for (long i = 0; i < %ld; i++) {", s);
+  emitln(e, "        const double d = x[((long)b * %d + c) * %ld + i] - mu;", c, s);
+  emitln(e, "        sq += d * d;");
+  emitln(e, "    }");
+  emitln(e, "const double var = sq / count;");
+  emitln(e, "const real is = (real)(1.0 / sqrt(var + %.17g));", attr_num(node, A_EPS));
+  emitln(e, "mean[c] = (real)mu;");
+  emitln(e, "invstd[c] = is;");
+  emitln(e, "const real scale = gamma[c] * is, shift = beta[c] - (real)mu * gamma[c] * is;");
+  emitln(e, "for (int b = 0; b < n; b++)");
+  emitln(e, "    for (long i = 0; i < %ld; i++) {", s);
+  emitln(e, "        const long k = ((long)b * %d + c) * %ld + i;", c, s);
+  emitln(e, "        y[k] = x[k] * scale + shift;");
+  emitln(e, "    }");
+  emitln(e, "const double unbiased = count > 1 ? sq / (count - 1) : var;");
+  emitln(e, "running_mean[c] = (real)((1 - %.17g) * running_mean[c] + %.17g * mu);", momentum,
+         momentum);
+  emitln(e, "running_var[c] = (real)((1 - %.17g) * running_var[c] + %.17g * unbiased);", momentum,
+         momentum);
+  emitln(e, "}");
+}
+
+/* Inference: y = (x - mean) * gamma / sqrt(var + eps) + beta, elementwise. */
+static void bn_infer_scalar(Buf *b, const Graph *g, const Node *node, const char *const *a) {
+  buf_printf(b, "(%s - %s) * (%s / rsqrt(%s + (real)%.17g)) + %s", a[0], a[3], a[1], a[4],
+             attr_num(node, A_EPS), a[2]);
+}
+
+/* dx = gamma * invstd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat)),
+ * M = N * H * W; xhat = (x - mean) * invstd. */
+static void bn_dx_emit(Emit *e, const Graph *g, const Node *node) {
+  int c;
+  long s;
+  bn_dims(val(g, node->in[1]), &c, &s);
+  emit_omp_for(e, "");
+  emitln(e, "for (int c = 0; c < %d; c++) {", c);
+  emitln(e, "double sum_dy = 0, sum_dy_xhat = 0;");
+  emitln(e, "for (int b = 0; b < n; b++)");
+  emitln(e, "    for (long i = 0; i < %ld; i++) {", s);
+  emitln(e, "        const long k = ((long)b * %d + c) * %ld + i;", c, s);
+  emitln(e, "        sum_dy += dy[k];");
+  emitln(e, "        sum_dy_xhat += dy[k] * (x[k] - mean[c]) * invstd[c];");
+  emitln(e, "    }");
+  emitln(e, "const double count = (double)n * %ld;", s);
+  emitln(e, "const double mdy = sum_dy / count, mdyx = sum_dy_xhat / count;");
+  emitln(e, "for (int b = 0; b < n; b++)");
+  emitln(e, "    for (long i = 0; i < %ld; i++) {", s);
+  emitln(e, "        const long k = ((long)b * %d + c) * %ld + i;", c, s);
+  emitln(e, "        const double xhat = (x[k] - mean[c]) * invstd[c];");
+  emitln(e, "        dx[k] = (real)(gamma[c] * invstd[c] * (dy[k] - mdy - xhat * mdyx));");
+  emitln(e, "    }");
+  emitln(e, "}");
+}
+
+/* dgamma = sum(dy * xhat), dbeta = sum(dy), per channel. */
+static void bn_dparams_emit(Emit *e, const Graph *g, const Node *node) {
+  int c;
+  long s;
+  bn_dims(val(g, node->in[1]), &c, &s);
+  emit_omp_for(e, "");
+  emitln(e, "for (int c = 0; c < %d; c++) {", c);
+  emitln(e, "double sg = 0, sb = 0;");
+  emitln(e, "for (int b = 0; b < n; b++)");
+  emitln(e, "    for (long i = 0; i < %ld; i++) {", s);
+  emitln(e, "        const long k = ((long)b * %d + c) * %ld + i;", c, s);
+  emitln(e, "        sg += dy[k] * (x[k] - mean[c]) * invstd[c];");
+  emitln(e, "        sb += dy[k];");
+  emitln(e, "    }");
+  emitln(e, "dgamma[c] = (real)sg;");
+  emitln(e, "dbeta[c] = (real)sb;");
+  emitln(e, "}");
+}
+
+static void bn_backward(Graph *g, Node *node, const int *dout, const bool *need, int *din) {
+  int id = node->id;
+  int x = node->in[0], gamma = node->in[1], mean = node->out[1], invstd = node->out[2];
+  if (need[0]) {
+    int in[5] = {dout[0], x, gamma, mean, invstd};
+    din[0] = derived_node(g, OP_BATCHNORM_DX, id, in, 5, val(g, x)->shape, true);
+  }
+  if (need[1] || need[2]) {
+    int in[4] = {dout[0], x, mean, invstd};
+    Shape pc = val(g, gamma)->shape;
+    int dgamma = derived_node(g, OP_BATCHNORM_DPARAMS, id, in, 4, pc, false);
+    Node *k = node_at(g, val(g, dgamma)->producer);
+    int dbeta = node_output(g, k, pc, false, g->dtype);
+    din[1] = need[1] ? dgamma : -1;
+    din[2] = need[2] ? dbeta : -1;
+  }
+}
+
+static double bn_flops(const Graph *g, const Node *node) {
+  return 4.0 * (double)shape_numel(&val(g, node->in[0])->shape);
+}
+
+const OpDef op_batchnorm = {
+    .name = "batchnorm", .prefix = "bn", .min_in = 1, .max_in = 1,
+    .attrs = bn_attrs, .nattr = 2, .in_names = fwd_in, .out_names = train_out,
+    .roles = ROLE_FOLDABLE | ROLE_WRITES_BUFFERS,
+    .build = bn_build, .emit = bn_emit, .backward = bn_backward, .flops = bn_flops,
+};
+
+const OpDef op_batchnorm_infer = {
+    .name = "batchnorm_infer", .min_in = 5, .max_in = 5,
+    .attrs = bn_attrs, .nattr = 2, .in_names = fwd_in, .out_names = infer_out,
+    .roles = ROLE_ELEMENTWISE | ROLE_INPLACE | ROLE_FOLDABLE | ROLE_INTERNAL,
+    .emit = emit_elementwise, .scalar = bn_infer_scalar, .flops = bn_flops,
+};
+
+static const char *const dx_in[] = {"dy", "x", "gamma", "mean", "invstd", NULL};
+static const char *const dx_out[] = {"dx", NULL};
+static const char *const dp_in[] = {"dy", "x", "mean", "invstd", NULL};
+static const char *const dp_out[] = {"dgamma", "dbeta", NULL};
+
+const OpDef op_batchnorm_dx = {
+    .name = "batchnorm_dx", .attrs = bn_attrs, .nattr = 2, .in_names = dx_in,
+    .out_names = dx_out, .roles = ROLE_INTERNAL, .emit = bn_dx_emit,
+};
+
+const OpDef op_batchnorm_dparams = {
+    .name = "batchnorm_dparams", .attrs = bn_attrs, .nattr = 2, .in_names = dp_in,
+    .out_names = dp_out, .roles = ROLE_INTERNAL, .emit = bn_dparams_emit,
+};
