@@ -1,0 +1,691 @@
+/*
+ * test_train.c: the generated training API (codegen/train.c) end to end.
+ *
+ * Models are compiled by the harness (mostly --dtype f64) and driven through
+ * their API.  Optimizer steps are checked against reference implementations
+ * written here from PyTorch's formulas: after `_gradients` the test reads
+ * params and grads, computes the expected new params, calls `_update` and
+ * compares (relative 1e-12).  Also: learning-rate schedules, weight decay and
+ * max-norm, hyper-parameters at run time, exact checkpoints, update ratios,
+ * non-finite inputs, determinism, frozen layers, a training run that must
+ * lower the loss tenfold, and the statistics of every initializer.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+#define NB 8      /* batch */
+#define NX 3      /* inputs per sample */
+#define MAXT 16   /* tensors */
+
+typedef struct Api {
+  Compiled cm;
+  void *(*create)(uint64_t);
+  void (*destroy)(void *);
+  int (*gradients)(void *, int, const double *, const int32_t *, double *);
+  int (*update)(void *);
+  int (*train_step)(void *, int, const double *, const int32_t *, double *);
+  int (*count)(void);
+  const char *(*name)(int);
+  double *(*tensor)(void *, int, size_t *);
+  double *(*grad)(void *, int, size_t *);
+  int (*set)(void *, const char *, double);
+  double (*get)(const void *, const char *);
+  double (*lr)(const void *);
+  int64_t (*step)(const void *);
+  double (*ratio)(const void *, int);
+  int (*save)(void *, const char *);
+  int (*load)(void *, const char *);
+} Api;
+
+static void load_api(Api *a, const char *name, const char *model, const char *opts) {
+  compile_model(&a->cm, name, model, opts, "-O1");
+  const Compiled *c = &a->cm;
+  a->create = (void *(*)(uint64_t))api(c, "create");
+  a->destroy = (void (*)(void *))api(c, "destroy");
+  a->gradients = (int (*)(void *, int, const double *, const int32_t *, double *))api(c, "gradients");
+  a->update = (int (*)(void *))api(c, "update");
+  a->train_step = (int (*)(void *, int, const double *, const int32_t *, double *))api(c, "train_step");
+  a->count = (int (*)(void))api(c, "tensor_count");
+  a->name = (const char *(*)(int))api(c, "tensor_name");
+  a->tensor = (double *(*)(void *, int, size_t *))api(c, "tensor");
+  a->grad = (double *(*)(void *, int, size_t *))api(c, "grad");
+  a->set = (int (*)(void *, const char *, double))api(c, "set");
+  a->get = (double (*)(const void *, const char *))api(c, "get");
+  a->lr = (double (*)(const void *))api(c, "lr");
+  a->step = (int64_t (*)(const void *))api(c, "step");
+  a->ratio = (double (*)(const void *, int))api(c, "update_ratio");
+  a->save = (int (*)(void *, const char *))api(c, "save");
+  a->load = (int (*)(void *, const char *))api(c, "load");
+}
+
+/* The small dense model every optimizer test trains; `train` is the body of
+ * its train section. */
+static const char *mlp(const char *name, const char *train) {
+  static char text[1024];
+  snprintf(text, sizeof text,
+           "model %s\ninput x: f32[3]\ntarget y: class[2]\n"
+           "h = dense(x, 4) |> relu\nlogits = dense(h, 2)\noutput logits\n"
+           "loss cross_entropy(logits, y)\ntrain {\n%s\n}\n",
+           name, train);
+  return text;
+}
+
+/* Batch number k of the synthetic data. */
+static void batch(int k, double *x, int32_t *y) {
+  fill_uniform_d(x, NB * NX, 1000 + (uint64_t)k, -1, 1);
+  for (int b = 0; b < NB; b++)
+    y[b] = (int32_t)((b + k) % 2);
+}
+
+/* A copy of every tensor and its gradient, flattened in table order. */
+typedef struct Snap {
+  int count;
+  size_t off[MAXT + 1];
+  bool weight[MAXT];
+  double p[4096], g[4096];
+} Snap;
+
+static void snap(const Api *a, void *m, Snap *s) {
+  s->count = a->count();
+  cr_assert(s->count <= MAXT);
+  s->off[0] = 0;
+  for (int t = 0; t < s->count; t++) {
+    size_t n;
+    const double *p = a->tensor(m, t, &n), *g = a->grad(m, t, &n);
+    cr_assert(p && g && s->off[t] + n <= 4096);
+    memcpy(s->p + s->off[t], p, n * sizeof(double));
+    memcpy(s->g + s->off[t], g, n * sizeof(double));
+    const char *name = a->name(t);
+    size_t len = strlen(name);
+    s->weight[t] = len > 7 && strcmp(name + len - 7, ".weight") == 0;
+    s->off[t + 1] = s->off[t] + n;
+  }
+}
+
+/* Current params compared with want (relative 1e-12, near-zero entries
+ * against 1e-3 of the largest). */
+static void expect_params(const Api *a, void *m, const Snap *want, const char *what) {
+  Snap got;
+  snap(a, m, &got);
+  size_t n = want->off[want->count];
+  double err = max_rel_err_d(got.p, want->p, n);
+  cr_expect(err < 1e-12, "%s: params differ from the reference by %.3g", what, err);
+}
+
+/* ---- optimizers ------------------------------------------------------------- */
+
+typedef enum { O_SGD, O_MOMENTUM, O_NESTEROV, O_ADAGRAD, O_RMSPROP, O_ADAM } Opt;
+
+typedef struct Hyper {
+  double lr, mu, b1, b2, eps, rho;
+} Hyper;
+
+/* One step of PyTorch's torch.optim rule on every element of s. */
+static void ref_step(Opt o, const Hyper *h, int t, Snap *s, double *s0, double *s1) {
+  size_t n = s->off[s->count];
+  for (size_t i = 0; i < n; i++) {
+    double g = s->g[i], *p = &s->p[i];
+    switch (o) {
+    case O_SGD: *p -= h->lr * g; break;
+    case O_MOMENTUM:
+      s0[i] = t == 1 ? g : h->mu * s0[i] + g;
+      *p -= h->lr * s0[i];
+      break;
+    case O_NESTEROV:
+      s0[i] = t == 1 ? g : h->mu * s0[i] + g;
+      *p -= h->lr * (g + h->mu * s0[i]);
+      break;
+    case O_ADAGRAD:
+      s0[i] += g * g;
+      *p -= h->lr * g / (sqrt(s0[i]) + h->eps);
+      break;
+    case O_RMSPROP:
+      s0[i] = h->rho * s0[i] + (1 - h->rho) * g * g;
+      *p -= h->lr * g / (sqrt(s0[i]) + h->eps);
+      break;
+    case O_ADAM: {
+      s0[i] = h->b1 * s0[i] + (1 - h->b1) * g;
+      s1[i] = h->b2 * s1[i] + (1 - h->b2) * g * g;
+      double bc1 = 1 - pow(h->b1, t), bc2 = 1 - pow(h->b2, t);
+      double denom = sqrt(s1[i]) / sqrt(bc2) + h->eps;
+      *p -= h->lr / bc1 * s0[i] / denom;
+      break;
+    }
+    }
+  }
+}
+
+static void check_optimizer(const char *name, const char *train, Opt o, Hyper h) {
+  Api a;
+  load_api(&a, name, mlp(name, train), "--dtype f64 --batch 8");
+  void *m = a.create(3);
+  static Snap s;
+  static double s0[4096], s1[4096];
+  memset(s0, 0, sizeof s0);
+  memset(s1, 0, sizeof s1);
+  double x[NB * NX];
+  int32_t y[NB];
+  for (int t = 1; t <= 3; t++) {
+    batch(t, x, y);
+    double loss;
+    cr_assert_eq(a.gradients(m, NB, x, y, &loss), 0);
+    snap(&a, m, &s);
+    ref_step(o, &h, t, &s, s0, s1);
+    cr_assert_eq(a.update(m), 0);
+    char what[64];
+    snprintf(what, sizeof what, "%s step %d", name, t);
+    expect_params(&a, m, &s, what);
+    cr_expect_eq(a.step(m), t);
+  }
+  a.destroy(m);
+  close_model(&a.cm);
+}
+
+Test(optimizer, sgd) {
+  check_optimizer("o_sgd", "optimizer sgd(lr=0.1)", O_SGD, (Hyper){.lr = 0.1});
+}
+Test(optimizer, momentum) {
+  check_optimizer("o_mom", "optimizer momentum(lr=0.05, momentum=0.8)", O_MOMENTUM,
+                  (Hyper){.lr = 0.05, .mu = 0.8});
+}
+Test(optimizer, nesterov) {
+  check_optimizer("o_nes", "optimizer nesterov(lr=0.05)", O_NESTEROV,
+                  (Hyper){.lr = 0.05, .mu = 0.9});
+}
+Test(optimizer, adagrad) {
+  check_optimizer("o_ada", "optimizer adagrad(lr=0.1)", O_ADAGRAD,
+                  (Hyper){.lr = 0.1, .eps = 1e-10});
+}
+Test(optimizer, rmsprop) {
+  check_optimizer("o_rms", "optimizer rmsprop(lr=0.01, rho=0.9)", O_RMSPROP,
+                  (Hyper){.lr = 0.01, .rho = 0.9, .eps = 1e-8});
+}
+Test(optimizer, adam) {
+  check_optimizer("o_adam", "optimizer adam(lr=0.01, beta2=0.99)", O_ADAM,
+                  (Hyper){.lr = 0.01, .b1 = 0.9, .b2 = 0.99, .eps = 1e-8});
+}
+Test(optimizer, adam_defaults) {
+  check_optimizer("o_adamd", "optimizer adam", O_ADAM,
+                  (Hyper){.lr = 1e-3, .b1 = 0.9, .b2 = 0.999, .eps = 1e-8});
+}
+
+/* ---- schedules -------------------------------------------------------------- */
+
+typedef double (*LrFn)(int t);   /* lr of step t, 0-based */
+static double lr_const(int t) { (void)t; return 0.1; }
+static double lr_step(int t) { return 0.1 * pow(0.5, t / 3); }
+static double lr_exp(int t) { return 0.1 * pow(0.9, t); }
+static double lr_inv(int t) { return 0.1 * pow(1 + 0.2 * t, -0.75); }
+static double lr_cos(int t) {
+  return t >= 5 ? 0.01 : 0.01 + (0.1 - 0.01) * 0.5 * (1 + cos(3.14159265358979323846 * t / 5));
+}
+
+static void check_schedule(const char *name, const char *sched, LrFn f) {
+  char train[256];
+  snprintf(train, sizeof train, "optimizer sgd(lr=0.1)\nschedule %s", sched);
+  Api a;
+  load_api(&a, name, mlp(name, train), "--dtype f64 --batch 8");
+  void *m = a.create(3);
+  static Snap s;
+  double x[NB * NX];
+  int32_t y[NB];
+  for (int k = 1; k <= 8; k++) {
+    batch(k, x, y);
+    cr_assert_eq(a.gradients(m, NB, x, y, NULL), 0);
+    snap(&a, m, &s);
+    double want = f(k - 1);
+    for (size_t i = 0; i < s.off[s.count]; i++)
+      s.p[i] -= want * s.g[i];
+    cr_assert_eq(a.update(m), 0);
+    cr_expect(fabs(a.lr(m) - want) <= 1e-15 * want, "%s after step %d: lr %.17g, want %.17g",
+              sched, k, a.lr(m), want);
+    expect_params(&a, m, &s, sched);
+  }
+  a.destroy(m);
+  close_model(&a.cm);
+}
+
+Test(schedule, constant) { check_schedule("s_const", "constant", lr_const); }
+Test(schedule, step) { check_schedule("s_step", "step(every=3, gamma=0.5)", lr_step); }
+Test(schedule, exp) { check_schedule("s_exp", "exp(0.9)", lr_exp); }
+Test(schedule, inv) { check_schedule("s_inv", "inv(gamma=0.2, power=0.75)", lr_inv); }
+Test(schedule, cosine) { check_schedule("s_cos", "cosine(steps=5, lr_min=0.01)", lr_cos); }
+
+/* ---- weight decay and max-norm ---------------------------------------------- */
+
+static void check_decay(const char *name, const char *decay, double l2, double l1, bool all) {
+  char train[256];
+  snprintf(train, sizeof train, "optimizer sgd(lr=0.1)\n%s", decay);
+  Api a;
+  load_api(&a, name, mlp(name, train), "--dtype f64 --batch 8");
+  void *m = a.create(3);
+  static Snap s;
+  double x[NB * NX];
+  int32_t y[NB];
+  /* Nonzero biases, so decaying them would show. */
+  for (int t = 0; t < a.count(); t++) {
+    size_t n;
+    double *p = a.tensor(m, t, &n);
+    for (size_t i = 0; i < n; i++)
+      p[i] += 0.25 * (double)(i % 3) - 0.2;
+  }
+  for (int k = 1; k <= 3; k++) {
+    batch(k, x, y);
+    cr_assert_eq(a.gradients(m, NB, x, y, NULL), 0);
+    snap(&a, m, &s);
+    for (int t = 0; t < s.count; t++) {
+      bool decayed = s.weight[t] || all;
+      for (size_t i = s.off[t]; i < s.off[t + 1]; i++) {
+        double p = s.p[i], sign = p > 0 ? 1 : p < 0 ? -1 : 0;
+        s.p[i] -= 0.1 * (s.g[i] + (decayed ? l2 * p + l1 * sign : 0));
+      }
+    }
+    cr_assert_eq(a.update(m), 0);
+    expect_params(&a, m, &s, decay);
+  }
+  a.destroy(m);
+  close_model(&a.cm);
+}
+
+Test(decay, l2) { check_decay("d_l2", "decay l2(0.05)", 0.05, 0, false); }
+Test(decay, l1) { check_decay("d_l1", "decay l1(0.02)", 0, 0.02, false); }
+Test(decay, elastic) { check_decay("d_el", "decay elastic(l1=0.02, l2=0.05)", 0.05, 0.02, false); }
+Test(decay, l2_all) { check_decay("d_all", "decay l2(0.05)\ndecay_all = true", 0.05, 0, true); }
+
+Test(decay, maxnorm) {
+  const double c = 0.3;
+  Api a;
+  load_api(&a, "d_mn", mlp("d_mn", "optimizer sgd(lr=0.5)\ndecay maxnorm(0.3)"),
+           "--dtype f64 --batch 8");
+  void *m = a.create(3);
+  static Snap s;
+  double x[NB * NX];
+  int32_t y[NB];
+  int clipped = 0;
+  for (int k = 1; k <= 3; k++) {
+    batch(k, x, y);
+    cr_assert_eq(a.gradients(m, NB, x, y, NULL), 0);
+    snap(&a, m, &s);
+    for (size_t i = 0; i < s.off[s.count]; i++)
+      s.p[i] -= 0.5 * s.g[i];
+    /* Reference: each weight row (one unit's fan-in) rescaled to norm c. */
+    for (int t = 0; t < s.count; t++) {
+      if (!s.weight[t])
+        continue;
+      size_t rowlen = t == 0 ? 3 : 4;
+      for (size_t r = s.off[t]; r < s.off[t + 1]; r += rowlen) {
+        double norm = 0;
+        for (size_t i = 0; i < rowlen; i++)
+          norm += s.p[r + i] * s.p[r + i];
+        norm = sqrt(norm);
+        if (norm > c) {
+          clipped++;
+          for (size_t i = 0; i < rowlen; i++)
+            s.p[r + i] *= c / norm;
+        }
+      }
+    }
+    cr_assert_eq(a.update(m), 0);
+    expect_params(&a, m, &s, "maxnorm");
+    Snap got;
+    snap(&a, m, &got);
+    for (int t = 0; t < got.count; t++) {
+      size_t rowlen = t == 0 ? 3 : 4;
+      for (size_t r = got.off[t]; got.weight[t] && r < got.off[t + 1]; r += rowlen) {
+        double norm = 0;
+        for (size_t i = 0; i < rowlen; i++)
+          norm += got.p[r + i] * got.p[r + i];
+        cr_expect(sqrt(norm) <= c * (1 + 1e-12), "%s row %zu: norm %.17g > %g", a.name(t),
+                  (r - got.off[t]) / rowlen, sqrt(norm), c);
+      }
+    }
+  }
+  cr_expect(clipped > 0, "no row needed clipping: the test proves nothing");
+  a.destroy(m);
+  close_model(&a.cm);
+}
+
+/* ---- hyper-parameters at run time ------------------------------------------ */
+
+Test(hyper, set_get) {
+  Api a;
+  load_api(&a, "h_set", mlp("h_set", "optimizer momentum(lr=0.1, momentum=0.5)"),
+           "--dtype f64 --batch 8");
+  void *m = a.create(3);
+  cr_expect_eq(a.get(m, "lr"), 0.1);
+  cr_expect_eq(a.get(m, "momentum"), 0.5);
+  cr_expect(isnan(a.get(m, "learning_rate")));
+  cr_expect_eq(a.set(m, "learning_rate", 1), -1);
+  cr_expect_eq(a.set(m, "lr", 0.25), 0);
+  cr_expect_eq(a.set(m, "momentum", 0), 0);   /* plain SGD from here on */
+  cr_expect_eq(a.get(m, "lr"), 0.25);
+  static Snap s;
+  double x[NB * NX];
+  int32_t y[NB];
+  batch(1, x, y);
+  cr_assert_eq(a.gradients(m, NB, x, y, NULL), 0);
+  snap(&a, m, &s);
+  for (size_t i = 0; i < s.off[s.count]; i++)
+    s.p[i] -= 0.25 * s.g[i];
+  cr_assert_eq(a.update(m), 0);
+  expect_params(&a, m, &s, "lr set to 0.25");
+  cr_expect_eq(a.lr(m), 0.25);
+  a.destroy(m);
+  close_model(&a.cm);
+}
+
+/* ---- checkpoints -------------------------------------------------------------- */
+
+static void train_steps(const Api *a, void *m, int from, int count) {
+  double x[NB * NX];
+  int32_t y[NB];
+  for (int k = from; k < from + count; k++) {
+    batch(k, x, y);
+    cr_assert_eq(a->train_step(m, NB, x, y, NULL), 0);
+  }
+}
+
+static bool same_params(const Api *a, void *m1, void *m2) {
+  for (int t = 0; t < a->count(); t++) {
+    size_t n1, n2;
+    const double *p1 = a->tensor(m1, t, &n1), *p2 = a->tensor(m2, t, &n2);
+    if (n1 != n2 || memcmp(p1, p2, n1 * sizeof(double)) != 0)
+      return false;
+  }
+  return true;
+}
+
+Test(checkpoint, exact_resume) {
+  Api a;
+  load_api(&a, "ck", mlp("ck", "optimizer adam(lr=0.05)\nschedule exp(0.9)"),
+           "--dtype f64 --batch 8");
+  char path[700];
+  snprintf(path, sizeof path, "%s/ck.safetensors", a.cm.dir);
+  void *m1 = a.create(3), *m2 = a.create(4);
+  train_steps(&a, m1, 0, 4);
+  cr_assert_eq(a.save(m1, path), 0, "save failed");
+  train_steps(&a, m1, 4, 5);
+  cr_assert_eq(a.load(m2, path), 0, "load failed");
+  cr_expect_eq(a.step(m2), 4);
+  train_steps(&a, m2, 4, 5);
+  cr_expect(same_params(&a, m1, m2), "resumed training is not bit-identical");
+  cr_expect_eq(a.lr(m1), a.lr(m2));
+
+  /* A different beta1 after loading must change the run: the comparison can fail. */
+  void *m3 = a.create(4);
+  cr_assert_eq(a.load(m3, path), 0);
+  a.set(m3, "beta1", 0.5);
+  train_steps(&a, m3, 4, 5);
+  cr_expect(!same_params(&a, m1, m3));
+  a.destroy(m1), a.destroy(m2), a.destroy(m3);
+  close_model(&a.cm);
+}
+
+Test(checkpoint, weights_only) {
+  const char *text = mlp("ckw", "optimizer adam(lr=0.05)");
+  Api a, inf;
+  load_api(&a, "ckw", text, "--dtype f64 --batch 8");
+  compile_model(&inf.cm, "ckw", text, "--dtype f64 --batch 8 --infer", "-O1");
+  void *(*icreate)(uint64_t) = (void *(*)(uint64_t))api(&inf.cm, "create");
+  void (*idestroy)(void *) = (void (*)(void *))api(&inf.cm, "destroy");
+  int (*isave)(void *, const char *) = (int (*)(void *, const char *))api(&inf.cm, "save");
+  double *(*itensor)(void *, int, size_t *) =
+      (double *(*)(void *, int, size_t *))api(&inf.cm, "tensor");
+  char path[700];
+  snprintf(path, sizeof path, "%s/w.safetensors", inf.cm.dir);
+  void *w = icreate(11), *m = a.create(12), *fresh = a.create(11);
+  cr_assert_eq(isave(w, path), 0);
+  cr_assert_eq(a.load(m, path), 0, "a weights-only file does not load");
+  for (int t = 0; t < a.count(); t++) {
+    size_t n1, n2;
+    cr_expect(memcmp(a.tensor(m, t, &n1), itensor(w, t, &n2), n1 * sizeof(double)) == 0);
+  }
+  cr_expect_eq(a.step(m), 0);
+  /* It trains exactly like a fresh model with those weights. */
+  train_steps(&a, m, 0, 3);
+  train_steps(&a, fresh, 0, 3);
+  cr_expect(same_params(&a, m, fresh));
+  idestroy(w);
+  a.destroy(m), a.destroy(fresh);
+  close_model(&inf.cm);
+  close_model(&a.cm);
+}
+
+/* ---- monitoring ------------------------------------------------------------- */
+
+Test(monitor, update_ratio) {
+  Api a;
+  load_api(&a, "mon", mlp("mon", "optimizer adam(lr=0.01)"), "--dtype f64 --batch 8");
+  void *m = a.create(3);
+  static Snap before, after;
+  double x[NB * NX];
+  int32_t y[NB];
+  batch(1, x, y);
+  cr_assert_eq(a.gradients(m, NB, x, y, NULL), 0);
+  snap(&a, m, &before);
+  cr_assert_eq(a.update(m), 0);
+  snap(&a, m, &after);
+  for (int t = 0; t < after.count; t++) {
+    double du = 0, pp = 0;
+    for (size_t i = after.off[t]; i < after.off[t + 1]; i++) {
+      double d = after.p[i] - before.p[i];
+      du += d * d;
+      pp += after.p[i] * after.p[i];
+    }
+    double want = sqrt(du / pp), got = a.ratio(m, t);
+    cr_expect(got > 0, "%s: ratio %g", a.name(t), got);
+    cr_expect(fabs(got - want) <= 1e-9 * want, "%s: ratio %.17g, want %.17g", a.name(t), got,
+              want);
+  }
+  cr_expect_eq(a.ratio(m, -1), 0);
+  cr_expect_eq(a.ratio(m, after.count), 0);
+  a.destroy(m);
+  close_model(&a.cm);
+}
+
+Test(monitor, nonfinite_input) {
+  Api a;
+  load_api(&a, "nanin", mlp("nanin", "optimizer adam(lr=0.01)"), "--dtype f64 --batch 8");
+  void *m = a.create(3);
+  static Snap before, after;
+  double x[NB * NX];
+  int32_t y[NB];
+  train_steps(&a, m, 0, 2);
+  snap(&a, m, &before);
+  batch(5, x, y);
+  x[4] = NAN;
+  cr_expect_eq(a.train_step(m, NB, x, y, NULL), -5);
+  x[4] = INFINITY;
+  cr_expect_eq(a.train_step(m, NB, x, y, NULL), -5);
+  snap(&a, m, &after);
+  cr_expect(memcmp(before.p, after.p, sizeof(double) * before.off[before.count]) == 0,
+            "weights changed by a non-finite step");
+  cr_expect_eq(a.step(m), 2);
+  /* gradients + update: update refuses too. */
+  x[4] = NAN;
+  a.gradients(m, NB, x, y, NULL);
+  cr_expect_eq(a.update(m), -5);
+  snap(&a, m, &after);
+  cr_expect(memcmp(before.p, after.p, sizeof(double) * before.off[before.count]) == 0);
+  a.destroy(m);
+  close_model(&a.cm);
+}
+
+/* ---- determinism and freezing ---------------------------------------------- */
+
+Test(train, deterministic) {
+  Api a;
+  load_api(&a, "det", mlp("det", "optimizer rmsprop(lr=0.01)"), "--dtype f64 --batch 8");
+  void *m1 = a.create(42), *m2 = a.create(42), *m3 = a.create(43);
+  cr_expect(same_params(&a, m1, m2));
+  cr_expect(!same_params(&a, m1, m3), "the seed does not matter");
+  train_steps(&a, m1, 0, 10);
+  train_steps(&a, m2, 0, 10);
+  cr_expect(same_params(&a, m1, m2));
+  a.destroy(m1), a.destroy(m2), a.destroy(m3);
+  close_model(&a.cm);
+}
+
+static const char *const frozen_model =
+    "model frz\ninput x: f32[3]\ntarget y: class[2]\n"
+    "h = dense(x, 8) |> relu\nh = dense(h, 8, freeze=true) |> relu\n"
+    "logits = dense(h, 2)\noutput logits\nloss cross_entropy(logits, y)\n"
+    "train {\noptimizer adam(lr=0.05)\ndecay l2(0.01)\n}\n";
+
+Test(train, freeze) {
+  Api a;
+  load_api(&a, "frz", frozen_model, "--dtype f64 --batch 8");
+  void *m = a.create(3);
+  static Snap before, after;
+  snap(&a, m, &before);
+  train_steps(&a, m, 0, 5);
+  snap(&a, m, &after);
+  for (int t = 0; t < after.count; t++) {
+    bool frozen = strncmp(a.name(t), "fc2.", 4) == 0;
+    size_t n = after.off[t + 1] - after.off[t];
+    bool same = memcmp(before.p + after.off[t], after.p + after.off[t], n * sizeof(double)) == 0;
+    cr_expect(same == frozen, "%s: %s", a.name(t), same ? "unchanged" : "changed");
+    if (frozen) {
+      for (size_t i = after.off[t]; i < after.off[t + 1]; i++)
+        cr_expect_eq(after.g[i], 0, "%s has a gradient", a.name(t));
+      cr_expect_eq(a.ratio(m, t), 0);
+    }
+  }
+  /* The backward graph has no weight gradient for fc2. */
+  char out[1 << 15], path[700];
+  snprintf(path, sizeof path, "%s/frz.nn", a.cm.dir);
+  cr_assert_eq(run_capture(out, sizeof out, "%s %s --emit-ir", NNCC_BIN, path), 0);
+  cr_expect(strstr(out, "dense_dw[fc1]") && strstr(out, "dense_dw[fc3]"), "%s", out);
+  cr_expect(!strstr(out, "dense_dw[fc2]") && !strstr(out, "dense_db[fc2]"), "%s", out);
+  a.destroy(m);
+  close_model(&a.cm);
+}
+
+/* ---- a real training run ------------------------------------------------------ */
+
+Test(train, mlp_learns, .timeout = 120) {
+  const char *text =
+      "model learn\ninput x: f32[2]\ntarget y: class[2]\n"
+      "h = dense(x, 16) |> relu |> dense(16) |> relu\nlogits = dense(h, 2)\n"
+      "output logits\nloss cross_entropy(logits, y)\ntrain {\noptimizer adam(lr=0.01)\n}\n";
+  Compiled cm;
+  compile_model(&cm, "learn", text, "--batch 64", "-O2");
+  void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
+  void (*destroy)(void *) = (void (*)(void *))api(&cm, "destroy");
+  int (*step)(void *, int, const float *, const int32_t *, float *) =
+      (int (*)(void *, int, const float *, const int32_t *, float *))api(&cm, "train_step");
+  float x[64 * 2];
+  int32_t y[64];
+  fill_uniform(x, 64 * 2, 9, -1, 1);
+  for (int b = 0; b < 64; b++) {
+    float s = x[2 * b] + 0.5f * x[2 * b + 1];
+    if (fabsf(s) < 0.1f)   /* a clear margin: the loss can go to ~0 */
+      x[2 * b] += s < 0 ? -0.2f : 0.2f, s = x[2 * b] + 0.5f * x[2 * b + 1];
+    y[b] = s > 0;
+  }
+  void *m = create(1);
+  float first = 0, loss = 0;
+  for (int k = 0; k < 300; k++) {
+    cr_assert_eq(step(m, 64, x, y, &loss), 0);
+    if (k == 0)
+      first = loss;
+  }
+  cr_expect(loss * 10 <= first, "loss %g -> %g: not tenfold lower", first, loss);
+  destroy(m);
+  close_model(&cm);
+}
+
+/* ---- initializers ------------------------------------------------------------ */
+
+typedef struct Stats {
+  double mean, std, maxabs;
+  long zeros;
+} Stats;
+
+static Stats stats(const double *p, size_t n) {
+  Stats s = {0};
+  for (size_t i = 0; i < n; i++) {
+    s.mean += p[i];
+    s.maxabs = fmax(s.maxabs, fabs(p[i]));
+    s.zeros += p[i] == 0;
+  }
+  s.mean /= (double)n;
+  for (size_t i = 0; i < n; i++)
+    s.std += (p[i] - s.mean) * (p[i] - s.mean);
+  s.std = sqrt(s.std / (double)n);
+  return s;
+}
+
+Test(init, statistics) {
+  enum { IN = 400, OUT = 300 };
+  const char *text =
+      "model ini\ninput x: f32[400]\n"
+      "output a = dense(x, 300, init=zeros)\n"
+      "output b = dense(x, 300, init=ones)\n"
+      "output c = dense(x, 300, init=normal, init_scale=0.05)\n"
+      "output d = dense(x, 300, init=xavier_normal)\n"
+      "output e = dense(x, 300, init=xavier_uniform)\n"
+      "output f = dense(x, 300, init=he_normal) |> relu\n"
+      "output g = dense(x, 300, init=he_uniform)\n"
+      "output h = dense(x, 300, init=sparse, init_scale=10)\n"
+      "output i = dense(x, 300) |> relu\n"
+      "output j = dense(x, 300, init=normal)\n";
+  Compiled cm;
+  compile_model(&cm, "ini", text, "--dtype f64 --infer --batch 1", "-O1");
+  void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
+  void (*destroy)(void *) = (void (*)(void *))api(&cm, "destroy");
+  double *(*tensor)(void *, int, size_t *) =
+      (double *(*)(void *, int, size_t *))api(&cm, "tensor");
+  void *m = create(5);
+  const double xn = sqrt(2.0 / (IN + OUT)), xu = sqrt(6.0 / (IN + OUT));
+  const double hn = sqrt(2.0 / IN), hu = sqrt(6.0 / IN);
+  /* expected std, uniform limit (0: not uniform) per layer */
+  const struct { const char *what; double std, limit; } want[] = {
+      {"zeros", 0, 0}, {"ones", 0, 0}, {"normal 0.05", 0.05, 0},
+      {"xavier_normal", xn, 0}, {"xavier_uniform", xu / sqrt(3.0), xu},
+      {"he_normal", hn, 0}, {"he_uniform", hu / sqrt(3.0), hu},
+      {"sparse", 0, 0}, {"default before relu (he_normal)", hn, 0}, {"normal default 0.01", 0.01, 0}};
+  for (int l = 0; l < 10; l++) {
+    size_t n;
+    const double *w = tensor(m, 2 * l, &n);
+    cr_assert(w && n == (size_t)IN * OUT);
+    Stats s = stats(w, n);
+    const char *what = want[l].what;
+    if (l == 0) {
+      cr_expect(s.zeros == (long)n, "zeros");
+      continue;
+    }
+    if (l == 1) {
+      cr_expect(s.mean == 1 && s.std == 0, "ones");
+      continue;
+    }
+    if (l == 7) {
+      for (int r = 0; r < OUT; r++) {
+        int nz = 0;
+        for (int k = 0; k < IN; k++)
+          nz += w[r * IN + k] != 0;
+        cr_expect_eq(nz, 10, "sparse row %d has %d nonzeros", r, nz);
+      }
+      continue;
+    }
+    cr_expect(fabs(s.mean) < 5 * want[l].std / sqrt((double)n), "%s: mean %g", what, s.mean);
+    cr_expect(fabs(s.std / want[l].std - 1) < 0.02, "%s: std %g, want %g", what, s.std,
+              want[l].std);
+    if (want[l].limit > 0)
+      cr_expect(s.maxabs <= want[l].limit && s.maxabs > 0.999 * want[l].limit,
+                "%s: max |w| %g, limit %g", what, s.maxabs, want[l].limit);
+    else
+      cr_expect(s.maxabs > 3.5 * want[l].std, "%s: no tails (max %g)", what, s.maxabs);
+  }
+  /* Biases start at zero. */
+  size_t n;
+  const double *bias = tensor(m, 5, &n);
+  cr_expect(stats(bias, n).zeros == (long)n);
+  destroy(m);
+  close_model(&cm);
+}
