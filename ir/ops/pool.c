@@ -1,0 +1,276 @@
+/*
+ * pool.c: pooling over (N, C, H, W): maxpool, minpool, avgpool, sumpool with
+ * a square kernel k, stride s (0 = k) and zero padding p, and global_avgpool
+ * (the whole plane, giving (N, C, 1, 1)); with their backward kernels.
+ *
+ *   Ho = (H + 2p - k) / s + 1,  Wo = (W + 2p - k) / s + 1
+ *
+ * Padding cells never take part: max/min pooling skip them (as if they were
+ * -inf/+inf), sumpool adds nothing for them, and avgpool divides by the number
+ * of real cells in the window (PyTorch's count_include_pad=False).  With
+ * p <= k/2 (PyTorch's rule) every window holds at least one real cell.
+ *
+ * Every kernel walks the (n, c) planes in parallel and, inside a plane, the
+ * output windows in order; global_avgpool is the H x W window at stride 1.
+ * Backward kernels also own one plane of dx each, so overlapping windows add
+ * into it in a fixed order: bit-identical for any thread count.  max/min
+ * backward recompute the winner instead of storing indices: the gradient of
+ * an output goes to the first cell of its window, in row-major window order,
+ * whose input equals the output.
+ */
+#include "codegen.h"
+
+typedef enum { POOL_MAX, POOL_MIN, POOL_AVG, POOL_SUM } PoolKind;
+
+/* The forward op, its backward op, and how they reduce a window. */
+typedef struct PoolInfo {
+  OpKind fwd, dx;
+  PoolKind kind;
+  bool global;
+} PoolInfo;
+
+static const PoolInfo pools[] = {
+    {OP_MAXPOOL, OP_MAXPOOL_DX, POOL_MAX, false},
+    {OP_MINPOOL, OP_MINPOOL_DX, POOL_MIN, false},
+    {OP_AVGPOOL, OP_AVGPOOL_DX, POOL_AVG, false},
+    {OP_SUMPOOL, OP_SUMPOOL_DX, POOL_SUM, false},
+    {OP_GLOBAL_AVGPOOL, OP_GLOBAL_AVGPOOL_DX, POOL_AVG, true},
+};
+
+static const PoolInfo *info_of(OpKind op) {
+  for (size_t i = 0; i < sizeof pools / sizeof *pools; i++)
+    if (pools[i].fwd == op || pools[i].dx == op)
+      return &pools[i];
+  unreachable();
+}
+
+enum { A_KERNEL, A_STRIDE, A_PAD };
+
+static const AttrSpec pool_attrs[] = {
+    {"kernel", ATTR_INT, NULL},
+    {"stride", ATTR_INT, "0"},
+    {"pad", ATTR_INT, "0"},
+};
+
+/* Window geometry of one node; x is the (C, H, W) input plane shape. */
+typedef struct Geom {
+  int c, h, w, ho, wo;
+  int kh, kw, sh, sw, pad;
+} Geom;
+
+static Geom geom_of(const Node *node, const Shape *x) {
+  Geom q = {.c = x->dim[0], .h = x->dim[1], .w = x->dim[2]};
+  if (info_of(node->op)->global) {
+    q.kh = q.h, q.kw = q.w, q.sh = q.sw = 1;
+  } else {
+    int k = attr_int(node, A_KERNEL), s = attr_int(node, A_STRIDE);
+    q.kh = q.kw = k;
+    q.sh = q.sw = s ? s : k;
+    q.pad = attr_int(node, A_PAD);
+  }
+  /* In long: h + 2 * pad may pass INT_MAX although the result is at most h + 1. */
+  q.ho = (int)(((long)q.h + 2L * q.pad - q.kh) / q.sh + 1);
+  q.wo = (int)(((long)q.w + 2L * q.pad - q.kw) / q.sw + 1);
+  return q;
+}
+
+/* ---- shape rule ------------------------------------------------------------ */
+
+/* Checks kernel, stride and pad against each other and the input plane. */
+static bool check_window(Graph *g, const Node *node, const Shape *x) {
+  const char *op = op_def(node->op)->name;
+  long k = attr_int(node, A_KERNEL), s = attr_int(node, A_STRIDE), p = attr_int(node, A_PAD);
+  if (k <= 0) {
+    error_at(g->ctx, node->attr[A_KERNEL].loc, "%s: kernel must be positive, got %ld", op, k);
+    return false;
+  }
+  if (s < 0) {
+    error_at(g->ctx, node->attr[A_STRIDE].loc,
+             "%s: stride must be positive (or 0 for stride = kernel), got %ld", op, s);
+    return false;
+  }
+  if (p < 0 || p > k / 2) {
+    error_at(g->ctx, node->attr[A_PAD].loc,
+             "%s: pad must be between 0 and kernel/2 = %ld, got %ld", op, k / 2, p);
+    return false;
+  }
+  long ph = x->dim[1] + 2 * p, pw = x->dim[2] + 2 * p;
+  if (ph < k || pw < k) {
+    error_at(g->ctx, node->loc, "%s: kernel %ldx%ld is larger than the padded input %ldx%ld",
+             op, k, k, ph, pw);
+    return false;
+  }
+  return true;
+}
+
+static bool pool_build(Graph *g, Node *node) {
+  const Value *x = val(g, node->in[0]);
+  if (!x->batched || x->shape.rank != 3 || x->dtype == DT_I32) {
+    error_at(g->ctx, node->loc, "%s: input must be (C, H, W) per sample, got %s%s",
+             op_def(node->op)->name, shape_str(g->ctx->arena, &x->shape),
+             x->dtype == DT_I32 ? " (class labels)" : "");
+    return false;
+  }
+  if (!info_of(node->op)->global && !check_window(g, node, &x->shape))
+    return false;
+  Geom q = geom_of(node, &x->shape);
+  Shape y = shape_of(3, q.c, q.ho, q.wo);
+  if (!check_shape(g, node, y))
+    return false;
+  node_output(g, node, y, true, x->dtype);
+  return true;
+}
+
+static double pool_flops(const Graph *g, const Node *node) {
+  Geom q = geom_of(node, &val(g, node->in[0])->shape);
+  return (double)q.c * q.ho * q.wo * q.kh * q.kw;
+}
+
+/* ---- the window walker -------------------------------------------------------- */
+
+/* Opens the loop over the planes p of (n, C): pointers xp (H*W) and yp
+ * (Ho*Wo) into the two named tensors, the first one written. */
+static void open_planes(Emit *e, const Geom *q, const char *big, const char *small,
+                        bool big_is_out) {
+  long hw = (long)q->h * q->w, ohw = (long)q->ho * q->wo;
+  emit_omp_for(e, "");
+  emitln(e, "for (long p = 0; p < (long)n * %d; p++) {", q->c);
+  if (big_is_out) {
+    emitln(e, "real *%sp = %s + p * %ld;", big, big, hw);
+    emitln(e, "const real *%sp = %s + p * %ld;", small, small, ohw);
+  } else {
+    emitln(e, "const real *%sp = %s + p * %ld;", big, big, hw);
+    emitln(e, "real *%sp = %s + p * %ld;", small, small, ohw);
+  }
+}
+
+/* Opens the loops over the output cells (oh, ow) of a plane and defines the
+ * window's clipped rows [hs, he) and columns [ws, we) and its index o. */
+static void open_windows(Emit *e, const Geom *q) {
+  emitln(e, "for (int oh = 0; oh < %d; oh++) {", q->ho);
+  if (q->pad) {
+    emitln(e, "const int h0 = oh * %d - %d;", q->sh, q->pad);
+    emitln(e, "const int hs = h0 > 0 ? h0 : 0, he = h0 + %d < %d ? h0 + %d : %d;", q->kh,
+           q->h, q->kh, q->h);
+  } else {
+    emitln(e, "const int hs = oh * %d, he = hs + %d;", q->sh, q->kh);
+  }
+  emitln(e, "for (int ow = 0; ow < %d; ow++) {", q->wo);
+  if (q->pad) {
+    emitln(e, "const int w0 = ow * %d - %d;", q->sw, q->pad);
+    emitln(e, "const int ws = w0 > 0 ? w0 : 0, we = w0 + %d < %d ? w0 + %d : %d;", q->kw,
+           q->w, q->kw, q->w);
+  } else {
+    emitln(e, "const int ws = ow * %d, we = ws + %d;", q->sw, q->kw);
+  }
+  emitln(e, "const int o = oh * %d + ow;", q->wo);
+}
+
+static void close_loops(Emit *e, int depth) {
+  while (depth-- > 0)
+    emitln(e, "}");
+}
+
+/* The number of real cells of the window, for avgpool. */
+static const char *window_count(Emit *e, const Geom *q) {
+  if (q->pad)
+    return "(real)((he - hs) * (we - ws))";
+  return lit(e, (double)q->kh * q->kw);
+}
+
+/* ---- forward ----------------------------------------------------------------- */
+
+static void pool_emit(Emit *e, const Graph *g, const Node *node) {
+  PoolKind kind = info_of(node->op)->kind;
+  Geom q = geom_of(node, &val(g, node->in[0])->shape);
+  open_planes(e, &q, "x", "y", false);
+  open_windows(e, &q);
+  bool extreme = kind == POOL_MAX || kind == POOL_MIN;
+  emitln(e, "real acc = %s;", extreme ? arena_printf(e->ctx->arena, "xp[hs * %d + ws]", q.w)
+                                       : "0");
+  emitln(e, "for (int i = hs; i < he; i++)");
+  emitln(e, "    for (int j = ws; j < we; j++)");
+  if (extreme)
+    emitln(e, "        acc = %s(acc, xp[i * %d + j]);", kind == POOL_MAX ? "rmax" : "rmin",
+           q.w);
+  else
+    emitln(e, "        acc += xp[i * %d + j];", q.w);
+  if (kind == POOL_AVG)
+    emitln(e, "yp[o] = acc / %s;", window_count(e, &q));
+  else
+    emitln(e, "yp[o] = acc;");
+  close_loops(e, 3);
+}
+
+static void pool_backward(Graph *g, Node *node, const int *dout, const bool *need, int *din) {
+  if (!need[0])
+    return;
+  const PoolInfo *pi = info_of(node->op);
+  const Value *x = val(g, node->in[0]);
+  bool extreme = pi->kind == POOL_MAX || pi->kind == POOL_MIN;
+  int in[3] = {dout[0], node->in[0], node->out[0]};
+  din[0] = derived_node(g, pi->dx, node->id, in, extreme ? 3 : 1, x->shape, true);
+}
+
+/* ---- backward ---------------------------------------------------------------- */
+
+/* dx (N, C, H, W) from dy (N, C, Ho, Wo); max/min also read x and y. */
+static void pool_dx_emit(Emit *e, const Graph *g, const Node *node) {
+  PoolKind kind = info_of(node->op)->kind;
+  Geom q = geom_of(node, &val(g, node->out[0])->shape);
+  open_planes(e, &q, "dx", "dy", true);
+  emitln(e, "for (long i = 0; i < %ld; i++)", (long)q.h * q.w);
+  emitln(e, "    dxp[i] = 0;");
+  if (kind == POOL_MAX || kind == POOL_MIN) {
+    emitln(e, "const real *xp = x + p * %ld, *yp = y + p * %ld;", (long)q.h * q.w,
+           (long)q.ho * q.wo);
+    open_windows(e, &q);
+    /* at stays -1 only when the window holds a NaN. */
+    emitln(e, "int at = -1;");
+    emitln(e, "for (int i = hs; i < he && at < 0; i++)");
+    emitln(e, "    for (int j = ws; j < we; j++)");
+    emitln(e, "        if (xp[i * %d + j] == yp[o]) { at = i * %d + j; break; }", q.w, q.w);
+    emitln(e, "if (at >= 0)");
+    emitln(e, "    dxp[at] += dyp[o];");
+  } else {
+    open_windows(e, &q);
+    if (kind == POOL_AVG)
+      emitln(e, "const real d = dyp[o] / %s;", window_count(e, &q));
+    else
+      emitln(e, "const real d = dyp[o];");
+    emitln(e, "for (int i = hs; i < he; i++)");
+    emitln(e, "    for (int j = ws; j < we; j++)");
+    emitln(e, "        dxp[i * %d + j] += d;", q.w);
+  }
+  close_loops(e, 3);
+}
+
+/* ---- registry entries ---------------------------------------------------------- */
+
+static const char *const x_names[] = {"x", NULL}, *const y_names[] = {"y", NULL};
+static const char *const dx_ext_in[] = {"dy", "x", "y", NULL};
+static const char *const dx_in[] = {"dy", NULL}, *const dx_out[] = {"dx", NULL};
+
+#define POOL_OP(sym, lang, pfx, nattrs)                                                  \
+  const OpDef op_##sym = {                                                               \
+      .name = lang, .prefix = pfx, .min_in = 1, .max_in = 1,                             \
+      .attrs = pool_attrs, .nattr = nattrs, .in_names = x_names, .out_names = y_names,   \
+      .build = pool_build, .emit = pool_emit, .backward = pool_backward,                 \
+      .flops = pool_flops,                                                               \
+  }
+#define POOL_DX_OP(sym, lang, nattrs, ins)                                               \
+  const OpDef op_##sym = {                                                               \
+      .name = lang, .attrs = pool_attrs, .nattr = nattrs, .in_names = ins,               \
+      .out_names = dx_out, .roles = ROLE_INTERNAL, .emit = pool_dx_emit,                 \
+  }
+
+POOL_OP(maxpool, "maxpool", "pool", 3);
+POOL_OP(minpool, "minpool", "pool", 3);
+POOL_OP(avgpool, "avgpool", "pool", 3);
+POOL_OP(sumpool, "sumpool", "pool", 3);
+POOL_OP(global_avgpool, "global_avgpool", "gap", 0);
+POOL_DX_OP(maxpool_dx, "maxpool_dx", 3, dx_ext_in);
+POOL_DX_OP(minpool_dx, "minpool_dx", 3, dx_ext_in);
+POOL_DX_OP(avgpool_dx, "avgpool_dx", 3, dx_in);
+POOL_DX_OP(sumpool_dx, "sumpool_dx", 3, dx_in);
+POOL_DX_OP(global_avgpool_dx, "global_avgpool_dx", 0, dx_in);
