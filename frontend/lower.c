@@ -24,7 +24,7 @@
 
 #include "ast.h"
 
-#define MAX_NODES 100000        /* layers after expanding blocks and repeats */
+#define MAX_NODES 20000         /* layers after expanding blocks and repeats */
 #define MAX_STEPS 10000000L     /* statements executed, repeats included */
 #define MAX_EXPANSION 32        /* nested block calls */
 #define MAX_REPEAT 10000
@@ -220,6 +220,9 @@ static const char *layer_name(Lower *L, const char *base, const LVal *explicit_n
 /* Inputs, targets and outputs name the generated API: unique, also when
  * upper-cased for the size macros. */
 static void api_name(Lower *L, const char *name, Loc loc, const char *what) {
+  if (strcmp(name, L->prog->name) == 0)
+    fail(L, loc, "%s name '%s' is the model name (the type of the generated API)", what,
+         name);
   for (int i = 0; i < L->api.len; i++) {
     const ApiName *o = &L->api.items[i];
     if (strcmp(o->name, name) == 0)

@@ -499,6 +499,9 @@ static Bad bad[] = {
      "t.nn:1:7: error: 'output' is a reserved word and cannot be used as the model name"},
     {"model a1234567890123456789012345678901234567890\n",
      "t.nn:1:7: error: model name is too long (the limit is 40 characters)"},
+    {"model main\n", "t.nn:1:7: error: model name 'main' is reserved in the generated C code"},
+    {"model net\ninput net: f32[4]\n",
+     "t.nn:2:7: error: input name 'net' is the model name (the type of the generated API)"},
     {"model m\ninput int: f32[4]\n",
      "t.nn:2:7: error: input name 'int' is reserved in the generated C code"},
     {"model m\ninput m: f32[4]\n",
@@ -683,6 +686,6 @@ Test(frontend, repeat_explosion_is_capped) {
   const Program *p = parse("model m\ninput x: f32[4]\nrepeat 10000 {\n repeat 10000 {\n"
                            "  x = relu(x)\n }\n}\noutput y = x\n");
   cr_assert_null(lower_program(&ctx, p, MODE_INFER));
-  cr_assert(strstr(diag(), "t.nn:5:7: error: the model is too large (over 100000 layers "
+  cr_assert(strstr(diag(), "t.nn:5:7: error: the model is too large (over 20000 layers "
                            "after expanding blocks and repeats)\n"), "%s", diag());
 }
