@@ -50,10 +50,11 @@ static void emit_prelude(CG *cg) {
   const char *f = g->dtype == DT_F64 ? "" : "f";
   buf_printf(c, "static NN_UNUSED inline real rexp(real x) { return exp%s(x); }\n", f);
   buf_printf(c, "static NN_UNUSED inline real rlog(real x) { return log%s(x); }\n", f);
-  buf_printf(c, "static NN_UNUSED inline real rsqrt(real x) { return sqrt%s(x); }\n", f);
+  buf_printf(c, "static NN_UNUSED inline real rsquare_root(real x) { return sqrt%s(x); }\n", f);
   buf_printf(c, "static NN_UNUSED inline real rtanh(real x) { return tanh%s(x); }\n", f);
   buf_printf(c, "static NN_UNUSED inline real rfabs(real x) { return fabs%s(x); }\n", f);
   buf_printf(c, "static NN_UNUSED inline real rlog1p(real x) { return log1p%s(x); }\n", f);
+  buf_printf(c, "static NN_UNUSED inline real rexpm1(real x) { return expm1%s(x); }\n", f);
   buf_puts(c, "static NN_UNUSED inline real rmax(real a, real b) { return a > b ? a : b; }\n");
   buf_puts(c, "static NN_UNUSED inline real rmin(real a, real b) { return a < b ? a : b; }\n\n");
   for (int i = 0; nncc_runtime_files[i].name; i++) {
@@ -166,6 +167,8 @@ static void kernel_params(CG *cg, Emit *e, const Graph *g, const Node *node, Buf
     for (int j = 1; j < ep->nin; j++)
       buf_printf(sig, "%sep%d_%d, ", arg_type(val(g, ep->in[j]), false, true), k, j);
   }
+  if (roles & ROLE_RNG)
+    buf_puts(sig, "uint64_t seed, ");
   buf_puts(sig, "int n");
 }
 
@@ -274,6 +277,13 @@ const char *value_ptr(const CG *cg, const Graph *g, const Value *v) {
   unreachable();
 }
 
+/* The seed argument of ROLE_RNG kernels: a fresh random stream per training
+ * step (steps are counted by update(), so gradients() repeats its masks). */
+static const char *step_seed(const Graph *g) {
+  return g->mode == MODE_TRAIN ? "m->seed ^ (uint64_t)m->step * UINT64_C(0x9e3779b97f4a7c15), "
+                               : "m->seed, ";
+}
+
 void emit_calls(CG *cg, const Graph *g) {
   const char **kernel_of = cg->kernel_of;
   for (int i = 0; i < g->nodes.len; i++) {
@@ -290,6 +300,8 @@ void emit_calls(CG *cg, const Graph *g) {
       for (int j = 1; j < ep->nin; j++)
         buf_printf(cg->c, "%s, ", value_ptr(cg, g, val(g, ep->in[j])));
     }
+    if (op_def(node->op)->roles & ROLE_RNG)
+      buf_puts(cg->c, step_seed(g));
     buf_puts(cg->c, "n);\n");
   }
 }
@@ -535,13 +547,15 @@ static void emit_io_api(CG *cg) {
   buf_puts(c, "    return count;\n}\n\n");
   buf_printf(c, "int %s_save(%s *m, const char *path)\n{\n", m, m);
   buf_puts(c, "    if (!m || !path)\n        return NN_ERR_ARG;\n"
-              "    nn_tensor t[NUM_TENSORS + MAX_STATE + 1];\n    int count = tensor_table(m, t);\n");
+              "    nn_tensor t[NUM_TENSORS + MAX_STATE + 1] = {{0}};   /* zeroed: a model without tensors */\n"
+              "    int count = tensor_table(m, t);\n");
   buf_printf(c, "    const char *meta[] = {\"format\", \"pt\", \"generator\", \"nncc %s\", \"model\", %s, NULL};\n",
              NNCC_VERSION, c_string(cg->a, cg->m));
   buf_puts(c, "    return nn_st_save(path, t, count, meta, m->error, sizeof m->error);\n}\n\n");
   buf_printf(c, "int %s_load(%s *m, const char *path)\n{\n", m, m);
   buf_puts(c, "    if (!m || !path)\n        return NN_ERR_ARG;\n"
-              "    nn_tensor t[NUM_TENSORS + MAX_STATE + 1];\n    int count = tensor_table(m, t);\n"
+              "    nn_tensor t[NUM_TENSORS + MAX_STATE + 1] = {{0}};   /* zeroed: a model without tensors */\n"
+              "    int count = tensor_table(m, t);\n"
               "    return nn_st_load(path, t, count, m->error, sizeof m->error);\n}\n");
 }
 

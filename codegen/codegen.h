@@ -11,13 +11,14 @@
  *   }
  *
  * Outputs come first, then inputs, named by OpDef.out_names / in_names ("x0",
- * "x1", ... when those are NULL), then the runtime batch size `n` (1..max
- * batch).  Every other size is a constant: emit it with %d from the shapes.
+ * "x1", ... when those are NULL), then (ROLE_RNG only) `uint64_t seed`, then
+ * the runtime batch size `n` (1..max batch).  Every other size is a
+ * constant: emit it with %d from the shapes.
  * Batched tensors are dense (n, per-sample shape...) in row-major order.
  * The element type is `real` (float or double, per --dtype); labels are
- * int32_t.  Use the helpers rexp/rlog/rsqrt/rtanh/rfabs/rmax/rmin (static
- * inline in the prelude) and lit() for constants so one body serves f32 and
- * f64.  Parallelize the outer loop with emit_omp_for(); the body must give
+ * int32_t.  Use the helpers rexp/rexpm1/rlog/rlog1p/rsquare_root/rtanh/rfabs/
+ * rmax/rmin (static inline in the prelude) and lit() for constants so one
+ * body serves f32 and f64.  Parallelize the outer loop with emit_omp_for(); the body must give
  * bit-identical results for any thread count (no float reductions across
  * threads).
  */

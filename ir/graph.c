@@ -176,3 +176,30 @@ int derived_node(Graph *g, OpKind op, int like, const int *in, int nin, Shape sh
     node_input(g, node, in[i]);
   return node_output(g, node, shape, batched, g->dtype);
 }
+
+/* Node and value references to node ids at or after `from` move up by one. */
+static void shift_node_refs(Graph *g, int from) {
+  for (int i = 0; i < g->values.len; i++)
+    if (g->values.items[i].producer >= from)
+      g->values.items[i].producer++;
+  for (int i = 0; i < g->nodes.len; i++) {
+    Node *n = &g->nodes.items[i];
+    n->id = i;
+    if (n->fused_into >= from)
+      n->fused_into++;
+    for (int k = 0; k < n->nepilogue; k++)
+      if (n->epilogue[k] >= from)
+        n->epilogue[k]++;
+  }
+}
+
+Node *insert_node(Graph *g, int before, OpKind op, const char *name, Loc loc) {
+  Node fresh = *new_node(g, op, name, loc);
+  Node *items = g->nodes.items;
+  int last = g->nodes.len - 1;
+  memmove(&items[before + 1], &items[before], sizeof(Node) * (size_t)(last - before));
+  items[before] = fresh;
+  shift_node_refs(g, before);
+  items[before].fused_into = -1;
+  return &items[before];
+}

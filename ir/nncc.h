@@ -210,6 +210,9 @@ typedef struct Graph {
 
 Graph *new_graph(Ctx *ctx, Mode mode, DType dtype, int max_batch, const char *model);
 Node *new_node(Graph *g, OpKind op, const char *name, Loc loc);
+/* A new node at position `before` of the topological order: later nodes
+ * move up one id (for passes that must schedule work before a node). */
+Node *insert_node(Graph *g, int before, OpKind op, const char *name, Loc loc);
 /* Adds value v as the next input of node. */
 void node_input(Graph *g, Node *node, int v);
 /* Creates a V_ACT output of node with the given per-sample shape. */
@@ -257,6 +260,8 @@ enum {
   ROLE_LOSS = 1 << 5,         /* callable only in the `loss` statement */
   ROLE_VIEW = 1 << 6,         /* out[0] is in[0] reshaped: shares its storage */
   ROLE_WRITES_BUFFERS = 1 << 7, /* the kernel updates its V_BUFFER inputs (running stats) */
+  ROLE_RNG = 1 << 8,          /* the kernel also takes `uint64_t seed` (model seed mixed
+                                 with the training step) just before n: dropout */
 };
 
 typedef struct OpDef {

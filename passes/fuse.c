@@ -2,6 +2,9 @@
  * fuse.c: merges nodes so data is written once instead of twice.
  *
  * Fusions, selected by --fuse=none|all|LIST (comma-separated names):
+ *   bn_fold    inference: a batchnorm right after a conv/dense layer is
+ *              folded into that layer's weights and bias (a small kernel
+ *              scales them once per forward call; see ir/ops/batchnorm.c).
  *   epilogue   an elementwise op (relu, ...) whose only input is the sole
  *              use of a conv/dense output runs inside that kernel, on the
  *              accumulator, before the single store.  Chains fuse in order.
@@ -13,7 +16,7 @@
 
 #include "nncc.h"
 
-static const char *const fusion_names[] = {"epilogue", NULL};
+static const char *const fusion_names[] = {"bn_fold", "epilogue", NULL};
 
 bool is_fusion_name(const char *name) {
   for (int i = 0; fusion_names[i]; i++)
@@ -54,6 +57,15 @@ static int sole_consumer(const Graph *g, int v) {
   return found;
 }
 
+/* Anchor a's output goes to consumer e only; a now writes e's output. */
+static void absorb(Graph *g, Node *a, Node *e) {
+  val(g, a->out[0])->producer = -1;
+  a->out[0] = e->out[0];
+  val(g, e->out[0])->producer = a->id;
+  e->dead = true;
+  e->fused_into = a->id;
+}
+
 /* Why elementwise node e cannot be an epilogue of anchor a; NULL if it can. */
 static const char *epilogue_refusal(const Graph *g, const Node *a, const Node *e) {
   const Value *y = val(g, a->out[0]);
@@ -87,16 +99,54 @@ static void fuse_epilogues(Graph *g, Buf *log, int anchor) {
     buf_printf(log, "  fused: %s (%s) into %s (%s) as epilogue\n", e->name,
                op_def(e->op)->name, a->name, op_def(a->op)->name);
     a->epilogue[a->nepilogue++] = e->id;
-    val(g, a->out[0])->producer = -1;
-    a->out[0] = e->out[0];
-    val(g, e->out[0])->producer = a->id;
-    e->dead = true;
-    e->fused_into = a->id;
+    absorb(g, a, e);
   }
+}
+
+static void fold_batchnorm(Graph *g, Buf *log, int anchor) {
+  Node *a = node_at(g, anchor);
+  int c = sole_consumer(g, a->out[0]);
+  if (c < 0 || node_at(g, c)->op != OP_BATCHNORM_INFER)
+    return;
+  if (val(g, a->out[0])->kind != V_ACT || a->nepilogue > 0 || node_at(g, c)->in[0] != a->out[0]) {
+    buf_printf(log, "  not folded: %s into %s: the layer's output is used otherwise\n",
+               node_at(g, c)->name, a->name);
+    return;
+  }
+  Node *bn = node_at(g, c);
+  Node *fold = insert_node(g, anchor, OP_BATCHNORM_FOLD, bn->name, bn->loc);
+  a = node_at(g, anchor + 1);
+  bn = node_at(g, c + 1);
+  memcpy(fold->attr, bn->attr, sizeof fold->attr);
+  int w = a->in[1];
+  node_input(g, fold, w);
+  for (int j = 1; j < 5; j++)
+    node_input(g, fold, bn->in[j]);
+  if (a->nin > 2)
+    node_input(g, fold, a->in[2]);
+  int o = val(g, w)->shape.dim[0];
+  int wf = node_output(g, fold, val(g, w)->shape, false, g->dtype);
+  int bf = node_output(g, fold, shape_of(1, o), false, g->dtype);
+  a = node_at(g, anchor + 1);
+  bn = node_at(g, c + 1);
+  a->in[1] = wf;
+  if (a->nin > 2)
+    a->in[2] = bf;
+  else
+    node_input(g, a, bf);
+  absorb(g, a, bn);
+  buf_printf(log, "  folded: %s (batchnorm) into the weights and bias of %s (%s)\n", bn->name,
+             a->name, op_def(a->op)->name);
 }
 
 void fuse(Graph *g, const char *which, Buf *log) {
   buf_printf(log, "fusion (%s graph):\n", g->mode == MODE_TRAIN ? "training" : "inference");
+  if (enabled(which, "bn_fold") && g->mode == MODE_INFER)
+    for (int i = 0; i < g->nodes.len; i++) {
+      const Node *node = &g->nodes.items[i];
+      if (!node->dead && (op_def(node->op)->roles & ROLE_ANCHOR))
+        fold_batchnorm(g, log, i);
+    }
   if (enabled(which, "epilogue"))
     for (int i = 0; i < g->nodes.len; i++) {
       const Node *node = &g->nodes.items[i];

@@ -9,8 +9,11 @@
  * also updates the running statistics (momentum, unbiased variance as
  * PyTorch does) and keeps mean and 1/sqrt(var + eps) for the backward pass.
  * Inference: the build rule turns the node into batchnorm_infer, an
- * elementwise op on the running statistics, so it fuses into the preceding
- * conv/dense epilogue like an activation.
+ * elementwise op on the running statistics.  After a conv or dense layer the
+ * bn_fold fusion (passes/fuse.c) removes it: batchnorm_fold scales that
+ * layer's weights and bias once per forward call (w' = w * s, b' = (b - mean)
+ * * s + beta, s = gamma / sqrt(var + eps) per output channel) and the layer
+ * runs on w', b'.  Elsewhere it fuses into an epilogue like an activation.
  */
 #include "codegen.h"
 
@@ -107,7 +110,7 @@ static void bn_emit(Emit *e, const Graph *g, const Node *node) {
 
 /* Inference: y = (x - mean) * gamma / sqrt(var + eps) + beta, elementwise. */
 static void bn_infer_scalar(Buf *b, const Graph *g, const Node *node, const char *const *a) {
-  buf_printf(b, "(%s - %s) * (%s / rsqrt(%s + (real)%.17g)) + %s", a[0], a[3], a[1], a[4],
+  buf_printf(b, "(%s - %s) * (%s / rsquare_root(%s + (real)%.17g)) + %s", a[0], a[3], a[1], a[4],
              attr_num(node, A_EPS), a[2]);
 }
 
@@ -178,6 +181,22 @@ static double bn_flops(const Graph *g, const Node *node) {
   return 4.0 * (double)shape_numel(&val(g, node->in[0])->shape);
 }
 
+/* w (O, ...) and bias (O) of the anchor -> wf, bf; inputs w, gamma, beta,
+ * running_mean, running_var[, bias]. */
+static void bn_fold_emit(Emit *e, const Graph *g, const Node *node) {
+  const Value *w = val(g, node->in[0]);
+  int o = w->shape.dim[0];
+  long per = shape_numel(&w->shape) / o;
+  emitln(e, "(void)n;");
+  emitln(e, "for (int o = 0; o < %d; o++) {", o);
+  emitln(e, "const real scale = gamma[o] / rsquare_root(running_var[o] + %s);",
+         lit(e, attr_num(node, A_EPS)));
+  emitln(e, "for (long k = 0; k < %ld; k++)", per);
+  emitln(e, "    wf[(long)o * %ld + k] = w[(long)o * %ld + k] * scale;", per, per);
+  emitln(e, "bf[o] = (%s - running_mean[o]) * scale + beta[o];", node->nin > 5 ? "bias[o]" : "0");
+  emitln(e, "}");
+}
+
 const OpDef op_batchnorm = {
     .name = "batchnorm", .prefix = "bn", .min_in = 1, .max_in = 1,
     .attrs = bn_attrs, .nattr = 2, .in_names = fwd_in, .out_names = train_out,
@@ -205,4 +224,13 @@ const OpDef op_batchnorm_dx = {
 const OpDef op_batchnorm_dparams = {
     .name = "batchnorm_dparams", .attrs = bn_attrs, .nattr = 2, .in_names = dp_in,
     .out_names = dp_out, .roles = ROLE_INTERNAL, .emit = bn_dparams_emit,
+};
+
+static const char *const fold_in[] = {"w", "gamma", "beta", "running_mean", "running_var",
+                                      "bias", NULL};
+static const char *const fold_out[] = {"wf", "bf", NULL};
+
+const OpDef op_batchnorm_fold = {
+    .name = "batchnorm_fold", .attrs = bn_attrs, .nattr = 2, .in_names = fold_in,
+    .out_names = fold_out, .roles = ROLE_INTERNAL, .emit = bn_fold_emit,
 };
