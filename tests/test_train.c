@@ -443,7 +443,9 @@ Test(checkpoint, weights_only) {
   cr_assert_eq(a.load(m, path), 0, "a weights-only file does not load");
   for (int t = 0; t < a.count(); t++) {
     size_t n1, n2;
-    cr_expect(memcmp(a.tensor(m, t, &n1), itensor(w, t, &n2), n1 * sizeof(double)) == 0);
+    const double *got = a.tensor(m, t, &n1), *want = itensor(w, t, &n2);
+    cr_expect(n1 == n2 && memcmp(got, want, n1 * sizeof(double)) == 0,
+              "%s: loaded %g, saved %g", a.name(t), got[0], want[0]);
   }
   cr_expect_eq(a.step(m), 0);
   /* It trains exactly like a fresh model with those weights. */
