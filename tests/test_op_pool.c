@@ -216,6 +216,27 @@ Test(pool_grad, global_avgpool) {
   check_grad("gap_g", "global_avgpool(x)", &(Cfg){3, 4, 5, 4, 5, 1, 0});
 }
 
+/* In a model with parameters: the pools' dx through a dense layer and
+ * cross_entropy, and the dense gradients behind the pools. */
+Test(pool_grad, into_dense_cross_entropy) {
+  Compiled cm;
+  compile_model(&cm, "pool_fc",
+                "model pool_fc\ninput x: f32[2, 6, 5]\ntarget y: class[3]\n"
+                "h = maxpool(x, 3, stride=2, pad=1) + avgpool(x, 3, stride=2, pad=1)\n"
+                "g = sumpool(global_avgpool(h), 1)\n"
+                "logits = dense(flatten(h), 3) + dense(flatten(g), 3)\n"
+                "output logits\nloss cross_entropy(logits, y)\n",
+                "--dtype f64 --input-grad --batch 4", "-O1");
+  const int n = 3;
+  double x[3 * 60];
+  int32_t y[3] = {2, 0, 1};
+  fill_distinct(x, 3 * 60, 8);
+  GradReport r = grad_check(&cm, n, x, 3 * 60, y, 64);
+  cr_expect(r.tensors == 4, "two weights and two biases: %d gradients", r.tensors);
+  cr_expect(r.worst < 1e-6, "worst relative error %.3g at %s", r.worst, r.where);
+  close_model(&cm);
+}
+
 /* On a tie the whole gradient goes to the first cell in window order. */
 Test(pool_grad, maxpool_tie_goes_to_first_cell) {
   Compiled cm;
@@ -301,4 +322,9 @@ Test(pool_errors, global_takes_no_kernel) {
   expect_error(HEAD "y = global_avgpool(x, 2)\noutput y\n",
                "3:23: error: too many arguments to global_avgpool (it takes 0 after its "
                "tensor input)");
+}
+
+Test(pool_errors, padded_input_too_large) {
+  expect_error(HEAD "y = maxpool(x, 2147483647, pad=1073741823)\noutput y\n",
+               "3:32: error: maxpool: the padded input 2147483648x2147483648 is too large");
 }

@@ -100,6 +100,12 @@ static bool check_window(Graph *g, const Node *node, const Shape *x) {
              op, k, k, ph, pw);
     return false;
   }
+  /* The emitted window bounds are ints below H + pad and W + pad. */
+  if (ph > MAX_ELEMS / pw) {
+    error_at(g->ctx, node->attr[A_PAD].loc, "%s: the padded input %ldx%ld is too large", op,
+             ph, pw);
+    return false;
+  }
   return true;
 }
 
