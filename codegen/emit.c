@@ -78,8 +78,8 @@ const char *epilogue_expr(Emit *e, const Node *node, const char *acc, const char
     for (int j = 1; j < ep->nin; j++) {
       const Value *v = val(g, ep->in[j]);
       const char *name = arena_printf(e->ctx->arena, "ep%d_%d", k, j);
-      args[j] = v->batched ? arena_printf(e->ctx->arena, "%s[%s]", name, i)
-                           : arena_printf(e->ctx->arena, "%s[%s]", name, c);
+      args[j] = arena_printf(e->ctx->arena, "%s[%s]", name,
+                             v->batched ? i : shape_numel(&v->shape) == 1 ? "0" : c);
     }
     Buf b = {0};
     def->scalar(&b, g, ep, args);
@@ -92,31 +92,38 @@ const char *epilogue_expr(Emit *e, const Node *node, const char *acc, const char
 /* The kernel of every ROLE_ELEMENTWISE op: y[i] = scalar(inputs).  Inputs are
  * batched tensors of the output's shape (indexed by i), or unbatched
  * per-channel vectors of length dim[0] (indexed by c), or scalars [1]. */
+/* Whether node's scalar inputs (or those of its epilogue) need a channel. */
+static bool needs_channel(const Graph *g, const Node *node) {
+  for (int j = 0; j < node->nin; j++) {
+    const Value *x = val(g, node->in[j]);
+    if (!x->batched && shape_numel(&x->shape) > 1)
+      return true;
+  }
+  for (int k = 0; k < node->nepilogue; k++)
+    if (needs_channel(g, node_at(g, node->epilogue[k])))
+      return true;
+  return false;
+}
+
 void emit_elementwise(Emit *e, const Graph *g, const Node *node) {
   const Value *y = val(g, node->out[0]);
   long numel = shape_numel(&y->shape);
   int channels = y->shape.dim[0];
-  bool per_channel = false;
   const char *args[MAX_IN];
   for (int j = 0; j < node->nin; j++) {
     const Value *x = val(g, node->in[j]);
     const char *name = arg_name(e, node, node->nout + j);
-    if (x->batched)
-      args[j] = arena_printf(e->ctx->arena, "%s[i]", name);
-    else if (shape_numel(&x->shape) == 1)
-      args[j] = arena_printf(e->ctx->arena, "%s[0]", name);
-    else {
-      args[j] = arena_printf(e->ctx->arena, "%s[c]", name);
-      per_channel = true;
-    }
+    const char *index = x->batched ? "i" : shape_numel(&x->shape) == 1 ? "0" : "c";
+    args[j] = arena_printf(e->ctx->arena, "%s[%s]", name, index);
   }
   Buf b = {0};
   op_def(node->op)->scalar(&b, g, node, args);
+  const char *expr = epilogue_expr(e, node, b.data, "c", "i");
   const char *out = arg_name(e, node, 0);
-  if (!per_channel) {
+  if (!needs_channel(g, node)) {
     emit_omp_for(e, "");
     emitln(e, "for (long i = 0; i < (long)n * %ld; i++)", numel);
-    emitln(e, "    %s[i] = %s;", out, b.data);
+    emitln(e, "    %s[i] = %s;", out, expr);
   } else {
     long inner = numel / channels;
     emit_omp_for(e, "");
@@ -124,7 +131,7 @@ void emit_elementwise(Emit *e, const Graph *g, const Node *node) {
     emitln(e, "const int c = (int)(nc %% %d);", channels);
     emitln(e, "for (long s = 0; s < %ld; s++) {", inner);
     emitln(e, "const long i = nc * %ld + s;", inner);
-    emitln(e, "%s[i] = %s;", out, b.data);
+    emitln(e, "%s[i] = %s;", out, expr);
     emitln(e, "}");
     emitln(e, "}");
   }

@@ -27,7 +27,7 @@ static const char usage[] =
     "  --dtype f32|f64      element type (default f32; f64 for gradient checks)\n"
     "  --infer              inference only: no training code, smaller arena\n"
     "  --fuse=none|all|LIST fusions to apply (default all); LIST is comma-separated\n"
-    "                       from: bn_fold epilogue\n"
+    "                       from: bn_fold epilogue elementwise\n"
     "  --no-fuse            same as --fuse=none\n"
     "  --no-plan            give every tensor its own buffer (no memory reuse)\n"
     "  --input-grad         train graph also computes d(loss)/d(input) (gradient checks)\n"
@@ -108,7 +108,7 @@ static int parse_args(int argc, char **argv, Options *o) {
       o->infer_only = true;
     } else if (!strncmp(a, "--fuse=", 7)) {
       if (!valid_fuse(a + 7))
-        return usage_error("unknown fusion in '%s' (try none, all, or a list of bn_fold, epilogue)", a);
+        return usage_error("unknown fusion in '%s' (try none, all, or a list of bn_fold, epilogue, elementwise)", a);
       o->fuse = a + 7;
     } else if (!strcmp(a, "--no-fuse")) {
       o->fuse = "none";

@@ -7,7 +7,11 @@
  *              scales them once per forward call; see ir/ops/batchnorm.c).
  *   epilogue   an elementwise op (relu, ...) whose only input is the sole
  *              use of a conv/dense output runs inside that kernel, on the
- *              accumulator, before the single store.  Chains fuse in order.
+ *              accumulator, before the single store.  Chains fuse in order;
+ *              other operands may be per-channel constants or tensors of
+ *              the same shape (a residual add).
+ *   elementwise  a chain of elementwise ops (add then relu, ...) runs as
+ *              one loop: later links are epilogues of the first.
  * A fused node is marked dead with fused_into = the anchor; the anchor takes
  * over its output value, so consumers are unchanged.  Every decision, and
  * every candidate refused with the reason, goes to the --report log.
@@ -16,7 +20,7 @@
 
 #include "nncc.h"
 
-static const char *const fusion_names[] = {"bn_fold", "epilogue", NULL};
+static const char *const fusion_names[] = {"bn_fold", "epilogue", "elementwise", NULL};
 
 bool is_fusion_name(const char *name) {
   for (int i = 0; fusion_names[i]; i++)
@@ -67,15 +71,29 @@ static void absorb(Graph *g, Node *a, Node *e) {
 }
 
 /* Why elementwise node e cannot be an epilogue of anchor a; NULL if it can. */
+static bool same_layout(const Value *a, const Value *b) {
+  return a->batched == b->batched && a->dtype == b->dtype &&
+         shape_numel(&a->shape) == shape_numel(&b->shape);
+}
+
+/* Why elementwise node e cannot be an epilogue of node a; NULL if it can.
+ * Its other operands must be per-channel constants or tensors of a's output
+ * layout computed before a runs (they are read at the same flat index). */
 static const char *epilogue_refusal(const Graph *g, const Node *a, const Node *e) {
   const Value *y = val(g, a->out[0]);
   if (y->kind != V_ACT)
-    return "the anchor's output is a model output";
+    return "the output is a model output";
   if (e->in[0] != a->out[0])
-    return "the anchor's output is not the first operand";
-  for (int j = 1; j < e->nin; j++)
-    if (val(g, e->in[j])->batched || e->in[j] == a->out[0])
-      return "it reads another activation";
+    return "the output is not the first operand";
+  for (int j = 1; j < e->nin; j++) {
+    const Value *x = val(g, e->in[j]);
+    if (e->in[j] == a->out[0])
+      return "it reads the output twice";
+    if (x->batched && !same_layout(x, y))
+      return "another operand has a different shape";
+    if (x->producer > a->id)
+      return "another operand is computed after the layer";
+  }
   if (a->nepilogue == (int)(sizeof a->epilogue / sizeof a->epilogue[0]))
     return "the epilogue is full";
   return NULL;
@@ -90,14 +108,20 @@ static void fuse_epilogues(Graph *g, Buf *log, int anchor) {
     Node *e = node_at(g, c);
     if (!(op_def(e->op)->roles & ROLE_ELEMENTWISE))
       return;
+    /* add is commutative: put the anchor's output first (two operands only,
+     * so the rounding of the sum is unchanged). */
+    if (e->op == OP_ADD && e->nin == 2 && e->in[1] == a->out[0]) {
+      e->in[1] = e->in[0];
+      e->in[0] = a->out[0];
+    }
     const char *why = epilogue_refusal(g, a, e);
     if (why) {
       buf_printf(log, "  not fused: %s (%s) into %s: %s\n", e->name, op_def(e->op)->name,
                  a->name, why);
       return;
     }
-    buf_printf(log, "  fused: %s (%s) into %s (%s) as epilogue\n", e->name,
-               op_def(e->op)->name, a->name, op_def(a->op)->name);
+    buf_printf(log, "  fused: %s (%s) into %s (%s)\n", e->name, op_def(e->op)->name, a->name,
+               op_def(a->op)->name);
     a->epilogue[a->nepilogue++] = e->id;
     absorb(g, a, e);
   }
@@ -147,10 +171,11 @@ void fuse(Graph *g, const char *which, Buf *log) {
       if (!node->dead && (op_def(node->op)->roles & ROLE_ANCHOR))
         fold_batchnorm(g, log, i);
     }
-  if (enabled(which, "epilogue"))
-    for (int i = 0; i < g->nodes.len; i++) {
-      const Node *node = &g->nodes.items[i];
-      if (!node->dead && (op_def(node->op)->roles & ROLE_ANCHOR))
-        fuse_epilogues(g, log, i);
-    }
+  unsigned anchors = (enabled(which, "epilogue") ? ROLE_ANCHOR : 0) |
+                     (enabled(which, "elementwise") ? ROLE_ELEMENTWISE : 0);
+  for (int i = 0; i < g->nodes.len; i++) {
+    const Node *node = &g->nodes.items[i];
+    if (!node->dead && (op_def(node->op)->roles & anchors))
+      fuse_epilogues(g, log, i);
+  }
 }

@@ -159,7 +159,7 @@ void plan_memory(Graph *g, bool plan) {
   g->naive_size = 0;
   for (int i = 0; i < nv; i++) {
     Value *v = &g->values.items[i];
-    if (!in_arena(v) || first[i] < 0)
+    if (!in_arena(v) || first[i] < 0 || !in_arena(val(g, root(g, i))))
       continue;
     g->naive_size += aligned_size(g, v);
     if (v->alias >= 0)

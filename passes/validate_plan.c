@@ -15,6 +15,13 @@ typedef struct Life {
 
 static bool in_arena(const Value *v) { return v->kind == V_ACT || v->kind == V_LOSS; }
 
+static int group_root(const Graph *g, int v);
+
+/* In the arena: not a view of a model input. */
+static bool planned(const Graph *g, int v) {
+  return in_arena(val(g, v)) && in_arena(val(g, group_root(g, v)));
+}
+
 static int group_root(const Graph *g, int v) {
   int hops = 0;
   while (val(g, v)->alias >= 0 && hops++ < g->values.len)
@@ -75,7 +82,7 @@ bool validate_plan(const Graph *g, Buf *why) {
   const Life *life = lifetimes(g, &nsteps);
   for (int u = 0; u < g->values.len; u++) {
     const Value *a = val(g, u);
-    if (!in_arena(a) || life[u].first < 0)
+    if (!planned(g, u) || life[u].first < 0)
       continue;
     long asize = shape_numel(&a->shape) * (a->batched ? g->max_batch : 1);
     if (a->offset < 0 || a->offset + asize > g->arena_size) {
@@ -85,7 +92,7 @@ bool validate_plan(const Graph *g, Buf *why) {
     }
     for (int v = u + 1; v < g->values.len; v++) {
       const Value *b = val(g, v);
-      if (!in_arena(b) || life[v].first < 0)
+      if (!planned(g, v) || life[v].first < 0)
         continue;
       long bsize = shape_numel(&b->shape) * (b->batched ? g->max_batch : 1);
       bool live_together = life[u].first <= life[v].last && life[v].first <= life[u].last;

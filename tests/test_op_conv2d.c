@@ -1,0 +1,301 @@
+/*
+ * test_op_conv2d.c: the conv2d op end to end.
+ *
+ * Forward: each configuration is emitted with the real nncc, compiled and
+ * run at batch 1, 3 and the maximum; its output is compared with a naive
+ * double-precision convolution written here, reading the model's own
+ * weights through <m>_tensor (bias set to random values first, since it
+ * starts at zero).  Gradients: f64 finite differences through grad_check.
+ * Errors: bad models must fail with the exact diagnostic and exit code 1.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gradcheck.h"
+
+#define MAX_BATCH 5
+
+typedef struct Conv {
+  const char *name;
+  int c, h, w, o, k, s, p, g;
+  bool bias;
+} Conv;
+
+static int out_h(const Conv *v) { return (v->h + 2 * v->p - v->k) / v->s + 1; }
+static int out_w(const Conv *v) { return (v->w + 2 * v->p - v->k) / v->s + 1; }
+
+/* A one-conv model with an mse loss; `post` is appended to the conv call. */
+static void model_text(char *buf, size_t cap, const Conv *v, const char *post) {
+  snprintf(buf, cap,
+           "model %s\ninput x: f32[%d, %d, %d]\ntarget t: f32[%d, %d, %d]\n"
+           "out = conv2d(x, %d, kernel=%d, stride=%d, pad=%d, bias=%s, groups=%d)%s\n"
+           "output out\nloss mse(out, t)\n",
+           v->name, v->c, v->h, v->w, v->o, out_h(v), out_w(v), v->o, v->k, v->s, v->p,
+           v->bias ? "true" : "false", v->g, post);
+}
+
+/* y (n, O, Ho, Wo) in double from x (n, C, H, W), w (O, C/G, K, K), b (O);
+ * mag gets the sum of the magnitudes of the terms of each output, the scale
+ * against which f32 rounding of the sum is measured. */
+static void reference(double *y, double *mag, const float *x, const float *w, const float *b,
+                      int n, const Conv *v, bool relu) {
+  int ho = out_h(v), wo = out_w(v), cpg = v->c / v->g, opg = v->o / v->g;
+  for (int s = 0; s < n; s++)
+    for (int o = 0; o < v->o; o++)
+      for (int i = 0; i < ho; i++)
+        for (int j = 0; j < wo; j++) {
+          double acc = b ? b[o] : 0, sum_abs = fabs(acc);
+          for (int cl = 0; cl < cpg; cl++)
+            for (int kh = 0; kh < v->k; kh++)
+              for (int kw = 0; kw < v->k; kw++) {
+                int ih = i * v->s - v->p + kh, iw = j * v->s - v->p + kw;
+                int c = o / opg * cpg + cl;
+                if (ih < 0 || ih >= v->h || iw < 0 || iw >= v->w)
+                  continue;
+                double term = (double)w[((o * cpg + cl) * v->k + kh) * v->k + kw] *
+                              x[((s * v->c + c) * v->h + ih) * v->w + iw];
+                acc += term;
+                sum_abs += fabs(term);
+              }
+          size_t at = (((size_t)s * v->o + o) * ho + i) * wo + j;
+          y[at] = relu && acc < 0 ? 0 : acc;
+          mag[at] = sum_abs;
+        }
+}
+
+/* Max of |got - want| / max(|want|, magnitude of the terms): a summation in
+ * f32 is accurate to a few ulps of the sum of |terms|, not of the result,
+ * which may cancel to near zero.  A wrong index or a lost term moves the
+ * result by the size of a term, far above 1e-5 of this scale. */
+static double max_err(const float *got, const double *want, const double *mag, size_t len) {
+  double worst = 0;
+  for (size_t i = 0; i < len; i++) {
+    double denom = fmax(fabs(want[i]), mag[i]);
+    double err = isfinite(got[i]) ? fabs(got[i] - want[i]) / fmax(denom, 1e-30) : INFINITY;
+    worst = fmax(worst, err);
+  }
+  return worst;
+}
+
+typedef void *(*create_fn)(uint64_t);
+typedef void (*destroy_fn)(void *);
+typedef int (*forward_fn)(void *, int, const float *, float *);
+typedef float *(*tensor_fn)(void *, int, size_t *);
+typedef const char *(*tensor_name_fn)(int);
+typedef int (*tensor_count_fn)(void);
+
+/* The tensor named `name` of model m, or NULL; *numel gets its size. */
+static float *find_tensor(const Compiled *cm, void *m, const char *name, size_t *numel) {
+  tensor_count_fn count = (tensor_count_fn)api(cm, "tensor_count");
+  tensor_name_fn tname = (tensor_name_fn)api(cm, "tensor_name");
+  tensor_fn tensor = (tensor_fn)api(cm, "tensor");
+  for (int i = 0; i < count(); i++)
+    if (strcmp(tname(i), name) == 0)
+      return tensor(m, i, numel);
+  return NULL;
+}
+
+static void check_forward(const Conv *v, bool relu) {
+  char text[1024];
+  model_text(text, sizeof text, v, relu ? " |> relu" : "");
+  Compiled cm;
+  compile_model(&cm, v->name, text, "--batch 5", "-O1");
+  void *m = ((create_fn)api(&cm, "create"))(7);
+  cr_assert(m);
+  size_t wn = 0, bn = 0;
+  float *w = find_tensor(&cm, m, "conv1.weight", &wn);
+  float *b = find_tensor(&cm, m, "conv1.bias", &bn);
+  cr_assert(w && wn == (size_t)v->o * (v->c / v->g) * v->k * v->k, "%s: weight", v->name);
+  cr_assert(v->bias ? b && bn == (size_t)v->o : !b, "%s: bias", v->name);
+  if (b)
+    fill_uniform(b, bn, 11, -0.5f, 0.5f);
+  size_t x_per = (size_t)v->c * v->h * v->w, y_per = (size_t)v->o * out_h(v) * out_w(v);
+  float *x = malloc(MAX_BATCH * x_per * sizeof *x);
+  float *y = malloc(MAX_BATCH * y_per * sizeof *y);
+  double *want = malloc(MAX_BATCH * y_per * sizeof *want);
+  double *mag = malloc(MAX_BATCH * y_per * sizeof *mag);
+  static const int batches[] = {1, 3, MAX_BATCH};
+  for (int t = 0; t < 3; t++) {
+    int n = batches[t];
+    fill_uniform(x, (size_t)n * x_per, 100 + (uint64_t)n, -1, 1);
+    int st = ((forward_fn)api(&cm, "forward"))(m, n, x, y);
+    cr_assert(st == 0, "%s: forward returned %d", v->name, st);
+    reference(want, mag, x, w, b, n, v, relu);
+    double err = max_err(y, want, mag, (size_t)n * y_per);
+    cr_expect(err < 1e-5, "%s%s batch %d: max relative error %.3g", v->name,
+              relu ? "+relu" : "", n, err);
+  }
+  free(x);
+  free(y);
+  free(want);
+  free(mag);
+  ((destroy_fn)api(&cm, "destroy"))(m);
+  close_model(&cm);
+}
+
+/* ---- forward ----------------------------------------------------------- */
+
+Test(conv2d_forward, k3_pad1) { check_forward(&(Conv){"k3p1", 3, 8, 8, 4, 3, 1, 1, 1, true}, false); }
+Test(conv2d_forward, k5_pad2) { check_forward(&(Conv){"k5p2", 2, 9, 9, 3, 5, 1, 2, 1, true}, false); }
+Test(conv2d_forward, k5_nopad) { check_forward(&(Conv){"k5p0", 2, 9, 9, 3, 5, 1, 0, 1, true}, false); }
+Test(conv2d_forward, stride2) { check_forward(&(Conv){"s2", 3, 9, 8, 4, 3, 2, 1, 1, true}, false); }
+Test(conv2d_forward, stride3_k4) { check_forward(&(Conv){"s3", 2, 11, 10, 3, 4, 3, 2, 1, true}, false); }
+Test(conv2d_forward, k1) { check_forward(&(Conv){"k1", 5, 6, 6, 3, 1, 1, 0, 1, true}, false); }
+Test(conv2d_forward, no_bias) { check_forward(&(Conv){"nob", 3, 8, 8, 4, 3, 1, 1, 1, false}, false); }
+Test(conv2d_forward, groups2) { check_forward(&(Conv){"g2", 4, 8, 8, 6, 3, 1, 1, 2, true}, false); }
+Test(conv2d_forward, depthwise) { check_forward(&(Conv){"dw", 4, 8, 8, 4, 3, 1, 1, 4, true}, false); }
+Test(conv2d_forward, depthwise_mult2) { check_forward(&(Conv){"dw2", 3, 7, 7, 6, 3, 2, 1, 3, true}, false); }
+Test(conv2d_forward, nonsquare) { check_forward(&(Conv){"ns", 3, 7, 5, 4, 3, 1, 1, 1, true}, false); }
+Test(conv2d_forward, nonsquare_nopad) { check_forward(&(Conv){"ns0", 2, 5, 9, 3, 3, 2, 0, 1, true}, false); }
+Test(conv2d_forward, kernel_equals_padded) { check_forward(&(Conv){"kfull", 2, 3, 3, 2, 5, 1, 1, 1, true}, false); }
+Test(conv2d_forward, fused_relu) { check_forward(&(Conv){"relu", 3, 8, 8, 4, 3, 1, 1, 1, true}, true); }
+Test(conv2d_forward, fused_relu_groups) { check_forward(&(Conv){"relug", 4, 7, 6, 4, 3, 2, 1, 2, false}, true); }
+
+/* The relu really ran inside the conv kernel. */
+Test(conv2d_forward, relu_is_fused) {
+  char dir[512], nn[600], out[8192];
+  scratch_dir(dir, sizeof dir, "fusedrelu");
+  snprintf(nn, sizeof nn, "%s/m.nn", dir);
+  char text[1024];
+  model_text(text, sizeof text, &(Conv){"m", 3, 8, 8, 4, 3, 1, 1, 1, true}, " |> relu");
+  write_file(nn, text);
+  int st = run_capture(out, sizeof out, "%s %s --report", NNCC_BIN, nn);
+  cr_assert(st == 0, "%s", out);
+  cr_expect(strstr(out, "fused: relu1 (relu) into conv1 (conv2d)"), "%s", out);
+}
+
+/* ---- gradients --------------------------------------------------------- */
+
+typedef int (*forward_d_fn)(void *, int, const double *, double *);
+
+/* Targets within 0.05 of the model's own outputs (same seed as grad_check):
+ * the loss stays small, so its rounding error, which the finite difference
+ * divides by 2*eps, stays far below the gradients it is compared with. */
+static void near_targets(const Compiled *cm, int n, const double *x, double *t, size_t tl) {
+  void *m = ((create_fn)api(cm, "create"))(7);
+  cr_assert(m);
+  double *y = malloc(tl * sizeof *y);
+  cr_assert(((forward_d_fn)api(cm, "forward"))(m, n, x, y) == 0);
+  fill_uniform_d(t, tl, 43, -0.05, 0.05);
+  for (size_t i = 0; i < tl; i++)
+    t[i] += y[i];
+  free(y);
+  ((destroy_fn)api(cm, "destroy"))(m);
+}
+
+/* Checks every parameter gradient (up to 200 elements each) and every input
+ * gradient of model `text` at batch 3. */
+static void grad_case(const char *name, const char *text, size_t x_per, size_t t_per,
+                      int tensors) {
+  Compiled cm;
+  compile_model(&cm, name, text, "--dtype f64 --input-grad --batch 3", "-O1");
+  int n = 3;
+  size_t xl = n * x_per, tl = n * t_per;
+  double *x = malloc(xl * sizeof *x), *t = malloc(tl * sizeof *t);
+  fill_uniform_d(x, xl, 42, -1, 1);
+  near_targets(&cm, n, x, t, tl);
+  GradReport r = grad_check(&cm, n, x, xl, t, 200);
+  cr_expect(r.tensors == tensors, "%s: %d parameter gradients", name, r.tensors);
+  cr_expect(r.worst < 1e-6, "%s: worst relative error %.3g at %s (%d checked)", name,
+            r.worst, r.where, r.checked);
+  free(x);
+  free(t);
+  close_model(&cm);
+}
+
+static void check_grad(const Conv *v) {
+  char text[1024];
+  model_text(text, sizeof text, v, "");
+  grad_case(v->name, text, (size_t)v->c * v->h * v->w, (size_t)v->o * out_h(v) * out_w(v),
+            v->bias ? 2 : 1);
+}
+
+Test(conv2d_grad, k3_pad1) { check_grad(&(Conv){"gk3", 2, 6, 6, 3, 3, 1, 1, 1, true}); }
+Test(conv2d_grad, stride2_pad) { check_grad(&(Conv){"gs2", 2, 7, 6, 3, 3, 2, 1, 1, true}); }
+Test(conv2d_grad, stride3_k4_pad2) { check_grad(&(Conv){"gs3", 2, 8, 7, 2, 4, 3, 2, 1, true}); }
+Test(conv2d_grad, k5_nopad) { check_grad(&(Conv){"gk5", 2, 7, 6, 2, 5, 1, 0, 1, true}); }
+Test(conv2d_grad, groups2_no_bias) { check_grad(&(Conv){"gg2", 4, 5, 5, 6, 3, 1, 1, 2, false}); }
+Test(conv2d_grad, depthwise_stride2) { check_grad(&(Conv){"gdw", 3, 6, 7, 3, 3, 2, 1, 3, true}); }
+Test(conv2d_grad, kernel_larger_than_input) { check_grad(&(Conv){"gkl", 2, 3, 4, 2, 6, 1, 2, 1, true}); }
+
+/* conv -> relu (fused) -> conv: the second conv's dx feeds relu_dx, whose
+ * result feeds the first conv's dw and dx. */
+Test(conv2d_grad, conv_relu_conv) {
+  grad_case("gch",
+            "model gch\ninput x: f32[2, 6, 6]\ntarget t: f32[2, 3, 3]\n"
+            "h = conv2d(x, 3, kernel=3, pad=1) |> relu\n"
+            "out = conv2d(h, 2, kernel=3, stride=2, pad=1)\noutput out\nloss mse(out, t)\n",
+            72, 18, 4);
+}
+
+/* ---- shape errors -------------------------------------------------------- */
+
+/* Runs nncc on a model whose line 4 is `line` and input is `input`; expects
+ * exit code 1 and the diagnostic "<file>:4:<col>: error: <msg>". */
+static void expect_error(const char *input, const char *line, int col, const char *msg) {
+  char dir[512], nn[600], out[8192], want[1024], text[1024];
+  scratch_dir(dir, sizeof dir, "conv_err");
+  snprintf(nn, sizeof nn, "%s/e.nn", dir);
+  snprintf(text, sizeof text,
+           "model e\ninput x: f32[%s]\ntarget t: f32[4, 8, 8]\n%s\noutput out\n"
+           "loss mse(out, t)\n",
+           input, line);
+  write_file(nn, text);
+  int st = run_capture(out, sizeof out, "%s %s -o %s/e.c", NNCC_BIN, nn, dir);
+  cr_expect(st == 1, "exit code %d for '%s':\n%s", st, line, out);
+  snprintf(want, sizeof want, "%s:4:%d: error: %s\n%s\n", nn, col, msg, line);
+  cr_expect(strstr(out, want), "want:\n%s\ngot:\n%s", want, out);
+}
+
+Test(conv2d_errors, kernel_larger_than_input) {
+  expect_error("3, 3, 3", "out = conv2d(x, 4, kernel=5)", 27,
+               "conv2d: kernel 5x5 is larger than the padded input 3x3");
+}
+
+Test(conv2d_errors, kernel_larger_than_padded_nonsquare) {
+  expect_error("3, 9, 2", "out = conv2d(x, 4, kernel=5, pad=1)", 27,
+               "conv2d: kernel 5x5 is larger than the padded input 11x4");
+}
+
+Test(conv2d_errors, groups_not_dividing_inputs) {
+  expect_error("6, 8, 8", "out = conv2d(x, 8, kernel=3, groups=4)", 37,
+               "conv2d: 6 input channels are not divisible by groups=4");
+}
+
+Test(conv2d_errors, groups_not_dividing_outputs) {
+  expect_error("4, 8, 8", "out = conv2d(x, 6, kernel=3, groups=4)", 37,
+               "conv2d: 6 output channels are not divisible by groups=4");
+}
+
+Test(conv2d_errors, zero_channels) {
+  expect_error("3, 8, 8", "out = conv2d(x, 0, kernel=3)", 17,
+               "conv2d: channels must be positive, got 0");
+}
+
+Test(conv2d_errors, zero_stride) {
+  expect_error("3, 8, 8", "out = conv2d(x, 4, kernel=3, stride=0)", 37,
+               "conv2d: stride must be positive, got 0");
+}
+
+Test(conv2d_errors, negative_pad) {
+  expect_error("3, 8, 8", "out = conv2d(x, 4, kernel=3, pad=-1)", 34,
+               "conv2d: pad must be >= 0, got -1");
+}
+
+Test(conv2d_errors, zero_kernel) {
+  expect_error("3, 8, 8", "out = conv2d(x, 4, kernel=0)", 27,
+               "conv2d: kernel must be positive, got 0");
+}
+
+Test(conv2d_errors, wrong_rank) {
+  expect_error("8", "out = conv2d(x, 4, kernel=3)", 7,
+               "conv2d: input must be (C, H, W), got [8]");
+}
+
+Test(conv2d_errors, huge_pad) {
+  expect_error("1, 2, 2", "out = conv2d(x, 1, kernel=1, stride=1000000000, pad=1500000000)", 53,
+               "conv2d: padded input 3000000002x3000000002 is too large");
+}
