@@ -35,6 +35,31 @@ typedef struct Case {
   char *out, *err;   /* captured stdout and stderr */
 } Case;
 
+/* Captured output lives until the test ends: each suite's .fini frees it
+ * (LeakSanitizer checks the test processes too). */
+static char *captures[256];
+static int ncaptures;
+
+static char *keep(char *s) {
+  if (s && ncaptures < (int)(sizeof captures / sizeof *captures))
+    captures[ncaptures++] = s;
+  return s;
+}
+
+static void free_captures(void) {
+  while (ncaptures > 0)
+    free(captures[--ncaptures]);
+}
+
+TestSuite(malformed, .fini = free_captures);
+TestSuite(cli, .fini = free_captures);
+TestSuite(output, .fini = free_captures);
+TestSuite(usage, .fini = free_captures);
+TestSuite(help, .fini = free_captures);
+TestSuite(names, .fini = free_captures);
+TestSuite(examples, .fini = free_captures);
+TestSuite(listings, .fini = free_captures);
+
 static void new_case(Case *c, const char *tag) {
   memset(c, 0, sizeof *c);
   scratch_dir(c->dir, sizeof c->dir, tag);
@@ -65,8 +90,6 @@ static void run_nncc(Case *c, const char *const *args) {
     argv[argc] = (char *)args[argc - 1];
   }
   argv[argc] = NULL;
-  free(c->out);
-  free(c->err);
   char out_path[700], err_path[700];
   case_path(c, out_path, sizeof out_path, "stdout.txt");
   case_path(c, err_path, sizeof err_path, "stderr.txt");
@@ -88,8 +111,8 @@ static void run_nncc(Case *c, const char *const *args) {
   int st;
   cr_assert(waitpid(pid, &st, 0) == pid);
   c->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  c->out = read_text(out_path);
-  c->err = read_text(err_path);
+  c->out = keep(read_text(out_path));
+  c->err = keep(read_text(err_path));
   cr_assert(c->out && c->err);
 }
 
@@ -428,8 +451,14 @@ Test(usage, dtype_f16) {
 }
 
 Test(usage, fuse_bogus) {
-  usage_case("--fuse=bogus",
-             "nncc: error: unknown fusion in '--fuse=bogus' (try none, all or epilogue)");
+  Case c;
+  new_case(&c, "usage");
+  put_file(&c, "m.nn", GOOD_MODEL, strlen(GOOD_MODEL));
+  compile(&c, "--fuse=bogus", NULL);
+  cr_assert_eq(c.status, 2);
+  const char *want = "nncc: error: unknown fusion in '--fuse=bogus' (try none, all";
+  cr_assert_eq(strncmp(line_of(c.err, 0), want, strlen(want)), 0, "stderr:\n%s", c.err);
+  assert_no_output(&c);
 }
 
 Test(usage, emit_ir_after_unknown_pass) {
@@ -473,6 +502,22 @@ Test(help, mentions_every_option) {
   }
   cr_assert_gt(found, 10, "found only %d options in main.c", found);
   free(src);
+}
+
+/* README.md quotes --help: every option line must be there verbatim. */
+Test(help, readme_quotes_help) {
+  Case c;
+  new_case(&c, "help");
+  const char *args[] = {"--help", NULL};
+  run_nncc(&c, args);
+  char *readme = read_text(NNCC_SOURCE_DIR "/README.md");
+  cr_assert(readme);
+  for (int k = 0; *line_of(c.out, k) || *line_of(c.out, k + 1); k++) {
+    const char *l = line_of(c.out, k);
+    if (strncmp(l, "  ", 2) == 0)
+      cr_expect(strstr(readme, l), "README.md lacks the --help line '%s'", l);
+  }
+  free(readme);
 }
 
 /* ---- names that reach the emitted C ----------------------------------------- */
