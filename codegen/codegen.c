@@ -539,7 +539,8 @@ static void emit_io_api(CG *cg) {
               "        const struct nn_tensor_desc *d = &tensor_descs[i];\n"
               "        nn_tensor *e = &t[count++];\n        e->name = d->name;\n"
               "        e->dtype = NN_REAL_DTYPE;\n        e->rank = d->rank;\n"
-              "        memcpy(e->shape, d->shape, sizeof e->shape);\n"
+              "        for (int k = 0; k < 4; k++)   /* gcc -O0 flags memcpy from a 0-tensor table */\n"
+              "            e->shape[k] = d->shape[k];\n"
               "        e->data = (d->block ? m->buffers : m->params) + d->offset;\n"
               "        e->optional = 0;\n    }\n");
   if (cg->train)
