@@ -260,6 +260,8 @@ enum {
   ROLE_LOSS = 1 << 5,         /* callable only in the `loss` statement */
   ROLE_VIEW = 1 << 6,         /* out[0] is in[0] reshaped: shares its storage */
   ROLE_WRITES_BUFFERS = 1 << 7, /* the kernel updates its V_BUFFER inputs (running stats) */
+  ROLE_RNG = 1 << 9,          /* the kernel also takes `uint64_t seed` (model seed mixed
+                                 with the training step) just before n: dropout */
   ROLE_RNG = 1 << 8,          /* the kernel also takes `uint64_t seed` (model seed mixed
                                  with the training step) just before n: dropout */
 };

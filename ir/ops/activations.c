@@ -204,7 +204,7 @@ const OpDef op_leaky_relu_dx = {
 };
 
 static void elu_scalar(Buf *b, const Graph *g, const Node *node, const char *const *a) {
-  buf_printf(b, "(rmax(%s, 0) + %s * (rexp(rmin(%s, 0)) - 1))", a[0],
+  buf_printf(b, "(rmax(%s, 0) + %s * rexpm1(rmin(%s, 0)))", a[0],
              num(g, attr_num(node, A_ALPHA)), a[0]);
 }
 
