@@ -262,8 +262,6 @@ enum {
   ROLE_WRITES_BUFFERS = 1 << 7, /* the kernel updates its V_BUFFER inputs (running stats) */
   ROLE_RNG = 1 << 9,          /* the kernel also takes `uint64_t seed` (model seed mixed
                                  with the training step) just before n: dropout */
-  ROLE_RNG = 1 << 8,          /* the kernel also takes `uint64_t seed` (model seed mixed
-                                 with the training step) just before n: dropout */
 };
 
 typedef struct OpDef {
