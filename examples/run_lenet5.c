@@ -3,8 +3,8 @@
  * examples/lenet5.nn.  Creates the model from a seed (untrained weights),
  * draws a digit-like "7" into a 28x28 image, prints the 10 class
  * probabilities and the most likely class, then times the forward pass on a
- * full batch.  With untrained weights the probabilities are near 0.1 each:
- * this shows the API and the speed, not accuracy.
+ * full batch.  The weights are untrained, so the probabilities mean nothing
+ * yet: this shows the API and the speed, not accuracy.
  *
  *   nncc examples/lenet5.nn -o lenet5.c
  *   cc -O3 -fopenmp -std=c11 run_lenet5.c lenet5.c -o run_lenet5 -lm
