@@ -581,6 +581,9 @@ bool emit_c(Ctx *ctx, const Program *prog, const Graph *infer, const Graph *trai
   }
   if ((infer && !name_io(&cg, infer, &local)) || (train && !name_io(&cg, train, &local)))
     return false;
+  bool with_main = ctx->opt && ctx->opt->main_kind;
+  if (with_main)
+    main_reserve(&cg);
   emit_prelude(&cg);
   emit_tensor_table(&cg);
   if (train)
@@ -600,6 +603,8 @@ bool emit_c(Ctx *ctx, const Program *prog, const Graph *infer, const Graph *trai
   if (!train)
     buf_puts(cg.c, "#define MAX_STATE 0\n\n");
   emit_io_api(&cg);
+  if (with_main && !emit_main(&cg))
+    return false;
   emit_header(&cg);
   return ctx->nerrors == 0;
 }

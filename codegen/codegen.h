@@ -110,6 +110,10 @@ void emit_train_fields(Buf *c);
 void emit_train_decls(CG *cg);
 void emit_train(CG *cg);
 
+/* main_emit.c: --main=train|infer|bench, a main() after the API. */
+void main_reserve(CG *cg);   /* before any kernel is named */
+bool emit_main(CG *cg);      /* false (with an error) if the model does not fit */
+
 /* The whole kernel of a ROLE_ELEMENTWISE op, from its scalar() rule. */
 void emit_elementwise(Emit *e, const Graph *g, const Node *node);
 

@@ -31,6 +31,9 @@ static const char usage[] =
     "  --no-fuse            same as --fuse=none\n"
     "  --no-plan            give every tensor its own buffer (no memory reuse)\n"
     "  --input-grad         train graph also computes d(loss)/d(input) (gradient checks)\n"
+    "  --main=train|infer|bench  add a main(): ./model train IMAGES LABELS, ./model infer\n"
+    "                       WEIGHTS IMAGES [LABELS], ./model bench (IDX files, one\n"
+    "                       input, class target); the kind sets what is required\n"
     "  --emit-ir[=after:PASS]   print the IR (after the last pass, or after PASS)\n"
     "  --emit-dot[=after:PASS]  print the IR as GraphViz dot\n"
     "                       PASS: lower derive_backward fuse eliminate_dead plan_memory\n"
@@ -114,6 +117,12 @@ static int parse_args(int argc, char **argv, Options *o) {
       o->fuse = "none";
     } else if (!strcmp(a, "--no-plan")) {
       o->no_plan = true;
+    } else if (!strncmp(a, "--main=", 7)) {
+      if (strcmp(a + 7, "train") && strcmp(a + 7, "infer") && strcmp(a + 7, "bench"))
+        return usage_error("--main takes train, infer or bench, not '%s'", a + 7);
+      o->main_kind = a + 7;
+    } else if (!strcmp(a, "--main")) {
+      return usage_error("%s", "--main needs a value: --main=train, --main=infer or --main=bench");
     } else if (!strcmp(a, "--input-grad")) {
       o->input_grad = true;
     } else if (!strncmp(a, "--emit-ir", 9) && (a[9] == '\0' || a[9] == '=')) {
