@@ -1,0 +1,428 @@
+/*
+ * train_mnist.c: trains the LeNet-5 of examples/lenet5.nn on the MNIST digits
+ * that scripts/get-mnist writes to data/, using only the generated lenet5.h.
+ *
+ *   scripts/get-mnist
+ *   nncc examples/lenet5.nn -o lenet5.c
+ *   cc -O3 -march=native -fopenmp -std=c11 -I. examples/train_mnist.c lenet5.c -o train_mnist -lm
+ *   ./train_mnist --epochs 30 --shift 2
+ *
+ * Data: 8,000 training digits (the last 1,000 are held out for validation)
+ * and 2,000 test digits, pixels scaled to [0, 1].  Each epoch visits the
+ * 7,000 training digits in a new order drawn from (seed, epoch), in
+ * minibatches; with --shift N every digit is moved by up to N pixels in x
+ * and y (zero fill).  After each epoch the program prints the mean training
+ * loss, the accuracy on the validation digits and on the first 2,000
+ * (unshifted) training digits,
+ * images/s and the learning rate; the model with the best validation
+ * accuracy is saved (lenet5_save writes a temporary file and renames it), and
+ * training stops when that has not improved for --patience epochs.  At the
+ * end the best model is loaded back and scored on the 2,000 test digits, and
+ * the learning curves are written as CSV and as an SVG plot.
+ *
+ * The learning-rate schedule of the model file (cosine) is stretched over
+ * exactly --epochs epochs by setting sched_steps; --resume FILE continues
+ * from a checkpoint (weights, optimizer state and step count).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lenet5.h"
+
+#define SIDE 28
+#define PIXELS (SIDE * SIDE)
+#define N_VALID 1000
+#define N_TRAIN_ACC 2000 /* training accuracy is measured on this many training digits */
+#define BATCH_MAX LENET5_MAX_BATCH
+
+typedef struct {
+  int epochs, batch, shift, patience;
+  double lr; /* 0: keep the model file's */
+  uint64_t seed;
+  const char *data, *out, *resume, *csv, *svg;
+} Options;
+
+typedef struct {
+  int n;
+  float *x;   /* n x 784, [0, 1] */
+  int32_t *y; /* n labels 0..9 */
+} Set;
+
+typedef struct {
+  int epoch;
+  double loss, train_acc, valid_acc, lr, seconds, images_per_s;
+} Row;
+
+/* ---- data -------------------------------------------------------------- */
+
+/* A big-endian IDX file of unsigned bytes: magic 00 00 08 <ndims>, the
+ * dims, then exactly prod(dims) bytes.  Returns the malloc'd data and the
+ * first dim (the count) in *count, or NULL after printing why. */
+static unsigned char *load_idx(const char *path, int ndims, const int *want, int *count) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    fprintf(stderr, "train_mnist: cannot open %s (run scripts/get-mnist)\n", path);
+    return NULL;
+  }
+  unsigned char h[16];
+  long n = 1, size = -1;
+  int ok = fread(h, 1, 4 + 4 * (size_t)ndims, f) == 4 + 4 * (size_t)ndims && h[0] == 0 &&
+           h[1] == 0 && h[2] == 8 && h[3] == ndims;
+  for (int i = 0; ok && i < ndims; i++) {
+    long d = (long)h[4 + 4 * i] << 24 | h[5 + 4 * i] << 16 | h[6 + 4 * i] << 8 | h[7 + 4 * i];
+    ok = d > 0 && d <= 100000 && (i == 0 || d == want[i]);
+    n *= d;
+    if (i == 0)
+      *count = (int)d;
+  }
+  if (ok && fseek(f, 0, SEEK_END) == 0)
+    size = ftell(f);
+  ok = ok && size == 4 + 4 * ndims + n && fseek(f, 4 + 4 * ndims, SEEK_SET) == 0;
+  unsigned char *data = ok ? malloc((size_t)n) : NULL;
+  if (data && fread(data, 1, (size_t)n, f) != (size_t)n) {
+    free(data);
+    data = NULL;
+  }
+  fclose(f);
+  if (!data)
+    fprintf(stderr, "train_mnist: %s is not a valid IDX file of the expected shape "
+                    "(delete data/ and run scripts/get-mnist)\n", path);
+  return data;
+}
+
+/* data/<name>-images-idx3-ubyte and -labels-idx1-ubyte into a Set. */
+static int load_set(const char *dir, const char *name, Set *s) {
+  char ip[1024], lp[1024];
+  snprintf(ip, sizeof ip, "%s/%s-images-idx3-ubyte", dir, name);
+  snprintf(lp, sizeof lp, "%s/%s-labels-idx1-ubyte", dir, name);
+  const int img_dims[3] = {0, SIDE, SIDE}, lab_dims[1] = {0};
+  int ni = 0, nl = 0;
+  unsigned char *img = load_idx(ip, 3, img_dims, &ni);
+  unsigned char *lab = img ? load_idx(lp, 1, lab_dims, &nl) : NULL;
+  int ok = lab && ni == nl;
+  if (lab && !ok)
+    fprintf(stderr, "train_mnist: %s has %d images but %s has %d labels\n", ip, ni, lp, nl);
+  s->n = ni;
+  s->x = ok ? malloc(sizeof *s->x * (size_t)ni * PIXELS) : NULL;
+  s->y = ok ? malloc(sizeof *s->y * (size_t)ni) : NULL;
+  for (long i = 0; s->x && i < (long)ni * PIXELS; i++)
+    s->x[i] = img[i] / 255.0f;
+  for (int i = 0; s->y && i < ni; i++) {
+    s->y[i] = lab[i];
+    if (lab[i] > 9)
+      ok = 0;
+  }
+  free(img);
+  free(lab);
+  return ok && s->x && s->y;
+}
+
+/* ---- random numbers: splitmix64, deterministic for (seed, epoch) --------- */
+
+static uint64_t next_u64(uint64_t *s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15u);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+  return z ^ (z >> 31);
+}
+
+static int below(uint64_t *s, int n) { return (int)(next_u64(s) % (uint64_t)n); }
+
+static void shuffle(int *idx, int n, uint64_t *rng) {
+  for (int i = n - 1; i > 0; i--) {
+    int j = below(rng, i + 1), t = idx[i];
+    idx[i] = idx[j];
+    idx[j] = t;
+  }
+}
+
+/* dst = src moved by (dx, dy) pixels, zeros where nothing moved in. */
+static void shifted(float *dst, const float *src, int dx, int dy) {
+  for (int r = 0; r < SIDE; r++)
+    for (int c = 0; c < SIDE; c++) {
+      int sr = r - dy, sc = c - dx;
+      int in = sr >= 0 && sr < SIDE && sc >= 0 && sc < SIDE;
+      dst[r * SIDE + c] = in ? src[sr * SIDE + sc] : 0.0f;
+    }
+}
+
+/* ---- training and evaluation -------------------------------------------- */
+
+static double now(void) {
+  struct timespec ts;
+  timespec_get(&ts, TIME_UTC);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Fraction of samples first..first+n-1 of s whose most likely class is right. */
+static double accuracy(lenet5 *m, const Set *s, int first, int n) {
+  static float probs[BATCH_MAX * LENET5_PROBS_SIZE];
+  int right = 0;
+  for (int b = 0; b < n; b += BATCH_MAX) {
+    int k = n - b < BATCH_MAX ? n - b : BATCH_MAX;
+    if (lenet5_forward(m, k, s->x + (size_t)(first + b) * PIXELS, probs) != 0)
+      return -1;
+    for (int i = 0; i < k; i++) {
+      int best = 0;
+      for (int c = 1; c < LENET5_PROBS_SIZE; c++)
+        if (probs[i * LENET5_PROBS_SIZE + c] > probs[i * LENET5_PROBS_SIZE + best])
+          best = c;
+      right += best == s->y[first + b + i];
+    }
+  }
+  return (double)right / n;
+}
+
+static void progress_bar(int done, int total, double loss, double ips) {
+  int width = 30, fill = done * width / total;
+  fprintf(stderr, "\r  [%.*s%*s] %5d/%d  loss %.4f  %6.0f img/s", fill,
+          "##############################", width - fill, "", done, total, loss, ips);
+  fflush(stderr);
+}
+
+/* One pass over samples 0..n_train-1 of s in a fresh order; returns the
+ * mean loss, or a negative value after printing the error. */
+static double train_epoch(lenet5 *m, const Set *s, int n_train, const Options *o, int epoch,
+                          int tty) {
+  static float xb[BATCH_MAX * PIXELS];
+  static int32_t yb[BATCH_MAX];
+  int *idx = malloc(sizeof *idx * (size_t)n_train);
+  uint64_t rng = o->seed * 1000003u + (uint64_t)epoch;
+  for (int i = 0; i < n_train; i++)
+    idx[i] = i;
+  shuffle(idx, n_train, &rng);
+  double sum = 0, t0 = now();
+  int done = 0;
+  for (int b = 0; b < n_train; b += o->batch) {
+    int k = n_train - b < o->batch ? n_train - b : o->batch;
+    for (int i = 0; i < k; i++) {
+      const float *src = s->x + (size_t)idx[b + i] * PIXELS;
+      int dx = o->shift ? below(&rng, 2 * o->shift + 1) - o->shift : 0;
+      int dy = o->shift ? below(&rng, 2 * o->shift + 1) - o->shift : 0;
+      shifted(xb + (size_t)i * PIXELS, src, dx, dy);
+      yb[i] = s->y[idx[b + i]];
+    }
+    float loss;
+    int st = lenet5_train_step(m, k, xb, yb, &loss);
+    if (st != 0) {
+      fprintf(stderr, "\ntrain_mnist: train_step: %s (%s)\n", lenet5_strerror(st),
+              lenet5_last_error(m));
+      free(idx);
+      return -1;
+    }
+    sum += (double)loss * k;
+    done += k;
+    if (tty && ((b / o->batch) % 8 == 0 || done == n_train))
+      progress_bar(done, n_train, sum / done, done / (now() - t0));
+  }
+  if (tty)
+    fprintf(stderr, "\r%*s\r", 80, "");
+  free(idx);
+  return sum / n_train;
+}
+
+/* ---- learning curves ----------------------------------------------------- */
+
+static int write_csv(const char *path, const Row *rows, int n) {
+  FILE *f = fopen(path, "w");
+  if (!f)
+    return 0;
+  fprintf(f, "epoch,loss,train_acc,valid_acc,lr,seconds,images_per_s\n");
+  for (int i = 0; i < n; i++)
+    fprintf(f, "%d,%.6f,%.4f,%.4f,%.6g,%.2f,%.0f\n", rows[i].epoch, rows[i].loss,
+            rows[i].train_acc, rows[i].valid_acc, rows[i].lr, rows[i].seconds,
+            rows[i].images_per_s);
+  return fclose(f) == 0;
+}
+
+/* One panel of the plot: a frame at (x0, y0) of size w x h, y ticks from lo
+ * to hi, epochs along x, and up to two series (field offsets into Row). */
+typedef struct {
+  const char *title, *label[2], *color[2];
+  size_t field[2];
+  int nseries;
+  double lo, hi, scale; /* scale: 100 shows fractions as percent */
+} Panel;
+
+static double field(const Row *r, size_t off) { return *(const double *)((const char *)r + off); }
+
+static void svg_panel(FILE *f, const Panel *p, const Row *rows, int n, int x0, int y0, int w,
+                      int h) {
+  int e0 = rows[0].epoch, e1 = rows[n - 1].epoch > e0 ? rows[n - 1].epoch : e0 + 1;
+  fprintf(f, "<text x='%d' y='%d' text-anchor='middle' font-weight='bold'>%s</text>\n",
+          x0 + w / 2, y0 - 10, p->title);
+  fprintf(f, "<rect x='%d' y='%d' width='%d' height='%d' fill='none' stroke='black'/>\n", x0,
+          y0, w, h);
+  for (int t = 0; t <= 4; t++) {
+    double v = p->lo + (p->hi - p->lo) * t / 4;
+    int y = y0 + h - h * t / 4;
+    fprintf(f, "<line x1='%d' y1='%d' x2='%d' y2='%d' stroke='#ddd'/>\n", x0, y, x0 + w, y);
+    fprintf(f, "<text x='%d' y='%d' text-anchor='end'>%.*f</text>\n", x0 - 5, y + 4,
+            p->scale > 1 ? 1 : 3, v * p->scale);
+  }
+  int step = (e1 - e0 + 9) / 10 > 0 ? (e1 - e0 + 9) / 10 : 1;
+  for (int e = e0; e <= e1; e += step)
+    fprintf(f, "<text x='%d' y='%d' text-anchor='middle'>%d</text>\n",
+            x0 + w * (e - e0) / (e1 - e0), y0 + h + 16, e);
+  fprintf(f, "<text x='%d' y='%d' text-anchor='middle'>epoch</text>\n", x0 + w / 2, y0 + h + 34);
+  for (int s = 0; s < p->nseries; s++) {
+    fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2' points='", p->color[s]);
+    for (int i = 0; i < n; i++) {
+      double v = (field(&rows[i], p->field[s]) - p->lo) / (p->hi - p->lo);
+      v = v < 0 ? 0 : v > 1 ? 1 : v;
+      fprintf(f, "%.1f,%.1f ", x0 + (double)w * (rows[i].epoch - e0) / (e1 - e0),
+              y0 + h - h * v);
+    }
+    fprintf(f, "'/>\n<text x='%d' y='%d' fill='%s'>%s</text>\n", x0 + w - 110,
+            y0 + 20 + 16 * s, p->color[s], p->label[s]);
+  }
+}
+
+static int write_svg(const char *path, const Row *rows, int n) {
+  FILE *f = fopen(path, "w");
+  if (!f)
+    return 0;
+  double max_loss = 0, min_acc = 1;
+  for (int i = 0; i < n; i++) {
+    max_loss = fmax(max_loss, rows[i].loss);
+    min_acc = fmin(min_acc, fmin(rows[i].train_acc, rows[i].valid_acc));
+  }
+  Panel loss = {"training loss", {"mean loss"}, {"#c03"}, {offsetof(Row, loss)}, 1,
+                0, max_loss > 0 ? max_loss * 1.05 : 1, 1};
+  Panel acc = {"accuracy (%)", {"train", "validation"}, {"#06c", "#090"},
+               {offsetof(Row, train_acc), offsetof(Row, valid_acc)}, 2,
+               floor(min_acc * 50) / 50, 1, 100};
+  fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='960' height='380' "
+             "font-family='sans-serif' font-size='12'>\n"
+             "<rect width='100%%' height='100%%' fill='white'/>\n");
+  svg_panel(f, &loss, rows, n, 70, 40, 380, 280);
+  svg_panel(f, &acc, rows, n, 550, 40, 380, 280);
+  fprintf(f, "</svg>\n");
+  return fclose(f) == 0;
+}
+
+/* ---- command line --------------------------------------------------------- */
+
+static const char usage[] =
+    "usage: train_mnist [options]\n"
+    "  --data DIR      IDX files from scripts/get-mnist (default data)\n"
+    "  --epochs N      at most N epochs (default 30)\n"
+    "  --batch N       minibatch size, 1..%d (default 64)\n"
+    "  --lr X          base learning rate (default: the model file's)\n"
+    "  --seed N        weights, order and shifts (default 1)\n"
+    "  --shift N       random shifts of up to N pixels (default 2; 0 = off)\n"
+    "  --patience N    stop after N epochs without a better validation accuracy (default 8)\n"
+    "  --out FILE      best checkpoint (default lenet5.safetensors)\n"
+    "  --resume FILE   continue from a checkpoint\n"
+    "  --csv FILE      learning curves (default curves.csv)\n"
+    "  --svg FILE      plot of the learning curves (default curves.svg)\n";
+
+static int parse_args(int argc, char **argv, Options *o) {
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    char *end = NULL;
+    if (!strcmp(a, "-h") || !strcmp(a, "--help"))
+      return 0;
+    if (!v || strncmp(a, "--", 2)) {
+      fprintf(stderr, "train_mnist: bad argument '%s'\n", a);
+      return 0;
+    }
+    i++;
+    long n = strtol(v, &end, 10);
+    int is_int = *end == '\0' && n >= 0 && n <= 1000000;
+    if (!strcmp(a, "--data")) o->data = v;
+    else if (!strcmp(a, "--out")) o->out = v;
+    else if (!strcmp(a, "--resume")) o->resume = v;
+    else if (!strcmp(a, "--csv")) o->csv = v;
+    else if (!strcmp(a, "--svg")) o->svg = v;
+    else if (!strcmp(a, "--lr") && (o->lr = strtod(v, &end)) > 0 && *end == '\0') continue;
+    else if (!strcmp(a, "--epochs") && is_int && n > 0) o->epochs = (int)n;
+    else if (!strcmp(a, "--batch") && is_int && n > 0 && n <= BATCH_MAX) o->batch = (int)n;
+    else if (!strcmp(a, "--seed") && is_int) o->seed = (uint64_t)n;
+    else if (!strcmp(a, "--shift") && is_int && n <= 8) o->shift = (int)n;
+    else if (!strcmp(a, "--patience") && is_int && n > 0) o->patience = (int)n;
+    else {
+      fprintf(stderr, "train_mnist: bad value '%s' for %s\n", v, a);
+      return 0;
+    }
+  }
+  return 1;
+}
+
+/* ---- main ------------------------------------------------------------------ */
+
+static int fail_model(lenet5 *m, int status, const char *what) {
+  fprintf(stderr, "train_mnist: %s: %s (%s)\n", what, lenet5_strerror(status),
+          lenet5_last_error(m));
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  Options o = {30, 64, 2, 8, 0, 1, "data", "lenet5.safetensors", NULL, "curves.csv",
+               "curves.svg"};
+  if (!parse_args(argc, argv, &o)) {
+    fprintf(stderr, usage, BATCH_MAX);
+    return 2;
+  }
+  Set train, test;
+  if (!load_set(o.data, "train", &train) || !load_set(o.data, "test", &test))
+    return 1;
+  int n_train = train.n - N_VALID, steps_per_epoch = (n_train + o.batch - 1) / o.batch;
+  lenet5 *m = lenet5_create(o.seed);
+  if (!m)
+    return fprintf(stderr, "train_mnist: out of memory\n"), 1;
+  int st;
+  if (o.resume && (st = lenet5_load(m, o.resume)) != 0)
+    return fail_model(m, st, o.resume);
+  if (o.lr > 0 && (st = lenet5_set(m, "lr", o.lr)) != 0)
+    return fail_model(m, st, "--lr");
+  lenet5_set(m, "sched_steps", (double)o.epochs * steps_per_epoch); /* no schedule: ignored */
+
+  int first = (int)(lenet5_step(m) / steps_per_epoch) + 1, tty = isatty(fileno(stderr));
+  double best = o.resume ? accuracy(m, &train, n_train, N_VALID) : -1;
+  int best_epoch = first - 1, saved = 0;
+  Row *rows = calloc((size_t)o.epochs + 1, sizeof *rows);
+  int nrows = 0;
+  printf("training on %d digits, validating on %d, testing on %d; batch %d, shift %d, "
+         "epochs %d..%d\n", n_train, N_VALID, test.n, o.batch, o.shift, first, o.epochs);
+  printf("epoch    loss  train%%  valid%%   img/s        lr\n");
+  for (int epoch = first; epoch <= o.epochs && epoch - best_epoch <= o.patience; epoch++) {
+    double t0 = now(), loss = train_epoch(m, &train, n_train, &o, epoch, tty);
+    if (loss < 0)
+      return 1;
+    double secs = now() - t0;
+    Row r = {epoch, loss, accuracy(m, &train, 0, N_TRAIN_ACC), accuracy(m, &train, n_train, N_VALID),
+             lenet5_lr(m), secs, n_train / secs};
+    rows[nrows++] = r;
+    int better = r.valid_acc > best;
+    printf("%5d  %6.4f  %6.2f  %6.2f  %6.0f  %.2e%s\n", epoch, loss, 100 * r.train_acc,
+           100 * r.valid_acc, r.images_per_s, r.lr, better ? "  *" : "");
+    fflush(stdout);
+    if (better) {
+      best = r.valid_acc;
+      best_epoch = epoch;
+      if ((st = lenet5_save(m, o.out)) != 0)
+        return fail_model(m, st, o.out);
+      saved = 1;
+    }
+  }
+  if (nrows && !(write_csv(o.csv, rows, nrows) && write_svg(o.svg, rows, nrows)))
+    fprintf(stderr, "train_mnist: cannot write %s or %s\n", o.csv, o.svg);
+  if ((saved || o.resume) && (st = lenet5_load(m, saved ? o.out : o.resume)) != 0)
+    return fail_model(m, st, o.out);
+  printf("best validation accuracy %.2f%% (epoch %d), saved in %s\n", 100 * best, best_epoch,
+         saved ? o.out : o.resume ? o.resume : "(nothing)");
+  printf("test accuracy: %.2f%% on %d digits\n", 100 * accuracy(m, &test, 0, test.n), test.n);
+  if (nrows)
+    printf("curves: %s, %s\n", o.csv, o.svg);
+  lenet5_destroy(m);
+  free(rows);
+  free(train.x), free(train.y), free(test.x), free(test.y);
+  return 0;
+}
