@@ -6,9 +6,11 @@
  * double-precision convolution written here, reading the model's own
  * weights through <m>_tensor (bias set to random values first, since it
  * starts at zero).  Gradients: f64 finite differences through grad_check.
+ * Determinism: gradients with 1, 3 and 7 OpenMP threads are bit-identical.
  * Errors: bad models must fail with the exact diagnostic and exit code 1.
  */
 #include <criterion/criterion.h>
+#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,6 +231,53 @@ Test(conv2d_grad, conv_relu_conv) {
             "h = conv2d(x, 3, kernel=3, pad=1) |> relu\n"
             "out = conv2d(h, 2, kernel=3, stride=2, pad=1)\noutput out\nloss mse(out, t)\n",
             72, 18, 4);
+}
+
+/* ---- determinism ------------------------------------------------------- */
+
+typedef int (*gradients_fn)(void *, int, const float *, const float *, float *, float *);
+typedef float *(*grad_fn)(void *, int, size_t *);
+
+/* Copies every parameter gradient and the input gradient into out. */
+static size_t gradients_at(const Compiled *cm, int threads, const float *x, const float *t,
+                           float *out) {
+  ((void (*)(int))dlsym(cm->lib, "omp_set_num_threads"))(threads);
+  void *m = ((create_fn)api(cm, "create"))(5);
+  float loss, *dx = out;
+  cr_assert(((gradients_fn)api(cm, "gradients"))(m, MAX_BATCH, x, t, &loss, dx) == 0);
+  size_t len = MAX_BATCH * 4 * 9 * 7;
+  for (int k = 0; k < ((tensor_count_fn)api(cm, "tensor_count"))(); k++) {
+    size_t numel;
+    float *g = ((grad_fn)api(cm, "grad"))(m, k, &numel);
+    if (g) {
+      memcpy(out + len, g, numel * sizeof *g);
+      len += numel;
+    }
+  }
+  ((destroy_fn)api(cm, "destroy"))(m);
+  return len;
+}
+
+/* With OpenMP, 1, 3 and 7 threads give bit-identical gradients: every
+ * backward kernel keeps each sum inside one thread. */
+Test(conv2d_determinism, threads) {
+  Compiled cm;
+  compile_model(&cm, "det",
+                "model det\ninput x: f32[4, 9, 7]\ntarget t: f32[6, 4, 3]\n"
+                "h = conv2d(x, 6, kernel=3, pad=1, groups=2) |> relu\n"
+                "h = conv2d(h, 6, kernel=3, stride=2, groups=6, bias=false) |> relu\n"
+                "out = conv2d(h, 6, kernel=1)\noutput out\nloss mse(out, t)\n",
+                "--batch 5 --input-grad", "-O1 -fopenmp");
+  cr_assert(dlsym(cm.lib, "omp_set_num_threads"), "not linked with OpenMP");
+  static float x[MAX_BATCH * 252], t[MAX_BATCH * 72], ref[4096], got[4096];
+  fill_uniform(x, MAX_BATCH * 252, 60, -1, 1);
+  fill_uniform(t, MAX_BATCH * 72, 61, -1, 1);
+  size_t len = gradients_at(&cm, 1, x, t, ref);
+  for (int threads = 3; threads <= 7; threads += 4) {
+    cr_assert(gradients_at(&cm, threads, x, t, got) == len);
+    cr_expect(memcmp(ref, got, len * sizeof *got) == 0, "%d threads differ from 1", threads);
+  }
+  close_model(&cm);
 }
 
 /* ---- shape errors -------------------------------------------------------- */
