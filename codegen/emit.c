@@ -73,8 +73,9 @@ const char *epilogue_expr(Emit *e, const Node *node, const char *acc, const char
   for (int k = 0; k < node->nepilogue; k++) {
     const Node *ep = node_at(g, node->epilogue[k]);
     const OpDef *def = op_def(ep->op);
-    const char *args[MAX_IN];
+    const char *args[MAX_IN + 1];
     args[0] = expr;
+    args[ep->nin] = c;
     for (int j = 1; j < ep->nin; j++) {
       const Value *v = val(g, ep->in[j]);
       const char *name = arena_printf(e->ctx->arena, "ep%d_%d", k, j);
@@ -94,6 +95,8 @@ const char *epilogue_expr(Emit *e, const Node *node, const char *acc, const char
  * per-channel vectors of length dim[0] (indexed by c), or scalars [1]. */
 /* Whether node's scalar inputs (or those of its epilogue) need a channel. */
 static bool needs_channel(const Graph *g, const Node *node) {
+  if (op_def(node->op)->roles & ROLE_CHANNEL)
+    return true;
   for (int j = 0; j < node->nin; j++) {
     const Value *x = val(g, node->in[j]);
     if (!x->batched && shape_numel(&x->shape) > 1)
@@ -109,7 +112,8 @@ void emit_elementwise(Emit *e, const Graph *g, const Node *node) {
   const Value *y = val(g, node->out[0]);
   long numel = shape_numel(&y->shape);
   int channels = y->shape.dim[0];
-  const char *args[MAX_IN];
+  const char *args[MAX_IN + 1];
+  args[node->nin] = "c";
   for (int j = 0; j < node->nin; j++) {
     const Value *x = val(g, node->in[j]);
     const char *name = arg_name(e, node, node->nout + j);
@@ -129,6 +133,7 @@ void emit_elementwise(Emit *e, const Graph *g, const Node *node) {
     emit_omp_for(e, "");
     emitln(e, "for (long nc = 0; nc < (long)n * %d; nc++) {", channels);
     emitln(e, "const int c = (int)(nc %% %d);", channels);
+    emitln(e, "(void)c;");
     emitln(e, "for (long s = 0; s < %ld; s++) {", inner);
     emitln(e, "const long i = nc * %ld + s;", inner);
     emitln(e, "%s[i] = %s;", out, expr);

@@ -260,6 +260,7 @@ enum {
   ROLE_LOSS = 1 << 5,         /* callable only in the `loss` statement */
   ROLE_VIEW = 1 << 6,         /* out[0] is in[0] reshaped: shares its storage */
   ROLE_WRITES_BUFFERS = 1 << 7, /* the kernel updates its V_BUFFER inputs (running stats) */
+  ROLE_CHANNEL = 1 << 8,      /* scalar() uses the channel index args[nin] */
   ROLE_RNG = 1 << 9,          /* the kernel also takes `uint64_t seed` (model seed mixed
                                  with the training step) just before n: dropout */
 };
@@ -279,7 +280,9 @@ typedef struct OpDef {
   /* Writes the body of the kernel; see codegen.h for the conventions. */
   void (*emit)(Emit *e, const Graph *g, const Node *node);
   /* ROLE_ELEMENTWISE: the scalar expression of output 0 given the input
-   * expressions args[0..nin-1] (already indexed). */
+   * expressions args[0..nin-1] (already indexed) and, in args[nin], the
+   * expression of the channel index (dim 0 of the per-sample shape), valid
+   * when the op has ROLE_CHANNEL or a per-channel input. */
   void (*scalar)(Buf *b, const Graph *g, const Node *node, const char *const *args);
   /* Vector-Jacobian product: given dout[i] (gradient value of out[i], -1 if
    * none) and need[j] (whether in[j] needs a gradient), adds nodes and
@@ -364,6 +367,9 @@ typedef struct Options {
   bool input_grad;           /* also compute d(input) in train (grad checks) */
 } Options;
 
+/* The header's file name as model.c includes it: the -o path's base name
+ * with .h, or <model>.h without -o. */
+const char *header_name(Ctx *ctx, const char *model);
 /* Writes model.c and model.h text for the given graphs (infer may be NULL
  * when training only is impossible; train is NULL with --infer). */
 bool emit_c(Ctx *ctx, const Program *prog, const Graph *infer, const Graph *train,

@@ -82,9 +82,8 @@ bool nncc_compile(Ctx *ctx, Result *out) {
   if (!emit_c(ctx, prog, infer, train, &out->c, &out->h))
     return false;
   if (o->verify) {
-    const char *name = infer->model;
-    char *c_name = arena_printf(ctx->arena, "%s.c", name);
-    char *h_name = arena_printf(ctx->arena, "%s.h", name);
+    const char *h_name = header_name(ctx, infer->model);
+    const char *c_name = arena_printf(ctx->arena, "%.*s.c", (int)strlen(h_name) - 2, h_name);
     if (!verify_c(ctx, c_name, out->c.data, h_name, out->h.data))
       return false;
   }

@@ -235,14 +235,37 @@ static Dims conv(Net *net, void *m, int i, double *y, const double *x, int n, Di
   return r;
 }
 
+/* Inference batchnorm from the model's own statistics and parameters:
+ * y = (x - mean) / sqrt(var + 1e-5) * gamma + beta per channel. */
+static void bn(Net *net, void *m, int i, double *y, int n, Dims d) {
+  char name[4][48];
+  const char *suffix[4] = {"weight", "bias", "running_mean", "running_var"};
+  double *t[4];
+  for (int k = 0; k < 4; k++) {
+    snprintf(name[k], sizeof name[k], "bn%d.%s", i, suffix[k]);
+    t[k] = weights(net, m, name[k], (size_t)d.c);
+  }
+  long s = (long)d.h * d.w;
+  for (int b = 0; b < n; b++)
+    for (int c = 0; c < d.c; c++)
+      for (long j = 0; j < s; j++) {
+        double *v = &y[((long)b * d.c + c) * s + j];
+        *v = (*v - t[2][c]) / sqrt(t[3][c] + 1e-5) * t[0][c] + t[1][c];
+      }
+  for (int k = 0; k < 4; k++)
+    free(t[k]);
+}
+
 static void ref_lenet5(const Case *c, Net *net, void *m, int n, const double *x, double *y) {
   (void)c;
   size_t big = (size_t)n * 6 * 28 * 28;
   double *a = malloc(big * sizeof *a), *b = malloc(big * sizeof *b);
   Dims d = conv(net, m, 1, a, x, n, (Dims){1, 28, 28}, 6, 5, 2);
+  bn(net, m, 1, a, n, d);
   ref_relu(a, (size_t)n * d.c * d.h * d.w);
   d = ref_maxpool(b, a, n, d, 2);
   d = conv(net, m, 2, a, b, n, d, 16, 5, 0);
+  bn(net, m, 2, a, n, d);
   ref_relu(a, (size_t)n * d.c * d.h * d.w);
   d = ref_maxpool(b, a, n, d, 2);
   cr_assert(d.c * d.h * d.w == 400);
@@ -416,8 +439,10 @@ static void check_variants(const Case *c) {
     want[i] = base[i];
   for (int v = 0; v < 3; v++) {
     float *y = outputs_of(c, variants[v], 5);
+    /* Folding batchnorm into the weights rounds differently in f32: the
+     * issue's bound for fused vs unfused is 1e-5 relative. */
     double err = rel_err(y, want, len);
-    cr_expect(err < 1e-6, "%s: %s differs from the fused, planned code by %.3g", c->name,
+    cr_expect(err < 1e-5, "%s: %s differs from the fused, planned code by %.3g", c->name,
               variants[v], err);
     free(y);
   }

@@ -8,6 +8,8 @@
  * Training: statistics of the batch over (N, H, W) per channel; the kernel
  * also updates the running statistics (momentum, unbiased variance as
  * PyTorch does) and keeps mean and 1/sqrt(var + eps) for the backward pass.
+ * It is an epilogue anchor: a following activation is applied before the
+ * single store of y (its backward reads its own output, not y).
  * Inference: the build rule turns the node into batchnorm_infer, an
  * elementwise op on the running statistics.  After a conv or dense layer the
  * bn_fold fusion (passes/fuse.c) removes it: batchnorm_fold scales that
@@ -98,7 +100,7 @@ static void bn_emit(Emit *e, const Graph *g, const Node *node) {
   emitln(e, "for (int b = 0; b < n; b++)");
   emitln(e, "    for (long i = 0; i < %ld; i++) {", s);
   emitln(e, "        const long k = ((long)b * %d + c) * %ld + i;", c, s);
-  emitln(e, "        y[k] = x[k] * scale + shift;");
+  emitln(e, "        y[k] = %s;", epilogue_expr(e, node, "x[k] * scale + shift", "c", "k"));
   emitln(e, "    }");
   emitln(e, "const double unbiased = count > 1 ? sq / (count - 1) : var;");
   emitln(e, "running_mean[c] = (real)((1 - %.17g) * running_mean[c] + %.17g * mu);", momentum,
@@ -200,7 +202,7 @@ static void bn_fold_emit(Emit *e, const Graph *g, const Node *node) {
 const OpDef op_batchnorm = {
     .name = "batchnorm", .prefix = "bn", .min_in = 1, .max_in = 1,
     .attrs = bn_attrs, .nattr = 2, .in_names = fwd_in, .out_names = train_out,
-    .roles = ROLE_FOLDABLE | ROLE_WRITES_BUFFERS,
+    .roles = ROLE_ANCHOR | ROLE_FOLDABLE | ROLE_WRITES_BUFFERS,
     .build = bn_build, .emit = bn_emit, .backward = bn_backward, .flops = bn_flops,
 };
 

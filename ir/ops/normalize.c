@@ -10,9 +10,8 @@
  * elementwise dy / std[c] (normalize_dx).
  *
  * Both ops are elementwise.  When the constants differ between channels the
- * scalar expression indexes a constant table by the channel variable `o`:
- * the name the anchors (dense, conv2d) give their channel index where they
- * apply a fused epilogue, and the name this file's kernels define too.
+ * scalar expression indexes a constant table by the channel index that the
+ * generic elementwise kernel, or the anchor it is fused into, passes in.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -82,8 +81,8 @@ static bool uniform(const AttrVal *l) {
   return true;
 }
 
-/* The constant of list l at the current channel. */
-static void put_const(Buf *b, const AttrVal *l) {
+/* The constant of list l at channel c. */
+static void put_const(Buf *b, const AttrVal *l, const char *c) {
   if (uniform(l)) {
     put_num(b, l->list[0]);
     return;
@@ -94,41 +93,20 @@ static void put_const(Buf *b, const AttrVal *l) {
       buf_puts(b, ", ");
     put_num(b, l->list[i]);
   }
-  buf_puts(b, "})[o]");
+  buf_printf(b, "})[%s]", c);
 }
 
 static void norm_scalar(Buf *b, const Graph *g, const Node *node, const char *const *a) {
   buf_printf(b, "(%s - ", a[0]);
-  put_const(b, &node->attr[A_MEAN]);
+  put_const(b, &node->attr[A_MEAN], a[node->nin]);
   buf_puts(b, ") / ");
-  put_const(b, &node->attr[A_STD]);
+  put_const(b, &node->attr[A_STD], a[node->nin]);
 }
 
 /* dx = dy / std[c] */
 static void norm_dx_scalar(Buf *b, const Graph *g, const Node *node, const char *const *a) {
   buf_printf(b, "%s / ", a[0]);
-  put_const(b, &node->attr[A_STD]);
-}
-
-/* y[i] = scalar(x[i]) with the channel index `o` in scope. */
-static void norm_emit(Emit *e, const Graph *g, const Node *node) {
-  const Value *y = val(g, node->out[0]);
-  long numel = shape_numel(&y->shape);
-  int channels = y->shape.rank ? y->shape.dim[0] : 1;
-  long inner = numel / channels;
-  const char *args[1] = {arena_printf(e->ctx->arena, "%s[i]", arg_name(e, node, 1))};
-  Buf b = {0};
-  op_def(node->op)->scalar(&b, g, node, args);
-  emit_omp_for(e, "");
-  emitln(e, "for (long nc = 0; nc < (long)n * %d; nc++) {", channels);
-  emitln(e, "const int o = (int)(nc %% %d);", channels);
-  emitln(e, "(void)o;");
-  emitln(e, "for (long s = 0; s < %ld; s++) {", inner);
-  emitln(e, "const long i = nc * %ld + s;", inner);
-  emitln(e, "%s[i] = %s;", arg_name(e, node, 0), b.data);
-  emitln(e, "}");
-  emitln(e, "}");
-  buf_free(&b);
+  put_const(b, &node->attr[A_STD], a[node->nin]);
 }
 
 static void norm_backward(Graph *g, Node *node, const int *dout, const bool *need, int *din) {
@@ -143,14 +121,14 @@ static double norm_flops(const Graph *g, const Node *node) {
 const OpDef op_normalize = {
     .name = "normalize", .prefix = "normalize", .min_in = 1, .max_in = 1,
     .attrs = norm_attrs, .nattr = 2, .in_names = x_in, .out_names = y_out,
-    .roles = ROLE_ELEMENTWISE | ROLE_INPLACE,
-    .build = norm_build, .emit = norm_emit, .scalar = norm_scalar,
+    .roles = ROLE_ELEMENTWISE | ROLE_INPLACE | ROLE_CHANNEL,
+    .build = norm_build, .emit = emit_elementwise, .scalar = norm_scalar,
     .backward = norm_backward, .flops = norm_flops,
 };
 
 const OpDef op_normalize_dx = {
     .name = "normalize_dx", .min_in = 1, .max_in = 1, .attrs = norm_attrs, .nattr = 2,
     .in_names = dy_in, .out_names = dx_out,
-    .roles = ROLE_ELEMENTWISE | ROLE_INPLACE | ROLE_INTERNAL,
-    .emit = norm_emit, .scalar = norm_dx_scalar,
+    .roles = ROLE_ELEMENTWISE | ROLE_INPLACE | ROLE_INTERNAL | ROLE_CHANNEL,
+    .emit = emit_elementwise, .scalar = norm_dx_scalar,
 };
