@@ -82,12 +82,13 @@ void emit_train_decls(CG *cg) {
   buf_printf(h, "%s *%s_grad(%s *m, int i, size_t *numel);   /* gradient of tensor i */\n", R, m, m);
   buf_printf(h, "/* Hyper-parameters by name: lr momentum beta1 beta2 eps rho l2 l1 max_norm\n"
                 " * sched_steps sched_gamma sched_power lr_min.  set returns NN_ERR_ARG for an\n"
-                " * unknown name. */\n");
+                " * unknown name or a negative or non-finite value. */\n");
   buf_printf(h, "int %s_set(%s *m, const char *name, double value);\n", m, m);
   buf_printf(h, "double %s_get(const %s *m, const char *name);\n", m, m);
   buf_printf(h, "double %s_lr(const %s *m);        /* learning rate of the last step */\n", m, m);
   buf_printf(h, "int64_t %s_step(const %s *m);     /* optimizer steps taken */\n", m, m);
-  buf_printf(h, "/* |update| / |param| of tensor i in the last step (healthy: about 1e-3). */\n");
+  buf_printf(h, "/* |update| / |param| of tensor i in the last step (healthy: about 1e-3);\n"
+                " * the optimizer's update, before any max-norm clipping. */\n");
   buf_printf(h, "double %s_update_ratio(const %s *m, int i);\n", m, m);
 }
 
@@ -271,6 +272,8 @@ static void emit_accessors(CG *cg) {
   buf_printf(c, "%s *m)\n{\n    memcpy(m->hyper, nn_hyper_defaults, sizeof m->hyper);\n}\n\n", m);
   buf_printf(c, "int %s_set(%s *m, const char *name, double value)\n{\n", m, m);
   buf_puts(c, "    if (!m || !name)\n        return NN_ERR_ARG;\n"
+              "    if (!isfinite(value) || value < 0)\n"
+              "        return nn_fail(m, NN_ERR_ARG, \"hyper-parameters must be finite and >= 0\");\n"
               "    for (int i = 0; i < NN_NUM_HYPER; i++)\n"
               "        if (strcmp(name, nn_hyper_names[i]) == 0) {\n"
               "            m->hyper[i] = value;\n            return NN_OK;\n        }\n"

@@ -361,6 +361,9 @@ Test(hyper, set_get) {
   cr_expect_eq(a.get(m, "momentum"), 0.5);
   cr_expect(isnan(a.get(m, "learning_rate")));
   cr_expect_eq(a.set(m, "learning_rate", 1), -1);
+  cr_expect_eq(a.set(m, "lr", -0.5), -1);
+  cr_expect_eq(a.set(m, "lr", NAN), -1);
+  cr_expect_eq(a.get(m, "lr"), 0.1, "a refused value must not be stored");
   cr_expect_eq(a.set(m, "lr", 0.25), 0);
   cr_expect_eq(a.set(m, "momentum", 0), 0);   /* plain SGD from here on */
   cr_expect_eq(a.get(m, "lr"), 0.25);
