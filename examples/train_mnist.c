@@ -323,36 +323,41 @@ static const char usage[] =
     "  --csv FILE      learning curves (default curves.csv)\n"
     "  --svg FILE      plot of the learning curves (default curves.svg)\n";
 
+/* A whole number lo..hi into *out; 0 if v is not one. */
+static int int_arg(const char *v, long lo, long hi, int *out) {
+  char *end;
+  long n = strtol(v, &end, 10);
+  if (end == v || *end || n < lo || n > hi)
+    return 0;
+  *out = (int)n;
+  return 1;
+}
+
 static int parse_args(int argc, char **argv, Options *o) {
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    char *end = NULL;
-    if (!strcmp(a, "-h") || !strcmp(a, "--help"))
-      return 0;
-    if (!v || strncmp(a, "--", 2)) {
-      fprintf(stderr, "train_mnist: bad argument '%s'\n", a);
-      return 0;
-    }
-    i++;
-    long n = strtol(v, &end, 10);
-    int is_int = *end == '\0' && n >= 0 && n <= 1000000;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const char *a = argv[i], *v = argv[i + 1];
+    char *end;
+    int seed = 0, ok = 1;
     if (!strcmp(a, "--data")) o->data = v;
     else if (!strcmp(a, "--out")) o->out = v;
     else if (!strcmp(a, "--resume")) o->resume = v;
     else if (!strcmp(a, "--csv")) o->csv = v;
     else if (!strcmp(a, "--svg")) o->svg = v;
-    else if (!strcmp(a, "--lr") && (o->lr = strtod(v, &end)) > 0 && *end == '\0') continue;
-    else if (!strcmp(a, "--epochs") && is_int && n > 0) o->epochs = (int)n;
-    else if (!strcmp(a, "--batch") && is_int && n > 0 && n <= BATCH_MAX) o->batch = (int)n;
-    else if (!strcmp(a, "--seed") && is_int) o->seed = (uint64_t)n;
-    else if (!strcmp(a, "--shift") && is_int && n <= 8) o->shift = (int)n;
-    else if (!strcmp(a, "--patience") && is_int && n > 0) o->patience = (int)n;
-    else {
-      fprintf(stderr, "train_mnist: bad value '%s' for %s\n", v, a);
+    else if (!strcmp(a, "--lr")) ok = (o->lr = strtod(v, &end)) > 0 && *end == '\0';
+    else if (!strcmp(a, "--epochs")) ok = int_arg(v, 1, 100000, &o->epochs);
+    else if (!strcmp(a, "--batch")) ok = int_arg(v, 1, BATCH_MAX, &o->batch);
+    else if (!strcmp(a, "--shift")) ok = int_arg(v, 0, 8, &o->shift);
+    else if (!strcmp(a, "--patience")) ok = int_arg(v, 1, 100000, &o->patience);
+    else if (!strcmp(a, "--seed") && (ok = int_arg(v, 0, 2147483647, &seed))) o->seed = (uint64_t)seed;
+    else ok = 0;
+    if (!ok) {
+      fprintf(stderr, "train_mnist: bad option or value: %s %s\n", a, v);
       return 0;
     }
   }
-  return 1;
+  if (argc % 2 == 0)
+    fprintf(stderr, "train_mnist: '%s' needs a value\n", argv[argc - 1]);
+  return argc % 2 == 1;
 }
 
 /* ---- main ------------------------------------------------------------------ */
@@ -366,6 +371,10 @@ static int fail_model(lenet5 *m, int status, const char *what) {
 int main(int argc, char **argv) {
   Options o = {30, 64, 2, 8, 0, 1, "data", "lenet5.safetensors", NULL, "curves.csv",
                "curves.svg"};
+  if (argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+    printf(usage, BATCH_MAX);
+    return 0;
+  }
   if (!parse_args(argc, argv, &o)) {
     fprintf(stderr, usage, BATCH_MAX);
     return 2;
@@ -373,10 +382,17 @@ int main(int argc, char **argv) {
   Set train, test;
   if (!load_set(o.data, "train", &train) || !load_set(o.data, "test", &test))
     return 1;
+  if (train.n <= N_VALID) {
+    fprintf(stderr, "train_mnist: %d training digits; needs more than the %d held out\n", train.n,
+            N_VALID);
+    return 1;
+  }
   int n_train = train.n - N_VALID, steps_per_epoch = (n_train + o.batch - 1) / o.batch;
   lenet5 *m = lenet5_create(o.seed);
-  if (!m)
-    return fprintf(stderr, "train_mnist: out of memory\n"), 1;
+  if (!m) {
+    fprintf(stderr, "train_mnist: out of memory\n");
+    return 1;
+  }
   int st;
   if (o.resume && (st = lenet5_load(m, o.resume)) != 0)
     return fail_model(m, st, o.resume);
@@ -397,8 +413,8 @@ int main(int argc, char **argv) {
     if (loss < 0)
       return 1;
     double secs = now() - t0;
-    Row r = {epoch, loss, accuracy(m, &train, 0, N_TRAIN_ACC), accuracy(m, &train, n_train, N_VALID),
-             lenet5_lr(m), secs, n_train / secs};
+    Row r = {epoch, loss, accuracy(m, &train, 0, n_train < N_TRAIN_ACC ? n_train : N_TRAIN_ACC),
+             accuracy(m, &train, n_train, N_VALID), lenet5_lr(m), secs, n_train / secs};
     rows[nrows++] = r;
     int better = r.valid_acc > best;
     printf("%5d  %6.4f  %6.2f  %6.2f  %6.0f  %.2e%s\n", epoch, loss, 100 * r.train_acc,

@@ -226,3 +226,73 @@ Test(mnist, data_files_are_well_formed) {
     free(y);
   }
 }
+
+/* ---- examples/train_mnist.c ------------------------------------------------ */
+
+#include "harness.h"
+
+/* dir/<set>-images-idx3-ubyte and -labels-idx1-ubyte: count 28x28 digits,
+ * a bright bar in row 4 + 2*label, so the classes are easy to tell apart. */
+static void write_digits(const char *dir, const char *set, int count) {
+  char path[700];
+  snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte", dir, set);
+  FILE *f = fopen(path, "wb");
+  cr_assert(f);
+  fwrite("\0\0\x08\x03", 1, 4, f);
+  unsigned char hdr[12] = {0, 0, (unsigned char)(count >> 8), (unsigned char)count, 0, 0, 0, 28,
+                           0, 0, 0, 28};
+  fwrite(hdr, 1, 12, f);
+  for (int i = 0; i < count; i++)
+    for (int p = 0; p < 784; p++)
+      fputc(p / 28 == 4 + 2 * (i % 10) && p % 28 > 3 && p % 28 < 24 ? 255 : 0, f);
+  cr_assert_eq(fclose(f), 0);
+  snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", dir, set);
+  f = fopen(path, "wb");
+  fwrite("\0\0\x08\x01", 1, 4, f);
+  fwrite(hdr, 1, 4, f);
+  for (int i = 0; i < count; i++)
+    fputc(i % 10, f);
+  cr_assert_eq(fclose(f), 0);
+}
+
+/* The example builds with the generated lenet5 under -Werror, trains,
+ * writes the checkpoint and both curve files, resumes, and explains a
+ * missing data directory. */
+Test(train_mnist, example_runs_end_to_end, .timeout = 300) {
+  char dir[512], out[16384], path[700];
+  scratch_dir(dir, sizeof dir, "train_mnist");
+  int st = run_capture(out, sizeof out,
+                       "cd '%s' && '%s' '%s/examples/lenet5.nn' -o lenet5.c && '%s' -std=c11 "
+                       "-Wall -Wextra -Werror -pedantic -O2 -I. '%s/examples/train_mnist.c' "
+                       "lenet5.c -o train_mnist -lm",
+                       dir, NNCC_BIN, NNCC_SOURCE_DIR, NNCC_CC, NNCC_SOURCE_DIR);
+  cr_assert_eq(st, 0, "%s", out);
+  write_digits(dir, "train", 1500);
+  write_digits(dir, "test", 100);
+  st = run_capture(out, sizeof out, "cd '%s' && ./train_mnist --data . --epochs 3 --shift 0", dir);
+  cr_assert_eq(st, 0, "%s", out);
+  cr_assert(strstr(out, "test accuracy: ") && strstr(out, "on 100 digits"), "%s", out);
+  double acc = strtod(strstr(out, "test accuracy: ") + 15, NULL);
+  cr_assert_gt(acc, 95, "ten bars not learned in 3 epochs:\n%s", out);
+  const char *files[] = {"lenet5.safetensors", "curves.csv", "curves.svg"};
+  for (int i = 0; i < 3; i++) {
+    snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+    char *text = read_text(path);
+    cr_assert(text, "%s not written", files[i]);
+    if (i == 1)
+      cr_assert(strncmp(text, "epoch,loss,", 11) == 0 && strstr(text, "\n3,"), "%s", text);
+    if (i == 2)
+      cr_assert(strstr(text, "<svg") && strstr(text, "<polyline") && strstr(text, "</svg>"));
+    free(text);
+  }
+  st = run_capture(out, sizeof out,
+                   "cd '%s' && ./train_mnist --data . --epochs 4 --shift 1 --resume lenet5.safetensors "
+                   "--out r.st",
+                   dir);
+  cr_assert_eq(st, 0, "%s", out);
+  /* it goes on after the epoch of the best checkpoint, not from 1 */
+  cr_assert(strstr(out, "..4\n") && !strstr(out, "epochs 1.."), "resume restarted:\n%s", out);
+  st = run_capture(out, sizeof out, "cd '%s' && ./train_mnist --data nowhere", dir);
+  cr_assert_eq(st, 1, "%s", out);
+  cr_assert(strstr(out, "run scripts/get-mnist"), "%s", out);
+}
