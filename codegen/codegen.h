@@ -46,7 +46,9 @@ void emit_omp_for(Emit *e, const char *clauses);
 const char *lit(Emit *e, double v);
 /* Applies the fused epilogue of `node` (elementwise nodes absorbed into it)
  * to the expression `acc` at channel index expression `c`, flat index `i`:
- * returns the final expression (arena string).  Without epilogue: acc. */
+ * returns the final expression (arena string).  Without epilogue: acc.  For
+ * chains it first emits one `const real fusedK = ...;` line per step, so call
+ * it once per block, right before the store that uses its result. */
 const char *epilogue_expr(Emit *e, const Node *node, const char *acc, const char *c,
                           const char *i);
 /* The name of kernel argument k of node: outputs first, then inputs
@@ -113,6 +115,14 @@ void emit_train(CG *cg);
 /* main_emit.c: --main=train|infer|bench, a main() after the API. */
 void main_reserve(CG *cg);   /* before any kernel is named */
 bool emit_main(CG *cg);      /* false (with an error) if the model does not fit */
+
+/* weights.c: --weights.  baked: the model's weights come from
+ * model_weights.c; readonly: inference build, params and buffers point at
+ * them (const, no copy); else init_in copies them. */
+bool baked(const CG *cg);
+bool baked_readonly(const CG *cg);
+void emit_baked_decls(CG *cg);   /* into model.h */
+void emit_baked_init(CG *cg);    /* the body of nn_init_tensors */
 
 /* The whole kernel of a ROLE_ELEMENTWISE op, from its scalar() rule. */
 void emit_elementwise(Emit *e, const Graph *g, const Node *node);

@@ -84,7 +84,14 @@ const char *epilogue_expr(Emit *e, const Node *node, const char *acc, const char
     }
     Buf b = {0};
     def->scalar(&b, g, ep, args);
-    expr = arena_strdup(e->ctx->arena, b.data);
+    /* One local per step: nested rules that read their operand twice
+     * would otherwise grow the expression exponentially along a chain. */
+    if (k + 1 < node->nepilogue) {
+      emitln(e, "const real fused%d = %s;", k, b.data);
+      expr = arena_printf(e->ctx->arena, "fused%d", k);
+    } else {
+      expr = arena_strdup(e->ctx->arena, b.data);
+    }
     buf_free(&b);
   }
   return expr;
@@ -122,12 +129,12 @@ void emit_elementwise(Emit *e, const Graph *g, const Node *node) {
   }
   Buf b = {0};
   op_def(node->op)->scalar(&b, g, node, args);
-  const char *expr = epilogue_expr(e, node, b.data, "c", "i");
   const char *out = arg_name(e, node, 0);
   if (!needs_channel(g, node)) {
     emit_omp_for(e, "");
-    emitln(e, "for (long i = 0; i < (long)n * %ld; i++)", numel);
-    emitln(e, "    %s[i] = %s;", out, expr);
+    emitln(e, "for (long i = 0; i < (long)n * %ld; i++) {", numel);
+    emitln(e, "%s[i] = %s;", out, epilogue_expr(e, node, b.data, "c", "i"));
+    emitln(e, "}");
   } else {
     long inner = numel / channels;
     emit_omp_for(e, "");
@@ -136,7 +143,7 @@ void emit_elementwise(Emit *e, const Graph *g, const Node *node) {
     emitln(e, "(void)c;");
     emitln(e, "for (long s = 0; s < %ld; s++) {", inner);
     emitln(e, "const long i = nc * %ld + s;", inner);
-    emitln(e, "%s[i] = %s;", out, expr);
+    emitln(e, "%s[i] = %s;", out, epilogue_expr(e, node, b.data, "c", "i"));
     emitln(e, "}");
     emitln(e, "}");
   }

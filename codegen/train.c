@@ -31,7 +31,7 @@ void emit_train_fields(Buf *c) {
   buf_puts(c, "    int64_t step;    /* optimizer steps taken: drives the schedule and Adam */\n");
   buf_puts(c, "    double hyper[NN_NUM_HYPER];   /* lr, momentum, ...: see nn_hyper_names */\n");
   buf_puts(c, "    double lr_now;   /* learning rate of the last step */\n");
-  buf_puts(c, "    double ratio[NN_NUM_TENSORS];   /* |update| / |param| of the last step */\n");
+  buf_puts(c, "    double ratio[NN_NUM_TENSORS > 0 ? NN_NUM_TENSORS : 1];   /* |update| / |param| of the last step */\n");
 }
 
 /* Hyper-parameters settable at run time, with the model's values. */
