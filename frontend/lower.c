@@ -785,6 +785,12 @@ static bool is_relu_family(const char *op) {
   return strstr(op, "relu") || strcmp(op, "elu") == 0 || strcmp(op, "selu") == 0;
 }
 
+/* In the inference graph a batchnorm is already OP_BATCHNORM_INFER (its
+ * build rule switches it), and both graphs must choose the same inits. */
+static bool is_batchnorm(const Node *n) {
+  return n->op == OP_BATCHNORM || n->op == OP_BATCHNORM_INFER;
+}
+
 /* He-normal for weights whose layer feeds a relu-family op, directly or
  * through a batchnorm; explicit init= is kept. */
 static void default_inits(Lower *L) {
@@ -798,7 +804,7 @@ static void default_inits(Lower *L) {
     const char *op = op_def(n->op)->name;
     if (is_relu_family(op) && n->nin)
       relu_fed[n->in[0]] = true;
-    if (strcmp(op, "batchnorm") == 0 && n->nin && relu_fed[n->out[0]])
+    if (is_batchnorm(n) && n->nin && relu_fed[n->out[0]])
       relu_fed[n->in[0]] = true;
     if (!relu_fed[n->out[0]])
       continue;
@@ -806,7 +812,7 @@ static void default_inits(Lower *L) {
       Value *w = val(g, n->in[j]);
       size_t len = strlen(w->name);
       if (w->kind == V_PARAM && !keep[w->id] && len >= 7 &&
-          strcmp(w->name + len - 7, ".weight") == 0 && strcmp(op, "batchnorm") != 0)
+          strcmp(w->name + len - 7, ".weight") == 0 && !is_batchnorm(n))
         w->init.kind = INIT_HE_NORMAL;
     }
   }
