@@ -95,9 +95,10 @@ static void emit_struct(CG *cg) {
              tc ? optimizer_slots(tc) * cg->layout->params_size : 0L);
   buf_printf(c, "#define NN_ARENA_SIZE %ldL   /* planned activations, max batch */\n\n",
              arena_size(cg));
+  const char *ro = baked_readonly(cg) ? "const " : "";   /* --weights --infer */
   buf_printf(c, "struct %s {\n", cg->m);
-  buf_puts(c, "    real *params;   /* trainable parameters, NN_PARAMS_SIZE */\n");
-  buf_puts(c, "    real *buffers;  /* running statistics, NN_BUFFERS_SIZE */\n");
+  buf_printf(c, "    %sreal *params;   /* trainable parameters, NN_PARAMS_SIZE */\n", ro);
+  buf_printf(c, "    %sreal *buffers;  /* running statistics, NN_BUFFERS_SIZE */\n", ro);
   buf_puts(c, "    real *grads;    /* d(loss)/d(params), same layout as params */\n");
   buf_puts(c, "    real *state;    /* optimizer moments, slots of NN_PARAMS_SIZE */\n");
   buf_puts(c, "    real *arena;    /* activations, offsets planned by nncc */\n");
@@ -419,7 +420,10 @@ static void emit_header(CG *cg) {
   buf_printf(h, "/* Parameters and buffers by index, PyTorch names and layouts. */\n");
   buf_printf(h, "int %s_tensor_count(void);\n", m);
   buf_printf(h, "const char *%s_tensor_name(int i);\n", m);
-  buf_printf(h, "%s *%s_tensor(%s *m, int i, size_t *numel);\n", R, m, m);
+  buf_printf(h, "%s%s *%s_tensor(%s *m, int i, size_t *numel);\n",
+             baked_readonly(cg) ? "const " : "", R, m, m);
+  if (baked(cg))
+    emit_baked_decls(cg);
   buf_printf(h, "\n#ifdef __cplusplus\n}\n#endif\n\n#endif\n");
 }
 
@@ -431,10 +435,13 @@ static void emit_lifecycle(CG *cg) {
   buf_puts(c, "    if (m)\n        snprintf(m->error, sizeof m->error, \"%s\", detail);\n"
               "    return status;\n}\n\n");
   buf_puts(c, "static size_t nn_block_bytes(long reals) { return NN_ALIGN64((size_t)reals * sizeof(real)); }\n\n");
+  /* --weights --infer: params and buffers stay in the read-only baked data */
+  bool ro = baked_readonly(cg);
   buf_printf(c, "size_t %s_memory_size(void)\n{\n", m);
-  buf_printf(c, "    return 63 + NN_ALIGN64(sizeof(struct %s)) + nn_block_bytes(NN_PARAMS_SIZE) +\n"
-                "           nn_block_bytes(NN_BUFFERS_SIZE) + nn_block_bytes(NN_GRADS_SIZE) + nn_block_bytes(NN_STATE_SIZE) +\n"
-                "           nn_block_bytes(NN_ARENA_SIZE);\n}\n\n", m);
+  buf_printf(c, "    return 63 + NN_ALIGN64(sizeof(struct %s)) + %s\n"
+                "           nn_block_bytes(NN_GRADS_SIZE) + nn_block_bytes(NN_STATE_SIZE) +\n"
+                "           nn_block_bytes(NN_ARENA_SIZE);\n}\n\n", m,
+             ro ? "" : "nn_block_bytes(NN_PARAMS_SIZE) + nn_block_bytes(NN_BUFFERS_SIZE) +");
   buf_printf(c, "static void nn_init_tensors(%s *m, uint64_t seed);\n", m);
   if (cg->train)
     buf_printf(c, "static void nn_init_train(%s *m);\n", m);
@@ -448,7 +455,9 @@ static void emit_lifecycle(CG *cg) {
   buf_puts(c, "    p += NN_ALIGN64(sizeof *m);\n");
   const char *blocks[][2] = {{"params", "PARAMS"}, {"buffers", "BUFFERS"}, {"grads", "GRADS"},
                              {"state", "STATE"}, {"arena", "ARENA"}};
-  for (int i = 0; i < 5; i++)
+  if (ro)
+    buf_printf(c, "    m->params = %s_baked_params.r;\n    m->buffers = %s_baked_buffers.r;\n", m, m);
+  for (int i = ro ? 2 : 0; i < 5; i++)
     buf_printf(c, "    m->%s = (real *)p;\n    p += nn_block_bytes(NN_%s_SIZE);\n", blocks[i][0], blocks[i][1]);
   buf_puts(c, "    m->seed = seed;\n    nn_init_tensors(m, seed);\n");
   if (cg->train)
@@ -506,8 +515,10 @@ static void emit_init(CG *cg) {
   const Graph *g = cg->layout;
   Buf *c = cg->c;
   buf_printf(c, "static void nn_init_tensors(%s *m, uint64_t seed)\n{\n    nn_rng r;\n", cg->m);
+  if (baked(cg))
+    emit_baked_init(cg);
   int stream = 0;
-  for (int i = 0; i < g->values.len; i++) {
+  for (int i = 0; !baked(cg) && i < g->values.len; i++) {
     const Value *v = &g->values.items[i];
     if (!is_persistent(v))
       continue;
@@ -539,7 +550,8 @@ static void emit_io_api(CG *cg) {
   buf_printf(c, "const char *%s_last_error(const %s *m) { return m ? m->error : \"no model\"; }\n\n", m, m);
   buf_printf(c, "int %s_tensor_count(void) { return NN_NUM_TENSORS; }\n\n", m);
   buf_printf(c, "const char *%s_tensor_name(int i)\n{\n    return i >= 0 && i < NN_NUM_TENSORS ? nn_tensor_descs[i].name : NULL;\n}\n\n", m);
-  buf_printf(c, "real *%s_tensor(%s *m, int i, size_t *numel)\n{\n", m, m);
+  const char *ro = baked_readonly(cg) ? "const " : "";
+  buf_printf(c, "%sreal *%s_tensor(%s *m, int i, size_t *numel)\n{\n", ro, m, m);
   buf_puts(c, "    if (!m || i < 0 || i >= NN_NUM_TENSORS)\n        return NULL;\n"
               "    const struct nn_tensor_desc *d = &nn_tensor_descs[i];\n"
               "    if (numel) {\n        *numel = 1;\n        for (int k = 0; k < d->rank; k++)\n"
@@ -553,7 +565,7 @@ static void emit_io_api(CG *cg) {
               "        e->dtype = NN_REAL_DTYPE;\n        e->rank = d->rank;\n"
               "        for (int k = 0; k < 4; k++)   /* gcc -O0 flags memcpy from a 0-tensor table */\n"
               "            e->shape[k] = d->shape[k];\n"
-              "        e->data = (d->block ? m->buffers : m->params) + d->offset;\n"
+              "        e->data = (void *)((d->block ? m->buffers : m->params) + d->offset);   /* const when baked: load refuses */\n"
               "        e->optional = 0;\n    }\n");
   if (cg->train)
     buf_puts(c, "    count += nn_train_tensors(m, t + count);\n");
@@ -566,8 +578,11 @@ static void emit_io_api(CG *cg) {
              NNCC_VERSION, c_string(cg->a, cg->m));
   buf_puts(c, "    return nn_st_save(path, t, count, meta, m->error, sizeof m->error);\n}\n\n");
   buf_printf(c, "int %s_load(%s *m, const char *path)\n{\n", m, m);
-  buf_puts(c, "    if (!m || !path)\n        return NN_ERR_ARG;\n"
-              "    nn_tensor t[NN_NUM_TENSORS + NN_MAX_STATE + 1] = {{0}};   /* zeroed: a model without tensors */\n"
+  buf_puts(c, "    if (!m || !path)\n        return NN_ERR_ARG;\n");
+  if (baked_readonly(cg))
+    buf_puts(c, "    return nn_fail(m, NN_ERR_ARG, \"the weights are baked in read-only (nncc --weights --infer)\");\n}\n");
+  else
+    buf_puts(c, "    nn_tensor t[NN_NUM_TENSORS + NN_MAX_STATE + 1] = {{0}};   /* zeroed: a model without tensors */\n"
               "    int count = nn_tensor_table(m, t);\n"
               "    return nn_st_load(path, t, count, m->error, sizeof m->error);\n}\n");
 }
@@ -582,7 +597,8 @@ bool emit_c(Ctx *ctx, const Program *prog, const Graph *infer, const Graph *trai
   Idents local = {0};
   const char *api[] = {"memory_size", "init_in", "create", "destroy", "forward", "train_step",
                        "save", "load", "strerror", "last_error", "tensor_count", "tensor_name",
-                       "tensor", "gradients", "update", "set_lr", "lr", "step", "stats", NULL};
+                       "tensor", "gradients", "update", "set_lr", "lr", "step", "stats",
+                       "baked_params", "baked_buffers", NULL};
   for (int i = 0; api[i]; i++)
     ident_reserve(cg.a, &cg.idents, arena_printf(cg.a, "%s_%s", cg.m, api[i]));
   const char *locals[] = {"m", "n", "loss", "nn_fail", "nn_block_bytes", "nn_init_tensors", "nn_tensor_table",

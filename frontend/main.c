@@ -1,8 +1,8 @@
 /*
  * main.c: the nncc command line.  Parses options, runs the pipeline of
- * passes/pipeline.c, prints diagnostics and writes model.c and model.h
- * atomically (temporary file + rename), so a failed run never leaves a
- * partial or stale-mixed output behind.
+ * passes/pipeline.c, prints diagnostics and writes model.c and model.h (and
+ * model_weights.c with --weights) atomically (temporary files + rename), so
+ * a failed run never leaves a partial or stale-mixed output behind.
  *
  * Exit status: 0 success, 1 error in the model or its files, 2 usage error,
  * 4 internal error.
@@ -26,6 +26,9 @@ static const char usage[] =
     "  --batch N            largest batch the generated code accepts (default 64)\n"
     "  --dtype f32|f64      element type (default f32; f64 for gradient checks)\n"
     "  --infer              inference only: no training code, smaller arena\n"
+    "  --weights FILE       bake trained weights (safetensors, as MODEL_save writes)\n"
+    "                       into MODEL_weights.c: no file I/O, no malloc needed;\n"
+    "                       with --infer they stay read-only (no copy in memory)\n"
     "  --fuse=none|all|LIST fusions to apply (default all); LIST is comma-separated\n"
     "                       from: bn_fold epilogue elementwise\n"
     "  --no-fuse            same as --fuse=none\n"
@@ -94,12 +97,15 @@ static int parse_args(int argc, char **argv, Options *o) {
     } else if (!strcmp(a, "--version")) {
       printf("nncc %s\n", NNCC_VERSION);
       exit(0);
-    } else if (!strcmp(a, "-o") || !strcmp(a, "--batch") || !strcmp(a, "--dtype")) {
+    } else if (!strcmp(a, "-o") || !strcmp(a, "--batch") || !strcmp(a, "--dtype") ||
+               !strcmp(a, "--weights")) {
       if (i + 1 == argc)
         return usage_error("option '%s' needs a value", a);
       const char *v = argv[++i];
       if (!strcmp(a, "-o"))
         o->output = v;
+      else if (!strcmp(a, "--weights"))
+        o->weights = v;
       else if (!strcmp(a, "--batch") && !parse_int(v, 1, 1 << 20, &o->max_batch))
         return usage_error("--batch takes a whole number from 1 to 1048576, not '%s'", v);
       else if (!strcmp(a, "--dtype")) {
@@ -145,6 +151,8 @@ static int parse_args(int argc, char **argv, Options *o) {
   }
   if (!o->input)
     return usage_error("%s", "no model file given");
+  if (o->weights && o->infer_only && o->main_kind && !strcmp(o->main_kind, "infer"))
+    return usage_error("%s", "--main=infer loads its weights from a file: drop --weights or --infer");
   return 0;
 }
 
@@ -182,27 +190,34 @@ static bool is_directory(Ctx *ctx, const char *path) {
   return true;
 }
 
-/* Writes both files or neither. */
+/* Writes all files (model.c, model.h, model_weights.c with --weights) or
+ * none: every temporary is written before the first rename, and model.c,
+ * which names the others, is renamed last. */
 static bool write_outputs(Ctx *ctx, const char *c_path, const Result *r) {
   Arena *a = ctx->arena;
-  const char *h_path = with_ext(a, c_path, ".h");
-  const char *c_tmp = arena_printf(a, "%s.tmp%d", c_path, (int)getpid());
-  const char *h_tmp = arena_printf(a, "%s.tmp%d", h_path, (int)getpid());
-  if (is_directory(ctx, c_path) || is_directory(ctx, h_path))
-    return false;
-  if (!write_temp(ctx, c_path, c_tmp, &r->c))
-    return false;
-  if (!write_temp(ctx, h_path, h_tmp, &r->h)) {
-    remove(c_tmp);
-    return false;
+  const char *path[3] = {c_path, with_ext(a, c_path, ".h"), with_ext(a, c_path, "_weights.c")};
+  const Buf *text[3] = {&r->c, &r->h, &r->weights};
+  int files = ctx->opt->weights ? 3 : 2;
+  const char *tmp[3];
+  for (int i = 0; i < files; i++) {
+    tmp[i] = arena_printf(a, "%s.tmp%d", path[i], (int)getpid());
+    if (is_directory(ctx, path[i]))
+      return false;
   }
-  if (rename(h_tmp, h_path) != 0 || rename(c_tmp, c_path) != 0) {
-    error_plain(ctx, "cannot write '%s': %s", c_path, strerror(errno));
-    remove(c_tmp);
-    remove(h_tmp);
-    return false;
+  int written = 0;
+  while (written < files && write_temp(ctx, path[written], tmp[written], text[written]))
+    written++;
+  bool ok = written == files;
+  for (int k = 1; ok && k <= files; k++) {
+    int i = k % files;   /* the header, the weights, then model.c */
+    if (rename(tmp[i], path[i]) != 0) {
+      error_plain(ctx, "cannot write '%s': %s", path[i], strerror(errno));
+      ok = false;
+    }
   }
-  return true;
+  for (int i = 0; !ok && i < written; i++)
+    remove(tmp[i]);
+  return ok;
 }
 
 static void put(const Buf *b) {

@@ -344,6 +344,7 @@ void report(Buf *b, const Graph *infer, const Graph *train);
 typedef struct Result {
   Buf c, h;               /* model.c, model.h */
   Buf ir, dot, report;    /* --emit-ir, --emit-dot, --report */
+  Buf weights;            /* model_weights.c (--weights), else empty */
   Graph *infer, *train;   /* the final graphs (train is NULL without a loss) */
 } Result;
 bool is_pass_name(const char *name);
@@ -365,6 +366,7 @@ typedef struct Options {
   bool report, verify;
   const char *main_kind;     /* --main=train|infer|bench, NULL */
   bool input_grad;           /* also compute d(input) in train (grad checks) */
+  const char *weights;       /* --weights FILE.safetensors: bake into model_weights.c */
 } Options;
 
 /* The header's file name as model.c includes it: the -o path's base name
@@ -374,6 +376,10 @@ const char *header_name(Ctx *ctx, const char *model);
  * when training only is impossible; train is NULL with --infer). */
 bool emit_c(Ctx *ctx, const Program *prog, const Graph *infer, const Graph *train,
             Buf *c_out, Buf *h_out);
+
+/* weights.c: reads opt->weights (strictly: every param and buffer of g, its
+ * dtype and shape, nothing else) and writes model_weights.c text. */
+bool emit_weights(Ctx *ctx, const Graph *g, Buf *out);
 
 /* ---- print.c: IR text and GraphViz ---------------------------------------- */
 

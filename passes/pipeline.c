@@ -3,7 +3,7 @@
  *
  *   parse -> lower (infer)            -> fuse -> eliminate_dead -> plan_memory
  *         -> lower (train) -> derive_backward -> fuse -> eliminate_dead -> plan_memory
- *   -> emit_c -> verify_c (--verify)
+ *   -> emit_weights (--weights) -> emit_c -> verify_c (--verify)
  *
  * The inference graph gives <model>_forward, the training graph (when the
  * model has a loss and --infer is not given) <model>_train_step.  After each
@@ -79,12 +79,17 @@ bool nncc_compile(Ctx *ctx, Result *out) {
   }
   if (o->report)
     report(&out->report, infer, train);
+  if (o->weights && !emit_weights(ctx, train ? train : infer, &out->weights))
+    return false;
   if (!emit_c(ctx, prog, infer, train, &out->c, &out->h))
     return false;
   if (o->verify) {
     const char *h_name = header_name(ctx, infer->model);
     const char *c_name = arena_printf(ctx->arena, "%.*s.c", (int)strlen(h_name) - 2, h_name);
     if (!verify_c(ctx, c_name, out->c.data, h_name, out->h.data))
+      return false;
+    const char *w_name = arena_printf(ctx->arena, "%.*s_weights.c", (int)strlen(h_name) - 2, h_name);
+    if (o->weights && !verify_c(ctx, w_name, out->weights.data, h_name, out->h.data))
       return false;
   }
   return true;
@@ -96,4 +101,5 @@ void free_result(Result *r) {
   buf_free(&r->ir);
   buf_free(&r->dot);
   buf_free(&r->report);
+  buf_free(&r->weights);
 }

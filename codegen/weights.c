@@ -1,0 +1,212 @@
+/*
+ * weights.c: --weights FILE.safetensors, trained weights baked into the
+ * emitted code as model_weights.c.
+ *
+ * nncc reads the file at compile time with the same strict loader the
+ * generated <model>_load uses (runtime/nn_safetensors.c, compiled into this
+ * translation unit): every parameter and buffer of the model must be there
+ * with the model's dtype (per --dtype) and shape, nothing else may be, and
+ * the data offsets must tile the file exactly.  A checkpoint saved by the
+ * training build is accepted; its optimizer state is read and dropped.
+ *
+ * The params and buffers blocks (same layout as in the model struct,
+ * NN_PARAMS_SIZE and NN_BUFFERS_SIZE reals, gaps zero) become two const
+ * unions in model_weights.c:
+ *
+ *   const union lenet5_baked_params { unsigned char bytes[N * 4 + 1]; float r[N]; }
+ *       lenet5_baked_params = {"\376\350\203=Yl..."};
+ *
+ * The string literal holds the little-endian bytes: printable ASCII as is,
+ * octal escapes for the rest.  That is about 11 source bytes per f32 and, the
+ * point of it, cheap for the C compiler: for 10M parameters gcc -O2 needs
+ * 0.55 GB and 14 s, clang 0.35 GB and 5 s, where the same data as uint32_t
+ * words needs 2.2 GB and 75 s in gcc (docs/embedded.md).  The union gives
+ * the bytes the alignment of `real`, and reading r after initializing bytes
+ * is C11 type punning through a union.  The declarations go into model.h, so
+ * the compiler checks that model_weights.c matches the model.c it came with.
+ *
+ * Inference builds point m->params and m->buffers at these unions (const
+ * pointers, no copy, a smaller memory_size); training builds copy them into
+ * the params block in init_in (codegen.c calls emit_baked_*).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codegen.h"
+
+#define NN_UNUSED __attribute__((unused))
+#include "../runtime/nn_errors.c"
+#include "../runtime/nn_safetensors.c"
+#undef NN_UNUSED
+
+/* Checkpoint entries beyond the weights, as codegen/train.c names them. */
+static const char *const state_slots[] = {"momentum_buffer", "exp_avg", "exp_avg_sq", "sum",
+                                          "square_avg", NULL};
+
+typedef struct Baked {
+  unsigned char *params, *buffers;   /* little-endian bytes of the two blocks */
+  size_t params_bytes, buffers_bytes;
+  size_t esize;                      /* bytes per real */
+} Baked;
+
+static bool is_weight(const Value *v) { return v->kind == V_PARAM || v->kind == V_BUFFER; }
+
+/* At least one element: C has no zero-length arrays. */
+static long block_reals(long size) { return size > 0 ? size : 1; }
+
+/* The table nn_st_load fills: the model's tensors point into the blocks,
+ * optional optimizer state into one scratch area (read, then dropped). */
+static nn_tensor *weight_table(Ctx *ctx, const Graph *g, Baked *bk, unsigned char *scratch,
+                               int *count) {
+  int cap = 1;
+  for (int i = 0; i < g->values.len; i++)
+    cap += is_weight(&g->values.items[i]) ? 6 : 0;
+  nn_tensor *t = arena_alloc(ctx->arena, sizeof *t * (size_t)cap);
+  const char *dtype = g->dtype == DT_F64 ? "F64" : "F32";
+  int n = 0;
+  for (int i = 0; i < g->values.len; i++) {
+    const Value *v = &g->values.items[i];
+    if (!is_weight(v))
+      continue;
+    nn_tensor e = {v->name, dtype, v->shape.rank, {0, 0, 0, 0}, NULL, 0};
+    for (int d = 0; d < v->shape.rank; d++)
+      e.shape[d] = v->shape.dim[d];
+    e.data = (v->kind == V_PARAM ? bk->params : bk->buffers) + (size_t)v->offset * bk->esize;
+    t[n++] = e;
+    for (int s = 0; v->kind == V_PARAM && state_slots[s]; s++) {
+      e.name = arena_printf(ctx->arena, "optimizer.%s.%s", v->name, state_slots[s]);
+      e.data = scratch;
+      e.optional = 1;
+      t[n++] = e;
+    }
+  }
+  t[n++] = (nn_tensor){"optimizer.step", "I64", 0, {0, 0, 0, 0}, scratch, 1};
+  *count = n;
+  return t;
+}
+
+/* Reads opt->weights into bk; reports "nncc: error: FILE: why" on failure. */
+static bool read_weights(Ctx *ctx, const Graph *g, Baked *bk) {
+  const char *path = ctx->opt->weights;
+  bk->esize = g->dtype == DT_F64 ? 8 : 4;
+  bk->params_bytes = (size_t)block_reals(g->params_size) * bk->esize;
+  bk->buffers_bytes = (size_t)block_reals(g->buffers_size) * bk->esize;
+  size_t largest = 8;
+  for (int i = 0; i < g->values.len; i++)
+    if (is_weight(&g->values.items[i])) {
+      size_t b = (size_t)shape_numel(&g->values.items[i].shape) * bk->esize;
+      largest = b > largest ? b : largest;
+    }
+  bk->params = calloc(1, bk->params_bytes);
+  bk->buffers = calloc(1, bk->buffers_bytes);
+  unsigned char *scratch = malloc(largest);
+  bool ok = bk->params && bk->buffers && scratch;
+  if (!ok)
+    error_plain(ctx, "%s: out of memory", path);
+  char err[512] = "";
+  int count = 0;
+  nn_tensor *t = ok ? weight_table(ctx, g, bk, scratch, &count) : NULL;
+  if (ok && nn_st_load(path, t, count, err, sizeof err) != NN_OK) {
+    error_plain(ctx, "%s: %s", path, err);
+    ok = false;
+  }
+  free(scratch);
+  /* the emitted bytes are little-endian whatever the host */
+  if (ok && !nn_st_host_is_le()) {
+    nn_st_swap(bk->params, bk->params_bytes, bk->esize);
+    nn_st_swap(bk->buffers, bk->buffers_bytes, bk->esize);
+  }
+  return ok;
+}
+
+/* Bytes as concatenated string literals of about 76 columns.  An octal
+ * escape takes all three digits when a raw digit 0-7 follows it. */
+static void put_bytes(Buf *b, const unsigned char *p, size_t n) {
+  char line[128];
+  size_t len = 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned c = p[i];
+    bool raw = c >= 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '?';
+    if (raw) {
+      line[len++] = (char)c;
+    } else {
+      bool digit_next = i + 1 < n && p[i + 1] >= '0' && p[i + 1] <= '7';
+      len += (size_t)snprintf(line + len, sizeof line - len, digit_next ? "\\%03o" : "\\%o", c);
+    }
+    if (len >= 72 || i + 1 == n) {
+      buf_printf(b, "    \"%.*s\"\n", (int)len, line);
+      len = 0;
+    }
+  }
+}
+
+/* "union lenet5_baked_params { unsigned char bytes[N]; float r[M]; }" */
+static const char *union_type(Arena *a, const Graph *g, const char *block, long size) {
+  long reals = block_reals(size);
+  return arena_printf(a, "union %s_baked_%s { unsigned char bytes[%ld]; %s r[%ld]; }", g->model,
+                      block, reals * (g->dtype == DT_F64 ? 8 : 4) + 1, real_name(g), reals);
+}
+
+/* The union type comes from model.h: a stale model_weights.c does not compile. */
+static void emit_block(const Graph *g, Buf *b, const char *block, const unsigned char *bytes,
+                       size_t nbytes) {
+  buf_printf(b, "const union %s_baked_%s %s_baked_%s = {\n", g->model, block, g->model, block);
+  put_bytes(b, bytes, nbytes);
+  buf_puts(b, "};\n\n");
+}
+
+bool emit_weights(Ctx *ctx, const Graph *g, Buf *out) {
+  Baked bk = {0};
+  bool ok = read_weights(ctx, g, &bk);
+  if (ok) {
+    const char *h = header_name(ctx, g->model);
+    /* names are display text here: the -o path is the user's, not the model's */
+    buf_printf(out, "/* %.*s_weights.c: trained parameters and buffers of model %s, baked in\n"
+                    " * by nncc %s --weights; do not edit.  Link it with %.*s.c; %s declares\n"
+                    " * the two blocks below (%ld + %ld %ss). */\n",
+               (int)strlen(h) - 2, h, g->model, NNCC_VERSION, (int)strlen(h) - 2, h, h,
+               g->params_size, g->buffers_size, real_name(g));
+    buf_printf(out, "#include %s\n\n", c_string(ctx->arena, h));
+    buf_puts(out, "#if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) && "
+                  "__BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__\n"
+                  "#error \"the baked weights are little-endian IEEE 754 bytes\"\n#endif\n\n");
+    buf_puts(out, "/* One long literal per block: ISO C only promises 4095 characters. */\n"
+                  "#if defined(__GNUC__) || defined(__clang__)\n"
+                  "#pragma GCC diagnostic ignored \"-Woverlength-strings\"\n#endif\n\n");
+    emit_block(g, out, "params", bk.params, bk.params_bytes);
+    emit_block(g, out, "buffers", bk.buffers, bk.buffers_bytes);
+  }
+  free(bk.params);
+  free(bk.buffers);
+  return ok;
+}
+
+/* ---- hooks for codegen.c ---------------------------------------------------- */
+
+bool baked(const CG *cg) { return cg->ctx->opt && cg->ctx->opt->weights; }
+
+bool baked_readonly(const CG *cg) { return baked(cg) && !cg->train; }
+
+void emit_baked_decls(CG *cg) {
+  const Graph *g = cg->layout;
+  const char *h = header_name(cg->ctx, cg->m);
+  buf_printf(cg->h, "\n/* Trained weights baked in by nncc --weights: defined in %.*s_weights.c. */\n"
+                    "#define %s_BAKED_WEIGHTS 1\n",
+             (int)strlen(h) - 2, h, cg->M);
+  buf_printf(cg->h, "extern const %s %s_baked_params;\n",
+             union_type(cg->a, g, "params", g->params_size), cg->m);
+  buf_printf(cg->h, "extern const %s %s_baked_buffers;\n",
+             union_type(cg->a, g, "buffers", g->buffers_size), cg->m);
+}
+
+/* The body of nn_init_tensors: a training build starts from a copy. */
+void emit_baked_init(CG *cg) {
+  if (baked_readonly(cg)) {
+    buf_puts(cg->c, "    /* params and buffers point at the read-only baked weights */\n");
+    return;
+  }
+  buf_printf(cg->c, "    memcpy(m->params, %s_baked_params.r, (size_t)NN_PARAMS_SIZE * sizeof(real));\n"
+                    "    memcpy(m->buffers, %s_baked_buffers.r, (size_t)NN_BUFFERS_SIZE * sizeof(real));\n",
+             cg->m, cg->m);
+}

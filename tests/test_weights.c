@@ -1,0 +1,337 @@
+/*
+ * test_weights.c: nncc --weights FILE bakes trained weights into
+ * model_weights.c.
+ *
+ * Round trip: a training build of a small conv+BN+dense model trains a few
+ * Adam steps (so weights and BN running statistics move away from their
+ * initial values) and saves a checkpoint.  Then four programs print their
+ * forward outputs bit for bit at batch 1, 3 and 8: the trainer itself, a
+ * fresh training build that loads the checkpoint, the baked --infer build
+ * and the baked training build; all must agree exactly.  The baked --infer
+ * program runs on init_in(static buffer) and is linked with a malloc that
+ * aborts, and its memory_size must be smaller by exactly the params and
+ * buffers blocks.  Both baked builds compile with -std=c11 -Wall -Wextra
+ * -Werror -pedantic under gcc and clang.
+ *
+ * Refusals use a hand-written safetensors file for a one-layer model with
+ * known values (which also checks the baked bytes against a hand-computed
+ * output): missing, extra, mis-shaped, mis-typed tensors, a truncated file,
+ * a bad header length and a missing file must each give "nncc: error:
+ * FILE: ...", exit 1 and leave no output file behind.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+static const char model[] =
+    "model wm\n"
+    "input  x: f32[2, 6, 6]\n"
+    "target y: class[4]\n"
+    "h = conv2d(x, 3, kernel=3, pad=1) |> batchnorm |> relu |> maxpool(2)\n"
+    "h = flatten(h) |> dense(5) |> batchnorm |> relu\n"
+    "logits = dense(h, 4)\n"
+    "output probs = softmax(logits)\n"
+    "loss cross_entropy(logits, y)\n"
+    "train {\n  optimizer adam(lr=1e-2)\n}\n";
+
+/* One program for every role: TRAIN trains and saves argv[1], LOAD loads
+ * argv[1], NO_MALLOC makes malloc abort.  Prints memory_size, then the
+ * output bits for batches 1, 3 and 8 of fixed inputs. */
+static const char driver[] =
+    "#include HEADER\n"
+    "#include <stdio.h>\n#include <stdlib.h>\n"
+    "#ifdef NO_MALLOC\n"
+    "void *__wrap_malloc(size_t n);\n"
+    "void *__wrap_malloc(size_t n) { (void)n; abort(); }\n"
+    "#endif\n"
+    "static _Alignas(64) unsigned char mem[1 << 20];\n"
+    "static uint64_t s = 12345;\n"
+    "static float next(void) {\n"
+    "    s = s * 6364136223846793005u + 1442695040888963407u;\n"
+    "    return (float)(s >> 40) / (float)(1 << 24) * 2.0f - 1.0f;\n}\n"
+    "int main(int argc, char **argv) {\n"
+    "    (void)argc; (void)argv;\n"
+    "    static float x[8 * WM_X_SIZE], p[8 * WM_PROBS_SIZE];\n"
+    "    printf(\"%zu\\n\", wm_memory_size());\n"
+    "    if (wm_memory_size() > sizeof mem)\n        return 3;\n"
+    "    wm *m = wm_init_in(mem, 1);\n"
+    "#ifdef TRAIN\n"
+    "    int32_t y[8];\n"
+    "    for (int step = 0; step < 5; step++) {\n"
+    "        for (int i = 0; i < 8 * WM_X_SIZE; i++)\n            x[i] = next();\n"
+    "        for (int i = 0; i < 8; i++)\n            y[i] = i % 4;\n"
+    "        float loss;\n"
+    "        if (wm_train_step(m, 8, x, y, &loss))\n            return 4;\n"
+    "    }\n"
+    "    if (wm_save(m, argv[1]))\n        return 5;\n"
+    "    s = 12345;\n"
+    "#endif\n"
+    "#ifdef LOAD\n"
+    "    if (wm_load(m, argv[1])) {\n        fprintf(stderr, \"%s\\n\", wm_last_error(m));\n        return 6;\n    }\n"
+    "#endif\n"
+    "    const int batches[] = {1, 3, 8};\n"
+    "    for (int b = 0; b < 3; b++) {\n"
+    "        for (int i = 0; i < batches[b] * WM_X_SIZE; i++)\n            x[i] = next();\n"
+    "        if (wm_forward(m, batches[b], x, p))\n            return 7;\n"
+    "        for (int i = 0; i < batches[b] * WM_PROBS_SIZE; i++) {\n"
+    "            uint32_t bits;\n            memcpy(&bits, &p[i], 4);\n"
+    "            printf(\"%08x\\n\", (unsigned)bits);\n        }\n"
+    "    }\n"
+    "    return 0;\n}\n";
+
+static char dir[512];
+
+/* nncc model.nn opts -o <out>.c in dir; returns the exit status. */
+static int nncc(char *msg, size_t cap, const char *opts, const char *out) {
+  return run_capture(msg, cap, "cd '%s' && '%s' model.nn %s -o %s.c 2>&1", dir, NNCC_BIN, opts, out);
+}
+
+/* Builds dir/<prog> from the driver, with the model's C files `srcs`. */
+static void build(const char *prog, const char *header, const char *srcs, const char *defs) {
+  char msg[8192];
+  int st = run_capture(msg, sizeof msg,
+                       "cd '%s' && '%s' -std=c11 -Wall -Wextra -Werror -pedantic -O2 -include "
+                       "string.h -DHEADER='\"%s\"' %s -x c driver.txt -x none %s -o %s -lm 2>&1",
+                       dir, NNCC_CC, header, defs, srcs, prog);
+  cr_assert_eq(st, 0, "cc failed for %s:\n%s", prog, msg);
+}
+
+/* Runs dir/<prog> [arg]; its stdout is the memory size then output bits. */
+static char *outputs(const char *prog, const char *arg, size_t *mem) {
+  static char buf[4][65536];
+  static int k;
+  char *out = buf[k++ % 4];
+  int st = run_capture(out, sizeof buf[0], "cd '%s' && ./%s %s", dir, prog, arg);
+  cr_assert_eq(st, 0, "%s failed (%d):\n%s", prog, st, out);
+  char *end;
+  *mem = strtoul(out, &end, 10);
+  cr_assert(end != out && *end == '\n', "%s: no memory size:\n%s", prog, out);
+  cr_assert_gt(strlen(end), 9 * (1 + 3 + 8) * 4, "%s printed too little:\n%s", prog, out);
+  return end + 1;
+}
+
+static void setup_model(void) {
+  char path[700];
+  scratch_dir(dir, sizeof dir, "weights");
+  snprintf(path, sizeof path, "%s/model.nn", dir);
+  write_file(path, model);
+  snprintf(path, sizeof path, "%s/driver.txt", dir);
+  write_file(path, driver);
+}
+
+Test(weights, baked_outputs_are_bit_identical_and_need_no_malloc) {
+  char msg[8192];
+  size_t mem_train, mem_plain, mem_baked, mem_copy;
+  setup_model();
+  cr_assert_eq(nncc(msg, sizeof msg, "--batch 8", "train"), 0, "%s", msg);
+  build("trainer", "train.h", "train.c", "-DTRAIN");
+  const char *want = outputs("trainer", "ckpt.safetensors", &mem_train);
+
+  build("loaded", "train.h", "train.c", "-DLOAD");
+  cr_assert_str_eq(outputs("loaded", "ckpt.safetensors", &mem_copy), want,
+                   "load differs from the trained model");
+  /* (an --infer build's load refuses a checkpoint with optimizer state) */
+  cr_assert_eq(nncc(msg, sizeof msg, "--batch 8 --infer", "plain"), 0, "%s", msg);
+  build("plain", "plain.h", "plain.c", "");
+  outputs("plain", "", &mem_plain);
+
+  cr_assert_eq(nncc(msg, sizeof msg, "--batch 8 --infer --weights ckpt.safetensors", "baked"), 0,
+               "%s", msg);
+  build("baked", "baked.h", "baked.c baked_weights.c", "-DNO_MALLOC -Wl,--wrap=malloc");
+  const char *got_baked = outputs("baked", "", &mem_baked);
+  cr_assert_str_eq(got_baked, want, "baked --infer differs from the loaded weights");
+  /* 237 params and 16 buffer reals (see the model): 64-byte aligned blocks
+   * of 960 and 64 bytes are not in memory_size any more. */
+  cr_assert_eq(mem_plain - mem_baked, 960 + 64, "memory_size %zu, plain %zu", mem_baked,
+               mem_plain);
+
+  cr_assert_eq(nncc(msg, sizeof msg, "--batch 8 --weights ckpt.safetensors", "copy"), 0, "%s",
+               msg);
+  build("copy", "copy.h", "copy.c copy_weights.c", "-DNO_MALLOC -Wl,--wrap=malloc");
+  cr_assert_str_eq(outputs("copy", "", &mem_copy), want, "baked training build differs");
+  cr_assert_eq(mem_copy, mem_train, "a training build copies the weights: same memory");
+}
+
+Test(weights, malloc_wrapper_catches_create) {
+  /* The no-malloc check can fail: a program that calls create() aborts. */
+  char msg[8192], path[700];
+  setup_model();
+  cr_assert_eq(nncc(msg, sizeof msg, "--batch 8", "train"), 0, "%s", msg);
+  snprintf(path, sizeof path, "%s/create.c", dir);
+  write_file(path, "#include \"train.h\"\n#include <stddef.h>\n"
+                   "void *__wrap_malloc(size_t n);\n"
+                   "void *__wrap_malloc(size_t n) { (void)n; return NULL; }\n"
+                   "int main(void) { return wm_create(1) != NULL; }\n");
+  int st = run_capture(msg, sizeof msg, "cd '%s' && '%s' -std=c11 create.c train.c -Wl,--wrap=malloc "
+                       "-o create -lm && ./create", dir, NNCC_CC);
+  cr_assert_eq(st, 0, "create() did not go through the wrapped malloc:\n%s", msg);
+}
+
+Test(weights, emitted_files_compile_pedantic_with_gcc_and_clang) {
+  char msg[8192];
+  setup_model();
+  cr_assert_eq(nncc(msg, sizeof msg, "--batch 8", "train"), 0, "%s", msg);
+  build("trainer", "train.h", "train.c", "-DTRAIN");
+  size_t mem;
+  outputs("trainer", "ckpt.safetensors", &mem);
+  cr_assert_eq(nncc(msg, sizeof msg, "--infer --weights ckpt.safetensors", "ro"), 0, "%s", msg);
+  cr_assert_eq(nncc(msg, sizeof msg, "--weights ckpt.safetensors", "rw"), 0, "%s", msg);
+  const char *compilers[] = {"gcc", "clang"};
+  for (int c = 0; c < 2; c++) {
+    int st = run_capture(msg, sizeof msg,
+                         "cd '%s' && for f in ro.c ro_weights.c rw.c rw_weights.c; do %s -std=c11 "
+                         "-Wall -Wextra -Werror -pedantic -O1 -c $f -o /dev/null || exit 1; done 2>&1",
+                         dir, compilers[c]);
+    cr_assert_eq(st, 0, "%s:\n%s", compilers[c], msg);
+  }
+  cr_assert_eq(nncc(msg, sizeof msg, "--infer --weights ckpt.safetensors --verify", "v"), 0,
+               "--verify:\n%s", msg);
+}
+
+/* ---- a one-layer model and hand-written safetensors files ---------------- */
+
+static const char tiny[] = "model tiny\ninput x: f32[3]\noutput y = dense(x, 2)\n";
+
+/* dir/w.safetensors with the given JSON header (padded to 8) and data. */
+static void write_st(const char *json, const void *data, size_t len) {
+  char path[700];
+  snprintf(path, sizeof path, "%s/w.safetensors", dir);
+  FILE *f = fopen(path, "wb");
+  cr_assert(f);
+  size_t n = strlen(json), padded = (n + 7) / 8 * 8;
+  unsigned char len8[8];
+  for (int i = 0; i < 8; i++)
+    len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
+  fwrite(len8, 1, 8, f);
+  fwrite(json, 1, n, f);
+  for (size_t i = n; i < padded; i++)
+    fputc(' ', f);
+  fwrite(data, 1, len, f);
+  cr_assert_eq(fclose(f), 0);
+}
+
+static const float tiny_w[8] = {0.5f, -1.25f, 3.0e-8f, 1.0f / 3.0f, 48.0f, -7.0f,  /* weight */
+                                0.0625f, 255.5f};                                 /* bias */
+#define TINY_W "\"fc1.weight\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}"
+#define TINY_B "\"fc1.bias\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[24,32]}"
+
+static void setup_tiny(void) {
+  char path[700];
+  scratch_dir(dir, sizeof dir, "weights_tiny");
+  snprintf(path, sizeof path, "%s/model.nn", dir);
+  write_file(path, tiny);
+}
+
+Test(weights, tiny_model_gets_the_exact_values) {
+  char msg[8192], path[700];
+  setup_tiny();
+  write_st("{\"__metadata__\":{\"format\":\"pt\"}," TINY_W "," TINY_B "}", tiny_w, sizeof tiny_w);
+  cr_assert_eq(nncc(msg, sizeof msg, "--infer --weights w.safetensors", "out"), 0, "%s", msg);
+  snprintf(path, sizeof path, "%s/main.c", dir);
+  write_file(path, "#include \"out.h\"\n#include <stdio.h>\n"
+                   "static _Alignas(64) unsigned char mem[1 << 16];\n"
+                   "int main(void) {\n    const float x[3] = {2.0f, 1.0f, -4.0f};\n    float y[2];\n"
+                   "    tiny *m = tiny_init_in(mem, 0);\n"
+                   "    if (tiny_forward(m, 1, x, y) || tiny_load(m, \"w.safetensors\") == 0)\n"
+                   "        return 1;\n"
+                   "    printf(\"%.9g %.9g\\n\", y[0], y[1]);\n    return 0;\n}\n");
+  int st = run_capture(msg, sizeof msg, "cd '%s' && '%s' -std=c11 -Wall -Wextra -Werror -pedantic "
+                       "main.c out.c out_weights.c -o main -lm && ./main", dir, NNCC_CC);
+  cr_assert_eq(st, 0, "%s", msg);
+  /* the exact values, in double: any wrong byte would be far off */
+  double want[2] = {0.5 * 2 - 1.25 + (double)3.0e-8f * -4 + 0.0625,
+                    (double)(1.0f / 3.0f) * 2 + 48 + 28 + 255.5};
+  double got[2];
+  cr_assert_eq(sscanf(msg, "%lf %lf", &got[0], &got[1]), 2, "%s", msg);
+  for (int i = 0; i < 2; i++)
+    cr_assert_lt(fabs(got[i] - want[i]), 1e-6 * fabs(want[i]), "y%d = %.9g, want %.9g", i, got[i],
+                 want[i]);
+}
+
+/* No out.c, out.h, out_weights.c or temporary left in dir. */
+static void assert_no_outputs(void) {
+  DIR *d = opendir(dir);
+  cr_assert(d);
+  for (struct dirent *e; (e = readdir(d));)
+    cr_assert(strncmp(e->d_name, "out", 3) != 0, "left behind: %s", e->d_name);
+  closedir(d);
+}
+
+static void refused(const char *opts, const char *why) {
+  char msg[8192], prefix[700];
+  int st = nncc(msg, sizeof msg, opts, "out");
+  cr_assert_eq(st, 1, "exit %d, want 1:\n%s", st, msg);
+  snprintf(prefix, sizeof prefix, "nncc: error: %s/w.safetensors: ", dir);
+  cr_assert(strstr(msg, "nncc: error: ") == msg, "%s", msg);
+  cr_assert(strstr(msg, why), "want '%s' in:\n%s", why, msg);
+  assert_no_outputs();
+}
+
+static void refused_file(const char *why) {
+  char opts[700];
+  snprintf(opts, sizeof opts, "--infer --weights '%s/w.safetensors'", dir);
+  refused(opts, why);
+}
+
+Test(weights, refuses_a_missing_tensor) {
+  setup_tiny();
+  write_st("{" TINY_W "}", tiny_w, 24);
+  refused_file("missing tensor \"fc1.bias\"");
+}
+
+Test(weights, refuses_an_extra_tensor) {
+  setup_tiny();
+  write_st("{" TINY_W "," TINY_B ",\"fc2.bias\":{\"dtype\":\"F32\",\"shape\":[1],"
+           "\"data_offsets\":[32,36]}}", tiny_w, 36);
+  refused_file("unexpected tensor \"fc2.bias\"");
+}
+
+Test(weights, refuses_a_wrong_shape) {
+  setup_tiny();
+  write_st("{\"fc1.weight\":{\"dtype\":\"F32\",\"shape\":[3,2],\"data_offsets\":[0,24]}," TINY_B "}",
+           tiny_w, sizeof tiny_w);
+  refused_file("fc1.weight: shape [3,2] in file, model expects [2,3]");
+}
+
+Test(weights, refuses_a_wrong_dtype) {
+  setup_tiny();
+  double w64[8] = {0};
+  write_st("{\"fc1.weight\":{\"dtype\":\"F64\",\"shape\":[2,3],\"data_offsets\":[0,48]},"
+           "\"fc1.bias\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[48,64]}}", w64, sizeof w64);
+  refused_file("dtype F64 in file, model expects F32");
+}
+
+Test(weights, refuses_a_truncated_file) {
+  setup_tiny();
+  write_st("{" TINY_W "," TINY_B "}", tiny_w, sizeof tiny_w - 1);
+  refused_file("data section has 31");
+}
+
+Test(weights, refuses_a_huge_header_length) {
+  setup_tiny();
+  char path[700];
+  snprintf(path, sizeof path, "%s/w.safetensors", dir);
+  write_file(path, "\xff\xff\xff\xff\xff\xff\xff\x7f{}");
+  refused_file("header length");
+}
+
+Test(weights, refuses_a_missing_file) {
+  setup_tiny();
+  refused_file("cannot open");
+}
+
+Test(weights, refuses_main_infer_with_baked_read_only_weights) {
+  char msg[8192];
+  setup_tiny();
+  write_st("{" TINY_W "," TINY_B "}", tiny_w, sizeof tiny_w);
+  int st = nncc(msg, sizeof msg, "--infer --main=infer --weights w.safetensors", "out");
+  cr_assert_eq(st, 2, "exit %d:\n%s", st, msg);
+  cr_assert(strstr(msg, "--main=infer loads its weights from a file"), "%s", msg);
+  assert_no_outputs();
+}
