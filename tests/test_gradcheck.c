@@ -93,6 +93,8 @@ static const OpCase op_cases[] = {
     {"global_avgpool", CONV "out = global_avgpool(h)\n", 0, 4},
     {"softmax", "out = dense(x, 5) |> softmax\n", 0, 5},
     {"batchnorm", CONV "out = batchnorm(h)\n", 0, 64},
+    {"layernorm", CONV "out = layernorm(h)\n", 0, 64},
+    {"concat", CONV "out = concat(h, x)\n", 0, 96},
     {"normalize", "out = normalize(x, mean=[0.1, -0.2], std=[0.5, 2]) |> dense(3)\n", 0, 3},
     {"cross_entropy", "out = dense(x, 4)\n", 4, 0},
     {"hinge", "out = dense(x, 4)\n", 4, 0},

@@ -99,7 +99,9 @@ void compile_model(Compiled *cm, const char *name, const char *model, const char
                    "%s -std=c11 -Wall -Wextra -Werror -shared -fPIC %s -o %s %s -lm", NNCC_CC,
                    cflags ? cflags : "-O1", so, cm->c_path);
   cr_assert(st == 0, "cc failed on %s:\n%s", cm->c_path, log);
-  cm->lib = dlopen(so, RTLD_NOW | RTLD_LOCAL);
+  /* NODELETE: unmapping a model built with -fopenmp would pull the OpenMP
+   * runtime out from under its idle worker threads. */
+  cm->lib = dlopen(so, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
   cr_assert(cm->lib, "dlopen %s: %s", so, dlerror());
 }
 

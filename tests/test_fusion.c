@@ -1,0 +1,146 @@
+/*
+ * test_fusion.c: fusion never changes results beyond float rounding.  For
+ * every example model, the default (fused) build and the --fuse=none build,
+ * created from one seed, give the same forward outputs (1e-5 relative, f32)
+ * and the same loss and parameter gradients (1e-5 relative in norm per
+ * tensor) on the same batch.
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "nncc.h"
+
+#define N 3
+
+typedef struct Shapes {
+  long x, y, out;     /* per-sample elements of input, target, output */
+  int classes;        /* class target: labels 0..classes-1; 0: real target */
+} Shapes;
+
+/* Sizes from the compiler's own graphs of the model. */
+static Shapes shapes_of(const char *path) {
+  Options opt = {.input = path, .max_batch = N, .dtype = DT_F32, .fuse = "none"};
+  Ctx ctx = {.arena = new_arena(), .opt = &opt};
+  Result r = {0};
+  cr_assert(nncc_compile(&ctx, &r), "%s: %s", path, ctx.diag.data);
+  cr_assert(r.train, "%s has no loss", path);
+  Shapes s = {0};
+  for (int i = 0; i < r.train->values.len; i++) {
+    const Value *v = &r.train->values.items[i];
+    if (v->kind == V_INPUT)
+      s.x = shape_numel(&v->shape);
+    if (v->kind == V_TARGET) {
+      s.y = shape_numel(&v->shape);
+      s.classes = v->classes;
+    }
+  }
+  for (int i = 0; i < r.infer->values.len; i++)
+    if (r.infer->values.items[i].kind == V_OUTPUT)
+      s.out = shape_numel(&r.infer->values.items[i].shape);
+  free_result(&r);
+  buf_free(&ctx.diag);
+  free_arena(ctx.arena);
+  return s;
+}
+
+typedef struct Run {
+  float loss, *out, **grads;
+  size_t *numel;
+  int count;
+} Run;
+
+static Run run_variant(const char *name, const char *text, const char *opts, const Shapes *s,
+               const float *x, const void *y) {
+  Compiled cm;
+  compile_model(&cm, name, text, opts, "-O1");
+  void *m = ((void *(*)(uint64_t))api(&cm, "create"))(5);
+  Run r = {0};
+  r.out = malloc(sizeof(float) * (size_t)(N * s->out));
+  int (*forward)(void *, int, const float *, float *) =
+      (int (*)(void *, int, const float *, float *))api(&cm, "forward");
+  cr_assert_eq(forward(m, N, x, r.out), 0);
+  int (*gradients)(void *, int, const float *, const void *, float *) =
+      (int (*)(void *, int, const float *, const void *, float *))api(&cm, "gradients");
+  cr_assert_eq(gradients(m, N, x, y, &r.loss), 0, "%s: gradients failed", name);
+  r.count = ((int (*)(void))api(&cm, "tensor_count"))();
+  r.grads = calloc((size_t)r.count, sizeof *r.grads);
+  r.numel = calloc((size_t)r.count, sizeof *r.numel);
+  float *(*grad)(void *, int, size_t *) = (float *(*)(void *, int, size_t *))api(&cm, "grad");
+  for (int t = 0; t < r.count; t++) {
+    float *g = grad(m, t, &r.numel[t]);
+    if (!g)
+      continue;
+    r.grads[t] = malloc(sizeof(float) * r.numel[t]);
+    memcpy(r.grads[t], g, sizeof(float) * r.numel[t]);
+  }
+  ((void (*)(void *))api(&cm, "destroy"))(m);
+  return r;
+}
+
+static double norm_rel(const float *a, const float *b, size_t n) {
+  double d = 0, s = 0;
+  for (size_t i = 0; i < n; i++) {
+    d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    s += (double)b[i] * b[i];
+  }
+  return s > 0 ? sqrt(d / s) : sqrt(d);
+}
+
+static void compare_example(const char *file) {
+  char path[600], name[128];
+  snprintf(path, sizeof path, "%s/examples/%s", NNCC_SOURCE_DIR, file);
+  char *text = read_text(path);
+  cr_assert(text, "cannot read %s", path);
+  Shapes s = shapes_of(path);
+  float *x = malloc(sizeof(float) * (size_t)(N * s.x));
+  fill_uniform(x, (size_t)(N * s.x), 3, 0, 1);
+  int32_t labels[N];
+  float *t = malloc(sizeof(float) * (size_t)(N * (s.y ? s.y : 1)));
+  for (int i = 0; i < N; i++)
+    labels[i] = s.classes ? (i * 7 + 1) % s.classes : 0;
+  fill_uniform(t, (size_t)(N * s.y), 4, 0, 1);
+  const void *y = s.classes ? (const void *)labels : (const void *)t;
+  /* The model line names the API; the harness needs it as the file name. */
+  const char *model = strstr(text, "\nmodel ");
+  cr_assert(model || strncmp(text, "model ", 6) == 0);
+  sscanf(model ? model + 7 : text + 6, "%127s", name);
+  char opts[64];
+  snprintf(opts, sizeof opts, "--batch %d", N);
+  Run fused = run_variant(name, text, opts, &s, x, y);
+  snprintf(opts, sizeof opts, "--batch %d --fuse=none", N);
+  Run plain = run_variant(name, text, opts, &s, x, y);
+  double out_err = norm_rel(fused.out, plain.out, (size_t)(N * s.out));
+  cr_expect(out_err < 1e-5, "%s: forward outputs differ by %g", file, out_err);
+  cr_expect(fabs(fused.loss - plain.loss) <= 1e-5 * fmax(1, fabs(plain.loss)),
+            "%s: loss %g vs %g", file, fused.loss, plain.loss);
+  int compared = 0;
+  for (int k = 0; k < fused.count; k++) {
+    if (!fused.grads[k] || !plain.grads[k])
+      continue;
+    double err = norm_rel(fused.grads[k], plain.grads[k], fused.numel[k]);
+    cr_expect(err < 1e-5, "%s: gradient of tensor %d differs by %g", file, k, err);
+    compared++;
+  }
+  cr_expect(compared > 0, "%s: no gradients compared", file);
+}
+
+Test(fusion, every_example_same_outputs_and_gradients, .timeout = 900) {
+  DIR *d = opendir(NNCC_SOURCE_DIR "/examples");
+  cr_assert(d);
+  struct dirent *e;
+  int models = 0;
+  while ((e = readdir(d))) {
+    size_t len = strlen(e->d_name);
+    if (len > 3 && !strcmp(e->d_name + len - 3, ".nn")) {
+      compare_example(e->d_name);
+      models++;
+    }
+  }
+  closedir(d);
+  cr_expect(models >= 2);
+}
