@@ -130,5 +130,6 @@ Test(batchnorm, running_statistics_update) {
     cr_expect(fabs(rm[c] - 0.1 * mean) < 1e-12, "running_mean[%d] %g vs %g", c, rm[c], 0.1 * mean);
     cr_expect(fabs(rv[c] - (0.9 + 0.1 * sq / 35)) < 1e-12, "running_var[%d]", c);
   }
+  ((void (*)(void *))api(&cm, "destroy"))(m);
   close_model(&cm);
 }
