@@ -132,7 +132,12 @@ static void put_bytes(Buf *b, const unsigned char *p, size_t n) {
       line[len++] = (char)c;
     } else {
       bool digit_next = i + 1 < n && p[i + 1] >= '0' && p[i + 1] <= '7';
-      len += (size_t)snprintf(line + len, sizeof line - len, digit_next ? "\\%03o" : "\\%o", c);
+      line[len++] = '\\';
+      if (c >= 64 || digit_next)
+        line[len++] = (char)('0' + (c >> 6));
+      if (c >= 8 || digit_next)
+        line[len++] = (char)('0' + (c >> 3 & 7));
+      line[len++] = (char)('0' + (c & 7));
     }
     if (len >= 72 || i + 1 == n) {
       buf_printf(b, "    \"%.*s\"\n", (int)len, line);
