@@ -162,13 +162,24 @@ static const char *dims_str(Arena *a, const Value *v) {
   return s;
 }
 
-/* Kernel parameters: outputs, inputs, extra inputs of fused epilogues, n. */
+/* The value passed as kernel argument k (outputs, then inputs): with a
+ * prologue, in[0] is read through the prologue's first input. */
+static int kernel_arg(const Graph *g, const Node *node, int k) {
+  if (k < node->nout)
+    return node->out[k];
+  if (k == node->nout && node->prologue)
+    return node_at(g, node->prologue - 1)->in[0];
+  return node->in[k - node->nout];
+}
+
+/* Kernel parameters: outputs, inputs, extra inputs of fused epilogues and
+ * prologues, n. */
 static void kernel_params(CG *cg, Emit *e, const Graph *g, const Node *node, Buf *sig) {
   unsigned roles = op_def(node->op)->roles;
   bool inplace = roles & ROLE_INPLACE;
   for (int k = 0; k < node->nout + node->nin; k++) {
     bool out = k < node->nout;
-    const Value *v = val(g, out ? node->out[k] : node->in[k - node->nout]);
+    const Value *v = val(g, kernel_arg(g, node, k));
     bool aliased = inplace && (k == 0 || k == node->nout);
     bool written = out || ((roles & ROLE_WRITES_BUFFERS) && v->kind == V_BUFFER);
     buf_printf(sig, "%s%s", arg_type(v, written, !aliased), arg_name(e, node, k));
@@ -178,6 +189,11 @@ static void kernel_params(CG *cg, Emit *e, const Graph *g, const Node *node, Buf
     const Node *ep = node_at(g, node->epilogue[k]);
     for (int j = 1; j < ep->nin; j++)
       buf_printf(sig, "%sep%d_%d, ", arg_type(val(g, ep->in[j]), false, true), k, j);
+  }
+  if (node->prologue) {
+    const Node *p = node_at(g, node->prologue - 1);
+    for (int j = 1; j < p->nin; j++)
+      buf_printf(sig, "%spro_%d, ", arg_type(val(g, p->in[j]), false, true), j);
   }
   if (roles & ROLE_RNG)
     buf_puts(sig, "uint64_t seed, ");
@@ -198,6 +214,9 @@ static void kernel_comment(CG *cg, const Graph *g, const Node *node, Buf *b) {
                dims_str(cg->a, val(g, node->out[k])));
   for (int k = 0; k < node->nepilogue; k++)
     buf_printf(b, k ? ", %s" : "; fused: %s", op_def(node_at(g, node->epilogue[k])->op)->name);
+  if (node->prologue)
+    buf_printf(b, "; %s recomputed from %s", arg_name(&e, node, node->nout),
+               op_def(node_at(g, node->prologue - 1)->op)->name);
   buf_puts(b, " */\n");
 }
 
@@ -303,14 +322,17 @@ void emit_calls(CG *cg, const Graph *g) {
     if (!is_emitted(g, node))
       continue;
     buf_printf(cg->c, "    %s(", kernel_of[i]);
-    for (int k = 0; k < node->nout + node->nin; k++) {
-      int v = k < node->nout ? node->out[k] : node->in[k - node->nout];
-      buf_printf(cg->c, "%s, ", value_ptr(cg, g, val(g, v)));
-    }
+    for (int k = 0; k < node->nout + node->nin; k++)
+      buf_printf(cg->c, "%s, ", value_ptr(cg, g, val(g, kernel_arg(g, node, k))));
     for (int k = 0; k < node->nepilogue; k++) {
       const Node *ep = node_at(g, node->epilogue[k]);
       for (int j = 1; j < ep->nin; j++)
         buf_printf(cg->c, "%s, ", value_ptr(cg, g, val(g, ep->in[j])));
+    }
+    if (node->prologue) {
+      const Node *p = node_at(g, node->prologue - 1);
+      for (int j = 1; j < p->nin; j++)
+        buf_printf(cg->c, "%s, ", value_ptr(cg, g, val(g, p->in[j])));
     }
     if (op_def(node->op)->roles & ROLE_RNG)
       buf_puts(cg->c, step_seed(g));

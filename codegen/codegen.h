@@ -51,6 +51,11 @@ const char *lit(Emit *e, double v);
  * it once per block, right before the store that uses its result. */
 const char *epilogue_expr(Emit *e, const Node *node, const char *acc, const char *c,
                           const char *i);
+/* The expression reading input j of node at flat index i (channel c):
+ * "dy[i]", or for a ROLE_PROLOGUE kernel with a fused prologue, that
+ * elementwise op recomputed from its own inputs ("(y[i] > 0 ? dy[i] : 0)",
+ * its extra operands arriving as arguments "pro_<k>"). */
+const char *input_expr(Emit *e, const Node *node, int j, const char *i, const char *c);
 /* The name of kernel argument k of node: outputs first, then inputs
  * (OpDef.out_names / in_names are NULL-terminated; beyond them "y<k>"/"x<k>").
  * Extra inputs j >= 1 of epilogue node k arrive as arguments "ep<k>_<j>". */

@@ -149,3 +149,24 @@ void emit_elementwise(Emit *e, const Graph *g, const Node *node) {
   }
   buf_free(&b);
 }
+
+const char *input_expr(Emit *e, const Node *node, int j, const char *i, const char *c) {
+  Arena *a = e->ctx->arena;
+  const char *name = arg_name(e, node, node->nout + j);
+  if (j != 0 || !node->prologue)
+    return arena_printf(a, "%s[%s]", name, i);
+  const Graph *g = e->g;
+  const Node *p = node_at(g, node->prologue - 1);
+  const char *args[MAX_IN + 1];
+  args[0] = arena_printf(a, "%s[%s]", name, i);
+  args[p->nin] = c;
+  for (int k = 1; k < p->nin; k++) {
+    const Value *v = val(g, p->in[k]);
+    args[k] = arena_printf(a, "pro_%d[%s]", k, v->batched ? i : shape_numel(&v->shape) == 1 ? "0" : c);
+  }
+  Buf b = {0};
+  op_def(p->op)->scalar(&b, g, p, args);
+  const char *expr = arena_printf(a, "(%s)", b.data);
+  buf_free(&b);
+  return expr;
+}

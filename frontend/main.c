@@ -30,7 +30,7 @@ static const char usage[] =
     "                       into MODEL_weights.c: no file I/O, no malloc needed;\n"
     "                       with --infer they stay read-only (no copy in memory)\n"
     "  --fuse=none|all|LIST fusions to apply (default all); LIST is comma-separated\n"
-    "                       from: bn_fold epilogue elementwise\n"
+    "                       from: bn_fold epilogue elementwise prologue\n"
     "  --no-fuse            same as --fuse=none\n"
     "  --no-plan            give every tensor its own buffer (no memory reuse)\n"
     "  --input-grad         train graph also computes d(loss)/d(input) (gradient checks)\n"
@@ -117,7 +117,7 @@ static int parse_args(int argc, char **argv, Options *o) {
       o->infer_only = true;
     } else if (!strncmp(a, "--fuse=", 7)) {
       if (!valid_fuse(a + 7))
-        return usage_error("unknown fusion in '%s' (try none, all, or a list of bn_fold, epilogue, elementwise)", a);
+        return usage_error("unknown fusion in '%s' (try none, all, or a list of bn_fold, epilogue, elementwise, prologue)", a);
       o->fuse = a + 7;
     } else if (!strcmp(a, "--no-fuse")) {
       o->fuse = "none";

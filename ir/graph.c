@@ -187,6 +187,8 @@ static void shift_node_refs(Graph *g, int from) {
     n->id = i;
     if (n->fused_into >= from)
       n->fused_into++;
+    if (n->prologue > from)
+      n->prologue++;
     for (int k = 0; k < n->nepilogue; k++)
       if (n->epilogue[k] >= from)
         n->epilogue[k]++;
@@ -202,4 +204,23 @@ Node *insert_node(Graph *g, int before, OpKind op, const char *name, Loc loc) {
   shift_node_refs(g, before);
   items[before].fused_into = -1;
   return &items[before];
+}
+
+int kernel_reads(const Graph *g, const Node *node, int *vals) {
+  int n = 0;
+  for (int j = 0; j < node->nin; j++) {
+    if (j == 0 && node->prologue) {
+      const Node *p = node_at(g, node->prologue - 1);
+      for (int k = 0; k < p->nin; k++)
+        vals[n++] = p->in[k];
+    } else {
+      vals[n++] = node->in[j];
+    }
+  }
+  for (int k = 0; k < node->nepilogue; k++) {
+    const Node *ep = node_at(g, node->epilogue[k]);
+    for (int j = 1; j < ep->nin; j++)
+      vals[n++] = ep->in[j];
+  }
+  return n;
 }

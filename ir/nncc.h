@@ -186,6 +186,10 @@ typedef struct Node {
   /* fusion: an elementwise chain or epilogue folded into this node */
   int epilogue[8], nepilogue;  /* node ids applied to the output, in order */
   int fused_into;        /* node id that absorbed this one, -1 */
+  /* fusion: an elementwise node whose output is in[0], recomputed on read
+   * instead of stored (1 + its id; 0: none).  The kernel reads that node's
+   * inputs instead of in[0]. */
+  int prologue;
 } Node;
 
 typedef enum { MODE_INFER, MODE_TRAIN } Mode;
@@ -237,6 +241,11 @@ bool check_shape(Graph *g, const Node *node, Shape s);
 const char *shape_str(Arena *a, const Shape *s);  /* "[6, 28, 28]" */
 Value *val(const Graph *g, int id);
 Node *node_at(const Graph *g, int id);
+/* Every value the kernel of `node` reads: its inputs (with a prologue's
+ * inputs in place of in[0]) and the operands of its fused epilogue.
+ * Returns the count; vals must hold MAX_READS. */
+#define MAX_READS (MAX_IN * 10)
+int kernel_reads(const Graph *g, const Node *node, int *vals);
 /* Number of live nodes that read value v. */
 int num_uses(const Graph *g, int v);
 
@@ -261,6 +270,8 @@ enum {
   ROLE_VIEW = 1 << 6,         /* out[0] is in[0] reshaped: shares its storage */
   ROLE_WRITES_BUFFERS = 1 << 7, /* the kernel updates its V_BUFFER inputs (running stats) */
   ROLE_CHANNEL = 1 << 8,      /* scalar() uses the channel index args[nin] */
+  ROLE_PROLOGUE = 1 << 10,    /* the kernel reads in[0] through input_expr(): it can
+                                 recompute an elementwise producer (a prologue) */
   ROLE_RNG = 1 << 9,          /* the kernel also takes `uint64_t seed` (model seed mixed
                                  with the training step) just before n: dropout */
 };

@@ -24,7 +24,8 @@ bool check_graph(const Graph *g) {
       int p = g->values.items[v].producer;
       if (p >= i)
         return fail(g, node, "input produced later: not topological");
-      if (p >= 0 && g->nodes.items[p].dead)
+      bool recomputed = j == 0 && node->prologue == p + 1;
+      if (p >= 0 && g->nodes.items[p].dead && !recomputed)
         return fail(g, node, "input produced by a dead node");
     }
     for (int k = 0; k < node->nout; k++) {

@@ -29,12 +29,9 @@ void eliminate_dead(Graph *g) {
       node->dead = true;
       continue;
     }
-    for (int j = 0; j < node->nin; j++)
-      live[node->in[j]] = true;
-    for (int k = 0; k < node->nepilogue; k++) {
-      const Node *ep = node_at(g, node->epilogue[k]);
-      for (int j = 0; j < ep->nin; j++)
-        live[ep->in[j]] = true;
-    }
+    int reads[MAX_READS];
+    int nreads = kernel_reads(g, node, reads);
+    for (int j = 0; j < nreads; j++)
+      live[reads[j]] = true;
   }
 }

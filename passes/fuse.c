@@ -12,6 +12,11 @@
  *              the same shape (a residual add).
  *   elementwise  a chain of elementwise ops (add then relu, ...) runs as
  *              one loop: later links are epilogues of the first.
+ *   prologue   an elementwise op whose every reader can recompute it on
+ *              read (ROLE_PROLOGUE: the batchnorm backward kernels) is not
+ *              stored: the activation gradient before a batchnorm is folded
+ *              into batchnorm's backward, as the activation itself is
+ *              folded into its forward.
  * A fused node is marked dead with fused_into = the anchor; the anchor takes
  * over its output value, so consumers are unchanged.  Every decision, and
  * every candidate refused with the reason, goes to the --report log.
@@ -20,7 +25,8 @@
 
 #include "nncc.h"
 
-static const char *const fusion_names[] = {"bn_fold", "epilogue", "elementwise", NULL};
+static const char *const fusion_names[] = {"bn_fold", "epilogue", "elementwise", "prologue",
+                                           NULL};
 
 bool is_fusion_name(const char *name) {
   for (int i = 0; fusion_names[i]; i++)
@@ -163,6 +169,44 @@ static void fold_batchnorm(Graph *g, Buf *log, int anchor) {
              a->name, op_def(a->op)->name);
 }
 
+/* Why elementwise node p cannot be recomputed by its readers; NULL if it
+ * can.  Stores the readers in readers[] (count in *n). */
+static const char *prologue_refusal(const Graph *g, const Node *p, int *readers, int *n) {
+  *n = 0;
+  if (val(g, p->out[0])->kind != V_ACT || p->nepilogue > 0)
+    return "its output is stored for other reasons";
+  for (int i = 0; i < g->nodes.len; i++) {
+    const Node *c = &g->nodes.items[i];
+    if (c->dead)
+      continue;
+    for (int j = 0; j < c->nin; j++) {
+      if (c->in[j] != p->out[0])
+        continue;
+      if (j != 0 || !(op_def(c->op)->roles & ROLE_PROLOGUE) || c->prologue)
+        return "a reader cannot recompute it";
+      if (*n == MAX_IN)
+        return "too many readers";
+      readers[(*n)++] = i;
+    }
+  }
+  return *n ? NULL : "it has no reader";
+}
+
+static void fuse_prologue(Graph *g, Buf *log, int id) {
+  Node *p = node_at(g, id);
+  int readers[MAX_IN], n;
+  if (prologue_refusal(g, p, readers, &n))
+    return;
+  for (int k = 0; k < n; k++) {
+    Node *c = node_at(g, readers[k]);
+    c->prologue = id + 1;
+    buf_printf(log, "  fused: %s (%s) recomputed in %s (%s)\n", p->name, op_def(p->op)->name,
+               c->name, op_def(c->op)->name);
+  }
+  p->dead = true;
+  p->fused_into = readers[0];
+}
+
 void fuse(Graph *g, const char *which, Buf *log) {
   buf_printf(log, "fusion (%s graph):\n", g->mode == MODE_TRAIN ? "training" : "inference");
   if (enabled(which, "bn_fold") && g->mode == MODE_INFER)
@@ -170,6 +214,12 @@ void fuse(Graph *g, const char *which, Buf *log) {
       const Node *node = &g->nodes.items[i];
       if (!node->dead && (op_def(node->op)->roles & ROLE_ANCHOR))
         fold_batchnorm(g, log, i);
+    }
+  if (enabled(which, "prologue"))
+    for (int i = 0; i < g->nodes.len; i++) {
+      const Node *node = &g->nodes.items[i];
+      if (!node->dead && (op_def(node->op)->roles & ROLE_ELEMENTWISE))
+        fuse_prologue(g, log, i);
     }
   unsigned anchors = (enabled(which, "epilogue") ? ROLE_ANCHOR : 0) |
                      (enabled(which, "elementwise") ? ROLE_ELEMENTWISE : 0);

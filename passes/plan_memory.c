@@ -70,17 +70,13 @@ static void live_ranges(Graph *g, int *first, int *last, bool plan) {
     Node *node = &g->nodes.items[i];
     if (node->dead || node->fused_into >= 0)
       continue;
-    for (int j = 0; j < node->nin; j++)
-      last[node->in[j]] = step;
+    int reads[MAX_READS];
+    int nreads = kernel_reads(g, node, reads);
+    for (int j = 0; j < nreads; j++)
+      last[reads[j]] = step;
     for (int k = 0; k < node->nout; k++)
       if (first[node->out[k]] < 0)
         first[node->out[k]] = last[node->out[k]] = step;
-    /* Extra inputs of fused epilogues are read by this step too. */
-    for (int k = 0; k < node->nepilogue; k++) {
-      const Node *ep = node_at(g, node->epilogue[k]);
-      for (int j = 0; j < ep->nin; j++)
-        last[ep->in[j]] = step;
-    }
     step++;
   }
   /* The loss is read by the API after the last kernel. */

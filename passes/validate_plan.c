@@ -38,13 +38,10 @@ static Life *lifetimes(const Graph *g, int *nsteps) {
     const Node *node = &g->nodes.items[i];
     if (node->dead)
       continue;
-    for (int j = 0; j < node->nin; j++)
-      life[node->in[j]].last = step;
-    for (int k = 0; k < node->nepilogue; k++) {
-      const Node *ep = node_at(g, node->epilogue[k]);
-      for (int j = 0; j < ep->nin; j++)
-        life[ep->in[j]].last = step;
-    }
+    int reads[MAX_READS];
+    int nreads = kernel_reads(g, node, reads);
+    for (int j = 0; j < nreads; j++)
+      life[reads[j]].last = step;
     for (int k = 0; k < node->nout; k++)
       if (life[node->out[k]].first < 0)
         life[node->out[k]] = (Life){step, step};

@@ -62,3 +62,19 @@ Test(codegen, parameterless_training_model_compiles_pedantic) {
   cr_expect_eq(((int (*)(void))api(&cm, "tensor_count"))(), 0);
   close_model(&cm);
 }
+
+/* conv |> batchnorm |> relu in training: relu runs in batchnorm's forward
+ * kernel and its gradient inside batchnorm's backward kernels. */
+Test(codegen, batchnorm_relu_fused_forward_and_backward) {
+  char dir[512], nn[600], out[1 << 14];
+  scratch_dir(dir, sizeof dir, "bnrelu");
+  snprintf(nn, sizeof nn, "%s/bnr.nn", dir);
+  write_file(nn, "model bnr\ninput x: f32[2, 5, 5]\ntarget y: class[3]\n"
+                 "h = conv2d(x, 4, kernel=3, pad=1) |> batchnorm |> relu\n"
+                 "logits = flatten(h) |> dense(3)\noutput logits\nloss cross_entropy(logits, y)\n");
+  cr_assert_eq(run_capture(out, sizeof out, "%s %s --report", NNCC_BIN, nn), 0, "%s", out);
+  cr_expect(strstr(out, "fused: relu1 (relu) into bn1 (batchnorm)"), "%s", out);
+  cr_expect(strstr(out, "fused: relu1 (relu_dx) recomputed in bn1 (batchnorm_dx)"), "%s", out);
+  cr_expect(strstr(out, "fused: relu1 (relu_dx) recomputed in bn1 (batchnorm_dparams)"), "%s", out);
+  cr_expect(strstr(out, "folded: bn1 (batchnorm) into the weights and bias of conv1"), "%s", out);
+}

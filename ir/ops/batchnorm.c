@@ -9,7 +9,9 @@
  * also updates the running statistics (momentum, unbiased variance as
  * PyTorch does) and keeps mean and 1/sqrt(var + eps) for the backward pass.
  * It is an epilogue anchor: a following activation is applied before the
- * single store of y (its backward reads its own output, not y).
+ * single store of y; and its backward kernels take that activation's
+ * gradient as a prologue (ROLE_PROLOGUE), recomputing it from dy and the
+ * activation's output instead of reading a stored tensor.
  * Inference: the build rule turns the node into batchnorm_infer, an
  * elementwise op on the running statistics.  After a conv or dense layer the
  * bn_fold fusion (passes/fuse.c) removes it: batchnorm_fold scales that
@@ -85,12 +87,12 @@ static void bn_emit(Emit *e, const Graph *g, const Node *node) {
   emitln(e, "double sum = 0, sq = 0;");
   emitln(e, "for (int b = 0; b < n; b++)");
   emitln(e, "    for (long i = 0; i < %ld; i++)", s);
-  emitln(e, "        sum += x[((long)b * %d + c) * %ld + i];", c, s);
+  emitln(e, "    sum += x[((long)b * %d + c) * %ld + i];", c, s);
   emitln(e, "const double mu = sum / count;");
   emitln(e, "for (int b = 0; b < n; b++)");
   emitln(e, "    for (long i = 0; i < %ld; i++) {", s);
-  emitln(e, "        const double d = x[((long)b * %d + c) * %ld + i] - mu;", c, s);
-  emitln(e, "        sq += d * d;");
+  emitln(e, "    const double d = x[((long)b * %d + c) * %ld + i] - mu;", c, s);
+  emitln(e, "    sq += d * d;");
   emitln(e, "    }");
   emitln(e, "const double var = sq / count;");
   emitln(e, "const real is = (real)(1.0 / sqrt(var + %.17g));", attr_num(node, A_EPS));
@@ -99,8 +101,8 @@ static void bn_emit(Emit *e, const Graph *g, const Node *node) {
   emitln(e, "const real scale = gamma[c] * is, shift = beta[c] - (real)mu * gamma[c] * is;");
   emitln(e, "for (int b = 0; b < n; b++)");
   emitln(e, "    for (long i = 0; i < %ld; i++) {", s);
-  emitln(e, "        const long k = ((long)b * %d + c) * %ld + i;", c, s);
-  emitln(e, "        y[k] = %s;", epilogue_expr(e, node, "x[k] * scale + shift", "c", "k"));
+  emitln(e, "    const long k = ((long)b * %d + c) * %ld + i;", c, s);
+  emitln(e, "    y[k] = %s;", epilogue_expr(e, node, "x[k] * scale + shift", "c", "k"));
   emitln(e, "    }");
   emitln(e, "const double unbiased = count > 1 ? sq / (count - 1) : var;");
   emitln(e, "running_mean[c] = (real)((1 - %.17g) * running_mean[c] + %.17g * mu);", momentum,
@@ -127,17 +129,19 @@ static void bn_dx_emit(Emit *e, const Graph *g, const Node *node) {
   emitln(e, "double sum_dy = 0, sum_dy_xhat = 0;");
   emitln(e, "for (int b = 0; b < n; b++)");
   emitln(e, "    for (long i = 0; i < %ld; i++) {", s);
-  emitln(e, "        const long k = ((long)b * %d + c) * %ld + i;", c, s);
-  emitln(e, "        sum_dy += dy[k];");
-  emitln(e, "        sum_dy_xhat += dy[k] * (x[k] - mean[c]) * invstd[c];");
+  emitln(e, "    const long k = ((long)b * %d + c) * %ld + i;", c, s);
+  emitln(e, "    const real g = %s;", input_expr(e, node, 0, "k", "c"));
+  emitln(e, "    sum_dy += g;");
+  emitln(e, "    sum_dy_xhat += g * (x[k] - mean[c]) * invstd[c];");
   emitln(e, "    }");
   emitln(e, "const double count = (double)n * %ld;", s);
   emitln(e, "const double mdy = sum_dy / count, mdyx = sum_dy_xhat / count;");
   emitln(e, "for (int b = 0; b < n; b++)");
   emitln(e, "    for (long i = 0; i < %ld; i++) {", s);
-  emitln(e, "        const long k = ((long)b * %d + c) * %ld + i;", c, s);
-  emitln(e, "        const double xhat = (x[k] - mean[c]) * invstd[c];");
-  emitln(e, "        dx[k] = (real)(gamma[c] * invstd[c] * (dy[k] - mdy - xhat * mdyx));");
+  emitln(e, "    const long k = ((long)b * %d + c) * %ld + i;", c, s);
+  emitln(e, "    const double xhat = (x[k] - mean[c]) * invstd[c];");
+  emitln(e, "    const real g = %s;", input_expr(e, node, 0, "k", "c"));
+  emitln(e, "    dx[k] = (real)(gamma[c] * invstd[c] * (g - mdy - xhat * mdyx));");
   emitln(e, "    }");
   emitln(e, "}");
 }
@@ -152,9 +156,10 @@ static void bn_dparams_emit(Emit *e, const Graph *g, const Node *node) {
   emitln(e, "double sg = 0, sb = 0;");
   emitln(e, "for (int b = 0; b < n; b++)");
   emitln(e, "    for (long i = 0; i < %ld; i++) {", s);
-  emitln(e, "        const long k = ((long)b * %d + c) * %ld + i;", c, s);
-  emitln(e, "        sg += dy[k] * (x[k] - mean[c]) * invstd[c];");
-  emitln(e, "        sb += dy[k];");
+  emitln(e, "    const long k = ((long)b * %d + c) * %ld + i;", c, s);
+  emitln(e, "    const real g = %s;", input_expr(e, node, 0, "k", "c"));
+  emitln(e, "    sg += g * (x[k] - mean[c]) * invstd[c];");
+  emitln(e, "    sb += g;");
   emitln(e, "    }");
   emitln(e, "dgamma[c] = (real)sg;");
   emitln(e, "dbeta[c] = (real)sb;");
@@ -220,12 +225,12 @@ static const char *const dp_out[] = {"dgamma", "dbeta", NULL};
 
 const OpDef op_batchnorm_dx = {
     .name = "batchnorm_dx", .attrs = bn_attrs, .nattr = 2, .in_names = dx_in,
-    .out_names = dx_out, .roles = ROLE_INTERNAL, .emit = bn_dx_emit,
+    .out_names = dx_out, .roles = ROLE_INTERNAL | ROLE_PROLOGUE, .emit = bn_dx_emit,
 };
 
 const OpDef op_batchnorm_dparams = {
     .name = "batchnorm_dparams", .attrs = bn_attrs, .nattr = 2, .in_names = dp_in,
-    .out_names = dp_out, .roles = ROLE_INTERNAL, .emit = bn_dparams_emit,
+    .out_names = dp_out, .roles = ROLE_INTERNAL | ROLE_PROLOGUE, .emit = bn_dparams_emit,
 };
 
 static const char *const fold_in[] = {"w", "gamma", "beta", "running_mean", "running_var",
