@@ -604,9 +604,11 @@ static void emit_io_api(CG *cg) {
   if (baked_readonly(cg))
     buf_puts(c, "    return nn_fail(m, NN_ERR_ARG, \"the weights are baked in read-only (nncc --weights --infer)\");\n}\n");
   else
-    buf_puts(c, "    nn_tensor t[NN_NUM_TENSORS + NN_MAX_STATE + 1] = {{0}};   /* zeroed: a model without tensors */\n"
-              "    int count = nn_tensor_table(m, t);\n"
-              "    return nn_st_load(path, t, count, m->error, sizeof m->error);\n}\n");
+    buf_printf(c, "    nn_tensor t[NN_NUM_TENSORS + NN_MAX_STATE + 2] = {{0}};   /* zeroed: a model without tensors */\n"
+                  "    int count = nn_tensor_table(m, t);\n%s"
+                  "    return nn_st_load(path, t, count, m->error, sizeof m->error);\n}\n",
+               cg->train ? "" : "    /* a training checkpoint loads too: its optimizer state is skipped */\n"
+                                "    t[count++] = (nn_tensor){\"optimizer.*\", NN_REAL_DTYPE, 0, {0, 0, 0, 0}, NULL, 1};\n");
 }
 
 bool emit_c(Ctx *ctx, const Program *prog, const Graph *infer, const Graph *train, Buf *c_out,

@@ -751,6 +751,23 @@ static NN_UNUSED int nn_st_match_one(const nn_tensor *t, const nn_st_entry *e, n
   return NN_OK;
 }
 
+/* Whether file entry e falls under an ignore pattern of the table: an
+ * entry with no data whose name ends in '*' ("optimizer.*" lets an inference
+ * build load a training checkpoint and skip its optimizer state). */
+static NN_UNUSED int nn_st_is_pattern(const nn_tensor *t) {
+  size_t len = t->name ? strlen(t->name) : 0;
+  return !t->data && t->optional && len > 0 && t->name[len - 1] == '*';
+}
+
+static NN_UNUSED int nn_st_ignored(const nn_tensor *t, int count, const nn_st_entry *e) {
+  for (int i = 0; i < count; i++) {
+    size_t len = nn_st_is_pattern(&t[i]) ? strlen(t[i].name) - 1 : 0;
+    if (len && e->namelen >= len && memcmp(e->name, t[i].name, len) == 0)
+      return 1;
+  }
+  return 0;
+}
+
 /* Match every model tensor to a file entry and check that the entries tile
  * the data section [0, datasize).  idx is scratch for n pointers. */
 static NN_UNUSED int nn_st_match(nn_st_entry *e, size_t n, nn_st_entry **idx,
@@ -787,7 +804,7 @@ static NN_UNUSED int nn_st_match(nn_st_entry *e, size_t n, nn_st_entry **idx,
     (*hit)->table = i;
   }
   for (size_t i = 0; i < n; i++)
-    if (e[i].table < 0) {
+    if (e[i].table < 0 && !nn_st_ignored(t, count, &e[i])) {
       nn_msg_str(m, "unexpected tensor ");
       nn_msg_quoted(m, e[i].name, e[i].namelen);
       return NN_ERR_MISMATCH;
@@ -881,7 +898,7 @@ static NN_UNUSED int nn_st_load(const char *path, const nn_tensor *t, int count,
     return NN_ERR_ARG;
   }
   for (int i = 0; i < count; i++)
-    if ((rc = nn_st_check_table(&t[i], &esize, &bytes, &m)) != NN_OK)
+    if (!nn_st_is_pattern(&t[i]) && (rc = nn_st_check_table(&t[i], &esize, &bytes, &m)) != NN_OK)
       return rc;
   if (!(f = fopen(path, "rb")))
     return nn_msg_io(&m, "cannot open", path, errno);
@@ -896,7 +913,7 @@ static NN_UNUSED int nn_st_load(const char *path, const nn_tensor *t, int count,
   }
   if (rc == NN_OK)
     rc = nn_st_match(ps.e, ps.n, idx, t, count, datasize, &m);
-  /* datasize now equals the bytes of distinct model tensors: safe to stage */
+  /* datasize now equals the bytes the file holds after its header: safe to stage */
   if (rc == NN_OK && !(stage = malloc(datasize ? (size_t)datasize : 1))) {
     nn_msg_str(&m, "out of memory");
     rc = NN_ERR_NOMEM;
@@ -906,7 +923,7 @@ static NN_UNUSED int nn_st_load(const char *path, const nn_tensor *t, int count,
   for (size_t i = 0; rc == NN_OK && i < ps.n; i++) {
     const nn_st_entry *e = &ps.e[i];
     size_t n = (size_t)(e->end - e->begin);
-    if (n) {
+    if (n && e->table >= 0) {
       memcpy(t[e->table].data, stage + e->begin, n);
       if (!nn_st_host_is_le())
         nn_st_swap(t[e->table].data, n, nn_st_dtype_size(e->dtype, e->dtypelen));

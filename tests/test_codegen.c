@@ -78,3 +78,44 @@ Test(codegen, batchnorm_relu_fused_forward_and_backward) {
   cr_expect(strstr(out, "fused: relu1 (relu_dx) recomputed in bn1 (batchnorm_dparams)"), "%s", out);
   cr_expect(strstr(out, "folded: bn1 (batchnorm) into the weights and bias of conv1"), "%s", out);
 }
+
+/* An --infer build loads a training checkpoint (skipping its Adam state)
+ * and computes what the training build computes; other unknown tensors
+ * are still refused. */
+Test(codegen, infer_build_loads_training_checkpoint) {
+  const char *model = "model ckpt\ninput x: f32[6]\ntarget y: class[3]\n"
+                      "logits = dense(x, 5) |> relu |> dense(3)\noutput logits\n"
+                      "loss cross_entropy(logits, y)\ntrain {\n  optimizer adam(lr=0.01)\n}\n";
+  Compiled train, infer;
+  compile_model(&train, "ckpt", model, "--batch 4", "-O1");
+  compile_model(&infer, "ckpt", model, "--batch 4 --infer", "-O1");
+  void *(*tcreate)(uint64_t) = (void *(*)(uint64_t))api(&train, "create");
+  void *(*icreate)(uint64_t) = (void *(*)(uint64_t))api(&infer, "create");
+  int (*step)(void *, int, const float *, const int32_t *, float *) =
+      (int (*)(void *, int, const float *, const int32_t *, float *))api(&train, "train_step");
+  void *tm = tcreate(1), *im = icreate(2);
+  float x[4 * 6], a[4 * 3], b[4 * 3], loss;
+  int32_t y[4] = {0, 1, 2, 1};
+  fill_uniform(x, 24, 9, -1, 1);
+  for (int i = 0; i < 3; i++)
+    cr_assert_eq(step(tm, 4, x, y, &loss), 0);
+  char path[600];
+  snprintf(path, sizeof path, "%s/ckpt.safetensors", train.dir);
+  cr_assert_eq(((int (*)(void *, const char *))api(&train, "save"))(tm, path), 0);
+  int (*iload)(void *, const char *) = (int (*)(void *, const char *))api(&infer, "load");
+  cr_assert_eq(iload(im, path), 0, "%s",
+               ((const char *(*)(void *))api(&infer, "last_error"))(im));
+  cr_assert_eq(((Forward)api(&train, "forward"))(tm, 4, x, a), 0);
+  cr_assert_eq(((Forward)api(&infer, "forward"))(im, 4, x, b), 0);
+  cr_expect(memcmp(a, b, sizeof a) == 0, "forward differs after loading the checkpoint");
+  /* A file from another model is still refused. */
+  Compiled other;
+  compile_model(&other, "ckpt",
+                "model ckpt\ninput x: f32[6]\nlogits = dense(x, 5) |> relu |> dense(3)\n"
+                "extra = dense(x, 2)\noutput logits\noutput extra\n",
+                "--batch 4", "-O1");
+  void *om = ((void *(*)(uint64_t))api(&other, "create"))(3);
+  snprintf(path, sizeof path, "%s/other.safetensors", other.dir);
+  cr_assert_eq(((int (*)(void *, const char *))api(&other, "save"))(om, path), 0);
+  cr_expect_eq(iload(im, path), -4, "a file with an unexpected tensor must be refused");
+}
