@@ -5,7 +5,8 @@
  * input and one target, so its API has
  *   int <m>_gradients(<m> *, int n, const double *x, const T *y, double *loss, double *dx)
  * Every parameter element (or an even sample of at most `max_per_tensor` of
- * them) and every input element is perturbed by +-eps; the central
+ * them) and every input element is perturbed by +-1e-5 (less where that
+ * step crosses a kink, see gradcheck.c); the central
  * difference of the loss is compared with the analytic gradient.
  */
 #ifndef GRADCHECK_H
