@@ -118,4 +118,7 @@ Test(codegen, infer_build_loads_training_checkpoint) {
   snprintf(path, sizeof path, "%s/other.safetensors", other.dir);
   cr_assert_eq(((int (*)(void *, const char *))api(&other, "save"))(om, path), 0);
   cr_expect_eq(iload(im, path), -4, "a file with an unexpected tensor must be refused");
+  ((void (*)(void *))api(&train, "destroy"))(tm);
+  ((void (*)(void *))api(&infer, "destroy"))(im);
+  ((void (*)(void *))api(&other, "destroy"))(om);
 }

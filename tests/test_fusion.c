@@ -82,6 +82,14 @@ static Run run_variant(const char *name, const char *text, const char *opts, con
   return r;
 }
 
+static void free_run(Run *r) {
+  for (int t = 0; t < r->count; t++)
+    free(r->grads[t]);
+  free(r->grads);
+  free(r->numel);
+  free(r->out);
+}
+
 static double norm_rel(const float *a, const float *b, size_t n) {
   double d = 0, s = 0;
   for (size_t i = 0; i < n; i++) {
@@ -127,6 +135,11 @@ static void compare_example(const char *file) {
     compared++;
   }
   cr_expect(compared > 0, "%s: no gradients compared", file);
+  free_run(&fused);
+  free_run(&plain);
+  free(x);
+  free(t);
+  free(text);
 }
 
 Test(fusion, every_example_same_outputs_and_gradients, .timeout = 900) {

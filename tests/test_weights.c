@@ -287,8 +287,11 @@ Test(weights, refuses_a_missing_tensor) {
 
 Test(weights, refuses_an_extra_tensor) {
   setup_tiny();
+  float data[9];
+  memcpy(data, tiny_w, sizeof tiny_w);
+  data[8] = 2.0f;
   write_st("{" TINY_W "," TINY_B ",\"fc2.bias\":{\"dtype\":\"F32\",\"shape\":[1],"
-           "\"data_offsets\":[32,36]}}", tiny_w, 36);
+           "\"data_offsets\":[32,36]}}", data, sizeof data);
   refused_file("unexpected tensor \"fc2.bias\"");
 }
 
