@@ -12,11 +12,14 @@
  *              the same shape (a residual add).
  *   elementwise  a chain of elementwise ops (add then relu, ...) runs as
  *              one loop: later links are epilogues of the first.
- *   prologue   an elementwise op whose every reader can recompute it on
- *              read (ROLE_PROLOGUE: the batchnorm backward kernels) is not
- *              stored: the activation gradient before a batchnorm is folded
- *              into batchnorm's backward, as the activation itself is
- *              folded into its forward.
+ *   prologue   (opt-in, not part of "all") an elementwise op whose every
+ *              reader can recompute it on read (ROLE_PROLOGUE: the
+ *              batchnorm backward kernels) is not stored: the activation
+ *              gradient before a batchnorm is folded into batchnorm's
+ *              backward, as the activation itself is folded into its
+ *              forward.  Measured slower (LeNet-5 training step 10-12% at 1
+ *              thread, docs/performance.md) and it keeps two tensors alive
+ *              instead of one (arena +14%), so it is off by default.
  * A fused node is marked dead with fused_into = the anchor; the anchor takes
  * over its output value, so consumers are unchanged.  Every decision, and
  * every candidate refused with the reason, goes to the --report log.
@@ -38,7 +41,7 @@ bool is_fusion_name(const char *name) {
 /* Whether `name` is enabled by the --fuse value `which`. */
 static bool enabled(const char *which, const char *name) {
   if (strcmp(which, "all") == 0)
-    return true;
+    return strcmp(name, "prologue") != 0;
   size_t n = strlen(name);
   for (const char *p = which; *p;) {
     const char *end = strchr(p, ',');

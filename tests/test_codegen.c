@@ -64,7 +64,8 @@ Test(codegen, parameterless_training_model_compiles_pedantic) {
 }
 
 /* conv |> batchnorm |> relu in training: relu runs in batchnorm's forward
- * kernel and its gradient inside batchnorm's backward kernels. */
+ * kernel and, with the opt-in prologue fusion, its gradient inside
+ * batchnorm's backward kernels. */
 Test(codegen, batchnorm_relu_fused_forward_and_backward) {
   char dir[512], nn[600], out[1 << 14];
   scratch_dir(dir, sizeof dir, "bnrelu");
@@ -72,7 +73,10 @@ Test(codegen, batchnorm_relu_fused_forward_and_backward) {
   write_file(nn, "model bnr\ninput x: f32[2, 5, 5]\ntarget y: class[3]\n"
                  "h = conv2d(x, 4, kernel=3, pad=1) |> batchnorm |> relu\n"
                  "logits = flatten(h) |> dense(3)\noutput logits\nloss cross_entropy(logits, y)\n");
-  cr_assert_eq(run_capture(out, sizeof out, "%s %s --report", NNCC_BIN, nn), 0, "%s", out);
+  cr_assert_eq(run_capture(out, sizeof out,
+                           "%s %s --report --fuse=bn_fold,epilogue,elementwise,prologue", NNCC_BIN,
+                           nn),
+               0, "%s", out);
   cr_expect(strstr(out, "fused: relu1 (relu) into bn1 (batchnorm)"), "%s", out);
   cr_expect(strstr(out, "fused: relu1 (relu_dx) recomputed in bn1 (batchnorm_dx)"), "%s", out);
   cr_expect(strstr(out, "fused: relu1 (relu_dx) recomputed in bn1 (batchnorm_dparams)"), "%s", out);

@@ -5,6 +5,7 @@
  */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,9 +20,12 @@ static const char *model_dense_bn =
     "model bnd\ninput x: f32[6]\ntarget t: f32[5]\n"
     "out = dense(x, 5) |> batchnorm(momentum=0.2, eps=0.001)\noutput out\nloss mse(out, t)\n";
 
-static void grad_case(const char *name, const char *model, size_t x_per, size_t t_per) {
+static void grad_case(const char *name, const char *model, size_t x_per, size_t t_per,
+                      const char *fuse) {
   Compiled cm;
-  compile_model(&cm, name, model, "--dtype f64 --input-grad --batch 4", "-O1");
+  char opts[160];
+  snprintf(opts, sizeof opts, "--dtype f64 --input-grad --batch 4 %s", fuse);
+  compile_model(&cm, name, model, opts, "-O1");
   int n = 3;
   double x[256], t[256];
   fill_uniform_d(x, (size_t)n * x_per, 11, -1, 1);
@@ -32,8 +36,12 @@ static void grad_case(const char *name, const char *model, size_t x_per, size_t 
   close_model(&cm);
 }
 
-Test(batchnorm, gradients_after_conv) { grad_case("bnc", model_conv_bn, 60, 80); }
-Test(batchnorm, gradients_after_dense) { grad_case("bnd", model_dense_bn, 6, 5); }
+Test(batchnorm, gradients_after_conv) { grad_case("bnc", model_conv_bn, 60, 80, ""); }
+Test(batchnorm, gradients_after_dense) { grad_case("bnd", model_dense_bn, 6, 5, ""); }
+/* relu_dx recomputed inside the batchnorm backward kernels (--fuse prologue). */
+Test(batchnorm, gradients_with_fused_relu_gradient) {
+  grad_case("bnc", model_conv_bn, 60, 80, "--fuse=bn_fold,epilogue,elementwise,prologue");
+}
 
 /* Reference: y = (x - rm) / sqrt(rv + eps) * gamma + beta per channel c of
  * (N, C, S). */
