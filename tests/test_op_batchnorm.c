@@ -26,11 +26,7 @@ static void grad_case(const char *name, const char *model, size_t x_per, size_t 
   char opts[160];
   snprintf(opts, sizeof opts, "--dtype f64 --input-grad --batch 4 %s", fuse);
   compile_model(&cm, name, model, opts, "-O1");
-  int n = 3;
-  double x[256], t[256];
-  fill_uniform_d(x, (size_t)n * x_per, 11, -1, 1);
-  fill_uniform_d(t, (size_t)n * t_per, 12, -1, 1);
-  GradReport r = grad_check(&cm, n, x, (size_t)n * x_per, t, 0);
+  GradReport r = grad_check_random(&cm, 3, x_per, t_per, 11, -1, 1);
   cr_expect(r.worst < 1e-6, "%s: worst %.3g at %s", name, r.worst, r.where);
   cr_expect(r.tensors >= 2);
   close_model(&cm);

@@ -87,16 +87,9 @@ static void grad_case(const char *name, const char *body, size_t x_per, size_t t
            name, t_per, body);
   Compiled cm;
   compile_model(&cm, name, model, "--dtype f64 --input-grad --batch 4", "-O1");
-  int n = 3;
-  double *x = malloc(sizeof(double) * (size_t)n * x_per);
-  double *t = malloc(sizeof(double) * (size_t)n * t_per);
-  fill_uniform_d(x, (size_t)n * x_per, 21, -1, 1);
-  fill_uniform_d(t, (size_t)n * t_per, 22, -1, 1);
-  GradReport r = grad_check(&cm, n, x, (size_t)n * x_per, t, 0);
+  GradReport r = grad_check_random(&cm, 3, x_per, t_per, 21, -1, 1);
   cr_expect(r.worst < 1e-6, "%s: worst %.3g at %s", name, r.worst, r.where);
   cr_expect(r.tensors >= 4, "%s: %d tensors", name, r.tensors);
-  free(x);
-  free(t);
   close_model(&cm);
 }
 

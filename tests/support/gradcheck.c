@@ -115,3 +115,15 @@ GradReport grad_check(const Compiled *cm, int n, const double *x, size_t x_len, 
   destroy(a.m);
   return r;
 }
+
+GradReport grad_check_random(const Compiled *cm, int n, size_t x_per, size_t t_per, uint64_t seed,
+                             double lo, double hi) {
+  double *x = malloc(sizeof(double) * (size_t)n * x_per);
+  double *t = malloc(sizeof(double) * (size_t)n * t_per);
+  fill_uniform_d(x, (size_t)n * x_per, seed, lo, hi);
+  fill_uniform_d(t, (size_t)n * t_per, seed + 1, -1, 1);
+  GradReport r = grad_check(cm, n, x, (size_t)n * x_per, t, 0);
+  free(x);
+  free(t);
+  return r;
+}

@@ -24,4 +24,10 @@ typedef struct GradReport {
 GradReport grad_check(const Compiled *cm, int n, const double *x, size_t x_len, const void *y,
                       int max_per_tensor);
 
+/* grad_check of a model with one real input and one real target: n
+ * samples of x_per inputs uniform in [lo, hi] and t_per targets uniform in
+ * [-1, 1], drawn from seed; every parameter element is checked. */
+GradReport grad_check_random(const Compiled *cm, int n, size_t x_per, size_t t_per, uint64_t seed,
+                             double lo, double hi);
+
 #endif
