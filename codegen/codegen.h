@@ -29,6 +29,11 @@
 
 #include "nncc.h"
 
+/* Register tiles of runtime/nn_gemm.c: nn tiles are NN_MR x NN_NR (two
+ * 512-bit vectors of f32 per row), nt tiles NN_TM x NN_TN with NN_VL partial
+ * sums each.  The prelude #defines these names in the generated C. */
+enum { NN_MR = 4, NN_NR = 32, NN_TM = 4, NN_TN = 2, NN_VL = 16 };
+
 struct Emit {
   Ctx *ctx;
   Buf *b;
@@ -42,6 +47,10 @@ void emitln(Emit *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)))
 /* "#ifdef _OPENMP / #pragma omp parallel for <clauses> / #endif".  Only for
  * loops whose trip count is worth a thread team; clauses may be "". */
 void emit_omp_for(Emit *e, const char *clauses);
+/* "#ifdef _OPENMP / #pragma omp <directive> / #endif": for kernels that open
+ * one parallel region around several work-shared loops ("parallel", then
+ * "for collapse(2)", ...), each ending in the implicit barrier. */
+void emit_omp(Emit *e, const char *directive);
 /* A real literal: "0.5f" in f32, "0.5" in f64 (arena string). */
 const char *lit(Emit *e, double v);
 /* Applies the fused epilogue of `node` (elementwise nodes absorbed into it)

@@ -32,6 +32,12 @@ void emit_omp_for(Emit *e, const char *clauses) {
   emitln(e, "#endif");
 }
 
+void emit_omp(Emit *e, const char *directive) {
+  emitln(e, "#ifdef _OPENMP");
+  emitln(e, "#pragma omp %s", directive);
+  emitln(e, "#endif");
+}
+
 const char *lit(Emit *e, double v) {
   Arena *a = e->ctx->arena;
   if (isinf(v))

@@ -82,6 +82,12 @@ int node_output(Graph *g, Node *node, Shape shape, bool batched, DType dtype) {
   return v;
 }
 
+int node_workspace(Graph *g, Node *node, long reals) {
+  int v = node_output(g, node, shape_of(1, (int)reals), false, g->dtype);
+  val(g, v)->name = arena_printf(g->ctx->arena, "%s.ws", node->name);
+  return v;
+}
+
 static int persistent(Graph *g, Node *node, ValueKind kind, const char *suffix,
                       Shape shape) {
   const char *name = arena_printf(g->ctx->arena, "%s.%s", node->name, suffix);

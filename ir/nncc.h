@@ -221,6 +221,10 @@ Node *insert_node(Graph *g, int before, OpKind op, const char *name, Loc loc);
 void node_input(Graph *g, Node *node, int v);
 /* Creates a V_ACT output of node with the given per-sample shape. */
 int node_output(Graph *g, Node *node, Shape shape, bool batched, DType dtype);
+/* Creates the scratch output "<node name>.ws" of `reals` elements: arena
+ * memory the kernel may use while it runs (im2col columns, say).  Nothing
+ * reads it, so the planner frees it right after the node. */
+int node_workspace(Graph *g, Node *node, long reals);
 /* Creates a parameter "<node name>.<suffix>" and adds it as the next input. */
 int node_param(Graph *g, Node *node, const char *suffix, Shape shape, Init init,
                bool decay);

@@ -19,11 +19,9 @@
  * results do not depend on the thread count.
  */
 
-#define NN_MR 4   /* rows of an nn tile */
-#define NN_NR 32  /* columns of an nn tile: two 512-bit vectors of f32 */
-#define NN_TM 4   /* rows of an nt tile */
-#define NN_TN 2   /* columns of an nt tile */
-#define NN_VL 16  /* partial sums per nt element */
+/* The tile sizes NN_MR x NN_NR (nn) and NN_TM x NN_TN (nt), and NN_VL, are
+ * #defined by the prelude from codegen/codegen.h, where the kernels'
+ * emitters read them too. */
 
 /* A full nn tile: A(i, p) = a[i * ars + p * acs] for i < mr (rows from mr
  * on repeat row 0 and are not meant to be stored), B(p, j) = b[p * ldb + j]

@@ -154,6 +154,12 @@ Test(conv2d_forward, nonsquare) { check_forward(&(Conv){"ns", 3, 7, 5, 4, 3, 1, 
 Test(conv2d_forward, nonsquare_nopad) { check_forward(&(Conv){"ns0", 2, 5, 9, 3, 3, 2, 0, 1, true}, false); }
 Test(conv2d_forward, kernel_equals_padded) { check_forward(&(Conv){"kfull", 2, 3, 3, 2, 5, 1, 1, 1, true}, false); }
 Test(conv2d_forward, fused_relu) { check_forward(&(Conv){"relu", 3, 8, 8, 4, 3, 1, 1, 1, true}, true); }
+/* Many tiles: 400 output pixels (12 full tiles of 32 and an edge of 16),
+ * 9 output channels (two tiles of 4 and an edge of 1). */
+Test(conv2d_forward, many_tiles) { check_forward(&(Conv){"tiles", 3, 20, 20, 9, 3, 1, 1, 1, true}, true); }
+/* 1x1, stride 1, no padding: the input planes are the columns (no im2col). */
+Test(conv2d_forward, direct_1x1_many_channels) { check_forward(&(Conv){"d1", 37, 7, 9, 10, 1, 1, 0, 1, true}, false); }
+Test(conv2d_forward, direct_1x1_groups) { check_forward(&(Conv){"d1g", 6, 5, 5, 9, 1, 1, 0, 3, false}, false); }
 Test(conv2d_forward, fused_relu_groups) { check_forward(&(Conv){"relug", 4, 7, 6, 4, 3, 2, 1, 2, false}, true); }
 
 /* The relu really ran inside the conv kernel. */
@@ -231,6 +237,105 @@ Test(conv2d_grad, conv_relu_conv) {
             "h = conv2d(x, 3, kernel=3, pad=1) |> relu\n"
             "out = conv2d(h, 2, kernel=3, stride=2, pad=1)\noutput out\nloss mse(out, t)\n",
             72, 18, 4);
+}
+
+/* ---- gradients against a reference, with the batch in chunks ----------- */
+
+/* dy of mse(y, t), the mean over the batch of each sample's mean squared
+ * error: the mean over all len values. */
+static void mse_dy(double *dy, const double *y, const double *t, size_t len) {
+  for (size_t i = 0; i < len; i++)
+    dy[i] = 2 * (y[i] - t[i]) / (double)len;
+}
+
+/* dx, dw, db of one conv in double, from dy (n, O, Ho, Wo): the adjoints of
+ * `reference` written out tap by tap. */
+static void reference_grads(double *dx, double *dw, double *db, const double *dy,
+                            const double *x, const double *w, int n, const Conv *v) {
+  int ho = out_h(v), wo = out_w(v), cpg = v->c / v->g, opg = v->o / v->g;
+  memset(dx, 0, sizeof *dx * (size_t)n * v->c * v->h * v->w);
+  memset(dw, 0, sizeof *dw * (size_t)v->o * cpg * v->k * v->k);
+  memset(db, 0, sizeof *db * (size_t)v->o);
+  for (int s = 0; s < n; s++)
+    for (int o = 0; o < v->o; o++)
+      for (int i = 0; i < ho; i++)
+        for (int j = 0; j < wo; j++) {
+          double d = dy[(((size_t)s * v->o + o) * ho + i) * wo + j];
+          db[o] += d;
+          for (int cl = 0; cl < cpg; cl++)
+            for (int kh = 0; kh < v->k; kh++)
+              for (int kw = 0; kw < v->k; kw++) {
+                int ih = i * v->s - v->p + kh, iw = j * v->s - v->p + kw;
+                if (ih < 0 || ih >= v->h || iw < 0 || iw >= v->w)
+                  continue;
+                size_t wi = (((size_t)o * cpg + cl) * v->k + kh) * v->k + kw;
+                size_t xi = (((size_t)s * v->c + o / opg * cpg + cl) * v->h + ih) * v->w + iw;
+                dw[wi] += d * x[xi];
+                dx[xi] += d * w[wi];
+              }
+        }
+}
+
+typedef int (*gradients_d_fn)(void *, int, const double *, const double *, double *, double *);
+
+/* The model's gradient named `name` (its tensor's index in the table). */
+static double *grad_of(const Compiled *cm, void *m, const char *name, size_t *numel) {
+  tensor_count_fn count = (tensor_count_fn)api(cm, "tensor_count");
+  tensor_name_fn tname = (tensor_name_fn)api(cm, "tensor_name");
+  for (int i = 0; i < count(); i++)
+    if (strcmp(tname(i), name) == 0)
+      return ((double *(*)(void *, int, size_t *))api(cm, "grad"))(m, i, numel);
+  return NULL;
+}
+
+/* Convolutions whose columns fill most of the workspace: the batch runs in
+ * chunks of one or a few samples, so a chunk that is skipped, repeated or
+ * added twice into dw shows.  In f64 against reference_grads. */
+static void check_chunked(const Conv *v) {
+  char text[1024];
+  model_text(text, sizeof text, v, "");
+  Compiled cm;
+  compile_model(&cm, v->name, text, "--dtype f64 --input-grad --batch 5", "-O2");
+  void *m = ((create_fn)api(&cm, "create"))(3);
+  cr_assert(m);
+  int n = MAX_BATCH;
+  size_t xl = (size_t)n * v->c * v->h * v->w, yl = (size_t)n * v->o * out_h(v) * out_w(v);
+  size_t wl = (size_t)v->o * (v->c / v->g) * v->k * v->k;
+  double *x = malloc(xl * sizeof *x), *t = malloc(yl * sizeof *t), *y = malloc(yl * sizeof *y);
+  double *dy = malloc(yl * sizeof *dy), *dx = malloc(xl * sizeof *dx), *got = malloc(xl * sizeof *got);
+  double *dw = malloc(wl * sizeof *dw), *db = malloc(v->o * sizeof *db);
+  fill_uniform_d(x, xl, 8, -1, 1);
+  fill_uniform_d(t, yl, 9, -1, 1);
+  size_t numel;
+  const double *w = (const double *)find_tensor(&cm, m, "conv1.weight", &numel);
+  const double *b = (const double *)find_tensor(&cm, m, "conv1.bias", &numel);
+  cr_assert(w && b);
+  cr_assert(((forward_d_fn)api(&cm, "forward"))(m, n, x, y) == 0);
+  mse_dy(dy, y, t, yl);
+  reference_grads(dx, dw, db, dy, x, w, n, v);
+  double loss;
+  cr_assert(((gradients_d_fn)api(&cm, "gradients"))(m, n, x, t, &loss, got) == 0);
+  const double *gw = grad_of(&cm, m, "conv1.weight", &numel);
+  const double *gb = grad_of(&cm, m, "conv1.bias", &numel);
+  cr_assert(gw && gb);
+  cr_expect(max_rel_err_d(got, dx, xl) < 1e-9, "%s: dx differs by %.3g", v->name,
+            max_rel_err_d(got, dx, xl));
+  cr_expect(max_rel_err_d(gw, dw, wl) < 1e-9, "%s: dw differs by %.3g", v->name,
+            max_rel_err_d(gw, dw, wl));
+  cr_expect(max_rel_err_d(gb, db, v->o) < 1e-9, "%s: db differs by %.3g", v->name,
+            max_rel_err_d(gb, db, v->o));
+  free(x), free(t), free(y), free(dy), free(dx), free(got), free(dw), free(db);
+  ((destroy_fn)api(&cm, "destroy"))(m);
+  close_model(&cm);
+}
+
+/* 16*25*576 = 230,400 column values per sample: one sample per chunk. */
+Test(conv2d_chunked, one_sample_per_chunk) {
+  check_chunked(&(Conv){"ch1", 16, 24, 24, 5, 5, 1, 2, 1, true});
+}
+/* 8*25*400 = 80,000 per sample: chunks of 3 and 2 samples; strided, grouped. */
+Test(conv2d_chunked, uneven_chunks_strided_groups) {
+  check_chunked(&(Conv){"ch3", 8, 40, 39, 6, 5, 2, 2, 2, true});
 }
 
 /* ---- determinism ------------------------------------------------------- */

@@ -31,6 +31,8 @@ typedef float real;
 #define NN_UNUSED
 #endif
 
+#include "codegen.h" /* NN_MR, NN_NR, ...: the tile sizes the prelude #defines */
+
 #include "../runtime/nn_errors.c"
 #include "../runtime/nn_init.c"
 #include "../runtime/nn_rng.c"
@@ -778,8 +780,11 @@ static void write_runtime_unit(const char *path, const char *real_type) {
           "#include <stdlib.h>\n#include <string.h>\n#include <errno.h>\n"
           "typedef %s real;\n#define NN_REAL_DTYPE \"%s\"\n"
           "#if defined(__GNUC__) || defined(__clang__)\n"
-          "#define NN_UNUSED __attribute__((unused))\n#else\n#define NN_UNUSED\n#endif\n",
-          real_type, strcmp(real_type, "float") == 0 ? "F32" : "F64");
+          "#define NN_UNUSED __attribute__((unused))\n#else\n#define NN_UNUSED\n#endif\n"
+          "#define NN_MR %d\n#define NN_NR %d\n#define NN_TM %d\n#define NN_TN %d\n"
+          "#define NN_VL %d\n",
+          real_type, strcmp(real_type, "float") == 0 ? "F32" : "F64", NN_MR, NN_NR, NN_TM,
+          NN_TN, NN_VL);
   for (int i = 0; i < n; i++) {
     char src[1024];
     size_t len;

@@ -7,16 +7,15 @@
  *   G groups: output channel o reads input channels [g*C/G, (g+1)*C/G) with
  *   g = o / (O/G); G == C is a depthwise convolution.
  *
- * The forward kernel is a direct convolution with every size a constant.
- * Zero padding is never materialized: per output row and column the kernel
- * window is clamped to the part that lies inside the input, so the inner
- * loops carry no bounds tests.  conv2d is an epilogue anchor: a fused
- * activation is applied to the accumulator before the single store of y.
+ * Every kernel is a matrix product through the register tiles of
+ * runtime/nn_gemm.c, over the columns of runtime/nn_im2col.c (see
+ * "kernels" below).  conv2d is an epilogue anchor: bias and a fused
+ * batchnorm or activation are applied to each tile before its single store
+ * of y.
  *
- * Backward kernels are deterministic for any thread count because each
- * thread owns the outputs it sums into: dx gathers per (sample, input
- * channel), dw sums per (output channel, input channel of the group) over
- * the batch in a fixed order, db per output channel.
+ * Results do not depend on the thread count: each thread owns the outputs
+ * it sums into, and every sum runs in an order fixed by the code (dw adds
+ * the samples in batch order).
  */
 #include <limits.h>
 
@@ -30,7 +29,7 @@ static const AttrSpec conv2d_attrs[NATTR] = {
 };
 
 static const char *const fwd_in[] = {"x", "w", "bias", NULL};
-static const char *const fwd_out[] = {"y", NULL};
+static const char *const fwd_out[] = {"y", "ws", NULL};
 
 /* Every size a kernel needs, from the node's attributes and its x and y. */
 typedef struct Conv {
@@ -55,6 +54,8 @@ static Conv conv_dims(const Node *node, const Shape *x, const Shape *y) {
   v.fsize = v.cpg * v.kk;
   return v;
 }
+
+static bool conv_workspace(Graph *g, Node *node, const Conv *v);
 
 /* ---- shape rule ---------------------------------------------------------- */
 
@@ -135,144 +136,208 @@ static bool conv2d_build(Graph *g, Node *node) {
   if (attr_bool(node, A_BIAS))
     node_param(g, node, "bias", shape_of(1, o), (Init){.kind = INIT_ZEROS}, false);
   node_output(g, node, ys, true, g->dtype);
+  Conv v = conv_dims(node, &val(g, node->in[0])->shape, &ys);
+  return conv_workspace(g, node, &v);
+}
+
+/* ---- kernels ------------------------------------------------------------- */
+
+/* Every kernel is a matrix product per sample and group, through the tiles
+ * of runtime/nn_gemm.c (see docs/design.md, "Kernels"):
+ *
+ *   forward  y_g (O/G, P)   = w_g (O/G, R) . col_g (R, P)
+ *   dx       col_g (R, P)   = w_g^T (R, O/G) . dy_g (O/G, P), then col2im
+ *   dw       dw_g (O/G, R) += dy_g (O/G, P) . col_g^T (P, R), sample by sample
+ *
+ * with R = C/G*K*K rows of columns and P = Ho*Wo output pixels.  A 1x1
+ * convolution with stride 1 and no padding is its own column matrix (the
+ * input planes); every other one writes the columns of a chunk of samples
+ * into the node's workspace (runtime/nn_im2col.c).  The chunk is sized so
+ * the workspace stays near CHUNK_REALS (or one sample); its samples' columns
+ * are written, then multiplied, each step shared among the threads. */
+enum { CHUNK_REALS = 1 << 18 };
+
+static bool conv_direct(const Conv *v) { return v->k == 1 && v->s == 1 && v->p == 0; }
+
+static long col_reals(const Conv *v) { return (long)v->c * v->kk * v->howo; }
+
+static int chunk_samples(const Conv *v, int max_batch) {
+  long nb = CHUNK_REALS / col_reals(v);
+  return nb < 1 ? 1 : nb > max_batch ? max_batch : (int)nb;
+}
+
+/* Gives node (forward, dx or dw of a convolution with dims v) its
+ * workspace: the columns of one chunk of samples. */
+static bool conv_workspace(Graph *g, Node *node, const Conv *v) {
+  if (conv_direct(v))
+    return true;
+  long reals = col_reals(v) * chunk_samples(v, g->max_batch);
+  if (reals > INT_MAX) {
+    error_at(g->ctx, node->loc, "conv2d: the columns of one sample (%ld values) are too large",
+             col_reals(v));
+    return false;
+  }
+  node_workspace(g, node, reals);
   return true;
 }
 
-/* ---- forward ------------------------------------------------------------- */
-
-/* The kernel window rows [kh0, kh1) that fall inside the input for the output
- * row whose window starts at input row ih0 (may be negative); likewise for
- * columns.  Without padding the window always fits. */
-static void emit_window(Emit *e, const Conv *v, const char *a, const char *start, int size) {
-  if (v->p == 0) {
-    emitln(e, "const int %s0 = 0, %s1 = %d;", a, a, v->k);
+/* Opens the parallel region and the loop over chunks of samples (b0, nb)
+ * and, unless the convolution is direct, writes the chunk's columns into
+ * ws.  The caller emits the product loops and closes both with "}". */
+static void emit_chunk_columns(Emit *e, const Graph *g, const Conv *v, bool columns) {
+  int nb = conv_direct(v) ? g->max_batch : chunk_samples(v, g->max_batch);
+  emit_omp(e, "parallel");
+  emitln(e, "{");
+  emitln(e, "for (int b0 = 0; b0 < n; b0 += %d) {", nb);
+  emitln(e, "const int nb = n - b0 < %d ? n - b0 : %d;", nb, nb);
+  if (!columns || conv_direct(v))
     return;
-  }
-  emitln(e, "const int %s0 = %s < 0 ? -%s : 0;", a, start, start);
-  emitln(e, "const int %s1 = %s + %d > %d ? %d - %s : %d;", a, start, v->k, size, size,
-         start, v->k);
+  emit_omp(e, "for collapse(2)");
+  emitln(e, "for (int bi = 0; bi < nb; bi++) {");
+  emitln(e, "for (int c = 0; c < %d; c++) {", v->c);
+  emitln(e, "nn_im2col(ws + (long)bi * %ld + (long)c * %ld, x + ((long)(b0 + bi) * %d + c) * %ld,",
+         col_reals(v), v->kk * v->howo, v->c, v->hw);
+  emitln(e, "          %d, %d, %d, %d, %d, %d, %d);", v->h, v->w, v->k, v->s, v->p, v->ho, v->wo);
+  emitln(e, "}");
+  emitln(e, "}");
+}
+
+/* The columns of sample bi, group g of the chunk: the workspace, or for a
+ * direct convolution the input planes themselves (R = C/G rows of P = H*W). */
+static const char *columns_of(Emit *e, const Conv *v, const char *x, const char *g) {
+  if (conv_direct(v))
+    return arena_printf(e->ctx->arena, "(%s + ((long)(b0 + bi) * %d + (long)%s * %d) * %ld)", x,
+                        v->c, g, v->cpg, v->hw);
+  return arena_printf(e->ctx->arena, "(ws + (long)bi * %ld + (long)%s * %ld)", col_reals(v), g,
+                      v->fsize * v->howo);
+}
+
+/* Computes tile t of NN_MR rows (from `row0`, mr of them) and NN_NR columns
+ * (from j0, nr of them) of an nn product with inner size k, A at `a` with
+ * strides ars/acs, B at `b` with rows of `ldb`. */
+static void emit_tile_nn(Emit *e, long k, const char *a, const char *ars, const char *acs,
+                         const char *b, long ldb) {
+  emitln(e, "const int nr = %ld - j0 < NN_NR ? (int)(%ld - j0) : NN_NR;", ldb, ldb);
+  emitln(e, "real t[NN_MR][NN_NR];");
+  emitln(e, "if (nr == NN_NR)");
+  emitln(e, "    nn_tile_nn(t, mr, %ld, %s, %s, %s, %s + j0, %ld);", k, a, ars, acs, b, ldb);
+  emitln(e, "else");
+  emitln(e, "    nn_tile_nn_edge(t, mr, nr, %ld, %s, %s, %s, %s + j0, %ld);", k, a, ars, acs, b,
+         ldb);
 }
 
 static void conv2d_emit(Emit *e, const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->in[0])->shape, &val(g, node->out[0])->shape);
   bool bias = node->nin > 2;
-  emit_omp_for(e, "collapse(2)");
-  emitln(e, "for (int b = 0; b < n; b++) {");
-  emitln(e, "for (int o = 0; o < %d; o++) {", v.o);
-  emitln(e, "const real *xg = x + ((long)b * %d + o / %d * %d) * %ld;", v.c, v.opg, v.cpg,
-         v.hw);
-  emitln(e, "const real *wo = w + (long)o * %ld;", v.fsize);
-  emitln(e, "const long yb = ((long)b * %d + o) * %ld;", v.o, v.howo);
-  emitln(e, "for (int oh = 0; oh < %d; oh++) {", v.ho);
-  emitln(e, "const int ih0 = oh * %d - %d;", v.s, v.p);
-  emit_window(e, &v, "kh", "ih0", v.h);
-  emitln(e, "for (int ow = 0; ow < %d; ow++) {", v.wo);
-  emitln(e, "const int iw0 = ow * %d - %d;", v.s, v.p);
-  emit_window(e, &v, "kw", "iw0", v.w);
-  emitln(e, "real acc = %s;", bias ? "bias[o]" : "0");
-  emitln(e, "for (int c = 0; c < %d; c++) {", v.cpg);
-  emitln(e, "const real *xc = xg + (long)c * %ld;", v.hw);
-  emitln(e, "const real *wc = wo + (long)c * %ld;", v.kk);
-  emitln(e, "for (int kh = kh0; kh < kh1; kh++)");
-  emitln(e, "    for (int kw = kw0; kw < kw1; kw++)");
-  emitln(e, "        acc += wc[kh * %d + kw] * xc[(long)(ih0 + kh) * %d + iw0 + kw];", v.k, v.w);
-  emitln(e, "}");
-  const char *i = arena_printf(e->ctx->arena, "(yb + (long)oh * %d + ow)", v.wo);
-  emitln(e, "y[%s] = %s;", i, epilogue_expr(e, node, "acc", "o", i));
-  emitln(e, "}");
-  emitln(e, "}");
-  emitln(e, "}");
-  emitln(e, "}");
+  int tiles = (v.opg + NN_MR - 1) / NN_MR;   /* row tiles per group */
+  emit_chunk_columns(e, g, &v, true);
+  emit_omp(e, "for collapse(3)");
+  emitln(e, "for (int bi = 0; bi < nb; bi++) {");
+  emitln(e, "for (int mt = 0; mt < %d; mt++) {", v.g * tiles);
+  emitln(e, "for (long j0 = 0; j0 < %ld; j0 += NN_NR) {", v.howo);
+  emitln(e, "const int g = mt / %d, o0 = g * %d + mt %% %d * NN_MR;", tiles, v.opg, tiles);
+  emitln(e, "const int mr = (g + 1) * %d - o0 < NN_MR ? (g + 1) * %d - o0 : NN_MR;", v.opg,
+         v.opg);
+  Arena *a = e->ctx->arena;
+  emit_tile_nn(e, v.fsize, arena_printf(a, "w + (long)o0 * %ld", v.fsize),
+               arena_printf(a, "%ld", v.fsize), "1", columns_of(e, &v, "x", "g"), v.howo);
+  emitln(e, "for (int i = 0; i < mr; i++) {");
+  emitln(e, "const int o = o0 + i;");
+  emitln(e, "const long yo = ((long)(b0 + bi) * %d + o) * %ld + j0;", v.o, v.howo);
+  emitln(e, "for (int j = 0; j < nr; j++) {");
+  emitln(e, "const real acc = t[i][j]%s;", bias ? " + bias[o]" : "");
+  emitln(e, "y[yo + j] = %s;", epilogue_expr(e, node, "acc", "o", "(yo + j)"));
+  for (int k = 0; k < 7; k++)
+    emitln(e, "}");
 }
-
 static double conv2d_flops(const Graph *g, const Node *node) {
   const Value *y = val(g, node->out[0]);
   double positions = (double)y->shape.dim[1] * y->shape.dim[2];
   return 2.0 * (double)shape_numel(&val(g, node->in[1])->shape) * positions;
 }
 
-/* ---- backward ------------------------------------------------------------ */
-
-/* The kernel rows kh (step S) through which input row `pos` reaches an
- * output row oh = (pos + P - kh) / S in [0, out): kh is congruent to pos + P
- * modulo S, so the lowest candidate is (pos + P) % S, raised to the first kh
- * with oh <= out - 1 (which is congruent too), and capped by kh <= pos + P. */
-static void emit_taps(Emit *e, const Conv *v, const char *a, const char *pos, int out) {
-  emitln(e, "const int %sr = %s + %d;", a, pos, v->p);
-  emitln(e, "const int %slo = %sr - %d;", a, a, (out - 1) * v->s);
-  emitln(e, "const int %s0 = %slo > %sr %% %d ? %slo : %sr %% %d;", a, a, a, v->s, a, a,
-         v->s);
-  emitln(e, "const int %s1 = %sr < %d ? %sr : %d;", a, a, v->k - 1, a, v->k - 1);
+/* dx and dw: as many multiply-adds as the forward product (dy is in[0]). */
+static double conv2d_backward_flops(const Graph *g, const Node *node) {
+  const Shape *dy = &val(g, node->in[0])->shape;
+  int w = node->op == OP_CONV2D_DX ? node->in[1] : node->out[0];
+  return 2.0 * (double)shape_numel(&val(g, w)->shape) * dy->dim[1] * dy->dim[2];
 }
 
-/* dx (N, C, H, W): each (sample, input channel) plane is gathered by one
- * thread from dy of the group's output channels through the taps that reach
- * each input pixel. */
+/* dx (N, C, H, W): per chunk, the columns' gradient w_g^T . dy_g goes to the
+ * workspace, then col2im sums it into each (sample, channel) plane; a
+ * direct convolution writes the product straight into dx. */
 static void conv2d_dx_emit(Emit *e, const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->out[0])->shape, &val(g, node->in[0])->shape);
-  emit_omp_for(e, "collapse(2)");
-  emitln(e, "for (int b = 0; b < n; b++) {");
-  emitln(e, "for (int c = 0; c < %d; c++) {", v.c);
-  emitln(e, "const int o0 = c / %d * %d;", v.cpg, v.opg);
-  emitln(e, "const real *wc = w + (long)o0 * %ld + (long)(c %% %d) * %ld;", v.fsize, v.cpg,
-         v.kk);
-  emitln(e, "const real *dyg = dy + ((long)b * %d + o0) * %ld;", v.o, v.howo);
-  emitln(e, "real *dxc = dx + ((long)b * %d + c) * %ld;", v.c, v.hw);
-  emitln(e, "for (int ih = 0; ih < %d; ih++) {", v.h);
-  emit_taps(e, &v, "kh", "ih", v.ho);
-  emitln(e, "for (int iw = 0; iw < %d; iw++) {", v.w);
-  emit_taps(e, &v, "kw", "iw", v.wo);
-  emitln(e, "real acc = 0;");
-  emitln(e, "for (int o = 0; o < %d; o++)", v.opg);
-  emitln(e, "    for (int kh = kh0; kh <= kh1; kh += %d)", v.s);
-  emitln(e, "        for (int kw = kw0; kw <= kw1; kw += %d)", v.s);
-  emitln(e, "            acc += dyg[(long)o * %ld + (long)((khr - kh) / %d) * %d + (kwr - kw) / %d]",
-         v.howo, v.s, v.wo, v.s);
-  emitln(e, "                   * wc[(long)o * %ld + kh * %d + kw];", v.fsize, v.k);
-  emitln(e, "dxc[ih * %d + iw] = acc;", v.w);
-  emitln(e, "}");
-  emitln(e, "}");
+  Arena *a = e->ctx->arena;
+  int tiles = (int)((v.fsize + NN_MR - 1) / NN_MR);   /* row tiles per group */
+  emit_chunk_columns(e, g, &v, false);
+  emit_omp(e, "for collapse(3)");
+  emitln(e, "for (int bi = 0; bi < nb; bi++) {");
+  emitln(e, "for (int mt = 0; mt < %d; mt++) {", v.g * tiles);
+  emitln(e, "for (long j0 = 0; j0 < %ld; j0 += NN_NR) {", v.howo);
+  emitln(e, "const int g = mt / %d, r0 = mt %% %d * NN_MR;", tiles, tiles);
+  emitln(e, "const int mr = %ld - r0 < NN_MR ? (int)(%ld - r0) : NN_MR;", v.fsize, v.fsize);
+  emit_tile_nn(e, v.opg, arena_printf(a, "w + (long)g * %ld + r0", v.opg * v.fsize), "1",
+               arena_printf(a, "%ld", v.fsize),
+               arena_printf(a, "dy + ((long)(b0 + bi) * %d + (long)g * %d) * %ld", v.o, v.opg,
+                            v.howo),
+               v.howo);
+  emitln(e, "real *d = %s + (long)r0 * %ld + j0;",
+         conv_direct(&v) ? columns_of(e, &v, "dx", "g") : columns_of(e, &v, "x", "g"),
+         v.howo);
+  emitln(e, "for (int i = 0; i < mr; i++)");
+  emitln(e, "    for (int j = 0; j < nr; j++)");
+  emitln(e, "        d[(long)i * %ld + j] = t[i][j];", v.howo);
+  for (int k = 0; k < 3; k++)
+    emitln(e, "}");
+  if (!conv_direct(&v)) {
+    emit_omp(e, "for collapse(2)");
+    emitln(e, "for (int bi = 0; bi < nb; bi++) {");
+    emitln(e, "for (int c = 0; c < %d; c++) {", v.c);
+    emitln(e, "nn_col2im(dx + ((long)(b0 + bi) * %d + c) * %ld, ws + (long)bi * %ld + (long)c * %ld,",
+           v.c, v.hw, col_reals(&v), v.kk * v.howo);
+    emitln(e, "          %d, %d, %d, %d, %d, %d, %d);", v.h, v.w, v.k, v.s, v.p, v.ho, v.wo);
+    emitln(e, "}");
+    emitln(e, "}");
+  }
   emitln(e, "}");
   emitln(e, "}");
 }
 
-/* The output rows [a0, a1) whose window row `tap` lands inside the input:
- * 0 <= oh * S - P + tap < size. */
-static void emit_rows(Emit *e, const Conv *v, const char *a, const char *tap, int size,
-                      int out) {
-  emitln(e, "const int %slo = %d - %s, %shi = %d - %s;", a, v->p, tap, a, size - 1 + v->p,
-         tap);
-  emitln(e, "const int %s0 = %slo > 0 ? (%slo + %d) / %d : 0;", a, a, a, v->s - 1, v->s);
-  emitln(e, "const int %s1 = %shi < 0 ? 0 : (%shi / %d + 1 < %d ? %shi / %d + 1 : %d);", a, a,
-         a, v->s, out, a, v->s, out);
-}
-
-/* dw (O, C/G, K, K): one thread owns each (o, c) filter slice and sums over
- * the batch and the output positions in a fixed order. */
+/* dw (O, C/G, K, K): one thread owns each NN_TM x NN_TN tile of a group's
+ * (O/G, R) gradient and adds the samples' products into it in batch order,
+ * chunk after chunk. */
 static void conv2d_dw_emit(Emit *e, const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->in[1])->shape, &val(g, node->in[0])->shape);
-  emit_omp_for(e, "collapse(2)");
-  emitln(e, "for (int o = 0; o < %d; o++) {", v.o);
-  emitln(e, "for (int c = 0; c < %d; c++) {", v.cpg);
-  emitln(e, "const int ci = o / %d * %d + c;", v.opg, v.cpg);
-  emitln(e, "for (int kh = 0; kh < %d; kh++) {", v.k);
-  emit_rows(e, &v, "oh", "kh", v.h, v.ho);
-  emitln(e, "for (int kw = 0; kw < %d; kw++) {", v.k);
-  emit_rows(e, &v, "ow", "kw", v.w, v.wo);
-  emitln(e, "real acc = 0;");
-  emitln(e, "for (int b = 0; b < n; b++) {");
-  emitln(e, "const real *dyo = dy + ((long)b * %d + o) * %ld;", v.o, v.howo);
-  emitln(e, "const real *xc = x + ((long)b * %d + ci) * %ld;", v.c, v.hw);
-  emitln(e, "for (int oh = oh0; oh < oh1; oh++)");
-  emitln(e, "    for (int ow = ow0; ow < ow1; ow++)");
-  emitln(e, "        acc += dyo[(long)oh * %d + ow] * xc[(long)(oh * %d - %d + kh) * %d + ow * %d - %d + kw];",
-         v.wo, v.s, v.p, v.w, v.s, v.p);
+  int otiles = (v.opg + NN_TM - 1) / NN_TM, rtiles = (int)((v.fsize + NN_TN - 1) / NN_TN);
+  emit_chunk_columns(e, g, &v, true);
+  emit_omp(e, "for collapse(2)");
+  emitln(e, "for (int mt = 0; mt < %d; mt++) {", v.g * otiles);
+  emitln(e, "for (int rt = 0; rt < %d; rt++) {", rtiles);
+  emitln(e, "const int g = mt / %d, o0 = g * %d + mt %% %d * NN_TM, r0 = rt * NN_TN;", otiles,
+         v.opg, otiles);
+  emitln(e, "const int mr = (g + 1) * %d - o0 < NN_TM ? (g + 1) * %d - o0 : NN_TM;", v.opg,
+         v.opg);
+  emitln(e, "const int nr = %ld - r0 < NN_TN ? (int)(%ld - r0) : NN_TN;", v.fsize, v.fsize);
+  emitln(e, "real acc[NN_TM][NN_TN];");
+  emitln(e, "for (int i = 0; i < mr; i++)");
+  emitln(e, "    for (int j = 0; j < nr; j++)");
+  emitln(e, "        acc[i][j] = b0 == 0 ? 0 : dw[(long)(o0 + i) * %ld + r0 + j];", v.fsize);
+  emitln(e, "for (int bi = 0; bi < nb; bi++) {");
+  emitln(e, "real t[NN_TM][NN_TN];");
+  emitln(e, "nn_tile_nt(t, mr, nr, %ld, dy + ((long)(b0 + bi) * %d + o0) * %ld, %ld,", v.howo,
+         v.o, v.howo, v.howo);
+  emitln(e, "           %s + (long)r0 * %ld, %ld);", columns_of(e, &v, "x", "g"), v.howo,
+         v.howo);
+  emitln(e, "for (int i = 0; i < mr; i++)");
+  emitln(e, "    for (int j = 0; j < nr; j++)");
+  emitln(e, "        acc[i][j] += t[i][j];");
   emitln(e, "}");
-  emitln(e, "dw[(long)o * %ld + (long)c * %ld + kh * %d + kw] = acc;", v.fsize, v.kk, v.k);
-  emitln(e, "}");
-  emitln(e, "}");
-  emitln(e, "}");
-  emitln(e, "}");
+  emitln(e, "for (int i = 0; i < mr; i++)");
+  emitln(e, "    for (int j = 0; j < nr; j++)");
+  emitln(e, "        dw[(long)(o0 + i) * %ld + r0 + j] = acc[i][j];", v.fsize);
+  for (int k = 0; k < 4; k++)
+    emitln(e, "}");
 }
 
 /* db (O) = sum over the batch and positions of dy (N, O, Ho, Wo). */
@@ -293,19 +358,23 @@ static void conv2d_db_emit(Emit *e, const Graph *g, const Node *node) {
 
 static void conv2d_backward(Graph *g, Node *node, const int *dout, const bool *need,
                             int *din) {
-  int dy = dout[0], x = node->in[0], w = node->in[1];
+  int id = node->id, dy = dout[0], x = node->in[0], w = node->in[1];
+  int nin = node->nin, bias = nin > 2 ? node->in[2] : -1;
+  Conv v = conv_dims(node, &val(g, x)->shape, &val(g, dy)->shape);
+  /* derived_node may move the nodes: `node` is not used below. */
   if (need[0]) {
     int in[2] = {dy, w};
-    din[0] = derived_node(g, OP_CONV2D_DX, node->id, in, 2, val(g, x)->shape, true);
+    din[0] = derived_node(g, OP_CONV2D_DX, id, in, 2, val(g, x)->shape, true);
+    conv_workspace(g, node_at(g, val(g, din[0])->producer), &v);
   }
   if (need[1]) {
     int in[2] = {dy, x};
-    din[1] = derived_node(g, OP_CONV2D_DW, node->id, in, 2, val(g, w)->shape, false);
+    din[1] = derived_node(g, OP_CONV2D_DW, id, in, 2, val(g, w)->shape, false);
+    conv_workspace(g, node_at(g, val(g, din[1])->producer), &v);
   }
-  if (node->nin > 2 && need[2]) {
+  if (bias >= 0 && need[2]) {
     int in[1] = {dy};
-    din[2] = derived_node(g, OP_CONV2D_DB, node->id, in, 1, val(g, node->in[2])->shape,
-                          false);
+    din[2] = derived_node(g, OP_CONV2D_DB, id, in, 1, val(g, bias)->shape, false);
   }
 }
 
@@ -317,17 +386,19 @@ const OpDef op_conv2d = {
     .flops = conv2d_flops,
 };
 
-static const char *const dx_in[] = {"dy", "w", NULL}, *const dx_out[] = {"dx", NULL};
-static const char *const dw_in[] = {"dy", "x", NULL}, *const dw_out[] = {"dw", NULL};
+static const char *const dx_in[] = {"dy", "w", NULL}, *const dx_out[] = {"dx", "ws", NULL};
+static const char *const dw_in[] = {"dy", "x", NULL}, *const dw_out[] = {"dw", "ws", NULL};
 static const char *const db_in[] = {"dy", NULL}, *const db_out[] = {"db", NULL};
 
 const OpDef op_conv2d_dx = {
     .name = "conv2d_dx", .attrs = conv2d_attrs, .nattr = NATTR, .in_names = dx_in,
     .out_names = dx_out, .roles = ROLE_INTERNAL, .emit = conv2d_dx_emit,
+    .flops = conv2d_backward_flops,
 };
 const OpDef op_conv2d_dw = {
     .name = "conv2d_dw", .attrs = conv2d_attrs, .nattr = NATTR, .in_names = dw_in,
     .out_names = dw_out, .roles = ROLE_INTERNAL, .emit = conv2d_dw_emit,
+    .flops = conv2d_backward_flops,
 };
 const OpDef op_conv2d_db = {
     .name = "conv2d_db", .attrs = conv2d_attrs, .nattr = NATTR, .in_names = db_in,
