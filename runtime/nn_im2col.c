@@ -11,7 +11,9 @@
  * all the channels of a group.  Padding is written as zeros here, once,
  * rather than tested in the product's inner loop.  nn_col2im sums columns
  * back into the channel (the gradient of im2col), tap by tap in a fixed
- * order, so it is deterministic.
+ * order, so it is deterministic.  nn_im2row writes the same values
+ * transposed, row[oh*wo + ow][kh*k + kw] with rows `ld` apart, for products
+ * that run along the taps.
  */
 
 /* The output columns [lo, hi) whose tap at offset `off` (kw - p) lands in
@@ -47,6 +49,32 @@ static NN_UNUSED void nn_im2col(real *restrict col, const real *restrict x, int 
           dst[ow] = x[base + (long)ow * s];
         for (int ow = hi; ow < wo; ow++)
           dst[ow] = 0;
+      }
+    }
+}
+
+static NN_UNUSED void nn_im2row(real *restrict row, long ld, const real *restrict x, int h,
+                                int w, int k, int s, int p, int ho, int wo) {
+  for (int kh = 0; kh < k; kh++)
+    for (int kw = 0; kw < k; kw++) {
+      real *restrict tap = row + kh * k + kw;
+      int lo, hi;
+      nn_tap_range(kw - p, s, w, wo, &lo, &hi);
+      for (int oh = 0; oh < ho; oh++) {
+        real *restrict dst = tap + (long)oh * wo * ld;
+        const int ih = oh * s - p + kh;
+        if (ih < 0 || ih >= h) {
+          for (int ow = 0; ow < wo; ow++)
+            dst[ow * ld] = 0;
+          continue;
+        }
+        const long base = (long)ih * w + kw - p;
+        for (int ow = 0; ow < lo; ow++)
+          dst[ow * ld] = 0;
+        for (int ow = lo; ow < hi; ow++)
+          dst[ow * ld] = x[base + (long)ow * s];
+        for (int ow = hi; ow < wo; ow++)
+          dst[ow * ld] = 0;
       }
     }
 }

@@ -55,7 +55,8 @@ static Conv conv_dims(const Node *node, const Shape *x, const Shape *y) {
   return v;
 }
 
-static bool conv_workspace(Graph *g, Node *node, const Conv *v);
+typedef enum { COLS, ROWS } Layout;   /* col (C*K*K, P) or row (P, row_ld) */
+static bool conv_workspace(Graph *g, Node *node, const Conv *v, Layout l);
 
 /* ---- shape rule ---------------------------------------------------------- */
 
@@ -137,7 +138,7 @@ static bool conv2d_build(Graph *g, Node *node) {
     node_param(g, node, "bias", shape_of(1, o), (Init){.kind = INIT_ZEROS}, false);
   node_output(g, node, ys, true, g->dtype);
   Conv v = conv_dims(node, &val(g, node->in[0])->shape, &ys);
-  return conv_workspace(g, node, &v);
+  return conv_workspace(g, node, &v, COLS);
 }
 
 /* ---- kernels ------------------------------------------------------------- */
@@ -147,57 +148,84 @@ static bool conv2d_build(Graph *g, Node *node) {
  *
  *   forward  y_g (O/G, P)   = w_g (O/G, R) . col_g (R, P)
  *   dx       col_g (R, P)   = w_g^T (R, O/G) . dy_g (O/G, P), then col2im
- *   dw       dw_g (O/G, R) += dy_g (O/G, P) . col_g^T (P, R), sample by sample
+ *   dw       dw_g (O/G, R) += dy_g (O/G, P) . row_g (P, R), sample by sample
  *
- * with R = C/G*K*K rows of columns and P = Ho*Wo output pixels.  A 1x1
- * convolution with stride 1 and no padding is its own column matrix (the
- * input planes); every other one writes the columns of a chunk of samples
- * into the node's workspace (runtime/nn_im2col.c).  The chunk is sized so
- * the workspace stays near CHUNK_REALS (or one sample); its samples' columns
- * are written, then multiplied, each step shared among the threads. */
+ * with R = C/G*K*K rows of columns and P = Ho*Wo output pixels; row is col
+ * transposed, so that all three are nn products, whose tiles vectorize
+ * along a contiguous row of B.  A 1x1 convolution with stride 1 and no
+ * padding is its own column matrix (the input planes); otherwise the
+ * columns (or rows) of a chunk of samples go into the node's workspace
+ * (runtime/nn_im2col.c).  The chunk is sized so the workspace stays near
+ * CHUNK_REALS (or one sample); its samples' columns are written, then
+ * multiplied, each step shared among the threads. */
 enum { CHUNK_REALS = 1 << 18 };
 
 static bool conv_direct(const Conv *v) { return v->k == 1 && v->s == 1 && v->p == 0; }
 
 static long col_reals(const Conv *v) { return (long)v->c * v->kk * v->howo; }
 
-static int chunk_samples(const Conv *v, int max_batch) {
-  long nb = CHUNK_REALS / col_reals(v);
+/* Rows hold C*K*K values and enough zeros after them that the last group's
+ * last tile of NN_NR columns stays inside the row. */
+static long row_ld(const Conv *v) {
+  long r = v->fsize, tiles = (r + NN_NR - 1) / NN_NR;
+  return (long)v->c * v->kk + tiles * NN_NR - r;
+}
+
+static long sample_reals(const Conv *v, Layout l) {
+  return l == ROWS ? v->howo * row_ld(v) : conv_direct(v) ? 0 : col_reals(v);
+}
+
+static int chunk_samples(const Conv *v, Layout l, int max_batch) {
+  long per = sample_reals(v, l), nb = per ? CHUNK_REALS / per : max_batch;
   return nb < 1 ? 1 : nb > max_batch ? max_batch : (int)nb;
 }
 
 /* Gives node (forward, dx or dw of a convolution with dims v) its
- * workspace: the columns of one chunk of samples. */
-static bool conv_workspace(Graph *g, Node *node, const Conv *v) {
-  if (conv_direct(v))
+ * workspace: the columns or rows of one chunk of samples. */
+static bool conv_workspace(Graph *g, Node *node, const Conv *v, Layout l) {
+  long per = sample_reals(v, l);
+  if (per == 0)
     return true;
-  long reals = col_reals(v) * chunk_samples(v, g->max_batch);
-  if (reals > INT_MAX) {
+  if (per * chunk_samples(v, l, g->max_batch) > INT_MAX) {
     error_at(g->ctx, node->loc, "conv2d: the columns of one sample (%ld values) are too large",
-             col_reals(v));
+             per);
     return false;
   }
-  node_workspace(g, node, reals);
+  node_workspace(g, node, per * chunk_samples(v, l, g->max_batch));
   return true;
 }
 
 /* Opens the parallel region and the loop over chunks of samples (b0, nb)
- * and, unless the convolution is direct, writes the chunk's columns into
- * ws.  The caller emits the product loops and closes both with "}". */
-static void emit_chunk_columns(Emit *e, const Graph *g, const Conv *v, bool columns) {
-  int nb = conv_direct(v) ? g->max_batch : chunk_samples(v, g->max_batch);
+ * and, when `fill`, writes the chunk's columns or rows into ws (nothing for
+ * columns of a direct convolution).  The caller emits the product loops
+ * and closes both with "}". */
+static void emit_chunk(Emit *e, const Graph *g, const Conv *v, Layout l, bool fill) {
+  int nb = chunk_samples(v, l, g->max_batch);
   emit_omp(e, "parallel");
   emitln(e, "{");
   emitln(e, "for (int b0 = 0; b0 < n; b0 += %d) {", nb);
   emitln(e, "const int nb = n - b0 < %d ? n - b0 : %d;", nb, nb);
-  if (!columns || conv_direct(v))
+  if (!fill || sample_reals(v, l) == 0)
     return;
+  long ld = row_ld(v), pad = ld - (long)v->c * v->kk;
   emit_omp(e, "for collapse(2)");
   emitln(e, "for (int bi = 0; bi < nb; bi++) {");
   emitln(e, "for (int c = 0; c < %d; c++) {", v->c);
-  emitln(e, "nn_im2col(ws + (long)bi * %ld + (long)c * %ld, x + ((long)(b0 + bi) * %d + c) * %ld,",
-         col_reals(v), v->kk * v->howo, v->c, v->hw);
-  emitln(e, "          %d, %d, %d, %d, %d, %d, %d);", v->h, v->w, v->k, v->s, v->p, v->ho, v->wo);
+  emitln(e, "real *to = ws + (long)bi * %ld;", sample_reals(v, l));
+  emitln(e, "const real *from = x + ((long)(b0 + bi) * %d + c) * %ld;", v->c, v->hw);
+  if (l == COLS) {
+    emitln(e, "nn_im2col(to + (long)c * %ld, from, %d, %d, %d, %d, %d, %d, %d);",
+           v->kk * v->howo, v->h, v->w, v->k, v->s, v->p, v->ho, v->wo);
+  } else {
+    emitln(e, "nn_im2row(to + (long)c * %ld, %ld, from, %d, %d, %d, %d, %d, %d, %d);", v->kk,
+           ld, v->h, v->w, v->k, v->s, v->p, v->ho, v->wo);
+    if (pad > 0) {
+      emitln(e, "if (c == 0)");
+      emitln(e, "    for (long q = 0; q < %ld; q++)", v->howo);
+      emitln(e, "        for (long r = %ld; r < %ld; r++)", ld - pad, ld);
+      emitln(e, "            to[q * %ld + r] = 0;", ld);
+    }
+  }
   emitln(e, "}");
   emitln(e, "}");
 }
@@ -230,7 +258,7 @@ static void conv2d_emit(Emit *e, const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->in[0])->shape, &val(g, node->out[0])->shape);
   bool bias = node->nin > 2;
   int tiles = (v.opg + NN_MR - 1) / NN_MR;   /* row tiles per group */
-  emit_chunk_columns(e, g, &v, true);
+  emit_chunk(e, g, &v, COLS, true);
   emit_omp(e, "for collapse(3)");
   emitln(e, "for (int bi = 0; bi < nb; bi++) {");
   emitln(e, "for (int mt = 0; mt < %d; mt++) {", v.g * tiles);
@@ -270,7 +298,7 @@ static void conv2d_dx_emit(Emit *e, const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->out[0])->shape, &val(g, node->in[0])->shape);
   Arena *a = e->ctx->arena;
   int tiles = (int)((v.fsize + NN_MR - 1) / NN_MR);   /* row tiles per group */
-  emit_chunk_columns(e, g, &v, false);
+  emit_chunk(e, g, &v, COLS, false);
   emit_omp(e, "for collapse(3)");
   emitln(e, "for (int bi = 0; bi < nb; bi++) {");
   emitln(e, "for (int mt = 0; mt < %d; mt++) {", v.g * tiles);
@@ -304,31 +332,32 @@ static void conv2d_dx_emit(Emit *e, const Graph *g, const Node *node) {
   emitln(e, "}");
 }
 
-/* dw (O, C/G, K, K): one thread owns each NN_TM x NN_TN tile of a group's
+/* dw (O, C/G, K, K): one thread owns each NN_MR x NN_NR tile of a group's
  * (O/G, R) gradient and adds the samples' products into it in batch order,
  * chunk after chunk. */
 static void conv2d_dw_emit(Emit *e, const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->in[1])->shape, &val(g, node->in[0])->shape);
-  int otiles = (v.opg + NN_TM - 1) / NN_TM, rtiles = (int)((v.fsize + NN_TN - 1) / NN_TN);
-  emit_chunk_columns(e, g, &v, true);
+  int otiles = (v.opg + NN_MR - 1) / NN_MR, rtiles = (int)((v.fsize + NN_NR - 1) / NN_NR);
+  long ld = row_ld(&v);
+  emit_chunk(e, g, &v, ROWS, true);
   emit_omp(e, "for collapse(2)");
   emitln(e, "for (int mt = 0; mt < %d; mt++) {", v.g * otiles);
   emitln(e, "for (int rt = 0; rt < %d; rt++) {", rtiles);
-  emitln(e, "const int g = mt / %d, o0 = g * %d + mt %% %d * NN_TM, r0 = rt * NN_TN;", otiles,
+  emitln(e, "const int g = mt / %d, o0 = g * %d + mt %% %d * NN_MR, r0 = rt * NN_NR;", otiles,
          v.opg, otiles);
-  emitln(e, "const int mr = (g + 1) * %d - o0 < NN_TM ? (g + 1) * %d - o0 : NN_TM;", v.opg,
+  emitln(e, "const int mr = (g + 1) * %d - o0 < NN_MR ? (g + 1) * %d - o0 : NN_MR;", v.opg,
          v.opg);
-  emitln(e, "const int nr = %ld - r0 < NN_TN ? (int)(%ld - r0) : NN_TN;", v.fsize, v.fsize);
-  emitln(e, "real acc[NN_TM][NN_TN];");
+  emitln(e, "const int nr = %ld - r0 < NN_NR ? (int)(%ld - r0) : NN_NR;", v.fsize, v.fsize);
+  emitln(e, "real acc[NN_MR][NN_NR];");
   emitln(e, "for (int i = 0; i < mr; i++)");
   emitln(e, "    for (int j = 0; j < nr; j++)");
   emitln(e, "        acc[i][j] = b0 == 0 ? 0 : dw[(long)(o0 + i) * %ld + r0 + j];", v.fsize);
   emitln(e, "for (int bi = 0; bi < nb; bi++) {");
-  emitln(e, "real t[NN_TM][NN_TN];");
-  emitln(e, "nn_tile_nt(t, mr, nr, %ld, dy + ((long)(b0 + bi) * %d + o0) * %ld, %ld,", v.howo,
+  emitln(e, "real t[NN_MR][NN_NR];");
+  emitln(e, "nn_tile_nn(t, mr, %ld, dy + ((long)(b0 + bi) * %d + o0) * %ld, %ld, 1,", v.howo,
          v.o, v.howo, v.howo);
-  emitln(e, "           %s + (long)r0 * %ld, %ld);", columns_of(e, &v, "x", "g"), v.howo,
-         v.howo);
+  emitln(e, "           ws + (long)bi * %ld + (long)g * %ld + r0, %ld);", v.howo * ld, v.fsize,
+         ld);
   emitln(e, "for (int i = 0; i < mr; i++)");
   emitln(e, "    for (int j = 0; j < nr; j++)");
   emitln(e, "        acc[i][j] += t[i][j];");
@@ -365,12 +394,12 @@ static void conv2d_backward(Graph *g, Node *node, const int *dout, const bool *n
   if (need[0]) {
     int in[2] = {dy, w};
     din[0] = derived_node(g, OP_CONV2D_DX, id, in, 2, val(g, x)->shape, true);
-    conv_workspace(g, node_at(g, val(g, din[0])->producer), &v);
+    conv_workspace(g, node_at(g, val(g, din[0])->producer), &v, COLS);
   }
   if (need[1]) {
     int in[2] = {dy, x};
     din[1] = derived_node(g, OP_CONV2D_DW, id, in, 2, val(g, w)->shape, false);
-    conv_workspace(g, node_at(g, val(g, din[1])->producer), &v);
+    conv_workspace(g, node_at(g, val(g, din[1])->producer), &v, ROWS);
   }
   if (bias >= 0 && need[2]) {
     int in[1] = {dy};
