@@ -96,8 +96,8 @@ void compile_model(Compiled *cm, const char *name, const char *model, const char
                        opts ? opts : "");
   cr_assert(st == 0, "nncc failed (%d) on %s:\n%s", st, name, log);
   st = run_capture(log, sizeof log,
-                   "%s -std=c11 -Wall -Wextra -Werror -shared -fPIC %s -o %s %s -lm", NNCC_CC,
-                   cflags ? cflags : "-O1", so, cm->c_path);
+                   "%s -std=c11 -Wall -Wextra -Werror -shared -fPIC %s %s -o %s %s -lm", NNCC_CC,
+                   cflags ? cflags : "-O1", NNCC_MODEL_SANITIZE, so, cm->c_path);
   cr_assert(st == 0, "cc failed on %s:\n%s", cm->c_path, log);
   /* NODELETE: unmapping a model built with -fopenmp would pull the OpenMP
    * runtime out from under its idle worker threads. */

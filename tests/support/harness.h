@@ -29,7 +29,8 @@ void write_file(const char *path, const char *text);
 char *read_text(const char *path);   /* malloc'd, NULL if missing */
 
 /* Emits `model` (source text, model name `name`) with nncc `opts`, compiles
- * it with `cflags` into a shared object and loads it.  Fails the current
+ * it with `cflags` into a shared object and loads it.  In a sanitized build
+ * (NNCC_SANITIZE) the model is compiled with ASan and UBSan too.  Fails the current
  * Criterion test on any error, printing the diagnostics. */
 void compile_model(Compiled *cm, const char *name, const char *model, const char *opts,
                    const char *cflags);
