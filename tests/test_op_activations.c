@@ -241,14 +241,9 @@ Test(activations, tail_gradients_are_finite) {
 /* ---- prelu ---------------------------------------------------------------- */
 
 static float *tensor_f(const Compiled *cm, void *m, const char *want, size_t *numel) {
-  int (*count)(void) = (int (*)(void))api(cm, "tensor_count");
-  const char *(*name)(int) = (const char *(*)(int))api(cm, "tensor_name");
-  float *(*get)(void *, int, size_t *) = (float *(*)(void *, int, size_t *))api(cm, "tensor");
-  for (int i = 0; i < count(); i++)
-    if (!strcmp(name(i), want))
-      return get(m, i, numel);
-  cr_assert_fail("no tensor %s", want);
-  return NULL;
+  float *t = tensor_by_name(cm, m, "tensor", want, numel);
+  cr_assert(t, "no tensor %s", want);
+  return t;
 }
 
 /* y[b, c, s] = x > 0 ? x : w[c] x, with w initialized to 0.25 and then set

@@ -85,20 +85,7 @@ static double max_err(const float *got, const double *want, const double *mag, s
 typedef void *(*create_fn)(uint64_t);
 typedef void (*destroy_fn)(void *);
 typedef int (*forward_fn)(void *, int, const float *, float *);
-typedef float *(*tensor_fn)(void *, int, size_t *);
-typedef const char *(*tensor_name_fn)(int);
 typedef int (*tensor_count_fn)(void);
-
-/* The tensor named `name` of model m, or NULL; *numel gets its size. */
-static float *find_tensor(const Compiled *cm, void *m, const char *name, size_t *numel) {
-  tensor_count_fn count = (tensor_count_fn)api(cm, "tensor_count");
-  tensor_name_fn tname = (tensor_name_fn)api(cm, "tensor_name");
-  tensor_fn tensor = (tensor_fn)api(cm, "tensor");
-  for (int i = 0; i < count(); i++)
-    if (strcmp(tname(i), name) == 0)
-      return tensor(m, i, numel);
-  return NULL;
-}
 
 static void check_forward(const Conv *v, bool relu) {
   char text[1024];
@@ -108,8 +95,8 @@ static void check_forward(const Conv *v, bool relu) {
   void *m = ((create_fn)api(&cm, "create"))(7);
   cr_assert(m);
   size_t wn = 0, bn = 0;
-  float *w = find_tensor(&cm, m, "conv1.weight", &wn);
-  float *b = find_tensor(&cm, m, "conv1.bias", &bn);
+  float *w = tensor_by_name(&cm, m, "tensor", "conv1.weight", &wn);
+  float *b = tensor_by_name(&cm, m, "tensor", "conv1.bias", &bn);
   cr_assert(w && wn == (size_t)v->o * (v->c / v->g) * v->k * v->k, "%s: weight", v->name);
   cr_assert(v->bias ? b && bn == (size_t)v->o : !b, "%s: bias", v->name);
   if (b)
@@ -278,16 +265,6 @@ static void reference_grads(double *dx, double *dw, double *db, const double *dy
 
 typedef int (*gradients_d_fn)(void *, int, const double *, const double *, double *, double *);
 
-/* The model's gradient named `name` (its tensor's index in the table). */
-static double *grad_of(const Compiled *cm, void *m, const char *name, size_t *numel) {
-  tensor_count_fn count = (tensor_count_fn)api(cm, "tensor_count");
-  tensor_name_fn tname = (tensor_name_fn)api(cm, "tensor_name");
-  for (int i = 0; i < count(); i++)
-    if (strcmp(tname(i), name) == 0)
-      return ((double *(*)(void *, int, size_t *))api(cm, "grad"))(m, i, numel);
-  return NULL;
-}
-
 /* Convolutions whose columns fill most of the workspace: the batch runs in
  * chunks of one or a few samples, so a chunk that is skipped, repeated or
  * added twice into dw shows.  In f64 against reference_grads. */
@@ -307,16 +284,16 @@ static void check_chunked(const Conv *v) {
   fill_uniform_d(x, xl, 8, -1, 1);
   fill_uniform_d(t, yl, 9, -1, 1);
   size_t numel;
-  const double *w = (const double *)find_tensor(&cm, m, "conv1.weight", &numel);
-  const double *b = (const double *)find_tensor(&cm, m, "conv1.bias", &numel);
+  const double *w = (const double *)tensor_by_name(&cm, m, "tensor", "conv1.weight", &numel);
+  const double *b = (const double *)tensor_by_name(&cm, m, "tensor", "conv1.bias", &numel);
   cr_assert(w && b);
   cr_assert(((forward_d_fn)api(&cm, "forward"))(m, n, x, y) == 0);
   mse_dy(dy, y, t, yl);
   reference_grads(dx, dw, db, dy, x, w, n, v);
   double loss;
   cr_assert(((gradients_d_fn)api(&cm, "gradients"))(m, n, x, t, &loss, got) == 0);
-  const double *gw = grad_of(&cm, m, "conv1.weight", &numel);
-  const double *gb = grad_of(&cm, m, "conv1.bias", &numel);
+  const double *gw = tensor_by_name(&cm, m, "grad", "conv1.weight", &numel);
+  const double *gb = tensor_by_name(&cm, m, "grad", "conv1.bias", &numel);
   cr_assert(gw && gb);
   cr_expect(max_rel_err_d(got, dx, xl) < 1e-9, "%s: dx differs by %.3g", v->name,
             max_rel_err_d(got, dx, xl));

@@ -53,20 +53,8 @@ static void model_text(char *buf, size_t cap, const Dense *v) {
 typedef void *(*create_fn)(uint64_t);
 typedef void (*destroy_fn)(void *);
 typedef int (*forward_fn)(void *, int, const float *, float *);
-typedef float *(*tensor_fn)(void *, int, size_t *);
-typedef const char *(*tensor_name_fn)(int);
 typedef int (*tensor_count_fn)(void);
 
-/* The tensor named `name` of model m, or NULL; *numel gets its size. */
-static float *find_tensor(const Compiled *cm, void *m, const char *name, size_t *numel) {
-  tensor_count_fn count = (tensor_count_fn)api(cm, "tensor_count");
-  tensor_name_fn tname = (tensor_name_fn)api(cm, "tensor_name");
-  tensor_fn tensor = (tensor_fn)api(cm, "tensor");
-  for (int i = 0; i < count(); i++)
-    if (strcmp(tname(i), name) == 0)
-      return tensor(m, i, numel);
-  return NULL;
-}
 
 /* Inference batchnorm of unit o: scale and shift of (acc - mean). */
 typedef struct Bn {
@@ -123,7 +111,7 @@ static Bn random_bn(const Compiled *cm, void *m, int units) {
   float *p[4];
   for (int i = 0; i < 4; i++) {
     size_t numel = 0;
-    p[i] = find_tensor(cm, m, names[i], &numel);
+    p[i] = tensor_by_name(cm, m, "tensor", names[i], &numel);
     cr_assert(p[i] && numel == (size_t)units, "%s", names[i]);
     fill_uniform(p[i], numel, 20 + (uint64_t)i, lo[i], hi[i]);
   }
@@ -141,8 +129,8 @@ static void check_forward(const Dense *v) {
   void *m = ((create_fn)api(&cm, "create"))(7);
   cr_assert(m);
   size_t wn = 0, bn = 0;
-  float *w = find_tensor(&cm, m, "fc1.weight", &wn);
-  float *b = find_tensor(&cm, m, "fc1.bias", &bn);
+  float *w = tensor_by_name(&cm, m, "tensor", "fc1.weight", &wn);
+  float *b = tensor_by_name(&cm, m, "tensor", "fc1.bias", &bn);
   cr_assert(w && wn == (size_t)v->u * v->k, "%s: weight", v->name);
   cr_assert(v->bias ? b && bn == (size_t)v->u : !b, "%s: bias", v->name);
   if (b)

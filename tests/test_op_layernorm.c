@@ -38,15 +38,10 @@ static void reference(double *y, const float *x, const float *w, const float *b,
   }
 }
 
-static float *tensor(Compiled *cm, void *m, const char *want, size_t *numel) {
-  int (*count)(void) = (int (*)(void))api(cm, "tensor_count");
-  const char *(*name)(int) = (const char *(*)(int))api(cm, "tensor_name");
-  float *(*get)(void *, int, size_t *) = (float *(*)(void *, int, size_t *))api(cm, "tensor");
-  for (int i = 0; i < count(); i++)
-    if (!strcmp(name(i), want))
-      return get(m, i, numel);
-  cr_assert_fail("no tensor %s", want);
-  return NULL;
+static float *tensor(const Compiled *cm, void *m, const char *want, size_t *numel) {
+  float *t = tensor_by_name(cm, m, "tensor", want, numel);
+  cr_assert(t, "no tensor %s", want);
+  return t;
 }
 
 static void forward_case(const char *name, const char *shape, int m, const char *opts) {

@@ -113,6 +113,17 @@ void *api(const Compiled *cm, const char *fn) {
   return p;
 }
 
+void *tensor_by_name(const Compiled *cm, void *m, const char *fn, const char *name,
+                     size_t *numel) {
+  int (*count)(void) = (int (*)(void))api(cm, "tensor_count");
+  const char *(*tensor_name)(int) = (const char *(*)(int))api(cm, "tensor_name");
+  void *(*get)(void *, int, size_t *) = (void *(*)(void *, int, size_t *))api(cm, fn);
+  for (int i = 0; i < count(); i++)
+    if (strcmp(tensor_name(i), name) == 0)
+      return get(m, i, numel);
+  return NULL;
+}
+
 void close_model(Compiled *cm) {
   if (cm->lib)
     dlclose(cm->lib);

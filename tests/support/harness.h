@@ -36,6 +36,11 @@ void compile_model(Compiled *cm, const char *name, const char *model, const char
                    const char *cflags);
 /* The generated function <name>_<fn>; fails the test if missing. */
 void *api(const Compiled *cm, const char *fn);
+/* Through the model's API function `fn` ("tensor" or "grad"), the tensor
+ * named `name` of model m, or NULL when there is none; *numel (if not NULL)
+ * gets its size.  The element type is the model's real. */
+void *tensor_by_name(const Compiled *cm, void *m, const char *fn, const char *name,
+                     size_t *numel);
 void close_model(Compiled *cm);
 
 /* Deterministic test data. */
