@@ -199,6 +199,10 @@ static void check_grad(const char *name, const char *call, const Cfg *q) {
   }                                                                                        \
   Test(pool_grad, kind##_k3_s2_7x5) {                                                      \
     check_grad(#kind "_g3", #kind "(x, 3, stride=2, pad=1)", &(Cfg){1, 7, 5, 3, 3, 2, 1});  \
+  }                                                                                        \
+  /* Windows that tile the plane but leave its last row and column out. */                 \
+  Test(pool_grad, kind##_k2_s2_odd) {                                                      \
+    check_grad(#kind "_g4", #kind "(x, 2)", &(Cfg){2, 7, 5, 2, 2, 2, 0});                   \
   }
 
 GRAD_TESTS(maxpool)

@@ -221,9 +221,39 @@ static void pool_backward(Graph *g, Node *node, const int *dout, const bool *nee
 /* ---- backward ---------------------------------------------------------------- */
 
 /* dx (N, C, H, W) from dy (N, C, Ho, Wo); max/min also read x and y. */
+/* max/min backward when the windows tile the plane without overlap or
+ * padding (stride == kernel, as in maxpool(2)): each cell of a window is
+ * written once, with dy at the winner and 0 elsewhere, without branches:
+ * scanning the window backwards leaves the first matching cell in `at`.
+ * Cells no window covers (the last rows or columns of an odd plane) are
+ * zeroed first. */
+static void extreme_dx_tiled(Emit *e, const Geom *q) {
+  open_planes(e, q, "dx", "dy", true);
+  if (q->ho * q->kh < q->h || q->wo * q->kw < q->w) {
+    emitln(e, "for (long i = 0; i < %ld; i++)", (long)q->h * q->w);
+    emitln(e, "    dxp[i] = 0;");
+  }
+  emitln(e, "const real *xp = x + p * %ld, *yp = y + p * %ld;", (long)q->h * q->w,
+         (long)q->ho * q->wo);
+  open_windows(e, q);
+  emitln(e, "int at = -1;");
+  emitln(e, "for (int i = he - 1; i >= hs; i--)");
+  emitln(e, "    for (int j = we - 1; j >= ws; j--)");
+  emitln(e, "        at = xp[i * %d + j] == yp[o] ? i * %d + j : at;", q->w, q->w);
+  emitln(e, "for (int i = hs; i < he; i++)");
+  emitln(e, "    for (int j = ws; j < we; j++)");
+  emitln(e, "        dxp[i * %d + j] = i * %d + j == at ? dyp[o] : 0;", q->w, q->w);
+  close_loops(e, 3);
+}
+
 static void pool_dx_emit(Emit *e, const Graph *g, const Node *node) {
   PoolKind kind = info_of(node->op)->kind;
   Geom q = geom_of(node, &val(g, node->out[0])->shape);
+  bool tiled = q.sh == q.kh && q.sw == q.kw && q.pad == 0;
+  if ((kind == POOL_MAX || kind == POOL_MIN) && tiled) {
+    extreme_dx_tiled(e, &q);
+    return;
+  }
   open_planes(e, &q, "dx", "dy", true);
   emitln(e, "for (long i = 0; i < %ld; i++)", (long)q.h * q.w);
   emitln(e, "    dxp[i] = 0;");

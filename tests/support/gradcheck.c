@@ -82,6 +82,9 @@ GradReport grad_check(const Compiled *cm, int n, const double *x, size_t x_len, 
   double *xs = malloc(x_len * sizeof *xs), *dx = malloc(x_len * sizeof *dx);
   double *scratch = malloc(x_len * sizeof *scratch);
   memcpy(xs, x, x_len * sizeof *xs);
+  /* NaN until written: a kernel that leaves a cell of dx alone fails. */
+  for (size_t i = 0; i < x_len; i++)
+    dx[i] = NAN;
   loss_at(&a, n, xs, y, dx);
   /* Analytic gradients first: every later call overwrites them. */
   int count = a.count();
