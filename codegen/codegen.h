@@ -31,7 +31,8 @@
 
 /* Register tiles of runtime/nn_gemm.c: nn tiles are NN_MR x NN_NR (two
  * 512-bit vectors of f32 per row: 12 accumulators, enough to hide the FMA
- * latency), nt tiles NN_TM x NN_TN with NN_VL partial sums each.  The prelude #defines these names in the generated C. */
+ * latency), nt tiles NN_TM x NN_TN with NN_VL partial sums each.  The
+ * prelude #defines these names in the generated C. */
 enum { NN_MR = 6, NN_NR = 32, NN_TM = 4, NN_TN = 2, NN_VL = 16 };
 
 struct Emit {
