@@ -404,6 +404,31 @@ void emit_io_checks(CG *cg, const Graph *g, ValueKind kind) {
   }
 }
 
+/* The failure codes of runtime/nn_errors.c under the model's prefix, for
+ * the header (LENET5_ERR_IO); the .c checks at compile time that they match
+ * the runtime's.  No <M>_OK: it would be POSIX's X_OK for a model `x`. */
+static const struct {
+  const char *name;
+  int value;
+  const char *what;
+} statuses[] = {
+    {"ERR_ARG", -1, "bad argument"},
+    {"ERR_IO", -2, "cannot open, read, write or rename a file"},
+    {"ERR_FORMAT", -3, "not a valid safetensors file"},
+    {"ERR_MISMATCH", -4, "tensors do not match the model"},
+    {"ERR_NONFINITE", -5, "loss or gradient not finite; weights unchanged"},
+    {"ERR_NOMEM", -6, "out of memory"},
+    {"ERR_DATA", -7, "bad input data, e.g. a label out of range"},
+    {NULL, 0, NULL},
+};
+
+static void emit_status_checks(CG *cg) {
+  for (int i = 0; statuses[i].name; i++)
+    buf_printf(cg->c, "_Static_assert(%s_%s == NN_%s, \"status codes\");\n", cg->M,
+               statuses[i].name, statuses[i].name);
+  buf_puts(cg->c, "\n");
+}
+
 static void emit_header(CG *cg) {
   const Graph *g = cg->layout;
   Buf *h = cg->h;
@@ -425,7 +450,11 @@ static void emit_header(CG *cg) {
     }
   }
   buf_printf(h, "\ntypedef struct %s %s;\n\n", m, m);
-  buf_printf(h, "/* Status codes: 0 ok, negative on failure; see %s_strerror. */\n", m);
+  buf_printf(h, "/* Status codes: 0 on success, negative on failure; see %s_strerror. */\n", m);
+  for (int i = 0; statuses[i].name; i++)
+    buf_printf(h, "#define %s_%s (%d)   /* %s */\n", M, statuses[i].name, statuses[i].value,
+               statuses[i].what);
+  buf_puts(h, "\n");
   buf_printf(h, "size_t %s_memory_size(void);   /* bytes for %s_init_in, any alignment */\n", m, m);
   buf_printf(h, "%s *%s_init_in(void *mem, uint64_t seed);   /* caller owns mem */\n", m, m);
   buf_printf(h, "%s *%s_create(uint64_t seed);   /* malloc'd; NULL when out of memory */\n", m, m);
@@ -639,6 +668,7 @@ bool emit_c(Ctx *ctx, const Program *prog, const Graph *infer, const Graph *trai
   if (with_main)
     main_reserve(&cg);
   emit_prelude(&cg);
+  emit_status_checks(&cg);
   emit_tensor_table(&cg);
   if (train)
     emit_train_defs(&cg);

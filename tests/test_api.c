@@ -157,6 +157,34 @@ Test(api, strerror_distinct) {
   cr_expect(a.strerror(-99) && a.strerror(-99)[0], "unknown code gives no text");
 }
 
+/* The header names the failure codes (API_ERR_ARG ...) with the documented
+ * values, and a program using them sees them returned. */
+Test(api, status_codes_in_header) {
+  Api a;
+  setup(&a);
+  char prog[700], out[4096];
+  snprintf(prog, sizeof prog, "%s/status.c", a.cm.dir);
+  write_file(prog,
+             "#include \"api.h\"\n"
+             "int main(void) {\n"
+             "  float x[6] = {0}, y[4];\n"
+             "  if (API_ERR_ARG != -1 || API_ERR_IO != -2 || API_ERR_FORMAT != -3 ||\n"
+             "      API_ERR_MISMATCH != -4 || API_ERR_NONFINITE != -5 || API_ERR_NOMEM != -6 ||\n"
+             "      API_ERR_DATA != -7)\n"
+             "    return 1;\n"
+             "  api *m = api_create(1);\n"
+             "  int st = api_forward(m, 0, x, y);\n"
+             "  api_destroy(m);\n"
+             "  return st == API_ERR_ARG ? 0 : 2;\n"
+             "}\n");
+  int st = run_capture(out, sizeof out,
+                       "cd %s && %s -std=c11 -Wall -Wextra -Werror -pedantic status.c api.c "
+                       "-o status -lm && ./status",
+                       a.cm.dir, NNCC_CC);
+  cr_expect(st == 0, "exit %d:\n%s", st, out);
+  close_model(&a.cm);
+}
+
 Test(api, tensor_table) {
   Api a;
   setup(&a);
