@@ -13,13 +13,16 @@
  *   elementwise  a chain of elementwise ops (add then relu, ...) runs as
  *              one loop: later links are epilogues of the first.
  *   prologue   (opt-in, not part of "all") an elementwise op whose every
- *              reader can recompute it on read (ROLE_PROLOGUE: the
- *              batchnorm backward kernels) is not stored: the activation
- *              gradient before a batchnorm is folded into batchnorm's
- *              backward, as the activation itself is folded into its
- *              forward.  Measured slower (LeNet-5 training step 10-12% at 1
- *              thread, docs/performance.md) and it keeps two tensors alive
- *              instead of one (arena +14%), so it is off by default.
+ *              reader can compute it itself (ROLE_PROLOGUE: the batchnorm
+ *              backward kernel) is not a kernel of its own: the activation
+ *              gradient before a batchnorm is computed in batchnorm's
+ *              backward, as the activation is in its forward.  Same bits,
+ *              but no gain on a CPU: the fused kernel must store the masked
+ *              gradient before summing it (ir/ops/batchnorm.c says why),
+ *              which costs what the in-place relu_dx pass it removes costs
+ *              (LeNet-5 training step 0.98-1.00x), and the activation's
+ *              output stays alive next to its gradient, so it is off by
+ *              default (docs/performance.md).
  * A fused node is marked dead with fused_into = the anchor; the anchor takes
  * over its output value, so consumers are unchanged.  Every decision, and
  * every candidate refused with the reason, goes to the --report log.

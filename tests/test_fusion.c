@@ -1,9 +1,10 @@
 /*
  * test_fusion.c: fusion never changes results beyond float rounding.  For
- * every example model, the default (fused) build and the --fuse=none build,
- * created from one seed, give the same forward outputs (1e-5 relative, f32)
- * and the same loss and parameter gradients (1e-5 relative in norm per
- * tensor) on the same batch.
+ * every example model, the default (fused) build, the build with every
+ * fusion including the opt-in prologue, and the --fuse=none build, created
+ * from one seed, give the same forward outputs (1e-5 relative, f32) and the
+ * same loss and parameter gradients (1e-5 relative in norm per tensor) on
+ * the same batch.
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -99,6 +100,24 @@ static double norm_rel(const float *a, const float *b, size_t n) {
   return s > 0 ? sqrt(d / s) : sqrt(d);
 }
 
+/* A fused build's run against the --fuse=none run of the same batch. */
+static void compare_runs(const char *file, const char *fuse, const Run *fused, const Run *plain,
+                         const Shapes *s) {
+  double out_err = norm_rel(fused->out, plain->out, (size_t)(N * s->out));
+  cr_expect(out_err < 1e-5, "%s %s: forward outputs differ by %g", file, fuse, out_err);
+  cr_expect(fabs(fused->loss - plain->loss) <= 1e-5 * fmax(1, fabs(plain->loss)),
+            "%s %s: loss %g vs %g", file, fuse, fused->loss, plain->loss);
+  int compared = 0;
+  for (int k = 0; k < fused->count; k++) {
+    if (!fused->grads[k] || !plain->grads[k])
+      continue;
+    double err = norm_rel(fused->grads[k], plain->grads[k], fused->numel[k]);
+    cr_expect(err < 1e-5, "%s %s: gradient of tensor %d differs by %g", file, fuse, k, err);
+    compared++;
+  }
+  cr_expect(compared > 0, "%s %s: no gradients compared", file, fuse);
+}
+
 static void compare_example(const char *file) {
   char path[600], name[128];
   snprintf(path, sizeof path, "%s/examples/%s", NNCC_SOURCE_DIR, file);
@@ -117,25 +136,17 @@ static void compare_example(const char *file) {
   const char *model = strstr(text, "\nmodel ");
   cr_assert(model || strncmp(text, "model ", 6) == 0);
   sscanf(model ? model + 7 : text + 6, "%127s", name);
-  char opts[64];
-  snprintf(opts, sizeof opts, "--batch %d", N);
-  Run fused = run_variant(name, text, opts, &s, x, y);
+  static const char *const fusions[] = {"--fuse=all",
+                                        "--fuse=bn_fold,epilogue,elementwise,prologue"};
+  char opts[128];
   snprintf(opts, sizeof opts, "--batch %d --fuse=none", N);
   Run plain = run_variant(name, text, opts, &s, x, y);
-  double out_err = norm_rel(fused.out, plain.out, (size_t)(N * s.out));
-  cr_expect(out_err < 1e-5, "%s: forward outputs differ by %g", file, out_err);
-  cr_expect(fabs(fused.loss - plain.loss) <= 1e-5 * fmax(1, fabs(plain.loss)),
-            "%s: loss %g vs %g", file, fused.loss, plain.loss);
-  int compared = 0;
-  for (int k = 0; k < fused.count; k++) {
-    if (!fused.grads[k] || !plain.grads[k])
-      continue;
-    double err = norm_rel(fused.grads[k], plain.grads[k], fused.numel[k]);
-    cr_expect(err < 1e-5, "%s: gradient of tensor %d differs by %g", file, k, err);
-    compared++;
+  for (size_t f = 0; f < sizeof fusions / sizeof fusions[0]; f++) {
+    snprintf(opts, sizeof opts, "--batch %d %s", N, fusions[f]);
+    Run fused = run_variant(name, text, opts, &s, x, y);
+    compare_runs(file, fusions[f], &fused, &plain, &s);
+    free_run(&fused);
   }
-  cr_expect(compared > 0, "%s: no gradients compared", file);
-  free_run(&fused);
   free_run(&plain);
   free(x);
   free(t);

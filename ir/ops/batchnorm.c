@@ -9,9 +9,15 @@
  * also updates the running statistics (momentum, unbiased variance as
  * PyTorch does) and keeps mean and 1/sqrt(var + eps) for the backward pass.
  * It is an epilogue anchor: a following activation is applied before the
- * single store of y; and its backward kernels take that activation's
- * gradient as a prologue (ROLE_PROLOGUE), recomputing it from dy and the
- * activation's output instead of reading a stored tensor.
+ * single store of y.  Backward is one kernel, as in cuDNN and PyTorch: the
+ * two channel sums (of dy and dy * xhat) are taken once and give dgamma,
+ * dbeta and dx.  It can take the activation's gradient as a prologue
+ * (ROLE_PROLOGUE, the opt-in prologue fusion): the masked gradient is
+ * computed once per sample block into dx, then summed and read back,
+ * instead of being stored by a relu_dx kernel.
+ * Sums run in double in a fixed order for any thread count (a thread owns
+ * a channel) that still vectorizes: BN_LANES partial sums, see
+ * emit_channel_sums.
  * Inference: the build rule turns the node into batchnorm_infer, an
  * elementwise op on the running statistics.  After a conv or dense layer the
  * bn_fold fusion (passes/fuse.c) removes it: batchnorm_fold scales that
@@ -36,6 +42,59 @@ static const char *const infer_out[] = {"y", NULL};
 static void bn_dims(const Value *x, int *channels, long *spatial) {
   *channels = x->shape.dim[0];
   *spatial = shape_numel(&x->shape) / *channels;
+}
+
+/* Partial sums per quantity in emit_channel_sums: four 512-bit vectors of
+ * doubles, so their additions overlap.  More than 16 also keeps gcc from
+ * unrolling the lane loop completely, which would leave 16 scalar sums. */
+enum { BN_LANES = 32 };
+
+/* Emits `double sums[q] = ...;` for q < count: the sum over channel c (n
+ * samples of s positions; k indexes the element) of exprs[q].  The order
+ * is fixed for any thread count and vectorizes without reassociation: lane
+ * j of BN_LANES partial sums takes positions i = j (mod BN_LANES) of every
+ * sample in turn; the lanes are added in order at the end.  `fill`, if
+ * not NULL, is a statement run over each sample's block (index k) before it
+ * is summed. */
+static void emit_channel_sums(Emit *e, int c, long s, int count, const char *const *sums,
+                              const char *const *exprs, const char *fill) {
+  long main_part = s / BN_LANES * BN_LANES, tail = s - main_part;
+  for (int q = 0; q < count; q++)
+    emitln(e, "double %s = 0;", sums[q]);
+  emitln(e, "/* lane j sums positions j mod %d: a fixed order that vectorizes */", BN_LANES);
+  emitln(e, "{");
+  for (int q = 0; q < count; q++)
+    emitln(e, "double lane_%s[%d] = {0};", sums[q], BN_LANES);
+  emitln(e, "for (int b = 0; b < n; b++) {");
+  emitln(e, "const long base = ((long)b * %d + c) * %ld;", c, s);
+  if (fill) {
+    emitln(e, "for (long i = 0; i < %ld; i++) {", s);
+    emitln(e, "const long k = base + i;");
+    emitln(e, "%s", fill);
+    emitln(e, "}");
+  }
+  if (main_part > 0) {
+    emitln(e, "for (long i = 0; i < %ld; i += %d) {", main_part, BN_LANES);
+    emitln(e, "for (int j = 0; j < %d; j++) {", BN_LANES);
+    emitln(e, "const long k = base + i + j;");
+    for (int q = 0; q < count; q++)
+      emitln(e, "lane_%s[j] += %s;", sums[q], exprs[q]);
+    emitln(e, "}");
+    emitln(e, "}");
+  }
+  if (tail > 0) {
+    emitln(e, "for (int j = 0; j < %ld; j++) {", tail);
+    emitln(e, "const long k = base + %ld + j;", main_part);
+    for (int q = 0; q < count; q++)
+      emitln(e, "lane_%s[j] += %s;", sums[q], exprs[q]);
+    emitln(e, "}");
+  }
+  emitln(e, "}");
+  emitln(e, "for (int j = 0; j < %d; j++) {", BN_LANES);
+  for (int q = 0; q < count; q++)
+    emitln(e, "%s += lane_%s[j];", sums[q], sums[q]);
+  emitln(e, "}");
+  emitln(e, "}");
 }
 
 static bool bn_build(Graph *g, Node *node) {
@@ -74,8 +133,8 @@ static bool bn_build(Graph *g, Node *node) {
   return true;
 }
 
-/* Training forward: per channel (one thread each) mean, variance, output,
- * running statistics.  Sums in double, in a fixed order. */
+/* Training forward: per channel (one thread each) mean, variance (two
+ * passes, for accuracy), output, running statistics. */
 static void bn_emit(Emit *e, const Graph *g, const Node *node) {
   int c;
   long s;
@@ -84,16 +143,11 @@ static void bn_emit(Emit *e, const Graph *g, const Node *node) {
   emit_omp_for(e, "");
   emitln(e, "for (int c = 0; c < %d; c++) {", c);
   emitln(e, "const double count = (double)n * %ld;", s);
-  emitln(e, "double sum = 0, sq = 0;");
-  emitln(e, "for (int b = 0; b < n; b++)");
-  emitln(e, "    for (long i = 0; i < %ld; i++)", s);
-  emitln(e, "    sum += x[((long)b * %d + c) * %ld + i];", c, s);
+  const char *sum = "sum", *sq = "sq";
+  const char *x = "x[k]", *dev = "(x[k] - mu) * (x[k] - mu)";
+  emit_channel_sums(e, c, s, 1, &sum, &x, NULL);
   emitln(e, "const double mu = sum / count;");
-  emitln(e, "for (int b = 0; b < n; b++)");
-  emitln(e, "    for (long i = 0; i < %ld; i++) {", s);
-  emitln(e, "    const double d = x[((long)b * %d + c) * %ld + i] - mu;", c, s);
-  emitln(e, "    sq += d * d;");
-  emitln(e, "    }");
+  emit_channel_sums(e, c, s, 1, &sq, &dev, NULL);
   emitln(e, "const double var = sq / count;");
   emitln(e, "const real is = (real)(1.0 / sqrt(var + %.17g));", attr_num(node, A_EPS));
   emitln(e, "mean[c] = (real)mu;");
@@ -118,70 +172,87 @@ static void bn_infer_scalar(Buf *b, const Graph *g, const Node *node, const char
              attr_num(node, A_EPS), a[2]);
 }
 
-/* dx = gamma * invstd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat)),
- * M = N * H * W; xhat = (x - mean) * invstd. */
+/* The backward kernel: dx = gamma * invstd / M * (M * dy - sum(dy) - xhat *
+ * sum(dy * xhat)), M = N * H * W, xhat = (x - mean) * invstd; with outputs
+ * dgamma, dbeta also dgamma = sum(dy * xhat), dbeta = sum(dy).  With a
+ * prologue the gradient it works on (`grad`) is first stored in dx, one
+ * sample block at a time: recomputed inside the sums, its select would be
+ * followed by a float-to-double conversion that gcc will not speculate
+ * (-ftrapping-math), so the loops would neither vectorize nor lose their
+ * branches, mispredicted on every other element of a ReLU mask. */
 static void bn_dx_emit(Emit *e, const Graph *g, const Node *node) {
   int c;
   long s;
   bn_dims(val(g, node->in[1]), &c, &s);
+  const char *grad = node->prologue ? "dx" : "dy";
+  const char *fill = NULL;
+  if (node->prologue)
+    fill = arena_printf(e->ctx->arena, "dx[k] = %s;", input_expr(e, node, 0, "k", "c"));
   emit_omp_for(e, "");
   emitln(e, "for (int c = 0; c < %d; c++) {", c);
-  emitln(e, "double sum_dy = 0, sum_dy_xhat = 0;");
-  emitln(e, "for (int b = 0; b < n; b++)");
-  emitln(e, "    for (long i = 0; i < %ld; i++) {", s);
-  emitln(e, "    const long k = ((long)b * %d + c) * %ld + i;", c, s);
-  emitln(e, "    const real g = %s;", input_expr(e, node, 0, "k", "c"));
-  emitln(e, "    sum_dy += g;");
-  emitln(e, "    sum_dy_xhat += g * (x[k] - mean[c]) * invstd[c];");
-  emitln(e, "    }");
+  emitln(e, "const real mc = mean[c], is = invstd[c];");
+  const char *sums[] = {"sum_dy", "sum_dy_xhat"};
+  const char *exprs[] = {arena_printf(e->ctx->arena, "%s[k]", grad),
+                         arena_printf(e->ctx->arena, "%s[k] * (x[k] - mc) * is", grad)};
+  emit_channel_sums(e, c, s, 2, sums, exprs, fill);
+  if (node->nout == 3) {
+    emitln(e, "dgamma[c] = (real)sum_dy_xhat;");
+    emitln(e, "dbeta[c] = (real)sum_dy;");
+  }
   emitln(e, "const double count = (double)n * %ld;", s);
   emitln(e, "const double mdy = sum_dy / count, mdyx = sum_dy_xhat / count;");
-  emitln(e, "for (int b = 0; b < n; b++)");
-  emitln(e, "    for (long i = 0; i < %ld; i++) {", s);
-  emitln(e, "    const long k = ((long)b * %d + c) * %ld + i;", c, s);
-  emitln(e, "    const double xhat = (x[k] - mean[c]) * invstd[c];");
-  emitln(e, "    const real g = %s;", input_expr(e, node, 0, "k", "c"));
-  emitln(e, "    dx[k] = (real)(gamma[c] * invstd[c] * (g - mdy - xhat * mdyx));");
-  emitln(e, "    }");
+  emitln(e, "const real gs = gamma[c] * is;");
+  emitln(e, "for (int b = 0; b < n; b++) {");
+  emitln(e, "for (long i = 0; i < %ld; i++) {", s);
+  emitln(e, "const long k = ((long)b * %d + c) * %ld + i;", c, s);
+  emitln(e, "const double xhat = (x[k] - mc) * is;");
+  emitln(e, "dx[k] = (real)(gs * (%s[k] - mdy - xhat * mdyx));", grad);
+  emitln(e, "}");
+  emitln(e, "}");
   emitln(e, "}");
 }
 
-/* dgamma = sum(dy * xhat), dbeta = sum(dy), per channel. */
+/* dgamma = sum(dy * xhat), dbeta = sum(dy), per channel: the backward
+ * kernel when the input needs no gradient.  It takes no prologue: with no
+ * dx to store the masked gradient in, see bn_dx_emit. */
 static void bn_dparams_emit(Emit *e, const Graph *g, const Node *node) {
   int c;
   long s;
   bn_dims(val(g, node->in[1]), &c, &s);
   emit_omp_for(e, "");
   emitln(e, "for (int c = 0; c < %d; c++) {", c);
-  emitln(e, "double sg = 0, sb = 0;");
-  emitln(e, "for (int b = 0; b < n; b++)");
-  emitln(e, "    for (long i = 0; i < %ld; i++) {", s);
-  emitln(e, "    const long k = ((long)b * %d + c) * %ld + i;", c, s);
-  emitln(e, "    const real g = %s;", input_expr(e, node, 0, "k", "c"));
-  emitln(e, "    sg += g * (x[k] - mean[c]) * invstd[c];");
-  emitln(e, "    sb += g;");
-  emitln(e, "    }");
-  emitln(e, "dgamma[c] = (real)sg;");
-  emitln(e, "dbeta[c] = (real)sb;");
+  emitln(e, "const real mc = mean[c], is = invstd[c];");
+  const char *sums[] = {"sum_dy", "sum_dy_xhat"};
+  const char *exprs[] = {"dy[k]", "dy[k] * (x[k] - mc) * is"};
+  emit_channel_sums(e, c, s, 2, sums, exprs, NULL);
+  emitln(e, "dgamma[c] = (real)sum_dy_xhat;");
+  emitln(e, "dbeta[c] = (real)sum_dy;");
   emitln(e, "}");
 }
 
+/* One kernel for dx, dgamma and dbeta when dx is needed (the sums are
+ * shared); batchnorm_dparams alone when it is not. */
 static void bn_backward(Graph *g, Node *node, const int *dout, const bool *need, int *din) {
   int id = node->id;
   int x = node->in[0], gamma = node->in[1], mean = node->out[1], invstd = node->out[2];
+  Shape pc = val(g, gamma)->shape;
+  int dgamma = -1, dbeta = -1;
   if (need[0]) {
     int in[5] = {dout[0], x, gamma, mean, invstd};
     din[0] = derived_node(g, OP_BATCHNORM_DX, id, in, 5, val(g, x)->shape, true);
-  }
-  if (need[1] || need[2]) {
+    if (need[1] || need[2]) {
+      Node *k = node_at(g, val(g, din[0])->producer);
+      dgamma = node_output(g, k, pc, false, g->dtype);
+      dbeta = node_output(g, k, pc, false, g->dtype);
+    }
+  } else if (need[1] || need[2]) {
     int in[4] = {dout[0], x, mean, invstd};
-    Shape pc = val(g, gamma)->shape;
-    int dgamma = derived_node(g, OP_BATCHNORM_DPARAMS, id, in, 4, pc, false);
+    dgamma = derived_node(g, OP_BATCHNORM_DPARAMS, id, in, 4, pc, false);
     Node *k = node_at(g, val(g, dgamma)->producer);
-    int dbeta = node_output(g, k, pc, false, g->dtype);
-    din[1] = need[1] ? dgamma : -1;
-    din[2] = need[2] ? dbeta : -1;
+    dbeta = node_output(g, k, pc, false, g->dtype);
   }
+  din[1] = need[1] ? dgamma : -1;
+  din[2] = need[2] ? dbeta : -1;
 }
 
 static double bn_flops(const Graph *g, const Node *node) {
@@ -219,7 +290,7 @@ const OpDef op_batchnorm_infer = {
 };
 
 static const char *const dx_in[] = {"dy", "x", "gamma", "mean", "invstd", NULL};
-static const char *const dx_out[] = {"dx", NULL};
+static const char *const dx_out[] = {"dx", "dgamma", "dbeta", NULL};
 static const char *const dp_in[] = {"dy", "x", "mean", "invstd", NULL};
 static const char *const dp_out[] = {"dgamma", "dbeta", NULL};
 
@@ -230,7 +301,7 @@ const OpDef op_batchnorm_dx = {
 
 const OpDef op_batchnorm_dparams = {
     .name = "batchnorm_dparams", .attrs = bn_attrs, .nattr = 2, .in_names = dp_in,
-    .out_names = dp_out, .roles = ROLE_INTERNAL | ROLE_PROLOGUE, .emit = bn_dparams_emit,
+    .out_names = dp_out, .roles = ROLE_INTERNAL, .emit = bn_dparams_emit,
 };
 
 static const char *const fold_in[] = {"w", "gamma", "beta", "running_mean", "running_var",
