@@ -11,6 +11,7 @@
  * lower the loss tenfold, and the statistics of every initializer.
  */
 #include <criterion/criterion.h>
+#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,9 +19,11 @@
 
 #include "harness.h"
 
-#define NB 8      /* batch */
-#define NX 3      /* inputs per sample */
-#define MAXT 16   /* tensors */
+#define NB 8          /* batch */
+#define NX 3          /* inputs per sample */
+#define MAXT 16       /* tensors */
+#define BIGH 9000     /* hidden units of the big model */
+#define MAXP 65536    /* elements in a snapshot */
 
 typedef struct Api {
   Compiled cm;
@@ -42,8 +45,9 @@ typedef struct Api {
   int (*load)(void *, const char *);
 } Api;
 
-static void load_api(Api *a, const char *name, const char *model, const char *opts) {
-  compile_model(&a->cm, name, model, opts, "-O1");
+static void load_api(Api *a, const char *name, const char *model, const char *opts,
+                     const char *cflags) {
+  compile_model(&a->cm, name, model, opts, cflags);
   const Compiled *c = &a->cm;
   a->create = (void *(*)(uint64_t))api(c, "create");
   a->destroy = (void (*)(void *))api(c, "destroy");
@@ -75,6 +79,20 @@ static const char *mlp(const char *name, const char *train) {
   return text;
 }
 
+/* The same with BIGH hidden units: its tensors span several optimizer
+ * chunks (about 4096 elements, whole units) and blocks, and no size is a
+ * multiple of the vector width.  54002 trained elements: enough for the
+ * update to run its chunks in parallel. */
+static const char *big_mlp(const char *name, const char *train) {
+  static char text[1024];
+  snprintf(text, sizeof text,
+           "model %s\ninput x: f32[3]\ntarget y: class[2]\n"
+           "h = dense(x, %d) |> relu\nlogits = dense(h, 2)\noutput logits\n"
+           "loss cross_entropy(logits, y)\ntrain {\n%s\n}\n",
+           name, BIGH, train);
+  return text;
+}
+
 /* Batch number k of the synthetic data. */
 static void batch(int k, double *x, int32_t *y) {
   fill_uniform_d(x, NB * NX, 1000 + (uint64_t)k, -1, 1);
@@ -87,7 +105,7 @@ typedef struct Snap {
   int count;
   size_t off[MAXT + 1];
   bool weight[MAXT];
-  double p[4096], g[4096];
+  double p[MAXP], g[MAXP];
 } Snap;
 
 static void snap(const Api *a, void *m, Snap *s) {
@@ -97,7 +115,7 @@ static void snap(const Api *a, void *m, Snap *s) {
   for (int t = 0; t < s->count; t++) {
     size_t n;
     const double *p = a->tensor(m, t, &n), *g = a->grad(m, t, &n);
-    cr_assert(p && g && s->off[t] + n <= 4096);
+    cr_assert(p && g && s->off[t] + n <= MAXP);
     memcpy(s->p + s->off[t], p, n * sizeof(double));
     memcpy(s->g + s->off[t], g, n * sizeof(double));
     const char *name = a->name(t);
@@ -110,7 +128,7 @@ static void snap(const Api *a, void *m, Snap *s) {
 /* Current params compared with want (relative 1e-12, near-zero entries
  * against 1e-3 of the largest). */
 static void expect_params(const Api *a, void *m, const Snap *want, const char *what) {
-  Snap got;
+  static Snap got;
   snap(a, m, &got);
   size_t n = want->off[want->count];
   double err = max_rel_err_d(got.p, want->p, n);
@@ -160,12 +178,14 @@ static void ref_step(Opt o, const Hyper *h, int t, Snap *s, double *s0, double *
   }
 }
 
-static void check_optimizer(const char *name, const char *train, Opt o, Hyper h) {
+/* Three steps of optimizer o on `model` (f64) against ref_step. */
+static void check_optimizer_on(const char *name, const char *model, const char *cflags, Opt o,
+                               Hyper h) {
   Api a;
-  load_api(&a, name, mlp(name, train), "--dtype f64 --batch 8");
+  load_api(&a, name, model, "--dtype f64 --batch 8", cflags);
   void *m = a.create(3);
   static Snap s;
-  static double s0[4096], s1[4096];
+  static double s0[MAXP], s1[MAXP];
   memset(s0, 0, sizeof s0);
   memset(s1, 0, sizeof s1);
   double x[NB * NX];
@@ -184,6 +204,16 @@ static void check_optimizer(const char *name, const char *train, Opt o, Hyper h)
   }
   a.destroy(m);
   close_model(&a.cm);
+}
+
+static void check_optimizer(const char *name, const char *train, Opt o, Hyper h) {
+  check_optimizer_on(name, mlp(name, train), "-O1", o, h);
+}
+
+/* The big model, built for the host CPU: its vector sqrt path where there
+ * is one (AVX, AVX-512), full vector blocks, chunk and block tails. */
+static void check_optimizer_big(const char *name, const char *train, Opt o, Hyper h) {
+  check_optimizer_on(name, big_mlp(name, train), "-O2 -march=native", o, h);
 }
 
 Test(optimizer, sgd) {
@@ -213,6 +243,120 @@ Test(optimizer, adam_defaults) {
   check_optimizer("o_adamd", "optimizer adam", O_ADAM,
                   (Hyper){.lr = 1e-3, .b1 = 0.9, .b2 = 0.999, .eps = 1e-8});
 }
+Test(optimizer, sgd_big) {
+  check_optimizer_big("ob_sgd", "optimizer sgd(lr=0.1)", O_SGD, (Hyper){.lr = 0.1});
+}
+Test(optimizer, momentum_big) {
+  check_optimizer_big("ob_mom", "optimizer momentum(lr=0.05, momentum=0.8)", O_MOMENTUM,
+                      (Hyper){.lr = 0.05, .mu = 0.8});
+}
+Test(optimizer, nesterov_big) {
+  check_optimizer_big("ob_nes", "optimizer nesterov(lr=0.05)", O_NESTEROV,
+                      (Hyper){.lr = 0.05, .mu = 0.9});
+}
+Test(optimizer, adagrad_big) {
+  check_optimizer_big("ob_ada", "optimizer adagrad(lr=0.1)", O_ADAGRAD,
+                      (Hyper){.lr = 0.1, .eps = 1e-10});
+}
+Test(optimizer, rmsprop_big) {
+  check_optimizer_big("ob_rms", "optimizer rmsprop(lr=0.01, rho=0.9)", O_RMSPROP,
+                      (Hyper){.lr = 0.01, .rho = 0.9, .eps = 1e-8});
+}
+Test(optimizer, adam_big) {
+  check_optimizer_big("ob_adam", "optimizer adam(lr=0.01, beta2=0.99)", O_ADAM,
+                      (Hyper){.lr = 0.01, .b1 = 0.9, .b2 = 0.99, .eps = 1e-8});
+}
+
+/* The f32 API of a model: float data, steps computed in float. */
+typedef struct Api32 {
+  Compiled cm;
+  void *(*create)(uint64_t);
+  void (*destroy)(void *);
+  int (*gradients)(void *, int, const float *, const int32_t *, float *);
+  int (*update)(void *);
+  int (*train_step)(void *, int, const float *, const int32_t *, float *);
+  int (*count)(void);
+  float *(*tensor)(void *, int, size_t *);
+  float *(*grad)(void *, int, size_t *);
+  double (*ratio)(const void *, int);
+  int (*save)(void *, const char *);
+} Api32;
+
+static void load_api32(Api32 *a, const char *name, const char *model, const char *cflags) {
+  compile_model(&a->cm, name, model, "--batch 8", cflags);
+  const Compiled *c = &a->cm;
+  a->create = (void *(*)(uint64_t))api(c, "create");
+  a->destroy = (void (*)(void *))api(c, "destroy");
+  a->gradients = (int (*)(void *, int, const float *, const int32_t *, float *))api(c, "gradients");
+  a->update = (int (*)(void *))api(c, "update");
+  a->train_step =
+      (int (*)(void *, int, const float *, const int32_t *, float *))api(c, "train_step");
+  a->count = (int (*)(void))api(c, "tensor_count");
+  a->tensor = (float *(*)(void *, int, size_t *))api(c, "tensor");
+  a->grad = (float *(*)(void *, int, size_t *))api(c, "grad");
+  a->ratio = (double (*)(const void *, int))api(c, "update_ratio");
+  a->save = (int (*)(void *, const char *))api(c, "save");
+}
+
+static void batch32(int k, float *x, int32_t *y) {
+  double xd[NB * NX];
+  batch(k, xd, y);
+  for (int i = 0; i < NB * NX; i++)
+    x[i] = (float)xd[i];
+}
+
+/* Every tensor of an f32 model (and its gradient) into s as doubles; the
+ * params also into p. */
+static void snap32(const Api32 *a, void *m, Snap *s, float *p) {
+  s->count = a->count();
+  cr_assert(s->count <= MAXT);
+  s->off[0] = 0;
+  for (int t = 0; t < s->count; t++) {
+    size_t n;
+    const float *pt = a->tensor(m, t, &n), *gt = a->grad(m, t, &n);
+    cr_assert(pt && gt && s->off[t] + n <= MAXP);
+    for (size_t i = 0; i < n; i++) {
+      p[s->off[t] + i] = pt[i];
+      s->p[s->off[t] + i] = pt[i];
+      s->g[s->off[t] + i] = gt[i];
+    }
+    s->off[t + 1] = s->off[t] + n;
+  }
+}
+
+/* An f32 model steps in float, as PyTorch does: Adam on the big model
+ * against the double reference from the same float params and gradients.
+ * One step moves p by about lr; float rounding of the step is ~1e-7 of it. */
+Test(optimizer, adam_f32) {
+  const Hyper h = {.lr = 0.01, .b1 = 0.9, .b2 = 0.99, .eps = 1e-8};
+  Api32 a;
+  load_api32(&a, "o_f32", big_mlp("o_f32", "optimizer adam(lr=0.01, beta2=0.99)"),
+             "-O2 -march=native");
+  void *m = a.create(3);
+  static Snap s;
+  static double s0[MAXP], s1[MAXP];
+  static float p[MAXP];
+  float x[NB * NX];
+  int32_t y[NB];
+  for (int t = 1; t <= 3; t++) {
+    batch32(t, x, y);
+    cr_assert_eq(a.gradients(m, NB, x, y, NULL), 0);
+    snap32(&a, m, &s, p);
+    ref_step(O_ADAM, &h, t, &s, s0, s1);
+    cr_assert_eq(a.update(m), 0);
+    static Snap got;
+    snap32(&a, m, &got, p);
+    /* Float rounding: of p (2^-24 of it) and of the step u (a few ulps of
+     * |u| <~ lr); a wrong rule is off by a fair part of lr. */
+    double worst = 0;
+    for (size_t i = 0; i < s.off[s.count]; i++)
+      worst = fmax(worst, fabs(p[i] - s.p[i]) / (1e-5 * h.lr + 0x1p-23 * fabs(s.p[i])));
+    cr_expect(worst <= 1, "f32 adam step %d: params off the reference by %.3g of the tolerance",
+              t, worst);
+  }
+  a.destroy(m);
+  close_model(&a.cm);
+}
 
 /* ---- schedules -------------------------------------------------------------- */
 
@@ -229,7 +373,7 @@ static void check_schedule(const char *name, const char *sched, LrFn f) {
   char train[256];
   snprintf(train, sizeof train, "optimizer sgd(lr=0.1)\nschedule %s", sched);
   Api a;
-  load_api(&a, name, mlp(name, train), "--dtype f64 --batch 8");
+  load_api(&a, name, mlp(name, train), "--dtype f64 --batch 8", "-O1");
   void *m = a.create(3);
   static Snap s;
   double x[NB * NX];
@@ -258,11 +402,13 @@ Test(schedule, cosine) { check_schedule("s_cos", "cosine(steps=5, lr_min=0.01)",
 
 /* ---- weight decay and max-norm ---------------------------------------------- */
 
-static void check_decay(const char *name, const char *decay, double l2, double l1, bool all) {
+static void check_decay_on(const char *name, const char *decay, double l2, double l1, bool all,
+                           bool big) {
   char train[256];
   snprintf(train, sizeof train, "optimizer sgd(lr=0.1)\n%s", decay);
   Api a;
-  load_api(&a, name, mlp(name, train), "--dtype f64 --batch 8");
+  load_api(&a, name, big ? big_mlp(name, train) : mlp(name, train), "--dtype f64 --batch 8",
+           big ? "-O2 -march=native" : "-O1");
   void *m = a.create(3);
   static Snap s;
   double x[NB * NX];
@@ -292,16 +438,21 @@ static void check_decay(const char *name, const char *decay, double l2, double l
   close_model(&a.cm);
 }
 
+static void check_decay(const char *name, const char *decay, double l2, double l1, bool all) {
+  check_decay_on(name, decay, l2, l1, all, false);
+}
+
 Test(decay, l2) { check_decay("d_l2", "decay l2(0.05)", 0.05, 0, false); }
 Test(decay, l1) { check_decay("d_l1", "decay l1(0.02)", 0, 0.02, false); }
 Test(decay, elastic) { check_decay("d_el", "decay elastic(l1=0.02, l2=0.05)", 0.05, 0.02, false); }
 Test(decay, l2_all) { check_decay("d_all", "decay l2(0.05)\ndecay_all = true", 0.05, 0, true); }
 
-Test(decay, maxnorm) {
+/* SGD with max-norm 0.3 on a model with `hidden` units (rows of fc1.weight
+ * have NX elements, rows of fc2.weight `hidden`). */
+static void check_maxnorm(const char *name, const char *model, int hidden, const char *cflags) {
   const double c = 0.3;
   Api a;
-  load_api(&a, "d_mn", mlp("d_mn", "optimizer sgd(lr=0.5)\ndecay maxnorm(0.3)"),
-           "--dtype f64 --batch 8");
+  load_api(&a, name, model, "--dtype f64 --batch 8", cflags);
   void *m = a.create(3);
   static Snap s;
   double x[NB * NX];
@@ -317,7 +468,7 @@ Test(decay, maxnorm) {
     for (int t = 0; t < s.count; t++) {
       if (!s.weight[t])
         continue;
-      size_t rowlen = t == 0 ? 3 : 4;
+      size_t rowlen = t == 0 ? NX : (size_t)hidden;
       for (size_t r = s.off[t]; r < s.off[t + 1]; r += rowlen) {
         double norm = 0;
         for (size_t i = 0; i < rowlen; i++)
@@ -332,10 +483,10 @@ Test(decay, maxnorm) {
     }
     cr_assert_eq(a.update(m), 0);
     expect_params(&a, m, &s, "maxnorm");
-    Snap got;
+    static Snap got;
     snap(&a, m, &got);
     for (int t = 0; t < got.count; t++) {
-      size_t rowlen = t == 0 ? 3 : 4;
+      size_t rowlen = t == 0 ? NX : (size_t)hidden;
       for (size_t r = got.off[t]; got.weight[t] && r < got.off[t + 1]; r += rowlen) {
         double norm = 0;
         for (size_t i = 0; i < rowlen; i++)
@@ -350,12 +501,21 @@ Test(decay, maxnorm) {
   close_model(&a.cm);
 }
 
+#define MAXNORM_TRAIN "optimizer sgd(lr=0.5)\ndecay maxnorm(0.3)"
+Test(decay, maxnorm) { check_maxnorm("d_mn", mlp("d_mn", MAXNORM_TRAIN), 4, "-O1"); }
+Test(decay, maxnorm_big) {
+  check_maxnorm("d_mnb", big_mlp("d_mnb", MAXNORM_TRAIN), BIGH, "-O2 -march=native");
+}
+Test(decay, elastic_big) {
+  check_decay_on("d_elb", "decay elastic(l1=0.02, l2=0.05)", 0.05, 0.02, false, true);
+}
+
 /* ---- hyper-parameters at run time ------------------------------------------ */
 
 Test(hyper, set_get) {
   Api a;
   load_api(&a, "h_set", mlp("h_set", "optimizer momentum(lr=0.1, momentum=0.5)"),
-           "--dtype f64 --batch 8");
+           "--dtype f64 --batch 8", "-O1");
   void *m = a.create(3);
   cr_expect_eq(a.get(m, "lr"), 0.1);
   cr_expect_eq(a.get(m, "momentum"), 0.5);
@@ -406,7 +566,7 @@ static bool same_params(const Api *a, void *m1, void *m2) {
 Test(checkpoint, exact_resume) {
   Api a;
   load_api(&a, "ck", mlp("ck", "optimizer adam(lr=0.05)\nschedule exp(0.9)"),
-           "--dtype f64 --batch 8");
+           "--dtype f64 --batch 8", "-O1");
   char path[700];
   snprintf(path, sizeof path, "%s/ck.safetensors", a.cm.dir);
   void *m1 = a.create(3), *m2 = a.create(4);
@@ -432,7 +592,7 @@ Test(checkpoint, exact_resume) {
 Test(checkpoint, weights_only) {
   const char *text = mlp("ckw", "optimizer adam(lr=0.05)");
   Api a, inf;
-  load_api(&a, "ckw", text, "--dtype f64 --batch 8");
+  load_api(&a, "ckw", text, "--dtype f64 --batch 8", "-O1");
   compile_model(&inf.cm, "ckw", text, "--dtype f64 --batch 8 --infer", "-O1");
   void *(*icreate)(uint64_t) = (void *(*)(uint64_t))api(&inf.cm, "create");
   void (*idestroy)(void *) = (void (*)(void *))api(&inf.cm, "destroy");
@@ -465,7 +625,7 @@ Test(checkpoint, weights_only) {
 
 Test(monitor, update_ratio) {
   Api a;
-  load_api(&a, "mon", mlp("mon", "optimizer adam(lr=0.01)"), "--dtype f64 --batch 8");
+  load_api(&a, "mon", mlp("mon", "optimizer adam(lr=0.01)"), "--dtype f64 --batch 8", "-O1");
   void *m = a.create(3);
   static Snap before, after;
   double x[NB * NX];
@@ -495,7 +655,7 @@ Test(monitor, update_ratio) {
 
 Test(monitor, nonfinite_input) {
   Api a;
-  load_api(&a, "nanin", mlp("nanin", "optimizer adam(lr=0.01)"), "--dtype f64 --batch 8");
+  load_api(&a, "nanin", mlp("nanin", "optimizer adam(lr=0.01)"), "--dtype f64 --batch 8", "-O1");
   void *m = a.create(3);
   static Snap before, after;
   double x[NB * NX];
@@ -525,7 +685,7 @@ Test(monitor, nonfinite_input) {
 
 Test(train, deterministic) {
   Api a;
-  load_api(&a, "det", mlp("det", "optimizer rmsprop(lr=0.01)"), "--dtype f64 --batch 8");
+  load_api(&a, "det", mlp("det", "optimizer rmsprop(lr=0.01)"), "--dtype f64 --batch 8", "-O1");
   void *m1 = a.create(42), *m2 = a.create(42), *m3 = a.create(43);
   cr_expect(same_params(&a, m1, m2));
   cr_expect(!same_params(&a, m1, m3), "the seed does not matter");
@@ -544,7 +704,7 @@ static const char *const frozen_model =
 
 Test(train, freeze) {
   Api a;
-  load_api(&a, "frz", frozen_model, "--dtype f64 --batch 8");
+  load_api(&a, "frz", frozen_model, "--dtype f64 --batch 8", "-O1");
   void *m = a.create(3);
   static Snap before, after;
   snap(&a, m, &before);
@@ -569,6 +729,70 @@ Test(train, freeze) {
   cr_expect(!strstr(out, "dense_dw[fc2]") && !strstr(out, "dense_db[fc2]"), "%s", out);
   a.destroy(m);
   close_model(&a.cm);
+}
+
+/* The update runs its chunks on OpenMP threads; its sums are per chunk, added
+ * in chunk order.  1 and 2 threads, and a build without OpenMP, must give the
+ * same checkpoint (params, optimizer state) and update ratios, bit for bit. */
+static size_t read_bytes(const char *path, char *buf, size_t cap) {
+  FILE *f = fopen(path, "rb");
+  cr_assert(f, "cannot read %s", path);
+  size_t n = fread(buf, 1, cap, f);
+  fclose(f);
+  cr_assert(n < cap, "%s: larger than %zu bytes", path, cap);
+  return n;
+}
+
+static void run_threads(const Api32 *a, const char *path, double *ratio) {
+  void *m = a->create(5);
+  float x[NB * NX];
+  int32_t y[NB];
+  for (int k = 0; k < 4; k++) {
+    batch32(k, x, y);
+    cr_assert_eq(a->train_step(m, NB, x, y, NULL), 0);
+  }
+  cr_assert_eq(a->save(m, path), 0);
+  for (int t = 0; t < a->count(); t++)
+    ratio[t] = a->ratio(m, t);
+  a->destroy(m);
+}
+
+Test(train, threads_bit_identical, .timeout = 120) {
+  const char *train = "optimizer adam(lr=0.01)\ndecay l2(0.01)\ndecay maxnorm(0.5)";
+  static Api32 omp, plain;
+  load_api32(&omp, "thr", big_mlp("thr", train), "-O2 -fopenmp");
+  load_api32(&plain, "thr", big_mlp("thr", train), "-O2");
+  char *text = read_text(omp.cm.c_path);
+  const char *upd = strstr(text, "int thr_update(");
+  const char *end = upd ? strstr(upd, "\n}\n") : NULL, *par = upd ? strstr(upd, "#pragma omp parallel") : NULL;
+  cr_assert(par && par < end, "the update does not run in parallel: the test proves nothing");
+  free(text);
+  void (*set_threads)(int) = (void (*)(int))dlsym(omp.cm.lib, "omp_set_num_threads");
+  int (*max_threads)(void) = (int (*)(void))dlsym(omp.cm.lib, "omp_get_max_threads");
+  cr_assert(set_threads && max_threads, "no OpenMP runtime in the -fopenmp build");
+  static char bytes[3][1 << 20];
+  size_t len[3];
+  double ratio[3][MAXT];
+  char path[700];
+  for (int r = 0; r < 3; r++) {
+    snprintf(path, sizeof path, "%s/run%d.safetensors", omp.cm.dir, r);
+    if (r < 2) {
+      set_threads(r + 1);
+      cr_assert_eq(max_threads(), r + 1);
+    }
+    run_threads(r < 2 ? &omp : &plain, path, ratio[r]);
+    len[r] = read_bytes(path, bytes[r], sizeof bytes[r]);
+  }
+  const char *what[3] = {"1 thread", "2 threads", "no OpenMP"};
+  for (int r = 1; r < 3; r++) {
+    cr_expect(len[r] == len[0] && memcmp(bytes[r], bytes[0], len[0]) == 0,
+              "checkpoints after %s and %s differ", what[0], what[r]);
+    cr_expect(memcmp(ratio[r], ratio[0], sizeof(double) * (size_t)omp.count()) == 0,
+              "update ratios after %s and %s differ", what[0], what[r]);
+  }
+  cr_expect(ratio[0][0] > 0);
+  close_model(&omp.cm);
+  close_model(&plain.cm);
 }
 
 /* ---- a real training run ------------------------------------------------------ */
