@@ -30,7 +30,8 @@ char *read_text(const char *path);   /* malloc'd, NULL if missing */
 
 /* Emits `model` (source text, model name `name`) with nncc `opts`, compiles
  * it with `cflags` into a shared object and loads it.  In a sanitized build
- * (NNCC_SANITIZE) the model is compiled with ASan and UBSan too.  Fails the current
+ * (NNCC_SANITIZE) the model is compiled with ASan and UBSan too, unless the
+ * environment says NNCC_TEST_MODEL_SANITIZE=OFF.  Fails the current
  * Criterion test on any error, printing the diagnostics. */
 void compile_model(Compiled *cm, const char *name, const char *model, const char *opts,
                    const char *cflags);
