@@ -155,8 +155,8 @@ void emit_train_decls(CG *cg) {
   buf_printf(h, "int %s_update(%s *m);\n", m, m);
   buf_printf(h, "%s *%s_grad(%s *m, int i, size_t *numel);   /* gradient of tensor i */\n", R, m, m);
   buf_printf(h, "/* Hyper-parameters by name: lr momentum beta1 beta2 eps rho l2 l1 max_norm\n"
-                " * sched_steps sched_gamma sched_power lr_min.  set returns NN_ERR_ARG for an\n"
-                " * unknown name or a negative or non-finite value. */\n");
+                " * sched_steps sched_gamma sched_power lr_min.  set returns %s_ERR_ARG for an\n"
+                " * unknown name or a negative or non-finite value. */\n", cg->M);
   buf_printf(h, "int %s_set(%s *m, const char *name, double value);\n", m, m);
   buf_printf(h, "double %s_get(const %s *m, const char *name);\n", m, m);
   buf_printf(h, "double %s_lr(const %s *m);        /* learning rate of the last step */\n", m, m);
