@@ -306,13 +306,15 @@ static void check_chunked(const Conv *v) {
   close_model(&cm);
 }
 
-/* 16*25*576 = 230,400 column values per sample: one sample per chunk. */
+/* Chunks hold 2^20 values (conv2d.c, CHUNK_REALS).  16*25*2304 = 921,600
+ * column values per sample: one sample per chunk. */
 Test(conv2d_chunked, one_sample_per_chunk) {
-  check_chunked(&(Conv){"ch1", 16, 24, 24, 5, 5, 1, 2, 1, true});
+  check_chunked(&(Conv){"ch1", 16, 48, 48, 5, 5, 1, 2, 1, true});
 }
-/* 8*25*400 = 80,000 per sample: chunks of 3 and 2 samples; strided, grouped. */
+/* 16*25*900 = 360,000 per sample: chunks of 2, 2 and 1 samples; strided,
+ * grouped. */
 Test(conv2d_chunked, uneven_chunks_strided_groups) {
-  check_chunked(&(Conv){"ch3", 8, 40, 39, 6, 5, 2, 2, 2, true});
+  check_chunked(&(Conv){"ch3", 16, 60, 59, 6, 5, 2, 2, 2, true});
 }
 
 /* ---- determinism ------------------------------------------------------- */

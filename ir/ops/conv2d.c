@@ -158,7 +158,7 @@ static bool conv2d_build(Graph *g, Node *node) {
  * (runtime/nn_im2col.c).  The chunk is sized so the workspace stays near
  * CHUNK_REALS (or one sample); its samples' columns are written, then
  * multiplied, each step shared among the threads. */
-enum { CHUNK_REALS = 1 << 18 };
+enum { CHUNK_REALS = 1 << 20 };
 
 static bool conv_direct(const Conv *v) { return v->k == 1 && v->s == 1 && v->p == 0; }
 
