@@ -306,8 +306,9 @@ static void check_chunked(const Conv *v) {
   close_model(&cm);
 }
 
-/* Chunks hold 2^20 values (conv2d.c, CHUNK_REALS).  16*25*2304 = 921,600
- * column values per sample: one sample per chunk. */
+/* A chunk holds what fits in 2^18 values, or up to 4 samples within 2^20
+ * (conv2d.c, chunk_samples).  16*25*2304 = 921,600 column values per
+ * sample: one sample per chunk. */
 Test(conv2d_chunked, one_sample_per_chunk) {
   check_chunked(&(Conv){"ch1", 16, 48, 48, 5, 5, 1, 2, 1, true});
 }

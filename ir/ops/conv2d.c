@@ -155,10 +155,14 @@ static bool conv2d_build(Graph *g, Node *node) {
  * along a contiguous row of B.  A 1x1 convolution with stride 1 and no
  * padding is its own column matrix (the input planes); otherwise the
  * columns (or rows) of a chunk of samples go into the node's workspace
- * (runtime/nn_im2col.c).  The chunk is sized so the workspace stays near
- * CHUNK_REALS (or one sample); its samples' columns are written, then
- * multiplied, each step shared among the threads. */
-enum { CHUNK_REALS = 1 << 20 };
+ * (runtime/nn_im2col.c).  A chunk's samples' columns are written, then
+ * multiplied, each step shared among the threads and ending in a barrier.
+ * The chunk holds as many samples as fit in CHUNK_REALS, so the workspace
+ * stays in the caches; but at least CHUNK_MIN samples while they fit in
+ * CHUNK_MAX, since a chunk of one sample of a large layer (resnet20's 3x3
+ * convolutions: 147,456 values) pays two barriers per sample and left the
+ * second thread idle (2-thread forward no faster than 1). */
+enum { CHUNK_REALS = 1 << 18, CHUNK_MAX = 1 << 20, CHUNK_MIN = 4 };
 
 static bool conv_direct(const Conv *v) { return v->k == 1 && v->s == 1 && v->p == 0; }
 
@@ -176,7 +180,12 @@ static long sample_reals(const Conv *v, Layout l) {
 }
 
 static int chunk_samples(const Conv *v, Layout l, int max_batch) {
-  long per = sample_reals(v, l), nb = per ? CHUNK_REALS / per : max_batch;
+  long per = sample_reals(v, l);
+  if (per == 0)
+    return max_batch;
+  long fit = CHUNK_MAX / per, nb = CHUNK_REALS / per;
+  if (nb < CHUNK_MIN)
+    nb = fit < CHUNK_MIN ? fit : CHUNK_MIN;
   return nb < 1 ? 1 : nb > max_batch ? max_batch : (int)nb;
 }
 
