@@ -56,6 +56,7 @@ static void emit_prelude(CG *cg) {
               "#ifdef _OPENMP\n#include <omp.h>\n#endif\n\n");
   buf_printf(c, "typedef %s real;\n", real_name(g));
   buf_printf(c, "#define NN_REAL_DTYPE \"%s\"\n", g->dtype == DT_F64 ? "F64" : "F32");
+  buf_printf(c, "#define NN_REAL_F64 %d\n", g->dtype == DT_F64);
   buf_puts(c, "#if defined(__GNUC__) || defined(__clang__)\n#define NN_UNUSED __attribute__((unused))\n"
               "#else\n#define NN_UNUSED\n#endif\n\n");
   const char *f = g->dtype == DT_F64 ? "" : "f";

@@ -50,7 +50,8 @@ void emit_train_fields(Buf *c) {
  *     PyTorch does it: in f32 the step u is off by a few float ulps of u, and
  *     u is ~1e-3 of p, so the new p is off by ~1e-3 of an ulp beyond its own
  *     rounding to float (half the float math, twice the vector lanes).  sqrt
- *     has a loop of its own with vector instructions (nn_sqrt_block): a loop
+ *     has a loop of its own with vector instructions (nn_sqrt_block in
+ *     runtime/nn_update.c, with nn_max_norm and nn_all_finite): a loop
  *     of sqrt() calls stays scalar because of errno.
  *   - The sums behind update_ratio are in double, in NN_VL lanes (element i
  *     of a chunk adds to lane i % NN_VL), lanes added in order: fixed by the
@@ -274,35 +275,6 @@ static void emit_step_consts(Emit *e) {
   buf_puts(e->b, "\n");
 }
 
-/* nn_sqrt_block: x[i] = sqrt(x[i]) with vector instructions where the target
- * has them (IEEE sqrt is correctly rounded: the same bits as sqrt()).  A loop
- * of sqrt() calls stays scalar in gcc and clang unless the file is built with
- * -fno-math-errno (the errno path is a branch and a call), and that loop took
- * two thirds of an Adam step. */
-static void emit_sqrt_block(Emit *e, bool f64) {
-  const char *sfx = f64 ? "pd" : "ps";
-  int w = f64 ? 8 : 16;
-  emitln(e, "#if defined(__AVX512F__) || defined(__AVX__)");
-  emitln(e, "#include <immintrin.h>");
-  emitln(e, "#endif");
-  emitln(e, "/* x[i] = sqrt(x[i]).  Vector sqrt is IEEE sqrt, the same bits as sqrt(); a loop\n"
-            " * of sqrt() calls would stay scalar because of errno. */");
-  emitln(e, "static void nn_sqrt_block(real *x, long n)");
-  emitln(e, "{");
-  emitln(e, "long i = 0;");
-  emitln(e, "#if defined(__AVX512F__)");
-  emitln(e, "for (; i + %d <= n; i += %d)", w, w);
-  emitln(e, "    _mm512_storeu_%s(x + i, _mm512_sqrt_%s(_mm512_loadu_%s(x + i)));", sfx, sfx, sfx);
-  emitln(e, "#elif defined(__AVX__)");
-  emitln(e, "for (; i + %d <= n; i += %d)", w / 2, w / 2);
-  emitln(e, "    _mm256_storeu_%s(x + i, _mm256_sqrt_%s(_mm256_loadu_%s(x + i)));", sfx, sfx, sfx);
-  emitln(e, "#endif");
-  emitln(e, "for (; i < n; i++)");
-  emitln(e, "    x[i] = rsquare_root(x[i]);");
-  emitln(e, "}");
-  buf_puts(e->b, "\n");
-}
-
 static const char *state_params(int slots) {
   return slots == 2 ? ", real *restrict s0, real *restrict s1"
          : slots   ? ", real *restrict s0"
@@ -346,35 +318,6 @@ static void emit_opt_block(Emit *e, const Rule *r, int slots) {
   buf_puts(e->b, "\n");
 }
 
-/* nn_max_norm: the units of a chunk rescaled to norm c; the norm's sum in
- * lanes, in double. */
-static void emit_max_norm(Emit *e) {
-  emitln(e, "/* Max-norm on the units of p[0, n): each unit's vector rescaled to norm at most c. */");
-  emitln(e, "static void nn_max_norm(real *restrict p, long n, int unit, double c)");
-  emitln(e, "{");
-  emitln(e, "for (long o = 0; o + unit <= n; o += unit) {");
-  emitln(e, "real *restrict v = p + o;");
-  emitln(e, "double acc[NN_VL] = {0};");
-  emitln(e, "int k0 = 0;");
-  emitln(e, "for (; k0 + NN_VL <= unit; k0 += NN_VL)");
-  emitln(e, "    for (int l = 0; l < NN_VL; l++)");
-  emitln(e, "        acc[l] += (double)v[k0 + l] * v[k0 + l];");
-  emitln(e, "for (int l = 0; k0 + l < unit; l++)");
-  emitln(e, "    acc[l] += (double)v[k0 + l] * v[k0 + l];");
-  emitln(e, "double norm = 0;");
-  emitln(e, "for (int l = 0; l < NN_VL; l++)");
-  emitln(e, "    norm += acc[l];");
-  emitln(e, "norm = sqrt(norm);");
-  emitln(e, "if (norm > c) {");
-  emitln(e, "const double f = c / norm;");
-  emitln(e, "for (int k = 0; k < unit; k++)");
-  emitln(e, "    v[k] = (real)(v[k] * f);");
-  emitln(e, "}");
-  emitln(e, "}");
-  emitln(e, "}");
-  buf_puts(e->b, "\n");
-}
-
 /* nn_opt_chunk: the blocks of chunk c, its two sums into m->opt_sums[c],
  * then max-norm on its units. */
 static void emit_opt_chunk(Emit *e, const char *m, int slots) {
@@ -405,25 +348,6 @@ static void emit_opt_chunk(Emit *e, const char *m, int slots) {
   emitln(e, "const double c_max = m->hyper[NN_H_MAX_NORM];");
   emitln(e, "if (c_max > 0 && nn_tensor_opt[t].unit > 0)");
   emitln(e, "    nn_max_norm(m->params + ch->begin, ch->end - ch->begin, nn_tensor_opt[t].unit, c_max);");
-  emitln(e, "}");
-  buf_puts(e->b, "\n");
-}
-
-/* nn_all_finite: isfinite without a branch per element, so it vectorizes;
- * one early exit per 4096 elements. */
-static void emit_all_finite(Emit *e) {
-  emitln(e, "/* 1 if every x[i] is finite. */");
-  emitln(e, "static int nn_all_finite(const real *x, long n)");
-  emitln(e, "{");
-  emitln(e, "for (long o = 0; o < n; o += 4096) {");
-  emitln(e, "const long end = n - o < 4096 ? n : o + 4096;");
-  emitln(e, "int ok = 1;");
-  emitln(e, "for (long i = o; i < end; i++)");
-  emitln(e, "    ok &= isfinite(x[i]) != 0;");
-  emitln(e, "if (!ok)");
-  emitln(e, "    return 0;");
-  emitln(e, "}");
-  emitln(e, "return 1;");
   emitln(e, "}");
   buf_puts(e->b, "\n");
 }
@@ -482,12 +406,8 @@ static void emit_update(CG *cg, const TrainConfig *tc) {
   emit_schedule(cg, tc);
   emit_param_flags(cg, tc);
   emit_step_consts(&e);
-  if (r->root)
-    emit_sqrt_block(&e, !strcmp(real_name(cg->train), "double"));
   emit_opt_block(&e, r, slots);
-  emit_max_norm(&e);
   emit_opt_chunk(&e, cg->m, slots);
-  emit_all_finite(&e);
   emit_update_api(&e, cg, tc);
 }
 

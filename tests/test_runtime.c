@@ -778,12 +778,13 @@ static void write_runtime_unit(const char *path, const char *real_type) {
   fprintf(out,
           "#include <math.h>\n#include <stdint.h>\n#include <stddef.h>\n#include <stdio.h>\n"
           "#include <stdlib.h>\n#include <string.h>\n#include <errno.h>\n"
-          "typedef %s real;\n#define NN_REAL_DTYPE \"%s\"\n"
+          "typedef %s real;\n#define NN_REAL_DTYPE \"%s\"\n#define NN_REAL_F64 %d\n"
           "#if defined(__GNUC__) || defined(__clang__)\n"
           "#define NN_UNUSED __attribute__((unused))\n#else\n#define NN_UNUSED\n#endif\n"
           "#define NN_MR %d\n#define NN_NR %d\n#define NN_TM %d\n#define NN_TN %d\n"
           "#define NN_VL %d\n",
-          real_type, strcmp(real_type, "float") == 0 ? "F32" : "F64", NN_MR, NN_NR, NN_TM,
+          real_type, strcmp(real_type, "float") == 0 ? "F32" : "F64",
+          strcmp(real_type, "double") == 0, NN_MR, NN_NR, NN_TM,
           NN_TN, NN_VL);
   for (int i = 0; i < n; i++) {
     char src[1024];
