@@ -29,9 +29,14 @@
  * pointers, no copy, a smaller memory_size); training builds copy them into
  * the params block in init_in (codegen.c calls emit_baked_*).
  */
+#define _POSIX_C_SOURCE 200809L /* the runtime's saving code, as in the emitted prelude */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "codegen.h"
 

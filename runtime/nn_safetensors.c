@@ -8,10 +8,10 @@
  * Offsets are relative to the data section and must tile it exactly.
  *
  * The model describes its tensors with a table of nn_tensor.  Saving writes
- * them in table order to "<path>.tmp" and renames it over path, so a failed
- * save leaves the old file as it was (rename() replaces atomically on POSIX;
- * Windows' C library refuses to rename over an existing file, so there a
- * save over an old file fails with NN_ERR_IO and keeps the old one).
+ * them in table order to a temporary file beside path and renames it over
+ * path (see "saving: the file"), so a failed save leaves the old file as it
+ * was.  It needs POSIX (open, fsync, O_NOFOLLOW): the prelude defines
+ * _POSIX_C_SOURCE and includes <fcntl.h>, <sys/stat.h> and <unistd.h>.
  *
  * Loading is all-or-nothing: the header is parsed by the small strict JSON
  * parser below and checked against the table, the data section is read into
@@ -313,24 +313,75 @@ static NN_UNUSED int nn_st_write_le(FILE *f, const void *data, size_t nbytes, si
   return 1;
 }
 
-/* Header length, header, data to "<path>.tmp"; then rename over path. */
-static NN_UNUSED int nn_st_write_file(const char *path, const nn_sbuf *h, const nn_tensor *t,
-                                      int count, nn_msg *m) {
-  size_t plen = strlen(path);
-  char *tmp = malloc(plen + 5);
-  if (!tmp) {
+/* ---- saving: the file ------------------------------------------------------
+ * What is at path stays intact until a complete new file is on disk: the data
+ * goes to a fresh temporary file beside path, created with O_CREAT | O_EXCL |
+ * O_NOFOLLOW under an unpredictable name (so concurrent savers never share a
+ * file and a planted symlink is never followed), synced with fsync, renamed
+ * over path (atomic on POSIX: readers see the old file or the new one) and
+ * the directory synced so that the rename survives a crash.  Of two
+ * concurrent saves to one path, the later rename wins; neither file is
+ * mixed or truncated. */
+
+static NN_UNUSED uint64_t nn_st_mix(uint64_t x) { /* splitmix64's finalizer */
+  x += UINT64_C(0x9e3779b97f4a7c15);
+  x = (x ^ (x >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+  x = (x ^ (x >> 27)) * UINT64_C(0x94d049bb133111eb);
+  return x ^ (x >> 31);
+}
+
+/* The directory of path ("." when it has none) into a malloc'd string. */
+static NN_UNUSED char *nn_st_dirname(const char *path) {
+  const char *slash = strrchr(path, '/');
+  size_t len = !slash ? 1 : slash == path ? 1 : (size_t)(slash - path);
+  char *d = malloc(len + 1);
+  if (d) {
+    memcpy(d, slash ? path : ".", len);
+    d[len] = '\0';
+  }
+  return d;
+}
+
+/* Creates "<dir>/.<base>.<16 hex>.tmp" (base cut to 64 bytes to stay
+ * within NAME_MAX) exclusively; returns its descriptor, the name in *tmp. */
+static NN_UNUSED int nn_st_create_temp(const char *path, char **tmp, nn_msg *m) {
+  static const char hex[] = "0123456789abcdef";
+  const char *slash = strrchr(path, '/');
+  size_t dlen = slash ? (size_t)(slash - path) + 1 : 0, blen = strlen(path + dlen);
+  blen = blen > 64 ? 64 : blen;
+  *tmp = malloc(dlen + blen + 23);
+  if (!*tmp) {
     nn_msg_str(m, "out of memory");
-    return NN_ERR_NOMEM;
+    return -NN_ERR_NOMEM;
   }
-  memcpy(tmp, path, plen);
-  memcpy(tmp + plen, ".tmp", 5);
-  FILE *f = fopen(tmp, "wb");
-  if (!f) {
-    int rc = nn_msg_io(m, "cannot create", tmp, errno);
-    free(tmp);
-    return rc;
+  int local = 0;
+  uint64_t seed = (uint64_t)getpid() << 32 ^ (uint64_t)time(NULL) ^ (uint64_t)clock() << 16 ^
+                  (uint64_t)(uintptr_t)&local;
+  for (int attempt = 0; attempt < 100; attempt++) {
+    uint64_t r = nn_st_mix(seed + (uint64_t)attempt);
+    char *p = *tmp;
+    memcpy(p, path, dlen);
+    p += dlen;
+    *p++ = '.';
+    memcpy(p, path + dlen, blen);
+    p += blen;
+    *p++ = '.';
+    for (int i = 0; i < 16; i++)
+      *p++ = hex[r >> (4 * i) & 15];
+    memcpy(p, ".tmp", 5);
+    int fd = open(*tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (fd >= 0 || errno != EEXIST) {
+      if (fd < 0)
+        nn_msg_io(m, "cannot create a temporary file for", path, errno);
+      return fd < 0 ? -NN_ERR_IO : fd;
+    }
   }
-  errno = 0; /* so a failure below reports its own cause, if any */
+  nn_msg_io(m, "cannot create a temporary file for", path, EEXIST);
+  return -NN_ERR_IO;
+}
+
+/* Header length, header, data into the open temporary file; synced. */
+static NN_UNUSED int nn_st_write_data(FILE *f, const nn_sbuf *h, const nn_tensor *t, int count) {
   unsigned char len8[8];
   for (int i = 0; i < 8; i++)
     len8[i] = (unsigned char)((uint64_t)h->len >> (8 * i));
@@ -341,27 +392,76 @@ static NN_UNUSED int nn_st_write_file(const char *path, const nn_sbuf *h, const 
     nn_st_nbytes(t[i].rank, t[i].shape, esize, &bytes); /* checked by nn_st_header */
     ok = nn_st_write_le(f, t[i].data, (size_t)bytes, esize);
   }
+  return ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
+}
+
+/* fsync of the directory that holds the renamed file. */
+static NN_UNUSED int nn_st_sync_dir(const char *path) {
+  char *dir = nn_st_dirname(path);
+  int fd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+  int ok = fd >= 0 && (fsync(fd) == 0 || errno == EINVAL); /* EINVAL: cannot sync dirs */
   int errnum = errno;
-  if (fclose(f) != 0 && ok) {
+  if (fd >= 0)
+    close(fd);
+  free(dir);
+  errno = errnum;
+  return ok;
+}
+
+static NN_UNUSED int nn_st_write_file(const char *path, const nn_sbuf *h, const nn_tensor *t,
+                                      int count, nn_msg *m) {
+  char *tmp = NULL;
+  int fd = nn_st_create_temp(path, &tmp, m);
+  if (fd < 0) {
+    free(tmp);
+    return -fd;
+  }
+  FILE *f = fdopen(fd, "wb");
+  if (!f)
+    close(fd);
+  errno = 0; /* so a failure below reports its own cause, if any */
+  int ok = f && nn_st_write_data(f, h, t, count);
+  int errnum = errno;
+  if (f && fclose(f) != 0 && ok) {
     ok = 0;
     errnum = errno;
   }
-  int rc = NN_OK;
+  int rc = NN_OK, renamed = 0;
   if (!ok)
-    rc = nn_msg_io(m, "cannot write", tmp, errnum);
-  else if (rename(tmp, path) != 0)
-    rc = nn_msg_io(m, "cannot rename temporary file over", path, errno);
-  if (rc != NN_OK)
-    remove(tmp);
+    rc = nn_msg_io(m, "cannot write", path, errnum);
+  else if (!(renamed = rename(tmp, path) == 0))
+    rc = nn_msg_io(m, "cannot rename a temporary file over", path, errno);
+  else if (!nn_st_sync_dir(path))
+    rc = nn_msg_io(m, "saved, but cannot sync the directory of", path, errno);
+  if (!renamed)
+    unlink(tmp);
   free(tmp);
   return rc;
 }
 
+/* A path save can replace: not empty, not a directory (rename would fail
+ * only after the data were written, or replace an empty directory). */
+static NN_UNUSED int nn_st_check_path(const char *path, nn_msg *m) {
+  struct stat st;
+  size_t len = strlen(path);
+  if (len == 0) {
+    nn_msg_str(m, "empty path");
+    return NN_ERR_ARG;
+  }
+  if (path[len - 1] == '/' || (stat(path, &st) == 0 && S_ISDIR(st.st_mode))) {
+    nn_msg_quoted(m, path, len);
+    nn_msg_str(m, " is a directory, not a file");
+    return NN_ERR_ARG;
+  }
+  return NN_OK;
+}
+
 /*
  * Write tensors t[0..count) to path.  meta is NULL or a NULL-terminated list
- * of key, value strings stored in "__metadata__".  Returns NN_OK, NN_ERR_ARG,
- * NN_ERR_IO or NN_ERR_NOMEM; on failure err (errcap bytes, may be NULL) says
- * why and any previous file at path is unchanged.
+ * of key, value strings stored in "__metadata__".  Returns NN_OK, NN_ERR_ARG
+ * (also for an empty path or a directory), NN_ERR_IO or NN_ERR_NOMEM; on
+ * failure err (errcap bytes, may be NULL) says why and any previous file at
+ * path is unchanged.
  */
 static NN_UNUSED int nn_st_save(const char *path, const nn_tensor *t, int count,
                                 const char *const *meta, char *err, size_t errcap) {
@@ -370,8 +470,11 @@ static NN_UNUSED int nn_st_save(const char *path, const nn_tensor *t, int count,
     nn_msg_str(&m, "nn_st_save: NULL path or tensor table");
     return NN_ERR_ARG;
   }
+  int rc = nn_st_check_path(path, &m);
+  if (rc != NN_OK)
+    return rc;
   nn_sbuf h = {NULL, 0, 0, 0};
-  int rc = nn_st_header(&h, t, count, meta, &m);
+  rc = nn_st_header(&h, t, count, meta, &m);
   if (rc == NN_OK)
     rc = nn_st_write_file(path, &h, t, count, &m);
   free(h.p);

@@ -11,18 +11,25 @@
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <dirent.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 /* The prelude of every generated file. */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 typedef float real;
 #define NN_REAL_DTYPE "F32"
 #if defined(__GNUC__) || defined(__clang__)
@@ -63,9 +70,23 @@ static unsigned char *read_bytes(const char *path, size_t *n) {
   return p;
 }
 
-static int exists(const char *path) {
-  struct stat st;
-  return stat(path, &st) == 0;
+/* Save's temporaries beside path (".<base>.<hex>.tmp") still there. */
+static int temps_left(const char *path) {
+  char dir[600];
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  const char *base = slash ? path + (slash - dir) + 1 : path;
+  if (slash)
+    *slash = '\0';
+  DIR *d = opendir(slash ? dir : ".");
+  cr_assert(d);
+  int n = 0;
+  size_t blen = strlen(base) > 64 ? 64 : strlen(base);
+  for (struct dirent *e; (e = readdir(d));)
+    n += e->d_name[0] == '.' && strncmp(e->d_name + 1, base, blen) == 0 &&
+         strlen(e->d_name) > 4 && strcmp(e->d_name + strlen(e->d_name) - 4, ".tmp") == 0;
+  closedir(d);
+  return n;
 }
 
 /* A safetensors file from a header length, header text and data bytes. */
@@ -329,9 +350,7 @@ Test(safetensors, byte_exact_vector) {
       cr_assert_eq(f[72 + 4 * i + k], (bits >> (8 * k)) & 0xff);
   }
   free(f);
-  char tmp[600];
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  cr_assert(!exists(tmp), "temporary file left behind");
+  cr_assert_eq(temps_left(path), 0, "temporary file left behind");
   remove(path);
 }
 
@@ -435,70 +454,216 @@ Test(safetensors, save_rejects_bad_arguments) {
 
 /* ---- safetensors: atomic save -------------------------------------------- */
 
-Test(safetensors, failed_save_into_directory_leaves_nothing) {
+Test(safetensors, save_to_directory_or_empty_path_is_arg) {
   float x = 1;
   nn_tensor t = {"x", "F32", 1, {1}, &x, 0};
-  char dir[512], tmp[600], err[256];
+  char dir[512], slash[600], err[256];
   tmp_path(dir, sizeof dir, "isdir");
   cr_assert_eq(mkdir(dir, 0755), 0);
-  cr_assert_eq(nn_st_save(dir, &t, 1, NULL, err, sizeof err), NN_ERR_IO);
-  cr_assert(strstr(err, "isdir"), "%s", err);
+  cr_assert_eq(nn_st_save(dir, &t, 1, NULL, err, sizeof err), NN_ERR_ARG);
+  cr_assert(strstr(err, "isdir\" is a directory"), "%s", err);
   struct stat st;
   cr_assert(stat(dir, &st) == 0 && S_ISDIR(st.st_mode));
-  snprintf(tmp, sizeof tmp, "%s.tmp", dir);
-  cr_assert(!exists(tmp), "temporary file left behind");
+  cr_assert_eq(temps_left(dir), 0, "temporary file left behind");
+  snprintf(slash, sizeof slash, "%s/", dir);
+  cr_assert_eq(nn_st_save(slash, &t, 1, NULL, err, sizeof err), NN_ERR_ARG);
   rmdir(dir);
 
+  /* "" used to write "./.tmp" and then remove it: a user's file of that name */
+  char here[512], old_cwd[1024];
+  tmp_path(here, sizeof here, "cwd");
+  cr_assert_eq(mkdir(here, 0755), 0);
+  cr_assert(getcwd(old_cwd, sizeof old_cwd));
+  cr_assert_eq(chdir(here), 0);
+  write_bytes(".tmp", "mine", 4);
+  cr_assert_eq(nn_st_save("", &t, 1, NULL, err, sizeof err), NN_ERR_ARG);
+  cr_assert(strstr(err, "empty path"), "%s", err);
+  size_t n;
+  unsigned char *mine = read_bytes(".tmp", &n);
+  cr_assert(n == 4 && memcmp(mine, "mine", 4) == 0, "save(\"\") touched ./.tmp");
+  free(mine);
+  DIR *d = opendir(".");
+  int entries = 0;
+  for (struct dirent *e; (e = readdir(d));)
+    entries++;
+  closedir(d);
+  cr_assert_eq(entries, 3, "save(\"\") created a file"); /* . .. .tmp */
+  remove(".tmp");
+  cr_assert_eq(chdir(old_cwd), 0);
+  rmdir(here);
+
   /* a directory that does not exist */
-  snprintf(tmp, sizeof tmp, "%s/no/such/dir/x.safetensors", NNCC_TEST_TMP);
-  cr_assert_eq(nn_st_save(tmp, &t, 1, NULL, err, sizeof err), NN_ERR_IO);
+  snprintf(dir, sizeof dir, "%s/no/such/dir/x.safetensors", NNCC_TEST_TMP);
+  cr_assert_eq(nn_st_save(dir, &t, 1, NULL, err, sizeof err), NN_ERR_IO);
   cr_assert(strstr(err, "cannot create"), "%s", err);
 }
 
-/* Save a file, then make the next save fail; the old file must survive. */
-Test(safetensors, failed_save_keeps_old_file) {
-  float x = 1, y = 0;
+/* "<path>.tmp" was the fixed temporary: a symlink there made save write
+ * through it.  Nothing at a name another user can guess is opened now. */
+Test(safetensors, save_never_follows_a_planted_symlink) {
+  float x = 7;
   nn_tensor t = {"x", "F32", 1, {1}, &x, 0};
-  char path[512], tmp[600], inner[700], err[256];
-  tmp_path(path, sizeof path, "keep.safetensors");
+  char path[512], link[600], victim[512], err[256];
+  tmp_path(path, sizeof path, "sym.safetensors");
+  tmp_path(victim, sizeof victim, "victim");
+  snprintf(link, sizeof link, "%s.tmp", path);
+  write_bytes(victim, "precious", 8);
+  cr_assert_eq(symlink(victim, link), 0);
   cr_assert_eq(nn_st_save(path, &t, 1, NULL, err, sizeof err), NN_OK, "%s", err);
+  size_t n;
+  unsigned char *v = read_bytes(victim, &n);
+  cr_assert(n == 8 && memcmp(v, "precious", 8) == 0, "save wrote through the symlink");
+  free(v);
+  struct stat st;
+  cr_assert(lstat(link, &st) == 0 && S_ISLNK(st.st_mode), "save removed the symlink");
+  float y = 0;
+  nn_tensor u = {"x", "F32", 1, {1}, &y, 0};
+  cr_assert_eq(nn_st_load(path, &u, 1, err, sizeof err), NN_OK, "%s", err);
+  cr_assert_eq(y, 7.0f);
+  /* a "<path>.tmp" directory, which used to make save fail, is left alone */
+  remove(link);
+  cr_assert_eq(mkdir(link, 0755), 0);
+  x = 8;
+  cr_assert_eq(nn_st_save(path, &t, 1, NULL, err, sizeof err), NN_OK, "%s", err);
+  cr_assert(stat(link, &st) == 0 && S_ISDIR(st.st_mode));
+  rmdir(link);
+  remove(victim);
+  remove(path);
+}
+
+/* A file of 16384 floats, every one equal to the generation g. */
+#define GEN_N 16384
+static int save_generation(const char *path, float g) {
+  static float v[GEN_N];
+  for (int i = 0; i < GEN_N; i++)
+    v[i] = g;
+  nn_tensor t = {"w", "F32", 1, {GEN_N}, v, 0};
+  char err[256];
+  return nn_st_save(path, &t, 1, NULL, err, sizeof err);
+}
+
+/* The generation a complete file holds, -1 if it is mixed or broken. */
+static float load_generation(const char *path) {
+  static float v[GEN_N];
+  nn_tensor t = {"w", "F32", 1, {GEN_N}, v, 0};
+  char err[256];
+  if (nn_st_load(path, &t, 1, err, sizeof err) != NN_OK)
+    return -1;
+  for (int i = 1; i < GEN_N; i++)
+    if (v[i] != v[0])
+      return -1;
+  return v[0];
+}
+
+/* Two processes save over one path as fast as they can while a third reads
+ * it: every save succeeds and every read sees one whole generation. */
+Test(safetensors, concurrent_saves_never_mix_or_lose_the_file, .timeout = 60) {
+  char path[512];
+  tmp_path(path, sizeof path, "race.safetensors");
+  cr_assert_eq(save_generation(path, 1), NN_OK);
+  pid_t kid[2];
+  for (int k = 0; k < 2; k++) {
+    kid[k] = fork();
+    cr_assert(kid[k] >= 0);
+    if (kid[k] == 0) {
+      int bad = 0;
+      for (int i = 0; i < 300; i++)
+        bad += save_generation(path, (float)(2 + k * 1000 + i)) != NN_OK;
+      _exit(bad ? 1 : 0);
+    }
+  }
+  int reads = 0, broken = 0, running = 2, failed = 0;
+  while (running) {
+    broken += load_generation(path) < 0;
+    reads++;
+    for (int k = 0; k < 2; k++) {
+      int st;
+      if (kid[k] > 0 && waitpid(kid[k], &st, WNOHANG) == kid[k]) {
+        running--;
+        kid[k] = -kid[k];
+        failed += !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+      }
+    }
+  }
+  cr_assert_eq(broken, 0, "%d of %d reads saw a mixed or missing file", broken, reads);
+  cr_assert_eq(failed, 0, "a saver failed");
+  float last = load_generation(path);
+  cr_assert(last == 301 || last == 1301, "final file holds generation %g", last);
+  cr_assert_eq(temps_left(path), 0);
+  remove(path);
+}
+
+/* The save that fails for want of space keeps the old file and leaves no
+ * temporary behind.  Returns what went wrong, NULL if nothing (no
+ * cr_assert: it also runs in a forked child). */
+static const char *full_disk_save(const char *path) {
+  if (save_generation(path, 1) != NN_OK) /* 64 KiB + header */
+    return "first save failed";
   size_t n0, n1;
   unsigned char *before = read_bytes(path, &n0);
-
-  /* "<path>.tmp" cannot be created (even as root): it is a directory */
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  snprintf(inner, sizeof inner, "%s/keep", tmp);
-  cr_assert_eq(mkdir(tmp, 0755), 0);
-  write_bytes(inner, "x", 1);
-  x = 2;
-  cr_assert_eq(nn_st_save(path, &t, 1, NULL, err, sizeof err), NN_ERR_IO);
-  cr_assert(exists(inner), "save removed something it did not create");
-  remove(inner);
-  rmdir(tmp);
-
-  /* a directory without write permission (only meaningful when not root) */
-  if (geteuid() != 0) {
-    char dir[512], file[600];
-    tmp_path(dir, sizeof dir, "rodir");
-    snprintf(file, sizeof file, "%s/m.safetensors", dir);
-    cr_assert_eq(mkdir(dir, 0755), 0);
-    cr_assert_eq(nn_st_save(file, &t, 1, NULL, err, sizeof err), NN_OK, "%s", err);
-    chmod(dir, 0555);
-    x = 3;
-    cr_assert_eq(nn_st_save(file, &t, 1, NULL, err, sizeof err), NN_ERR_IO);
-    chmod(dir, 0755);
-    nn_tensor u = {"x", "F32", 1, {1}, &y, 0};
-    cr_assert_eq(nn_st_load(file, &u, 1, err, sizeof err), NN_OK, "%s", err);
-    cr_assert_eq(y, 2.0f);
-    remove(file);
-    rmdir(dir);
-  }
-
+  static float big[4 * GEN_N];
+  nn_tensor t = {"w", "F32", 1, {4 * GEN_N}, big, 0};
+  char err[256];
+  const char *why = NULL;
+  if (nn_st_save(path, &t, 1, NULL, err, sizeof err) != NN_ERR_IO || !strstr(err, "cannot write"))
+    why = "the save that cannot fit did not return NN_ERR_IO \"cannot write\"";
   unsigned char *after = read_bytes(path, &n1);
-  cr_assert(n0 == n1 && memcmp(before, after, n0) == 0, "old file changed");
+  if (!why && (n0 != n1 || memcmp(before, after, n0) != 0 || load_generation(path) != 1))
+    why = "the old file changed";
+  if (!why && temps_left(path))
+    why = "a temporary file was left behind";
   free(before);
   free(after);
+  return why;
+}
+
+/* full_disk_save in a child whose writes past 100 KiB fail with EFBIG
+ * (RLIMIT_FSIZE, SIGXFSZ ignored): the limit dies with the child. */
+static void file_size_limited_save(const char *path) {
+  pid_t kid = fork();
+  cr_assert(kid >= 0);
+  if (kid == 0) {
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit rl = {100 << 10, 100 << 10};
+    if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+      _exit(2);
+    const char *why = full_disk_save(path);
+    if (why)
+      fprintf(stderr, "%s\n", why);
+    _exit(why ? 1 : 0);
+  }
+  int st;
+  cr_assert_eq(waitpid(kid, &st, 0), kid);
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %d", st);
   remove(path);
+}
+
+/* A 160 KiB tmpfs: room for the old file but not for the old and the new.
+ * Where mounting is not allowed (not root), the write fails through a file
+ * size limit instead. */
+Test(faults, disk_full_during_save_keeps_old_file, .timeout = 30) {
+  char dir[512], path[600], cmd[700];
+  tmp_path(dir, sizeof dir, "tmpfs");
+  cr_assert_eq(mkdir(dir, 0755), 0);
+  snprintf(path, sizeof path, "%s/m.safetensors", dir);
+  snprintf(cmd, sizeof cmd, "mount -t tmpfs -o size=160k tmpfs '%s' 2>/dev/null", dir);
+  if (system(cmd) != 0) {
+    cr_log_warn("cannot mount a tmpfs: the disk fills through RLIMIT_FSIZE instead");
+    file_size_limited_save(path);
+    rmdir(dir);
+    return;
+  }
+  const char *why = full_disk_save(path);
+  snprintf(cmd, sizeof cmd, "umount '%s'", dir);
+  cr_assert_eq(system(cmd), 0);
+  rmdir(dir);
+  cr_assert(!why, "%s", why);
+}
+
+Test(faults, file_size_limit_during_save_keeps_old_file, .timeout = 30) {
+  char path[512];
+  tmp_path(path, sizeof path, "fsize.safetensors");
+  file_size_limited_save(path);
 }
 
 /* ---- safetensors: loading ------------------------------------------------ */
@@ -776,8 +941,10 @@ static void write_runtime_unit(const char *path, const char *real_type) {
   FILE *out = fopen(path, "w");
   cr_assert(out);
   fprintf(out,
+          "#define _POSIX_C_SOURCE 200809L\n"
           "#include <math.h>\n#include <stdint.h>\n#include <stddef.h>\n#include <stdio.h>\n"
-          "#include <stdlib.h>\n#include <string.h>\n#include <errno.h>\n"
+          "#include <stdlib.h>\n#include <string.h>\n#include <errno.h>\n#include <fcntl.h>\n"
+          "#include <limits.h>\n#include <sys/stat.h>\n#include <time.h>\n#include <unistd.h>\n"
           "typedef %s real;\n#define NN_REAL_DTYPE \"%s\"\n#define NN_REAL_F64 %d\n"
           "#if defined(__GNUC__) || defined(__clang__)\n"
           "#define NN_UNUSED __attribute__((unused))\n#else\n#define NN_UNUSED\n#endif\n"
