@@ -50,9 +50,13 @@ static void emit_prelude(CG *cg) {
              g->dtype == DT_F64 ? "f64" : "f32", o && o->infer_only ? " --infer" : "",
              o && o->fuse ? (strcmp(o->fuse, "none") == 0 ? " --fuse=none" : "") : "");
   buf_puts(c, " * Build: cc -O3 -fopenmp -c model.c   (OpenMP optional) and link with -lm. */\n");
+  /* C11 + POSIX 2008 (open, fsync, O_NOFOLLOW for atomic saves), before any header */
+  buf_puts(c, "#if !defined(_POSIX_C_SOURCE) && !defined(_XOPEN_SOURCE) && !defined(_GNU_SOURCE)\n"
+              "#define _POSIX_C_SOURCE 200809L\n#endif\n");
   buf_printf(c, "#include %s\n\n", c_string(cg->a, header_name(cg->ctx, cg->m)));
-  buf_puts(c, "#include <errno.h>\n#include <math.h>\n#include <stddef.h>\n#include <stdint.h>\n"
-              "#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n"
+  buf_puts(c, "#include <errno.h>\n#include <fcntl.h>\n#include <limits.h>\n#include <math.h>\n"
+              "#include <stddef.h>\n#include <stdint.h>\n#include <stdio.h>\n#include <stdlib.h>\n"
+              "#include <string.h>\n#include <sys/stat.h>\n#include <time.h>\n#include <unistd.h>\n"
               "#ifdef _OPENMP\n#include <omp.h>\n#endif\n\n");
   buf_printf(c, "typedef %s real;\n", real_name(g));
   buf_printf(c, "#define NN_REAL_DTYPE \"%s\"\n", g->dtype == DT_F64 ? "F64" : "F32");
