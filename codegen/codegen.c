@@ -91,6 +91,30 @@ static long arena_size(const CG *cg) {
   return a;
 }
 
+/* The blocks' bytes (plan_memory bounds each, so the sum fits 64 bits) and
+ * compile-time checks that they fit this target's size_t and long: a model
+ * too big for a 32-bit target does not compile there instead of wrapping. */
+static void emit_size_checks(CG *cg, const TrainConfig *tc, const char *ro) {
+  const Graph *g = cg->layout;
+  unsigned long long esize = g->dtype == DT_F64 ? 8 : 4, total = 0;
+  long reals[] = {*ro ? 0 : g->params_size, *ro ? 0 : g->buffers_size,
+                  cg->train ? g->params_size : 0, tc ? optimizer_slots(tc) * g->params_size : 0,
+                  arena_size(cg)};
+  for (int i = 0; i < 5; i++) {
+    unsigned long long b;
+    if (__builtin_mul_overflow((unsigned long long)reals[i], esize, &b) ||
+        __builtin_add_overflow(total, (b + 63) / 64 * 64, &total))
+      internal_error(__FILE__, __LINE__, "memory size overflows 64 bits");
+  }
+  Buf *c = cg->c;
+  buf_printf(c, "#define NN_BLOCKS_BYTES %lluULL   /* params ... arena, each 64-byte aligned */\n",
+             total);
+  buf_printf(c, "_Static_assert(NN_BLOCKS_BYTES <= SIZE_MAX - 63 - NN_ALIGN64(sizeof(struct %s)),\n"
+                "               \"the model's memory does not fit size_t on this target\");\n", cg->m);
+  buf_puts(c, "_Static_assert(NN_PARAMS_SIZE <= LONG_MAX / 2 && NN_ARENA_SIZE <= LONG_MAX,\n"
+              "               \"the model's offsets do not fit long on this target\");\n\n");
+}
+
 static void emit_struct(CG *cg) {
   Buf *c = cg->c;
   const TrainConfig *tc = cg->train ? program_train_config(cg->prog) : NULL;
@@ -115,7 +139,8 @@ static void emit_struct(CG *cg) {
     emit_train_fields(c);
   buf_puts(c, "    char error[256]; /* detail of the last failure */\n");
   buf_puts(c, "};\n\n");
-  buf_puts(c, "#define NN_ALIGN64(x) (((size_t)(x) + 63) & ~(size_t)63)\n\n");
+  buf_puts(c, "#define NN_ALIGN64(x) (((size_t)(x) + 63) & ~(size_t)63)\n");
+  emit_size_checks(cg, tc, ro);
 }
 
 /* ---- tensor table ---------------------------------------------------------------- */

@@ -12,13 +12,21 @@
  * lifetime (the "greedy by size" strategy of TFLite's planner).  The
  * results: arena_size, naive_size (one buffer per tensor) and lower_bound
  * (the most bytes live at one step: no plan can do better).
+ *
+ * Sizes are checked 64-bit arithmetic: a tensor at the largest batch, the
+ * params, buffers and arena blocks may hold up to MAX_BLOCK reals, so every
+ * byte count derived from them (six blocks of 8-byte reals at most) fits an
+ * int64.  A model beyond that is an error naming the tensor that crossed it;
+ * naive_size alone, only reported, saturates at LONG_MAX instead.
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "nncc.h"
 
 #define ALIGN 16   /* reals: 64 bytes for f32 */
+#define MAX_BLOCK (1L << 58)   /* reals in one tensor or block; 2^61 bytes in f64 */
 
 typedef struct Interval {
   int value;       /* the group's root value */
@@ -27,23 +35,51 @@ typedef struct Interval {
   long offset;
 } Interval;
 
+/* "tensor 'h' <what> 2^58 elements at batch 64 (...)", at h's line. */
+static bool too_big(Graph *g, const Value *v, const char *what) {
+  const Node *p = v->producer >= 0 ? node_at(g, v->producer) : NULL;
+  const char *msg = "tensor '%s' %s 2^58 elements at batch %d (%s): lower --batch or the "
+                    "model's sizes";
+  const char *dt = g->dtype == DT_F64 ? "2^61 bytes in f64" : "2^60 bytes in f32";
+  if (p)
+    error_at(g->ctx, p->loc, msg, v->name, what, g->max_batch, dt);
+  else
+    error_plain(g->ctx, msg, v->name, what, g->max_batch, dt);
+  return false;
+}
+
+/* *sum += n unless that passes MAX_BLOCK. */
+static bool add_size(long *sum, long n) {
+  long s;
+  if (__builtin_add_overflow(*sum, n, &s) || s > MAX_BLOCK)
+    return false;
+  *sum = s;
+  return true;
+}
+
+/* Reals of v at the largest batch, rounded up to ALIGN; -1 past MAX_BLOCK. */
 static long aligned_size(const Graph *g, const Value *v) {
-  long n = shape_numel(&v->shape) * (v->batched ? g->max_batch : 1);
+  long n;
+  if (__builtin_mul_overflow(shape_numel(&v->shape), (long)(v->batched ? g->max_batch : 1), &n) ||
+      n > MAX_BLOCK)
+    return -1;
   return (n + ALIGN - 1) / ALIGN * ALIGN;
 }
 
 static bool in_arena(const Value *v) { return v->kind == V_ACT || v->kind == V_LOSS; }
 
-static void place_persistent(Graph *g) {
+static bool place_persistent(Graph *g) {
   long params = 0, buffers = 0;
   for (int i = 0; i < g->values.len; i++) {
     Value *v = &g->values.items[i];
     if (v->kind == V_PARAM) {
       v->offset = params;
-      params += shape_numel(&v->shape);
+      if (!add_size(&params, shape_numel(&v->shape)))
+        return too_big(g, v, "brings the parameters past");
     } else if (v->kind == V_BUFFER) {
       v->offset = buffers;
-      buffers += shape_numel(&v->shape);
+      if (!add_size(&buffers, shape_numel(&v->shape)))
+        return too_big(g, v, "brings the buffers past");
     }
   }
   for (int i = 0; i < g->values.len; i++) {
@@ -53,6 +89,7 @@ static void place_persistent(Graph *g) {
   }
   g->params_size = params;
   g->buffers_size = buffers;
+  return true;
 }
 
 static int root(const Graph *g, int v) {
@@ -123,7 +160,9 @@ static bool overlaps(const Interval *a, const Interval *b) {
   return a->first <= b->last && b->first <= a->last;
 }
 
-/* Lowest offset where `it` fits between the placed intervals it overlaps. */
+/* Lowest offset where `it` fits between the placed intervals it overlaps.
+ * Placed intervals end by MAX_BLOCK and it->size <= MAX_BLOCK: no sum here
+ * overflows. */
 static long best_offset(const Interval *placed, int nplaced, const Interval *it) {
   long offset = 0;
   bool moved = true;
@@ -140,9 +179,28 @@ static long best_offset(const Interval *placed, int nplaced, const Interval *it)
   return offset;
 }
 
+/* The most reals live at any one step (n intervals over nsteps steps);
+ * false, with *v the tensor that crossed MAX_BLOCK, if that is too many. */
+static bool lower_bound(const Interval *iv, int n, int nsteps, long *bound, int *v) {
+  *bound = 0;
+  for (int s = 0; s < nsteps; s++) {
+    long live = 0;
+    for (int k = 0; k < n; k++)
+      if (iv[k].first <= s && s <= iv[k].last && !add_size(&live, iv[k].size)) {
+        *v = iv[k].value;
+        return false;
+      }
+    if (live > *bound)
+      *bound = live;
+  }
+  return true;
+}
+
 void plan_memory(Graph *g, bool plan) {
   Arena *a = g->ctx->arena;
-  place_persistent(g);
+  g->arena_size = g->naive_size = g->lower_bound = 0;
+  if (!place_persistent(g))
+    return;
   int nv = g->values.len;
   int *first = arena_alloc(a, sizeof(int) * (size_t)(nv + 1));
   int *last = arena_alloc(a, sizeof(int) * (size_t)(nv + 1));
@@ -152,35 +210,39 @@ void plan_memory(Graph *g, bool plan) {
 
   Interval *iv = arena_alloc(a, sizeof(Interval) * (size_t)(nv + 1));
   int n = 0, nsteps = 0;
-  g->naive_size = 0;
   for (int i = 0; i < nv; i++) {
     Value *v = &g->values.items[i];
     if (!in_arena(v) || first[i] < 0 || !in_arena(val(g, root(g, i))))
       continue;
-    g->naive_size += aligned_size(g, v);
+    long size = aligned_size(g, v);
+    if (size < 0) {
+      too_big(g, v, "needs more than");
+      return;
+    }
+    if (__builtin_add_overflow(g->naive_size, size, &g->naive_size))
+      g->naive_size = LONG_MAX;   /* only reported */
     if (v->alias >= 0)
       continue;
-    iv[n++] = (Interval){i, first[i], last[i], aligned_size(g, v), 0};
+    iv[n++] = (Interval){i, first[i], last[i], size, 0};
     if (last[i] + 1 > nsteps)
       nsteps = last[i] + 1;
   }
-  /* The lower bound: the most reals live at any one step. */
-  g->lower_bound = 0;
-  for (int s = 0; s < nsteps; s++) {
-    long live = 0;
-    for (int k = 0; k < n; k++)
-      if (iv[k].first <= s && s <= iv[k].last)
-        live += iv[k].size;
-    if (live > g->lower_bound)
-      g->lower_bound = live;
+  int big;
+  if (!lower_bound(iv, n, nsteps, &g->lower_bound, &big)) {
+    too_big(g, val(g, big), "brings the activations live at one step past");
+    return;
   }
   qsort(iv, (size_t)n, sizeof *iv, by_size_desc);
-  g->arena_size = 0;
   for (int k = 0; k < n; k++) {
     /* Without a plan every tensor gets its own buffer, one after another. */
     iv[k].offset = plan ? best_offset(iv, k, &iv[k]) : g->arena_size;
-    if (iv[k].offset + iv[k].size > g->arena_size)
-      g->arena_size = iv[k].offset + iv[k].size;
+    long end = iv[k].offset;
+    if (!add_size(&end, iv[k].size)) {
+      too_big(g, val(g, iv[k].value), "brings the planned arena past");
+      return;
+    }
+    if (end > g->arena_size)
+      g->arena_size = end;
     g->values.items[iv[k].value].offset = iv[k].offset;
   }
   for (int i = 0; i < nv; i++) {

@@ -1,7 +1,18 @@
 /*
- * report.c: --report, what fusion and memory planning bought.
+ * report.c: --report, what fusion and memory planning bought.  Byte counts
+ * are checked products: plan_memory bounds every block, and naive_size,
+ * which it saturates, is printed as "over" when it does not fit.
  */
 #include "nncc.h"
+
+/* "  <label> <bytes> bytes<tail>" for reals elements of esize bytes. */
+static void put_bytes(Buf *b, const char *label, long reals, long esize, const char *tail) {
+  long bytes;
+  if (reals < 0 || __builtin_mul_overflow(reals, esize, &bytes))
+    buf_printf(b, "  %-12s over 9223372036854775807 bytes%s\n", label, tail);
+  else
+    buf_printf(b, "  %-12s %12ld bytes%s\n", label, bytes, tail);
+}
 
 static void graph_report(Buf *b, const Graph *g) {
   size_t real = g->dtype == DT_F64 ? 8 : 4;
@@ -19,13 +30,13 @@ static void graph_report(Buf *b, const Graph *g) {
   }
   buf_printf(b, "%s graph: %d kernels (%d nodes fused away), %.3g MFLOP per sample\n",
              g->mode == MODE_TRAIN ? "training" : "inference", nodes, fused, flops / 1e6);
-  buf_printf(b, "  params       %12ld bytes\n", g->params_size * (long)real);
-  buf_printf(b, "  buffers      %12ld bytes\n", g->buffers_size * (long)real);
-  buf_printf(b, "  naive        %12ld bytes (one buffer per tensor, batch %d)\n",
-             g->naive_size * (long)real, g->max_batch);
-  buf_printf(b, "  arena        %12ld bytes (planned)\n", g->arena_size * (long)real);
-  buf_printf(b, "  lower bound  %12ld bytes (most bytes live at one step)\n",
-             g->lower_bound * (long)real);
+  long esize = (long)real;
+  put_bytes(b, "params", g->params_size, esize, "");
+  put_bytes(b, "buffers", g->buffers_size, esize, "");
+  put_bytes(b, "naive", g->naive_size, esize,
+            arena_printf(g->ctx->arena, " (one buffer per tensor, batch %d)", g->max_batch));
+  put_bytes(b, "arena", g->arena_size, esize, " (planned)");
+  put_bytes(b, "lower bound", g->lower_bound, esize, " (most bytes live at one step)");
   if (g->lower_bound > 0)
     buf_printf(b, "  arena / lower bound = %.3f, naive / arena = %.2f\n",
                (double)g->arena_size / (double)g->lower_bound,

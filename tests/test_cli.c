@@ -16,6 +16,7 @@
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <glob.h>
 #include <stdio.h>
@@ -720,4 +721,113 @@ Test(listings, listing_with_output_writes_both) {
   char out[600];
   case_path(&c, out, sizeof out, "out");
   cr_assert_eq(count_entries(out), 2);
+}
+
+/* ---- sizes: checked 64-bit arithmetic ------------------------------------- */
+
+TestSuite(sizes, .fini = free_captures);
+
+/* n tensors of 2^31 - 1 elements per sample, all live until a chain of adds
+ * reads them: at --batch 1048576 each is 2^51 elements. */
+static void put_wide_model(Case *c, int n) {
+  size_t cap = (size_t)n * 40 + 256, len = 0;
+  char *text = malloc(cap);
+  len += (size_t)snprintf(text + len, cap - len, "model m\ninput x: f32[2147483647]\n");
+  for (int i = 0; i < n; i++)
+    len += (size_t)snprintf(text + len, cap - len, "a%d = relu(x)\n", i);
+  len += (size_t)snprintf(text + len, cap - len, "s = a0 + a1\n");
+  for (int i = 2; i < n; i++)
+    len += (size_t)snprintf(text + len, cap - len, "s = s + a%d\n", i);
+  len += (size_t)snprintf(text + len, cap - len, "output s\n");
+  put_file(c, "m.nn", text, len);
+  free(text);
+}
+
+/* ~4,100 live tensors used to overflow the planner's sums: a wrapped arena
+ * size in the emitted code and negative bytes in --report.  Now an error
+ * that names the tensor, and nothing is written. */
+Test(sizes, many_live_tensors_are_an_error_not_a_wrap, .timeout = 120) {
+  const int counts[] = {4100, 1100};
+  for (int k = 0; k < 2; k++) {
+    Case c;
+    new_case(&c, "wide");
+    put_wide_model(&c, counts[k]);
+    const char *args[] = {"m.nn", "-o", "out/m.c", "--dtype", "f64", "--batch", "1048576",
+                          "--fuse=none", "--report", NULL};
+    run_nncc(&c, args);
+    cr_expect_eq(c.status, 1, "%d tensors: status %d\n%s", counts[k], c.status, c.err);
+    cr_expect(strstr(c.err, "error: tensor 'relu") && strstr(c.err, "2^58 elements at batch 1048576"),
+              "%d tensors: %s", counts[k], c.err);
+    cr_expect(!strstr(c.out, "-"), "negative numbers in --report:\n%s", c.out);
+    char out[600];
+    case_path(&c, out, sizeof out, "out");
+    cr_expect_eq(count_entries(out), 0);
+  }
+}
+
+/* The largest sizes that fit come out right: --report's bytes are the
+ * emitted NN_ARENA_SIZE times 8, and memory_size() is that and a little. */
+Test(sizes, huge_but_valid_model_has_exact_sizes, .timeout = 120) {
+  Case c;
+  new_case(&c, "huge");
+  put_wide_model(&c, 100);
+  const char *args[] = {"m.nn", "-o", "out/m.c", "--dtype", "f64", "--batch", "1048576",
+                        "--fuse=none", "--report", NULL};
+  run_nncc(&c, args);
+  cr_assert_eq(c.status, 0, "%s", c.err);
+  char path[700];
+  case_path(&c, path, sizeof path, "out/m.c");
+  char *src = keep(read_text(path));
+  const char *def = strstr(src, "#define NN_ARENA_SIZE ");
+  cr_assert(def);
+  long long arena = strtoll(def + 22, NULL, 10);
+  /* 100 tensors of (2^31 - 1) * 2^20 reals, 16-aligned, two live at a time
+   * at least: the exact plan is the planner's, the bytes must agree. */
+  cr_assert_gt(arena, 2LL * 2147483647LL * 1048576LL);
+  char line[128];
+  snprintf(line, sizeof line, "%lld bytes (planned)", arena * 8);
+  cr_expect(strstr(c.out, line), "--report does not say %s:\n%s", line, c.out);
+  cr_expect(!strstr(c.out, " -"), "negative numbers in --report:\n%s", c.out);
+
+  /* memory_size() on this 64-bit host: the blocks' bytes, not a wrapped value */
+  char so[700], log[8192];
+  case_path(&c, so, sizeof so, "out/m.so");
+  int st = run_capture(log, sizeof log, "cd %s/out && %s -std=c11 -Wall -Wextra -Werror -shared -fPIC m.c -o m.so",
+                       c.dir, NNCC_CC);
+  cr_assert_eq(st, 0, "%s", log);
+  void *lib = dlopen(so, RTLD_NOW);
+  cr_assert(lib, "%s", dlerror());
+  size_t (*memory_size)(void) = (size_t (*)(void))dlsym(lib, "m_memory_size");
+  cr_assert(memory_size);
+  unsigned long long got = memory_size(), blocks = (unsigned long long)arena * 8;
+  cr_expect(got >= blocks && got < blocks + (1 << 20), "memory_size() = %llu, arena %llu bytes",
+            got, blocks);
+  dlclose(lib);
+
+  /* on a 32-bit target the same file must not compile */
+  if (run("echo 'int main(void){return 0;}' | %s -m32 -xc - -fsyntax-only -include stdint.h -include stdio.h 2>/dev/null",
+          NNCC_CC) != 0) {
+    cr_log_warn("no 32-bit C library (gcc-multilib): the 32-bit compile is not checked");
+    return;
+  }
+  st = run_capture(log, sizeof log, "cd %s/out && %s -m32 -std=c11 -fsyntax-only m.c", c.dir, NNCC_CC);
+  cr_expect_neq(st, 0, "a model of %llu bytes compiles for a 32-bit target", blocks);
+  cr_expect(strstr(log, "does not fit size_t on this target"), "%s", log);
+}
+
+/* A model that fits compiles for a 32-bit target: the checks are not
+ * always false. */
+Test(sizes, small_model_compiles_for_32_bit) {
+  if (run("echo 'int main(void){return 0;}' | %s -m32 -xc - -fsyntax-only -include stdint.h -include stdio.h 2>/dev/null",
+          NNCC_CC) != 0)
+    cr_skip_test("no 32-bit C library (gcc-multilib)");
+  Case c;
+  new_case(&c, "m32");
+  put_file(&c, "m.nn", GOOD_MODEL, strlen(GOOD_MODEL));
+  compile(&c, NULL, NULL);
+  cr_assert_eq(c.status, 0, "%s", c.err);
+  char log[8192];
+  int st = run_capture(log, sizeof log, "cd %s/out && %s -m32 -std=c11 -Wall -Wextra -Werror -fsyntax-only m.c",
+                       c.dir, NNCC_CC);
+  cr_expect_eq(st, 0, "%s", log);
 }
