@@ -297,16 +297,31 @@ static NN_UNUSED int nn_st_header(nn_sbuf *h, const nn_tensor *t, int count,
   return NN_OK;
 }
 
-/* fwrite nbytes of host-order elements as little-endian. */
-static NN_UNUSED int nn_st_write_le(FILE *f, const void *data, size_t nbytes, size_t esize) {
+/* write() all n bytes of p, through short writes and EINTR. */
+static NN_UNUSED int nn_st_write_all(int fd, const void *p, size_t n) {
+  const unsigned char *b = (const unsigned char *)p;
+  while (n > 0) {
+    ssize_t k = write(fd, b, n < ((size_t)1 << 30) ? n : (size_t)1 << 30);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k <= 0)
+      return 0;
+    b += k;
+    n -= (size_t)k;
+  }
+  return 1;
+}
+
+/* nbytes of host-order elements as little-endian. */
+static NN_UNUSED int nn_st_write_le(int fd, const void *data, size_t nbytes, size_t esize) {
   if (nn_st_host_is_le())
-    return fwrite(data, 1, nbytes, f) == nbytes;
+    return nn_st_write_all(fd, data, nbytes);
   unsigned char chunk[4096]; /* a multiple of every esize */
   for (size_t done = 0; done < nbytes;) {
     size_t n = nbytes - done < sizeof chunk ? nbytes - done : sizeof chunk;
     memcpy(chunk, (const unsigned char *)data + done, n);
     nn_st_swap(chunk, n, esize);
-    if (fwrite(chunk, 1, n, f) != n)
+    if (!nn_st_write_all(fd, chunk, n))
       return 0;
     done += n;
   }
@@ -321,7 +336,20 @@ static NN_UNUSED int nn_st_write_le(FILE *f, const void *data, size_t nbytes, si
  * over path (atomic on POSIX: readers see the old file or the new one) and
  * the directory synced so that the rename survives a crash.  Of two
  * concurrent saves to one path, the later rename wins; neither file is
- * mixed or truncated. */
+ * mixed or truncated.  Only calls declared whatever feature macros the
+ * including file set (open, write, fsync: a unity build may include system
+ * headers before the prelude's _POSIX_C_SOURCE); O_EXCL alone already never
+ * follows a link, O_NOFOLLOW and O_CLOEXEC are added where declared. */
+
+#ifndef O_NOFOLLOW
+#define O_NOFOLLOW 0
+#endif
+#ifndef O_CLOEXEC
+#define O_CLOEXEC 0
+#endif
+#ifndef O_DIRECTORY
+#define O_DIRECTORY 0
+#endif
 
 static NN_UNUSED uint64_t nn_st_mix(uint64_t x) { /* splitmix64's finalizer */
   x += UINT64_C(0x9e3779b97f4a7c15);
@@ -381,18 +409,18 @@ static NN_UNUSED int nn_st_create_temp(const char *path, char **tmp, nn_msg *m) 
 }
 
 /* Header length, header, data into the open temporary file; synced. */
-static NN_UNUSED int nn_st_write_data(FILE *f, const nn_sbuf *h, const nn_tensor *t, int count) {
+static NN_UNUSED int nn_st_write_data(int fd, const nn_sbuf *h, const nn_tensor *t, int count) {
   unsigned char len8[8];
   for (int i = 0; i < 8; i++)
     len8[i] = (unsigned char)((uint64_t)h->len >> (8 * i));
-  int ok = fwrite(len8, 1, 8, f) == 8 && fwrite(h->p, 1, h->len, f) == h->len;
+  int ok = nn_st_write_all(fd, len8, 8) && nn_st_write_all(fd, h->p, h->len);
   for (int i = 0; ok && i < count; i++) {
     size_t esize = nn_st_dtype_size(t[i].dtype, strlen(t[i].dtype));
     uint64_t bytes = 0;
     nn_st_nbytes(t[i].rank, t[i].shape, esize, &bytes); /* checked by nn_st_header */
-    ok = nn_st_write_le(f, t[i].data, (size_t)bytes, esize);
+    ok = nn_st_write_le(fd, t[i].data, (size_t)bytes, esize);
   }
-  return ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
+  return ok && fsync(fd) == 0;
 }
 
 /* fsync of the directory that holds the renamed file. */
@@ -416,13 +444,10 @@ static NN_UNUSED int nn_st_write_file(const char *path, const nn_sbuf *h, const 
     free(tmp);
     return -fd;
   }
-  FILE *f = fdopen(fd, "wb");
-  if (!f)
-    close(fd);
   errno = 0; /* so a failure below reports its own cause, if any */
-  int ok = f && nn_st_write_data(f, h, t, count);
+  int ok = nn_st_write_data(fd, h, t, count);
   int errnum = errno;
-  if (f && fclose(f) != 0 && ok) {
+  if (close(fd) != 0 && ok) {
     ok = 0;
     errnum = errno;
   }
