@@ -33,6 +33,8 @@ void emit_train_fields(Buf *c) {
   buf_puts(c, "    double lr_now;   /* learning rate of the last step */\n");
   buf_puts(c, "    double ratio[NN_NUM_TENSORS > 0 ? NN_NUM_TENSORS : 1];   /* |update| / |param| of the last step */\n");
   buf_puts(c, "    double opt_sums[NN_MAX_CHUNKS][2];   /* per optimizer chunk: sum u^2, sum p^2 */\n");
+  buf_puts(c, "    real buffers_prev[NN_BUFFERS_SIZE > 0 ? NN_BUFFERS_SIZE : 1];   /* buffers before the\n"
+              "                       last gradients(): restored when its step fails */\n");
 }
 
 /* ---- the optimizer step ------------------------------------------------------
@@ -149,15 +151,19 @@ void emit_train_decls(CG *cg) {
                                   io_params(cg, g, V_TARGET, false));
   const char *dx = io_params(cg, g, V_INGRAD, true);
   buf_printf(h, "/* Training: forward, backward and one optimizer step; *loss (may be NULL)\n"
-                " * gets the mean loss over the batch.  Class targets are labels 0..K-1. */\n");
+                " * gets the mean loss over the batch.  Class targets are labels 0..K-1.  A\n"
+                " * failed step (%s_ERR_NONFINITE: loss, gradient or running statistics not\n"
+                " * finite) leaves weights, buffers, optimizer state and step as they were. */\n", cg->M);
   buf_printf(h, "int %s_train_step(%s *m, int n%s, %s *loss);\n", m, m, args, R);
-  buf_printf(h, "/* The two halves of train_step: gradients into the model, then the update. */\n");
+  buf_printf(h, "/* The two halves of train_step: gradients into the model (and the running\n"
+                " * statistics, unless it fails), then the update. */\n");
   buf_printf(h, "int %s_gradients(%s *m, int n%s, %s *loss%s);\n", m, m, args, R, dx);
   buf_printf(h, "int %s_update(%s *m);\n", m, m);
   buf_printf(h, "%s *%s_grad(%s *m, int i, size_t *numel);   /* gradient of tensor i */\n", R, m, m);
   buf_printf(h, "/* Hyper-parameters by name: lr momentum beta1 beta2 eps rho l2 l1 max_norm\n"
-                " * sched_steps sched_gamma sched_power lr_min.  set returns %s_ERR_ARG for an\n"
-                " * unknown name or a negative or non-finite value. */\n", cg->M);
+                " * sched_steps sched_gamma sched_power lr_min.  set returns %s_ERR_ARG (model\n"
+                " * unchanged) for an unknown name or a value the train section refuses: eps,\n"
+                " * lr > 0; beta1, beta2, momentum, rho in [0, 1); see docs/api.md. */\n", cg->M);
   buf_printf(h, "int %s_set(%s *m, const char *name, double value);\n", m, m);
   buf_printf(h, "double %s_get(const %s *m, const char *name);\n", m, m);
   buf_printf(h, "double %s_lr(const %s *m);        /* learning rate of the last step */\n", m, m);
@@ -439,11 +445,20 @@ static void emit_gradients(CG *cg) {
   emit_io_checks(cg, g, V_TARGET);
   emit_io_checks(cg, g, V_INGRAD);
   emit_target_checks(cg, g);
+  /* The forward pass updates the running statistics in place: a copy taken
+   * first undoes that when the step fails (a NaN pixel, a 3e38 one whose
+   * variance is Inf in float). */
+  buf_puts(c, "    memcpy(m->buffers_prev, m->buffers, sizeof(real) * (size_t)NN_BUFFERS_SIZE);\n");
   buf_puts(c, "    memset(m->grads, 0, sizeof(real) * (size_t)NN_GRADS_SIZE);\n");
   emit_calls(cg, g);
   buf_printf(c, "    const real l = (%s)[0];\n", value_ptr(cg, g, val(g, g->loss)));
   buf_puts(c, "    if (loss)\n        *loss = l;\n");
-  buf_puts(c, "    if (!isfinite(l))\n        return nn_fail(m, NN_ERR_NONFINITE, \"loss is not finite\");\n");
+  buf_puts(c, "    const char *bad = !isfinite(l) ? \"loss is not finite\"\n"
+              "                      : !nn_all_finite(m->buffers, NN_BUFFERS_SIZE) ? \"running statistics are not finite\"\n"
+              "                      : NULL;\n"
+              "    if (bad) {\n"
+              "        memcpy(m->buffers, m->buffers_prev, sizeof(real) * (size_t)NN_BUFFERS_SIZE);\n"
+              "        return nn_fail(m, NN_ERR_NONFINITE, bad);\n    }\n");
   buf_puts(c, "    return NN_OK;\n}\n\n");
 }
 
@@ -464,7 +479,10 @@ static void emit_train_step(CG *cg) {
   buf_puts(c, ", loss");
   for (int i = 0; i < io_count(g, V_INGRAD); i++)
     buf_puts(c, ", NULL");
-  buf_printf(c, ");\n    return status ? status : %s_update(m);\n}\n\n", m);
+  buf_printf(c, ");\n    if (status)\n        return status;\n    status = %s_update(m);\n", m);
+  buf_puts(c, "    if (status)   /* the weights are untouched: so are the running statistics */\n"
+              "        memcpy(m->buffers, m->buffers_prev, sizeof(real) * (size_t)NN_BUFFERS_SIZE);\n"
+              "    return status;\n}\n\n");
 }
 
 static void emit_accessors(CG *cg) {

@@ -681,6 +681,63 @@ Test(monitor, nonfinite_input) {
   close_model(&a.cm);
 }
 
+/* Every byte of the model's state: a checkpoint holds weights, running
+ * statistics, optimizer state and the step. */
+static unsigned char *state_bytes(const Api *a, void *m, const char *dir, size_t *n) {
+  char path[700];
+  snprintf(path, sizeof path, "%s/state.safetensors", dir);
+  cr_assert_eq(a->save(m, path), 0);
+  FILE *f = fopen(path, "rb");
+  cr_assert(f);
+  unsigned char *p = malloc(1 << 20);
+  *n = fread(p, 1, 1 << 20, f);
+  fclose(f);
+  remove(path);
+  return p;
+}
+
+/* f32 with batchnorm: a NaN or Inf pixel makes the loss NaN, a 3e38 one
+ * leaves it finite but makes running_var Inf in float.  Each failed step
+ * must leave all state, byte for byte, as it was. */
+Test(monitor, failed_step_leaves_all_state_unchanged) {
+  static const char *const model =
+      "model bnfail\ninput x: f32[3]\ntarget y: class[2]\n"
+      "h = dense(x, 4) |> batchnorm |> relu\nlogits = dense(h, 2)\noutput logits\n"
+      "loss cross_entropy(logits, y)\ntrain {\noptimizer adam(lr=0.01)\n}\n";
+  Compiled cm;
+  compile_model(&cm, "bnfail", model, "--batch 8", "-O1");
+  void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
+  int (*step)(void *, int, const float *, const int32_t *, float *) =
+      (int (*)(void *, int, const float *, const int32_t *, float *))api(&cm, "train_step");
+  Api a = {.save = (int (*)(void *, const char *))api(&cm, "save")};
+  void *m = create(1);
+  float x[NB * NX];
+  int32_t y[NB];
+  for (int k = 0; k < 2; k++) {
+    fill_uniform(x, NB * NX, 50 + (uint64_t)k, -1, 1);
+    for (int b = 0; b < NB; b++)
+      y[b] = b % 2;
+    cr_assert_eq(step(m, NB, x, y, NULL), 0);
+  }
+  size_t n0, n1;
+  unsigned char *before = state_bytes(&a, m, cm.dir, &n0);
+  const float bad[] = {NAN, INFINITY, -INFINITY, 3e38f};
+  for (int i = 0; i < 4; i++) {
+    fill_uniform(x, NB * NX, 77, -1, 1);
+    x[4] = bad[i];
+    cr_expect_eq(step(m, NB, x, y, NULL), -5, "pixel %g: status", (double)bad[i]);
+    unsigned char *after = state_bytes(&a, m, cm.dir, &n1);
+    cr_expect(n0 == n1 && memcmp(before, after, n0) == 0,
+              "pixel %g: the failed step changed the model's state", (double)bad[i]);
+    free(after);
+  }
+  fill_uniform(x, NB * NX, 78, -1, 1);
+  cr_expect_eq(step(m, NB, x, y, NULL), 0, "a good step after failed ones");
+  free(before);
+  ((void (*)(void *))api(&cm, "destroy"))(m);
+  close_model(&cm);
+}
+
 /* ---- determinism and freezing ---------------------------------------------- */
 
 Test(train, deterministic) {
