@@ -649,7 +649,7 @@ static void emit_io_api(CG *cg) {
               "        for (int k = 0; k < 4; k++)   /* gcc -O0 flags memcpy from a 0-tensor table */\n"
               "            e->shape[k] = d->shape[k];\n"
               "        e->data = (void *)((d->block ? m->buffers : m->params) + d->offset);   /* const when baked: load refuses */\n"
-              "        e->optional = 0;\n    }\n");
+              "        e->optional = 0;\n        e->check = NN_CHECK_FINITE;   /* load refuses NaN and Inf */\n    }\n");
   if (cg->train)
     buf_puts(c, "    count += nn_train_tensors(m, t + count);\n");
   buf_puts(c, "    return count;\n}\n\n");
@@ -669,7 +669,7 @@ static void emit_io_api(CG *cg) {
                   "    int count = nn_tensor_table(m, t);\n%s"
                   "    return nn_st_load(path, t, count, m->error, sizeof m->error);\n}\n",
                cg->train ? "" : "    /* a training checkpoint loads too: its optimizer state is skipped */\n"
-                                "    t[count++] = (nn_tensor){\"optimizer.*\", NN_REAL_DTYPE, 0, {0, 0, 0, 0}, NULL, 1};\n");
+                                "    t[count++] = (nn_tensor){\"optimizer.*\", NN_REAL_DTYPE, 0, {0, 0, 0, 0}, NULL, 1, NN_CHECK_NONE};\n");
 }
 
 bool emit_c(Ctx *ctx, const Program *prog, const Graph *infer, const Graph *train, Buf *c_out,

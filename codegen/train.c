@@ -13,6 +13,8 @@
  * unless `decay_all`.  Optimizer state and the step count are part of
  * checkpoints, so a resumed run continues bit-identically.
  */
+#include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "codegen.h"
@@ -110,36 +112,59 @@ static void emit_update_chunks(CG *cg) {
              count ? count : 1);
 }
 
-/* Hyper-parameters settable at run time, with the model's values. */
-static void hyper_table(const TrainConfig *tc, const char **names, double *values, int *count) {
-  const char *n[] = {"lr", "momentum", "beta1", "beta2", "eps", "rho", "l2", "l1", "max_norm",
-                     "sched_steps", "sched_gamma", "sched_power", "lr_min"};
-  double v[] = {tc->lr, tc->momentum, tc->beta1, tc->beta2, tc->eps, tc->rho, tc->l2, tc->l1,
-                tc->max_norm, tc->sched_steps, tc->sched_gamma, tc->sched_power, tc->lr_min};
-  *count = (int)(sizeof v / sizeof *v);
-  for (int i = 0; i < *count; i++) {
-    names[i] = n[i];
-    values[i] = v[i];
+/* Hyper-parameters settable at run time: name and TrainConfig field. */
+#define H(name, field) {name, offsetof(TrainConfig, field)}
+static const struct { const char *name; size_t field; } hypers[] = {
+    H("lr", lr), H("momentum", momentum), H("beta1", beta1), H("beta2", beta2), H("eps", eps),
+    H("rho", rho), H("l2", l2), H("l1", l1), H("max_norm", max_norm),
+    H("sched_steps", sched_steps), H("sched_gamma", sched_gamma),
+    H("sched_power", sched_power), H("lr_min", lr_min)};
+#undef H
+enum { NUM_HYPER = sizeof hypers / sizeof *hypers };
+
+static double hyper_value(const TrainConfig *tc, int i) {
+  return *(const double *)((const char *)tc + hypers[i].field);
+}
+
+static const char *c_double(Arena *a, double v) {
+  return isinf(v) ? "HUGE_VAL" : arena_printf(a, "%.17g", v);
+}
+
+/* What set() accepts, per hyper-parameter: the train section's range
+ * (frontend/train.c), and 0 where the model has 0 (the feature off, as
+ * max_norm without `decay maxnorm`). */
+static void emit_hyper_ranges(CG *cg, const TrainConfig *tc) {
+  static const ValueRange any = {0, INFINITY, true, false, false, "a non-negative number"};
+  Buf *c = cg->c;
+  buf_puts(c, "/* set(): lo, hi, lo allowed, hi allowed, whole numbers only, 0 allowed (feature\n"
+              " * off in this model); the train section's rules. */\n");
+  buf_puts(c, "static const struct nn_hyper_range {\n    double lo, hi;\n"
+              "    int lo_closed, hi_closed, whole, zero;\n    const char *text;\n"
+              "} nn_hyper_ranges[NN_NUM_HYPER] = {\n");
+  for (int i = 0; i < NUM_HYPER; i++) {
+    const ValueRange *r = train_value_range(hypers[i].field);
+    r = r ? r : &any;
+    buf_printf(c, "    {%s, %s, %d, %d, %d, %d, \"%s\"},   /* %s */\n", c_double(cg->a, r->lo),
+               c_double(cg->a, r->hi), r->lo_closed, r->hi_closed, r->whole,
+               hyper_value(tc, i) == 0, r->text, hypers[i].name);
   }
+  buf_puts(c, "};\n\n");
 }
 
 void emit_train_defs(CG *cg) {
   const TrainConfig *tc = program_train_config(cg->prog);
-  const char *names[32];
-  double values[32];
-  int count;
-  hyper_table(tc, names, values, &count);
-  buf_printf(cg->c, "#define NN_NUM_HYPER %d\n", count);
+  buf_printf(cg->c, "#define NN_NUM_HYPER %d\n", NUM_HYPER);
   buf_puts(cg->c, "enum { ");
-  for (int i = 0; i < count; i++)
-    buf_printf(cg->c, "NN_H_%s%s", upper(cg->a, names[i]), i + 1 < count ? ", " : " };\n");
+  for (int i = 0; i < NUM_HYPER; i++)
+    buf_printf(cg->c, "NN_H_%s%s", upper(cg->a, hypers[i].name), i + 1 < NUM_HYPER ? ", " : " };\n");
   buf_puts(cg->c, "static const char *const nn_hyper_names[NN_NUM_HYPER] = {");
-  for (int i = 0; i < count; i++)
-    buf_printf(cg->c, "%s\"%s\"", i ? ", " : "", names[i]);
+  for (int i = 0; i < NUM_HYPER; i++)
+    buf_printf(cg->c, "%s\"%s\"", i ? ", " : "", hypers[i].name);
   buf_puts(cg->c, "};\nstatic const double nn_hyper_defaults[NN_NUM_HYPER] = {");
-  for (int i = 0; i < count; i++)
-    buf_printf(cg->c, "%s%.17g", i ? ", " : "", values[i]);
-  buf_puts(cg->c, "};\n\n");
+  for (int i = 0; i < NUM_HYPER; i++)
+    buf_printf(cg->c, "%s%.17g", i ? ", " : "", hyper_value(tc, i));
+  buf_puts(cg->c, "};\n");
+  emit_hyper_ranges(cg, tc);
   emit_update_chunks(cg);
 }
 
@@ -382,6 +407,8 @@ static void emit_update_api(Emit *e, const CG *cg, const TrainConfig *tc) {
   emitln(e, "{");
   emitln(e, "if (!m)");
   emitln(e, "    return NN_ERR_ARG;");
+  emitln(e, "if (m->step == INT64_MAX)");
+  emitln(e, "    return nn_fail(m, NN_ERR_ARG, \"step count at its maximum\");");
   emitln(e, "if (!nn_all_finite(m->grads, NN_PARAMS_SIZE))");
   emitln(e, "    return nn_fail(m, NN_ERR_NONFINITE, \"gradient is not finite\");");
   emitln(e, "const double *h = m->hyper;");
@@ -492,10 +519,16 @@ static void emit_accessors(CG *cg) {
   buf_printf(c, "%s *m)\n{\n    memcpy(m->hyper, nn_hyper_defaults, sizeof m->hyper);\n}\n\n", m);
   buf_printf(c, "int %s_set(%s *m, const char *name, double value)\n{\n", m, m);
   buf_puts(c, "    if (!m || !name)\n        return NN_ERR_ARG;\n"
-              "    if (!isfinite(value) || value < 0)\n"
-              "        return nn_fail(m, NN_ERR_ARG, \"hyper-parameters must be finite and >= 0\");\n"
               "    for (int i = 0; i < NN_NUM_HYPER; i++)\n"
               "        if (strcmp(name, nn_hyper_names[i]) == 0) {\n"
+              "            const struct nn_hyper_range *r = &nn_hyper_ranges[i];\n"
+              "            const int ok = isfinite(value) && (r->lo_closed ? value >= r->lo : value > r->lo) &&\n"
+              "                           (r->hi_closed ? value <= r->hi : value < r->hi) &&\n"
+              "                           (!r->whole || value == floor(value));\n"
+              "            if (!ok && !(r->zero && value == 0)) {\n"
+              "                snprintf(m->error, sizeof m->error, \"%s must be %s%s\", nn_hyper_names[i],\n"
+              "                         r->text, r->zero ? \" or 0\" : \"\");\n"
+              "                return NN_ERR_ARG;\n            }\n"
               "            m->hyper[i] = value;\n            return NN_OK;\n        }\n"
               "    return nn_fail(m, NN_ERR_ARG, \"unknown hyper-parameter\");\n}\n\n");
   buf_printf(c, "double %s_get(const %s *m, const char *name)\n{\n", m, m);
@@ -543,17 +576,23 @@ static void emit_state_table(CG *cg, const TrainConfig *tc) {
   }
   if (!count)
     buf_puts(c, "    {\"\", 0, 0},\n");
-  buf_printf(c, "};\n#define NN_NUM_STATE %d\n#define NN_MAX_STATE %d\n\n", count, count ? count : 1);
+  buf_printf(c, "};\n#define NN_NUM_STATE %d\n#define NN_MAX_STATE %d\n", count, count ? count : 1);
+  /* second moments must be >= 0: their square root divides the step */
+  bool second[2] = {!strcmp(o, "adagrad") || !strcmp(o, "rmsprop"), !strcmp(o, "adam")};
+  buf_printf(c, "static const int nn_state_checks[2] = {%s, %s};   /* what load requires per slot */\n\n",
+             second[0] ? "NN_CHECK_NONNEG" : "NN_CHECK_FINITE",
+             second[1] ? "NN_CHECK_NONNEG" : "NN_CHECK_FINITE");
   buf_printf(c, "static int nn_train_tensors(%s *m, nn_tensor *t)\n{\n", cg->m);
   buf_puts(c, "    int count = 0;\n"
               "    for (int i = 0; i < NN_NUM_STATE; i++) {\n"
               "        const struct nn_tensor_desc *d = &nn_tensor_descs[nn_state_descs[i].tensor];\n"
               "        nn_tensor *e = &t[count++];\n"
-              "        *e = (nn_tensor){nn_state_descs[i].name, NN_REAL_DTYPE, d->rank, {0, 0, 0, 0}, NULL, 1};\n"
+              "        *e = (nn_tensor){nn_state_descs[i].name, NN_REAL_DTYPE, d->rank, {0, 0, 0, 0}, NULL, 1,\n"
+              "                         nn_state_checks[nn_state_descs[i].slot]};\n"
               "        memcpy(e->shape, d->shape, sizeof e->shape);\n"
               "        e->data = m->state + (long)nn_state_descs[i].slot * NN_PARAMS_SIZE + d->offset;\n"
               "    }\n"
-              "    t[count++] = (nn_tensor){\"optimizer.step\", \"I64\", 0, {0, 0, 0, 0}, &m->step, 1};\n"
+              "    t[count++] = (nn_tensor){\"optimizer.step\", \"I64\", 0, {0, 0, 0, 0}, &m->step, 1, NN_CHECK_STEP};\n"
               "    return count;\n}\n\n");
 }
 

@@ -32,6 +32,7 @@
 #define _POSIX_C_SOURCE 200809L /* the runtime's saving code, as in the emitted prelude */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -74,7 +75,7 @@ static nn_tensor *weight_table(Ctx *ctx, const Graph *g, Baked *bk, unsigned cha
     const Value *v = &g->values.items[i];
     if (!is_weight(v))
       continue;
-    nn_tensor e = {v->name, dtype, v->shape.rank, {0, 0, 0, 0}, NULL, 0};
+    nn_tensor e = {v->name, dtype, v->shape.rank, {0, 0, 0, 0}, NULL, 0, NN_CHECK_FINITE};
     for (int d = 0; d < v->shape.rank; d++)
       e.shape[d] = v->shape.dim[d];
     e.data = (v->kind == V_PARAM ? bk->params : bk->buffers) + (size_t)v->offset * bk->esize;
@@ -83,10 +84,11 @@ static nn_tensor *weight_table(Ctx *ctx, const Graph *g, Baked *bk, unsigned cha
       e.name = arena_printf(ctx->arena, "optimizer.%s.%s", v->name, state_slots[s]);
       e.data = scratch;
       e.optional = 1;
+      e.check = NN_CHECK_NONE;   /* read and dropped */
       t[n++] = e;
     }
   }
-  t[n++] = (nn_tensor){"optimizer.step", "I64", 0, {0, 0, 0, 0}, scratch, 1};
+  t[n++] = (nn_tensor){"optimizer.step", "I64", 0, {0, 0, 0, 0}, scratch, 1, NN_CHECK_NONE};
   *count = n;
   return t;
 }

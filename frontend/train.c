@@ -4,7 +4,8 @@
  *
  * One table row per choice: its keys in positional order, the TrainConfig
  * field each key sets, the default (NAN = required) and the allowed range.
- * docs/language.md lists the same table for users.
+ * docs/language.md lists the same table for users.  The ranges are exported
+ * (train_value_range): the generated set() refuses what this file refuses.
  */
 #include <math.h>
 #include <stddef.h>
@@ -85,19 +86,27 @@ static bool const_num(Ctx *ctx, const Expr *e, double *out) {
   }
 }
 
-static bool in_range(double v, Range r) {
-  switch (r) {
-  case R_POS: return v > 0;
-  case R_NONNEG: return v >= 0;
-  case R_FRAC: return v >= 0 && v < 1;
-  case R_COUNT: return v >= 1 && v <= 1e15 && v == floor(v);
-  }
-  return false;
+/* The ranges as bounds: the generated set() checks the same ones. */
+static const ValueRange ranges[] = {
+    [R_POS] = {0, INFINITY, false, false, false, "a positive number"},
+    [R_NONNEG] = {0, INFINITY, true, false, false, "a non-negative number"},
+    [R_FRAC] = {0, 1, true, false, false, "a number in [0, 1)"},
+    [R_COUNT] = {1, 1e15, true, true, true, "a positive integer"},
+};
+
+bool in_value_range(const ValueRange *r, double v) {
+  return isfinite(v) && (r->lo_closed ? v >= r->lo : v > r->lo) &&
+         (r->hi_closed ? v <= r->hi : v < r->hi) && (!r->whole || v == floor(v));
 }
 
-static const char *const range_text[] = {
-    [R_POS] = "a positive number", [R_NONNEG] = "a non-negative number",
-    [R_FRAC] = "a number in [0, 1)", [R_COUNT] = "a positive integer"};
+/* A field has one range wherever the table uses it. */
+const ValueRange *train_value_range(size_t field) {
+  for (size_t i = 0; i < sizeof choices / sizeof *choices; i++)
+    for (int k = 0; k < nkeys(&choices[i]); k++)
+      if (choices[i].keys[k].field == field)
+        return &ranges[choices[i].keys[k].range];
+  return NULL;
+}
 
 static bool set_key(Ctx *ctx, TrainConfig *tc, const TrainChoice *c, int k, const Arg *a,
                     bool *seen) {
@@ -111,9 +120,9 @@ static bool set_key(Ctx *ctx, TrainConfig *tc, const TrainChoice *c, int k, cons
   double v;
   if (!const_num(ctx, a->val, &v))
     return false;
-  if (!in_range(v, key->range)) {
+  if (!in_value_range(&ranges[key->range], v)) {
     error_at(ctx, a->val->loc, "%s: '%s' must be %s", c->name, key->key,
-             range_text[key->range]);
+             ranges[key->range].text);
     return false;
   }
   *(double *)((char *)tc + key->field) = v;

@@ -336,6 +336,16 @@ typedef struct TrainConfig {
   bool decay_all;            /* decay biases and norm params too */
 } TrainConfig;
 const TrainConfig *program_train_config(const Program *prog);
+/* The values a TrainConfig number may take (frontend/train.c's table, which
+ * the train section and the generated set() both apply): lo < v < hi, or <=
+ * where closed, a whole number if `whole`.  NULL for a field not in it. */
+typedef struct ValueRange {
+  double lo, hi;
+  bool lo_closed, hi_closed, whole;
+  const char *text;          /* "a number in [0, 1)" */
+} ValueRange;
+const ValueRange *train_value_range(size_t field);   /* offsetof(TrainConfig, f) */
+bool in_value_range(const ValueRange *r, double v);
 const char *program_name(const Program *prog);
 /* Whether the model has a `loss` statement (MODE_TRAIN lowering needs one). */
 bool program_has_loss(const Program *prog);

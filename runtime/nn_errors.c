@@ -14,7 +14,8 @@ enum nn_status {
   NN_ERR_MISMATCH = -4,  /* tensor names, shapes or dtypes do not match the model */
   NN_ERR_NONFINITE = -5, /* loss or gradient is NaN/Inf; weights left unchanged */
   NN_ERR_NOMEM = -6,     /* out of memory */
-  NN_ERR_DATA = -7       /* bad input data, e.g. a label out of range */
+  NN_ERR_DATA = -7       /* bad data: a label out of range, a NaN weight or a
+                            negative second moment in a file being loaded */
 };
 
 static NN_UNUSED const char *nn_strerror(int code) {
@@ -26,7 +27,7 @@ static NN_UNUSED const char *nn_strerror(int code) {
   case NN_ERR_MISMATCH: return "tensors do not match the model";
   case NN_ERR_NONFINITE: return "loss or gradient is not finite; weights left unchanged";
   case NN_ERR_NOMEM: return "out of memory";
-  case NN_ERR_DATA: return "bad input data";
+  case NN_ERR_DATA: return "bad input data or out-of-range values in a file";
   default: return "unknown error";
   }
 }

@@ -31,7 +31,16 @@ typedef struct nn_tensor {
   int64_t shape[4];
   void *data;   /* host byte order; converted to/from little-endian */
   int optional; /* may be absent from a file being loaded (then left untouched) */
+  int check;    /* what load requires of the values: NN_CHECK_* */
 } nn_tensor;
+
+/* Values load accepts (the model is not touched unless all pass). */
+enum {
+  NN_CHECK_NONE = 0,
+  NN_CHECK_FINITE = 1, /* weights, first moments: no NaN or Inf */
+  NN_CHECK_NONNEG = 2, /* second moments (Adam's exp_avg_sq, ...): finite and >= 0 */
+  NN_CHECK_STEP = 3    /* the I64 step count: 0 <= step < INT64_MAX (it is incremented) */
+};
 
 #define NN_ST_MAX_HEADER 100000000u /* largest header accepted, as in safetensors */
 #define NN_ST_MAX_RANK   8          /* largest rank parsed from a file */
@@ -961,6 +970,52 @@ static NN_UNUSED int nn_st_match(nn_st_entry *e, size_t n, nn_st_entry **idx,
 
 /* ---- loading ------------------------------------------------------------- */
 
+/* Element i of n bytes of dtype at p (host order) as a double, or as an
+ * int64 for I64. */
+static NN_UNUSED double nn_st_value(const unsigned char *p, size_t esize, int is_int, size_t i,
+                                    int64_t *iv) {
+  if (is_int) {
+    memcpy(iv, p + i * 8, 8);
+    return (double)*iv;
+  }
+  if (esize == 4) {
+    float f;
+    memcpy(&f, p + i * 4, 4);
+    return f;
+  }
+  double d;
+  memcpy(&d, p + i * 8, 8);
+  return d;
+}
+
+/* Tensor t's staged values (host order) against t->check. */
+static NN_UNUSED int nn_st_check_values(const nn_tensor *t, const unsigned char *p, size_t nbytes,
+                                        nn_msg *m) {
+  size_t esize = nn_st_dtype_size(t->dtype, strlen(t->dtype));
+  int is_int = strcmp(t->dtype, "I64") == 0;
+  for (size_t i = 0; t->check != NN_CHECK_NONE && i < nbytes / esize; i++) {
+    int64_t iv = 0;
+    double v = nn_st_value(p, esize, is_int, i, &iv);
+    const char *bad = NULL;
+    if (t->check == NN_CHECK_STEP)
+      bad = is_int && iv >= 0 && iv < INT64_MAX ? NULL : "is not a step count in 0..2^63-2";
+    else if (!isfinite(v))
+      bad = "is not finite (NaN or Inf)";
+    else if (t->check == NN_CHECK_NONNEG && v < 0)
+      bad = "is negative (a second moment must be >= 0)";
+    if (bad) {
+      nn_msg_name(m, t->name, strlen(t->name));
+      nn_msg_str(m, ": element ");
+      nn_msg_u64(m, i);
+      nn_msg_str(m, " ");
+      nn_msg_str(m, bad);
+      return NN_ERR_DATA;
+    }
+  }
+  return NN_OK;
+}
+
+
 /* Read the header length and header; check sizes before allocating. */
 static NN_UNUSED int nn_st_read_header(FILE *f, const char *path, char **hdr, uint64_t *hlen,
                                        uint64_t *datasize, nn_msg *m) {
@@ -1005,9 +1060,10 @@ static NN_UNUSED int nn_st_read_header(FILE *f, const char *path, char **hdr, ui
 /*
  * Load path into the tensors t[0..count): every non-optional tensor must be
  * in the file with the same dtype and shape, and the file must hold nothing
- * else.  Returns NN_OK, NN_ERR_ARG, NN_ERR_IO, NN_ERR_FORMAT,
- * NN_ERR_MISMATCH or NN_ERR_NOMEM; on failure no tensor has been touched and
- * err (errcap bytes, may be NULL) names the first problem found.
+ * else; every value must pass its tensor's check (NN_ERR_DATA if one does
+ * not).  Returns NN_OK, NN_ERR_ARG, NN_ERR_IO, NN_ERR_FORMAT,
+ * NN_ERR_MISMATCH, NN_ERR_DATA or NN_ERR_NOMEM; on failure no tensor has been
+ * touched and err (errcap bytes, may be NULL) names the first problem found.
  */
 static NN_UNUSED int nn_st_load(const char *path, const nn_tensor *t, int count, char *err,
                                 size_t errcap) {
@@ -1048,14 +1104,20 @@ static NN_UNUSED int nn_st_load(const char *path, const nn_tensor *t, int count,
   }
   if (rc == NN_OK && fread(stage, 1, (size_t)datasize, f) != (size_t)datasize)
     rc = nn_msg_io(&m, "cannot read", path, errno);
+  /* every value checked before the first tensor is written */
   for (size_t i = 0; rc == NN_OK && i < ps.n; i++) {
     const nn_st_entry *e = &ps.e[i];
     size_t n = (size_t)(e->end - e->begin);
     if (n && e->table >= 0) {
-      memcpy(t[e->table].data, stage + e->begin, n);
       if (!nn_st_host_is_le())
-        nn_st_swap(t[e->table].data, n, nn_st_dtype_size(e->dtype, e->dtypelen));
+        nn_st_swap(stage + e->begin, n, nn_st_dtype_size(e->dtype, e->dtypelen));
+      rc = nn_st_check_values(&t[e->table], stage + e->begin, n, &m);
     }
+  }
+  for (size_t i = 0; rc == NN_OK && i < ps.n; i++) {
+    const nn_st_entry *e = &ps.e[i];
+    if (e->end > e->begin && e->table >= 0)
+      memcpy(t[e->table].data, stage + e->begin, (size_t)(e->end - e->begin));
   }
   fclose(f);
   free(stage);

@@ -109,8 +109,8 @@ static void write_st(const char *path, const char *hdr, const void *data, size_t
 /* The model used by the refusal tests: a conv layer's weight and bias. */
 static float g_w[18], g_b[2];
 static nn_tensor g_table[2] = {
-    {"conv1.weight", "F32", 4, {2, 1, 3, 3}, g_w, 0},
-    {"conv1.bias", "F32", 1, {2}, g_b, 0},
+    {"conv1.weight", "F32", 4, {2, 1, 3, 3}, g_w, 0, 0},
+    {"conv1.bias", "F32", 1, {2}, g_b, 0, 0},
 };
 static unsigned char g_data[256]; /* file data: bytes 0, 1, 2, ... */
 
@@ -332,7 +332,7 @@ Test(safetensors, byte_exact_vector) {
   static const char hdr[] =
       "{\"attn.0\":{\"dtype\":\"F32\",\"shape\":[1,2,3],\"data_offsets\":[0,24]}}";
   float v[6] = {1, 2, 3, 4, 5, -0.5f};
-  nn_tensor t = {"attn.0", "F32", 3, {1, 2, 3}, v, 0};
+  nn_tensor t = {"attn.0", "F32", 3, {1, 2, 3}, v, 0, 0};
   char path[512], err[256];
   size_t n;
   tmp_path(path, sizeof path, "attn.safetensors");
@@ -356,7 +356,7 @@ Test(safetensors, byte_exact_vector) {
 
 Test(safetensors, header_padding_and_escaping) {
   float x = 1;
-  nn_tensor t = {"a\"b\\c\nd", "F32", 1, {1}, &x, 0};
+  nn_tensor t = {"a\"b\\c\nd", "F32", 1, {1}, &x, 0, 0};
   const char *meta[] = {"format", "pt", "note", "tab\there\x01", NULL};
   char path[512], err[256];
   size_t n;
@@ -393,14 +393,14 @@ Test(safetensors, round_trip_is_bit_exact) {
   int64_t cnt = 123456789012345LL, cnt2 = 0;
   memcpy(f, fbits, sizeof f);
   nn_tensor t[3] = {
-      {"layer.weight", "F32", 2, {2, 3}, f, 0},
-      {"bn.running_var", "F64", 1, {4}, d, 0},
-      {"bn.num_batches_tracked", "I64", 0, {0}, &cnt, 0},
+      {"layer.weight", "F32", 2, {2, 3}, f, 0, 0},
+      {"bn.running_var", "F64", 1, {4}, d, 0, 0},
+      {"bn.num_batches_tracked", "I64", 0, {0}, &cnt, 0, 0},
   };
   nn_tensor u[3] = {
-      {"bn.num_batches_tracked", "I64", 0, {0}, &cnt2, 0}, /* any table order */
-      {"layer.weight", "F32", 2, {2, 3}, f2, 0},
-      {"bn.running_var", "F64", 1, {4}, d2, 0},
+      {"bn.num_batches_tracked", "I64", 0, {0}, &cnt2, 0, 0}, /* any table order */
+      {"layer.weight", "F32", 2, {2, 3}, f2, 0, 0},
+      {"bn.running_var", "F64", 1, {4}, d2, 0, 0},
   };
   const char *meta[] = {"format", "pt", NULL};
   char path[512], err[256];
@@ -431,17 +431,61 @@ Test(safetensors, empty_table) {
   remove(path);
 }
 
+/* Load checks every value before it writes any: NaN and Inf weights, a
+ * negative second moment, a step count that is negative or cannot be
+ * incremented are NN_ERR_DATA, naming the tensor, and change nothing. */
+Test(safetensors, load_checks_values_before_writing) {
+  char path[512], err[256];
+  tmp_path(path, sizeof path, "values.safetensors");
+  float w[3] = {1, 2, 3}, v[3] = {0, 0.5f, 1};
+  int64_t step = 5;
+  nn_tensor good[3] = {{"w", "F32", 1, {3}, w, 0, NN_CHECK_FINITE},
+                       {"v", "F32", 1, {3}, v, 0, NN_CHECK_NONNEG},
+                       {"step", "I64", 0, {0}, &step, 0, NN_CHECK_STEP}};
+  struct { int tensor; double value; const char *what; } bad[] = {
+      {0, NAN, "w: element 1 is not finite"},       {0, INFINITY, "w: element 1 is not finite"},
+      {0, -INFINITY, "w: element 1 is not finite"}, {1, -0.25, "v: element 1 is negative"},
+      {1, NAN, "v: element 1 is not finite"},       {2, -1, "step: element 0 is not a step"},
+      {2, (double)INT64_MAX, "step: element 0 is not a step"}};
+  for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+    float w1[3] = {1, 2, 3}, v1[3] = {0, 0.5f, 1};
+    int64_t step1 = 5;
+    if (bad[k].tensor == 0)
+      w1[1] = (float)bad[k].value;
+    else if (bad[k].tensor == 1)
+      v1[1] = (float)bad[k].value;
+    else
+      step1 = bad[k].value < 0 ? -1 : INT64_MAX;
+    nn_tensor file[3] = {{"w", "F32", 1, {3}, w1, 0, 0}, {"v", "F32", 1, {3}, v1, 0, 0},
+                         {"step", "I64", 0, {0}, &step1, 0, 0}};
+    cr_assert_eq(nn_st_save(path, file, 3, NULL, err, sizeof err), NN_OK, "%s", err);
+    float w2[3] = {7, 7, 7}, v2[3] = {7, 7, 7};
+    int64_t step2 = 7;
+    nn_tensor into[3] = {good[0], good[1], good[2]};
+    into[0].data = w2, into[1].data = v2, into[2].data = &step2;
+    cr_expect_eq(nn_st_load(path, into, 3, err, sizeof err), NN_ERR_DATA, "case %zu", k);
+    cr_expect(strstr(err, bad[k].what), "case %zu: %s", k, err);
+    cr_expect(w2[0] == 7 && w2[2] == 7 && v2[0] == 7 && step2 == 7, "case %zu: model changed", k);
+  }
+  /* the edges that are fine: 0 moments, step 0 and 2^63 - 2 */
+  v[0] = 0;
+  step = INT64_MAX - 1;
+  cr_assert_eq(nn_st_save(path, good, 3, NULL, err, sizeof err), NN_OK, "%s", err);
+  cr_expect_eq(nn_st_load(path, good, 3, err, sizeof err), NN_OK, "%s", err);
+  remove(path);
+}
+
 Test(safetensors, save_rejects_bad_arguments) {
   float x[2] = {0, 0};
   char path[512], err[256];
   tmp_path(path, sizeof path, "badarg.safetensors");
-  nn_tensor dup[2] = {{"a", "F32", 1, {1}, x, 0}, {"a", "F32", 1, {1}, x + 1, 0}};
+  nn_tensor dup[2] = {{"a", "F32", 1, {1}, x, 0, 0}, {"a", "F32", 1, {1}, x + 1, 0, 0}};
   cr_assert_eq(nn_st_save(path, dup, 2, NULL, err, sizeof err), NN_ERR_ARG);
   cr_assert(strstr(err, "\"a\""), "%s", err);
-  nn_tensor f16 = {"h", "F16", 1, {1}, x, 0};
+  nn_tensor f16 = {"h", "F16", 1, {1}, x, 0, 0};
   cr_assert_eq(nn_st_save(path, &f16, 1, NULL, err, sizeof err), NN_ERR_ARG);
   cr_assert(strstr(err, "h"), "%s", err);
-  nn_tensor neg = {"n", "F32", 1, {-1}, x, 0};
+  nn_tensor neg = {"n", "F32", 1, {-1}, x, 0, 0};
   cr_assert_eq(nn_st_save(path, &neg, 1, NULL, err, sizeof err), NN_ERR_ARG);
   const char *odd[] = {"key", NULL};
   cr_assert_eq(nn_st_save(path, dup, 1, odd, err, sizeof err), NN_ERR_ARG);
@@ -456,7 +500,7 @@ Test(safetensors, save_rejects_bad_arguments) {
 
 Test(safetensors, save_to_directory_or_empty_path_is_arg) {
   float x = 1;
-  nn_tensor t = {"x", "F32", 1, {1}, &x, 0};
+  nn_tensor t = {"x", "F32", 1, {1}, &x, 0, 0};
   char dir[512], slash[600], err[256];
   tmp_path(dir, sizeof dir, "isdir");
   cr_assert_eq(mkdir(dir, 0755), 0);
@@ -502,7 +546,7 @@ Test(safetensors, save_to_directory_or_empty_path_is_arg) {
  * through it.  Nothing at a name another user can guess is opened now. */
 Test(safetensors, save_never_follows_a_planted_symlink) {
   float x = 7;
-  nn_tensor t = {"x", "F32", 1, {1}, &x, 0};
+  nn_tensor t = {"x", "F32", 1, {1}, &x, 0, 0};
   char path[512], link[600], victim[512], err[256];
   tmp_path(path, sizeof path, "sym.safetensors");
   tmp_path(victim, sizeof victim, "victim");
@@ -517,7 +561,7 @@ Test(safetensors, save_never_follows_a_planted_symlink) {
   struct stat st;
   cr_assert(lstat(link, &st) == 0 && S_ISLNK(st.st_mode), "save removed the symlink");
   float y = 0;
-  nn_tensor u = {"x", "F32", 1, {1}, &y, 0};
+  nn_tensor u = {"x", "F32", 1, {1}, &y, 0, 0};
   cr_assert_eq(nn_st_load(path, &u, 1, err, sizeof err), NN_OK, "%s", err);
   cr_assert_eq(y, 7.0f);
   /* a "<path>.tmp" directory, which used to make save fail, is left alone */
@@ -537,7 +581,7 @@ static int save_generation(const char *path, float g) {
   static float v[GEN_N];
   for (int i = 0; i < GEN_N; i++)
     v[i] = g;
-  nn_tensor t = {"w", "F32", 1, {GEN_N}, v, 0};
+  nn_tensor t = {"w", "F32", 1, {GEN_N}, v, 0, 0};
   char err[256];
   return nn_st_save(path, &t, 1, NULL, err, sizeof err);
 }
@@ -545,7 +589,7 @@ static int save_generation(const char *path, float g) {
 /* The generation a complete file holds, -1 if it is mixed or broken. */
 static float load_generation(const char *path) {
   static float v[GEN_N];
-  nn_tensor t = {"w", "F32", 1, {GEN_N}, v, 0};
+  nn_tensor t = {"w", "F32", 1, {GEN_N}, v, 0, 0};
   char err[256];
   if (nn_st_load(path, &t, 1, err, sizeof err) != NN_OK)
     return -1;
@@ -602,7 +646,7 @@ static const char *full_disk_save(const char *path) {
   size_t n0, n1;
   unsigned char *before = read_bytes(path, &n0);
   static float big[4 * GEN_N];
-  nn_tensor t = {"w", "F32", 1, {4 * GEN_N}, big, 0};
+  nn_tensor t = {"w", "F32", 1, {4 * GEN_N}, big, 0, 0};
   char err[256];
   const char *why = NULL;
   if (nn_st_save(path, &t, 1, NULL, err, sizeof err) != NN_ERR_IO || !strstr(err, "cannot write"))
@@ -704,8 +748,8 @@ Test(safetensors, load_unicode_escapes_in_names) {
   /* U+00E9 as \u00e9 and U+1F600 as a surrogate pair */
   char path[512], err[256];
   float a = 0, b = 0, data[2] = {1.5f, -2.5f};
-  nn_tensor t[2] = {{"caf\xc3\xa9", "F32", 0, {0}, &a, 0},
-                    {"smile\xf0\x9f\x98\x80", "F32", 0, {0}, &b, 0}};
+  nn_tensor t[2] = {{"caf\xc3\xa9", "F32", 0, {0}, &a, 0, 0},
+                    {"smile\xf0\x9f\x98\x80", "F32", 0, {0}, &b, 0, 0}};
   tmp_path(path, sizeof path, "unicode.safetensors");
   write_st(path,
            "{\"caf\\u00e9\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4]},"
@@ -948,11 +992,9 @@ static void write_runtime_unit(const char *path, const char *real_type) {
           "typedef %s real;\n#define NN_REAL_DTYPE \"%s\"\n#define NN_REAL_F64 %d\n"
           "#if defined(__GNUC__) || defined(__clang__)\n"
           "#define NN_UNUSED __attribute__((unused))\n#else\n#define NN_UNUSED\n#endif\n"
-          "#define NN_MR %d\n#define NN_NR %d\n#define NN_TM %d\n#define NN_TN %d\n"
-          "#define NN_VL %d\n",
+          "#define NN_MR %d\n#define NN_NR %d\n#define NN_DR %d\n#define NN_VL %d\n",
           real_type, strcmp(real_type, "float") == 0 ? "F32" : "F64",
-          strcmp(real_type, "double") == 0, NN_MR, NN_NR, NN_TM,
-          NN_TN, NN_VL);
+          strcmp(real_type, "double") == 0, NN_MR, NN_NR, NN_DR, NN_VL);
   for (int i = 0; i < n; i++) {
     char src[1024];
     size_t len;

@@ -975,3 +975,144 @@ Test(init, statistics) {
   destroy(m);
   close_model(&cm);
 }
+
+/* ---- validation where values enter: set() and load ------------------------- */
+
+/* set() refuses what the train section refuses, says why, and keeps the
+ * old value. */
+Test(hyper, set_applies_the_train_section_rules) {
+  Api a;
+  load_api(&a, "h_rules",
+           mlp("h_rules", "optimizer adam(lr=0.01)\nschedule step(every=10, gamma=0.5)"),
+           "--dtype f64 --batch 8", "-O1");
+  const char *(*last_error)(const void *) = (const char *(*)(const void *))api(&a.cm, "last_error");
+  void *m = a.create(3);
+  static const struct {
+    const char *name;
+    double value;
+    int status;
+    const char *why;
+  } cases[] = {
+      {"eps", 0, -1, "eps must be a positive number"},
+      {"eps", -1e-8, -1, "eps must be a positive number"},
+      {"eps", 1e-7, 0, NULL},
+      {"beta1", 1, -1, "beta1 must be a number in [0, 1)"},
+      {"beta1", 0.95, 0, NULL},
+      {"beta2", 1, -1, "beta2 must be a number in [0, 1)"},
+      {"beta2", -0.1, -1, "beta2 must be"},
+      {"lr", 0, -1, "lr must be a positive number"},
+      {"lr", INFINITY, -1, "lr must be"},
+      {"momentum", 1, -1, "momentum must be a number in [0, 1)"},
+      {"rho", 1, -1, "rho must be"},
+      {"sched_steps", 0, -1, "sched_steps must be a positive integer"},
+      {"sched_steps", 2.5, -1, "sched_steps must be a positive integer"},
+      {"sched_steps", 20, 0, NULL},
+      {"sched_gamma", 0, -1, "sched_gamma must be a positive number"},
+      {"l2", -1, -1, "l2 must be a non-negative number"},
+      {"l2", 0, 0, NULL},
+      {"max_norm", -1, -1, "max_norm must be a positive number or 0"},
+      {"max_norm", 0, 0, NULL}, /* off, as in this model */
+      {"max_norm", 2, 0, NULL},
+      {"lr_min", NAN, -1, "lr_min must be"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    double old = a.get(m, cases[i].name);
+    int st = a.set(m, cases[i].name, cases[i].value);
+    cr_expect_eq(st, cases[i].status, "set(%s, %g) = %d", cases[i].name, cases[i].value, st);
+    if (cases[i].why) {
+      cr_expect(strstr(last_error(m), cases[i].why), "set(%s, %g): %s", cases[i].name,
+                cases[i].value, last_error(m));
+      cr_expect(a.get(m, cases[i].name) == old, "set(%s, %g) changed the value", cases[i].name,
+                cases[i].value);
+    }
+  }
+  train_steps(&a, m, 0, 2); /* what was accepted trains */
+  a.destroy(m);
+  close_model(&a.cm);
+}
+
+/* Overwrites element `index` (esize bytes at v) of tensor `name` in a
+ * safetensors file. */
+static void patch_tensor(const char *path, const char *name, size_t index, const void *v,
+                         size_t esize) {
+  FILE *f = fopen(path, "r+b");
+  cr_assert(f);
+  unsigned char len8[8];
+  cr_assert_eq(fread(len8, 1, 8, f), 8);
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; i--)
+    n = n << 8 | len8[i];
+  char *hdr = calloc(1, n + 1);
+  cr_assert_eq(fread(hdr, 1, n, f), n);
+  char key[256];
+  snprintf(key, sizeof key, "\"%s\":{", name);
+  const char *e = strstr(hdr, key);
+  cr_assert(e, "no %s in %s", name, hdr);
+  const char *off = strstr(e, "\"data_offsets\":[");
+  unsigned long long begin;
+  cr_assert_eq(sscanf(off, "\"data_offsets\":[%llu", &begin), 1);
+  cr_assert_eq(fseek(f, (long)(8 + n + begin + index * esize), SEEK_SET), 0);
+  cr_assert_eq(fwrite(v, 1, esize, f), esize);
+  fclose(f);
+  free(hdr);
+}
+
+/* A checkpoint with a step that cannot be incremented, negative or NaN
+ * second moments, NaN or Inf weights: load returns ERR_DATA naming the
+ * tensor, and the model keeps every byte of its state. */
+Test(checkpoint, load_validates_state) {
+  Api a;
+  load_api(&a, "ck_bad", mlp("ck_bad", "optimizer adam(lr=0.01)"), "--dtype f64 --batch 8", "-O1");
+  const char *(*last_error)(const void *) = (const char *(*)(const void *))api(&a.cm, "last_error");
+  void *m = a.create(3);
+  train_steps(&a, m, 0, 2);
+  char good[700], bad[700];
+  snprintf(good, sizeof good, "%s/good.safetensors", a.cm.dir);
+  snprintf(bad, sizeof bad, "%s/bad.safetensors", a.cm.dir);
+  cr_assert_eq(a.save(m, good), 0);
+  size_t n0, n1;
+  unsigned char *before = state_bytes(&a, m, a.cm.dir, &n0);
+  const char *w = a.name(0);
+  char sq[256];
+  snprintf(sq, sizeof sq, "optimizer.%s.exp_avg_sq", w);
+  const int64_t steps[] = {-1, INT64_MAX};
+  const double values[] = {-1e-3, NAN, INFINITY};
+  for (int k = 0; k < 7; k++) {
+    char cmd[1500];
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", good, bad);
+    cr_assert_eq(system(cmd), 0);
+    const char *want;
+    if (k < 2) {
+      patch_tensor(bad, "optimizer.step", 0, &steps[k], 8);
+      want = "optimizer.step: element 0 is not a step count";
+    } else if (k < 5) {
+      patch_tensor(bad, sq, 1, &values[k - 2], 8);
+      want = k == 2 ? "is negative" : "is not finite";
+    } else {
+      patch_tensor(bad, w, 2, &values[k - 4], 8);
+      want = "is not finite";
+    }
+    cr_expect_eq(a.load(m, bad), -7, "case %d", k);
+    cr_expect(strstr(last_error(m), want), "case %d: %s", k, last_error(m));
+    unsigned char *after = state_bytes(&a, m, a.cm.dir, &n1);
+    cr_expect(n0 == n1 && memcmp(before, after, n0) == 0, "case %d: state changed", k);
+    free(after);
+  }
+  /* the largest step that can still be taken loads, steps once, then stops */
+  char cmd[1500];
+  snprintf(cmd, sizeof cmd, "cp '%s' '%s'", good, bad);
+  cr_assert_eq(system(cmd), 0);
+  int64_t last = INT64_MAX - 1;
+  patch_tensor(bad, "optimizer.step", 0, &last, 8);
+  cr_assert_eq(a.load(m, bad), 0, "%s", last_error(m));
+  double x[NB * NX];
+  int32_t y[NB];
+  batch(9, x, y);
+  cr_expect_eq(a.train_step(m, NB, x, y, NULL), 0);
+  cr_expect_eq(a.step(m), INT64_MAX);
+  cr_expect_eq(a.train_step(m, NB, x, y, NULL), -1, "a step past INT64_MAX");
+  cr_expect_eq(a.step(m), INT64_MAX);
+  free(before);
+  a.destroy(m);
+  close_model(&a.cm);
+}

@@ -324,6 +324,20 @@ Test(weights, refuses_a_huge_header_length) {
   refused_file("header length");
 }
 
+/* NaN and Inf weights used to be baked in without a word. */
+Test(weights, refuses_non_finite_weights) {
+  const float bad[] = {NAN, INFINITY, -INFINITY};
+  for (int i = 0; i < 3; i++) {
+    setup_tiny();
+    float data[8];
+    memcpy(data, tiny_w, sizeof tiny_w);
+    data[6 + i % 2] = bad[i]; /* a bias */
+    write_st("{" TINY_W "," TINY_B "}", data, sizeof data);
+    refused_file("fc1.bias: element");
+    refused_file("is not finite (NaN or Inf)");
+  }
+}
+
 Test(weights, refuses_a_missing_file) {
   setup_tiny();
   refused_file("cannot open");
