@@ -1,13 +1,18 @@
 /*
  * main.c: the nncc command line.  Parses options, runs the pipeline of
  * passes/pipeline.c, prints diagnostics and writes model.c and model.h (and
- * model_weights.c with --weights) atomically (temporary files + rename), so
- * a failed run never leaves a partial or stale-mixed output behind.
+ * model_weights.c with --weights) atomically, as the generated save does:
+ * each into a new temporary file beside it (O_EXCL | O_NOFOLLOW: two runs
+ * never share one, a planted link is never followed), synced, then renamed
+ * over it, the directory synced last.  A failed run never leaves a partial
+ * or stale-mixed output behind.
  *
  * Exit status: 0 success, 1 error in the model or its files, 2 usage error,
  * 4 internal error.
  */
+#define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -165,20 +170,56 @@ static char *with_ext(Arena *a, const char *path, const char *ext) {
   return arena_printf(a, "%.*s%s", (int)len, path, ext);
 }
 
-/* Errors name the file the user asked for, not the temporary beside it. */
-static bool write_temp(Ctx *ctx, const char *path, const char *tmp, const Buf *b) {
-  FILE *f = fopen(tmp, "wb");
-  if (!f) {
+/* A new file "<dir>/.<base>.<pid>.<n>.tmp" beside path, opened exclusively;
+ * its name into *tmp.  -1 with errno set on failure. */
+static int create_temp(Arena *a, const char *path, const char **tmp) {
+  static unsigned counter;
+  const char *slash = strrchr(path, '/');
+  int dir = slash ? (int)(slash - path) + 1 : 0;
+  for (int attempt = 0; attempt < 100; attempt++) {
+    *tmp = arena_printf(a, "%.*s.%.64s.%d.%u.tmp", dir, path, path + dir, (int)getpid(),
+                        counter++);
+    int fd = open(*tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (fd >= 0 || errno != EEXIST)
+      return fd;
+  }
+  return -1;
+}
+
+/* Writes b into a new temporary beside path, synced; errors name the file
+ * the user asked for, not the temporary. */
+static bool write_temp(Ctx *ctx, const char *path, const char **tmp, const Buf *b) {
+  int fd = create_temp(ctx->arena, path, tmp);
+  if (fd < 0) {
     error_plain(ctx, "cannot write '%s': %s", path, strerror(errno));
     return false;
   }
-  bool ok = fwrite(b->data, 1, b->len, f) == b->len;
-  ok &= fclose(f) == 0;
+  bool ok = true;
+  for (size_t done = 0; ok && done < b->len;) {
+    ssize_t k = write(fd, b->data + done, b->len - done);
+    ok = k > 0 || (k < 0 && errno == EINTR);
+    done += k > 0 ? (size_t)k : 0;
+  }
+  ok = ok && fsync(fd) == 0;
+  int errnum = errno;
+  ok = close(fd) == 0 && ok;
   if (!ok) {
-    error_plain(ctx, "cannot write '%s': %s", path, strerror(errno));
-    remove(tmp);
+    error_plain(ctx, "cannot write '%s': %s", path, strerror(errnum ? errnum : errno));
+    unlink(*tmp);
   }
   return ok;
+}
+
+/* fsync of path's directory, so that the renames survive a crash. */
+static void sync_dir(Ctx *ctx, const char *path) {
+  const char *slash = strrchr(path, '/');
+  const char *dir = !slash ? "." : slash == path ? "/" :
+                    arena_printf(ctx->arena, "%.*s", (int)(slash - path), path);
+  int fd = open(dir, O_RDONLY);
+  if (fd >= 0) {
+    fsync(fd);
+    close(fd);
+  }
 }
 
 /* rename() onto a directory fails only after the other file may have been
@@ -200,13 +241,11 @@ static bool write_outputs(Ctx *ctx, const char *c_path, const Result *r) {
   const Buf *text[3] = {&r->c, &r->h, &r->weights};
   int files = ctx->opt->weights ? 3 : 2;
   const char *tmp[3];
-  for (int i = 0; i < files; i++) {
-    tmp[i] = arena_printf(a, "%s.tmp%d", path[i], (int)getpid());
+  for (int i = 0; i < files; i++)
     if (is_directory(ctx, path[i]))
       return false;
-  }
   int written = 0;
-  while (written < files && write_temp(ctx, path[written], tmp[written], text[written]))
+  while (written < files && write_temp(ctx, path[written], &tmp[written], text[written]))
     written++;
   bool ok = written == files;
   for (int k = 1; ok && k <= files; k++) {
@@ -217,7 +256,9 @@ static bool write_outputs(Ctx *ctx, const char *c_path, const Result *r) {
     }
   }
   for (int i = 0; !ok && i < written; i++)
-    remove(tmp[i]);
+    unlink(tmp[i]);   /* those already renamed are gone: ENOENT */
+  if (ok)
+    sync_dir(ctx, c_path);
   return ok;
 }
 

@@ -14,6 +14,7 @@
  * Parser-level error tests live in test_frontend.c; these check what a user
  * of the binary sees.
  */
+#define _POSIX_C_SOURCE 200809L
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <dlfcn.h>
@@ -830,4 +831,70 @@ Test(sizes, small_model_compiles_for_32_bit) {
   int st = run_capture(log, sizeof log, "cd %s/out && %s -m32 -std=c11 -Wall -Wextra -Werror -fsyntax-only m.c",
                        c.dir, NNCC_CC);
   cr_expect_eq(st, 0, "%s", log);
+}
+
+/* ---- output files: unique temporaries, never through a link ---------------- */
+
+/* "out/m.c.tmp<pid>" was the temporary: a link planted at that guessable
+ * name made nncc write through it.  Links at every such name for the next
+ * 3000 pids, and at the new names' prefixes, must all be left alone. */
+Test(output, planted_symlinks_are_not_followed, .timeout = 60) {
+  Case c;
+  new_case(&c, "symlink");
+  put_file(&c, "m.nn", GOOD_MODEL, strlen(GOOD_MODEL));
+  put_file(&c, "victim", "precious", 8);
+  char victim[700], link[700];
+  case_path(&c, victim, sizeof victim, "victim");
+  int links = 0;
+  for (int pid = (int)getpid() + 1; pid <= (int)getpid() + 3000; pid++)
+    for (int h = 0; h < 2; h++) {
+      snprintf(link, sizeof link, "%s/out/m.%s.tmp%d", c.dir, h ? "h" : "c", pid);
+      cr_assert_eq(symlink(victim, link), 0);
+      links++;
+    }
+  const char *names[] = {"out/.m.c.tmp", "out/.m.h.tmp"};
+  for (int i = 0; i < 2; i++, links++) {
+    case_path(&c, link, sizeof link, names[i]);
+    cr_assert_eq(symlink(victim, link), 0);
+  }
+  compile(&c, NULL, NULL);
+  cr_assert_eq(c.status, 0, "%s", c.err);
+  char *v = keep(read_text(victim));
+  cr_assert_str_eq(v, "precious", "nncc wrote through a symlink");
+  char out[700];
+  case_path(&c, out, sizeof out, "out");
+  cr_assert_eq(count_entries(out), links + 2, "m.c, m.h and the links, nothing else");
+}
+
+/* Eight nncc processes write the same outputs at once: each file is whole,
+ * byte for byte one run's, and no temporary is left.  (m.c and m.h may come
+ * from different runs: two files cannot be replaced in one step.) */
+Test(output, concurrent_runs_never_mix_outputs, .timeout = 120) {
+  Case c;
+  new_case(&c, "concurrent");
+  put_file(&c, "m.nn", GOOD_MODEL, strlen(GOOD_MODEL));
+  char log[8192];
+  int st = run_capture(log, sizeof log,
+                       "cd '%s' && for i in 1 2 3 4 5 6 7 8; do mkdir ref$i && "
+                       "'%s' m.nn -o ref$i/m.c --batch $i || exit 1; done; "
+                       "for i in 1 2 3 4 5 6 7 8; do '%s' m.nn -o out/m.c --batch $i & done; "
+                       "fail=0; for i in 1 2 3 4 5 6 7 8; do wait %%$i || fail=1; done; exit $fail",
+                       c.dir, NNCC_BIN, NNCC_BIN);
+  cr_assert_eq(st, 0, "%s", log);
+  char out[700];
+  case_path(&c, out, sizeof out, "out");
+  cr_assert_eq(count_entries(out), 2, "temporaries left behind");
+  const char *files[] = {"m.c", "m.h"};
+  for (int f = 0; f < 2; f++) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/out/%s", c.dir, files[f]);
+    char *got = keep(read_text(path));
+    int same = 0;
+    for (int i = 1; i <= 8 && !same; i++) {
+      snprintf(path, sizeof path, "%s/ref%d/%s", c.dir, i, files[f]);
+      char *want = keep(read_text(path));
+      same = want && strcmp(got, want) == 0;
+    }
+    cr_expect(same, "out/%s is not any one run's output", files[f]);
+  }
 }
