@@ -11,9 +11,10 @@
  *     no control bytes (the source line is echoed with '?' for those);
  *   - emitted model.c and model.h are well-formed C at the lexical level
  *     (check_c below): model text can never leave a string literal or a
- *     comment, since every comment and literal is closed where it should be,
- *     code holds printable ASCII only, no line splice or trigraph appears
- *     anywhere, braces balance, and preprocessor lines are nncc's own.
+ *     comment, since every comment and literal is closed where it should be
+ *     (no stray comment end in code), code holds printable ASCII only, no
+ *     trigraph appears anywhere nor a line splice outside a #define,
+ *     brackets balance, and preprocessor lines are nncc's own.
  *
  * Options: a first line "# fuzz: TOKENS" (a comment to nncc) sets them, so
  * the fuzzer mutates options and model together; the seeds carry a few.
@@ -142,6 +143,8 @@ static void check_c(const char *what, const char *text, size_t len) {
     case CODE:
       if (c == '/' && p + 1 < end && (p[1] == '*' || p[1] == '/'))
         st = p[1] == '*' ? BLOCK : LINE, p++;
+      else if (c == '*' && p + 2 < end && p[1] == '/' && p[2] != '*')
+        why = "a comment end outside a comment"; /* text that closed one early */
       else if (c == '"' || c == '\'')
         st = c == '"' ? STR : CHR;
       else if (c == '#' && line_start && !(directive = known_directive(p, end)))
