@@ -380,7 +380,8 @@ static NN_UNUSED char *nn_st_dirname(const char *path) {
 }
 
 /* Creates "<dir>/.<base>.<16 hex>.tmp" (base cut to 64 bytes to stay
- * within NAME_MAX) exclusively; returns its descriptor, the name in *tmp. */
+ * within NAME_MAX) exclusively; returns its descriptor, the name in *tmp,
+ * or a status (negative, like every NN_ERR_*). */
 static NN_UNUSED int nn_st_create_temp(const char *path, char **tmp, nn_msg *m) {
   static const char hex[] = "0123456789abcdef";
   const char *slash = strrchr(path, '/');
@@ -389,7 +390,7 @@ static NN_UNUSED int nn_st_create_temp(const char *path, char **tmp, nn_msg *m) 
   *tmp = malloc(dlen + blen + 23);
   if (!*tmp) {
     nn_msg_str(m, "out of memory");
-    return -NN_ERR_NOMEM;
+    return NN_ERR_NOMEM;
   }
   int local = 0;
   uint64_t seed = (uint64_t)getpid() << 32 ^ (uint64_t)time(NULL) ^ (uint64_t)clock() << 16 ^
@@ -410,11 +411,11 @@ static NN_UNUSED int nn_st_create_temp(const char *path, char **tmp, nn_msg *m) 
     if (fd >= 0 || errno != EEXIST) {
       if (fd < 0)
         nn_msg_io(m, "cannot create a temporary file for", path, errno);
-      return fd < 0 ? -NN_ERR_IO : fd;
+      return fd < 0 ? NN_ERR_IO : fd;
     }
   }
   nn_msg_io(m, "cannot create a temporary file for", path, EEXIST);
-  return -NN_ERR_IO;
+  return NN_ERR_IO;
 }
 
 /* Header length, header, data into the open temporary file; synced. */
@@ -451,7 +452,7 @@ static NN_UNUSED int nn_st_write_file(const char *path, const nn_sbuf *h, const 
   int fd = nn_st_create_temp(path, &tmp, m);
   if (fd < 0) {
     free(tmp);
-    return -fd;
+    return fd;
   }
   errno = 0; /* so a failure below reports its own cause, if any */
   int ok = nn_st_write_data(fd, h, t, count);

@@ -536,10 +536,21 @@ Test(safetensors, save_to_directory_or_empty_path_is_arg) {
   cr_assert_eq(chdir(old_cwd), 0);
   rmdir(here);
 
-  /* a directory that does not exist */
+  /* a directory that does not exist: an error, and no descriptor touched
+   * (a status once went on as if it were one: the data went to stderr) */
   snprintf(dir, sizeof dir, "%s/no/such/dir/x.safetensors", NNCC_TEST_TMP);
-  cr_assert_eq(nn_st_save(dir, &t, 1, NULL, err, sizeof err), NN_ERR_IO);
+  int keep = dup(2), null = open("/dev/null", O_WRONLY);
+  cr_assert(keep >= 0 && null >= 0 && dup2(null, 2) == 2);
+  off_t before = lseek(2, 0, SEEK_CUR);
+  int rc = nn_st_save(dir, &t, 1, NULL, err, sizeof err);
+  int open2 = fcntl(2, F_GETFD) != -1;
+  off_t after = open2 ? lseek(2, 0, SEEK_CUR) : -1;
+  dup2(keep, 2);
+  close(keep);
+  close(null);
+  cr_assert_eq(rc, NN_ERR_IO);
   cr_assert(strstr(err, "cannot create"), "%s", err);
+  cr_assert(open2 && after == before, "save wrote to or closed descriptor 2");
 }
 
 /* "<path>.tmp" was the fixed temporary: a symlink there made save write
