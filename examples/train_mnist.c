@@ -29,6 +29,8 @@
  * from a checkpoint (weights, optimizer state and step count).
  */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -100,7 +102,14 @@ static unsigned char *load_idx(const char *path, int ndims, const int *want, int
   return data;
 }
 
-/* data/<name>-images-idx3-ubyte and -labels-idx1-ubyte into a Set. */
+static void free_set(Set *s) {
+  free(s->x);
+  free(s->y);
+  *s = (Set){0, NULL, NULL};
+}
+
+/* data/<name>-images-idx3-ubyte and -labels-idx1-ubyte into a Set; on
+ * failure it prints why and leaves *s empty. */
 static int load_set(const char *dir, const char *name, Set *s) {
   char ip[1024], lp[1024];
   snprintf(ip, sizeof ip, "%s/%s-images-idx3-ubyte", dir, name);
@@ -112,19 +121,27 @@ static int load_set(const char *dir, const char *name, Set *s) {
   int ok = lab && ni == nl;
   if (lab && !ok)
     fprintf(stderr, "train_mnist: %s has %d images but %s has %d labels\n", ip, ni, lp, nl);
+  for (int i = 0; ok && i < nl; i++)
+    if (lab[i] > 9) {
+      fprintf(stderr, "train_mnist: %s: label %d of digit %d is out of range 0..9\n", lp, lab[i], i);
+      ok = 0;
+    }
   s->n = ni;
   s->x = ok ? malloc(sizeof *s->x * (size_t)ni * PIXELS) : NULL;
   s->y = ok ? malloc(sizeof *s->y * (size_t)ni) : NULL;
-  for (long i = 0; s->x && i < (long)ni * PIXELS; i++)
-    s->x[i] = img[i] / 255.0f;
-  for (int i = 0; s->y && i < ni; i++) {
-    s->y[i] = lab[i];
-    if (lab[i] > 9)
-      ok = 0;
+  if (ok && (!s->x || !s->y)) {
+    fprintf(stderr, "train_mnist: out of memory for %d digits\n", ni);
+    ok = 0;
   }
+  for (long i = 0; ok && i < (long)ni * PIXELS; i++)
+    s->x[i] = img[i] / 255.0f;
+  for (int i = 0; ok && i < ni; i++)
+    s->y[i] = lab[i];
   free(img);
   free(lab);
-  return ok && s->x && s->y;
+  if (!ok)
+    free_set(s);
+  return ok;
 }
 
 /* ---- random numbers: splitmix64, deterministic for (seed, epoch) --------- */
@@ -197,6 +214,10 @@ static double train_epoch(lenet5 *m, const Set *s, int n_train, const Options *o
   static float xb[BATCH_MAX * PIXELS];
   static int32_t yb[BATCH_MAX];
   int *idx = malloc(sizeof *idx * (size_t)n_train);
+  if (!idx) {
+    fprintf(stderr, "train_mnist: out of memory\n");
+    return -1;
+  }
   uint64_t rng = o->seed * 1000003u + (uint64_t)epoch;
   for (int i = 0; i < n_train; i++)
     idx[i] = i;
@@ -231,10 +252,62 @@ static double train_epoch(lenet5 *m, const Set *s, int n_train, const Options *o
   return sum / n_train;
 }
 
+/* ---- files written whole or not at all ------------------------------------
+ * As lenet5_save does: a new temporary file beside path (O_EXCL | O_NOFOLLOW,
+ * so two runs never share one and a planted link is not followed), synced,
+ * then renamed over path; the directory is synced after. */
+
+typedef struct {
+  FILE *f;
+  char tmp[1100];
+} OutFile;
+
+static FILE *out_open(OutFile *o, const char *path) {
+  static unsigned counter;
+  o->f = NULL;
+  if (strlen(path) > 1000 || !*path)
+    return NULL;
+  for (int attempt = 0; attempt < 100 && !o->f; attempt++) {
+    const char *slash = strrchr(path, '/');
+    int dir = slash ? (int)(slash - path) + 1 : 0;
+    snprintf(o->tmp, sizeof o->tmp, "%.*s.%s.%ld.%u.tmp", dir, path, path + dir, (long)getpid(),
+             counter++);
+    int fd = open(o->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (fd < 0 && errno != EEXIST)
+      return NULL;
+    if (fd >= 0 && !(o->f = fdopen(fd, "w"))) {
+      close(fd);
+      unlink(o->tmp);
+    }
+  }
+  return o->f;
+}
+
+/* Finishes what out_open began: path replaced if everything was written. */
+static int out_commit(OutFile *o, const char *path, int ok) {
+  ok = fflush(o->f) == 0 && fsync(fileno(o->f)) == 0 && ok;
+  ok = fclose(o->f) == 0 && ok && rename(o->tmp, path) == 0;
+  if (!ok) {
+    unlink(o->tmp);
+    return 0;
+  }
+  char dir[1100];
+  const char *slash = strrchr(path, '/');
+  snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) + (slash == path) : 1,
+           slash ? path : ".");
+  int fd = open(dir, O_RDONLY);
+  if (fd >= 0) {
+    fsync(fd);
+    close(fd);
+  }
+  return 1;
+}
+
 /* ---- learning curves ----------------------------------------------------- */
 
 static int write_csv(const char *path, const Row *rows, int n) {
-  FILE *f = fopen(path, "w");
+  OutFile o;
+  FILE *f = out_open(&o, path);
   if (!f)
     return 0;
   fprintf(f, "epoch,loss,train_acc,valid_acc,lr,seconds,images_per_s\n");
@@ -242,7 +315,7 @@ static int write_csv(const char *path, const Row *rows, int n) {
     fprintf(f, "%d,%.6f,%.4f,%.4f,%.6g,%.2f,%.0f\n", rows[i].epoch, rows[i].loss,
             rows[i].train_acc, rows[i].valid_acc, rows[i].lr, rows[i].seconds,
             rows[i].images_per_s);
-  return fclose(f) == 0;
+  return out_commit(&o, path, !ferror(f));
 }
 
 /* One panel of the plot: a frame at (x0, y0) of size w x h, y ticks from lo
@@ -289,7 +362,8 @@ static void svg_panel(FILE *f, const Panel *p, const Row *rows, int n, int x0, i
 }
 
 static int write_svg(const char *path, const Row *rows, int n) {
-  FILE *f = fopen(path, "w");
+  OutFile o;
+  FILE *f = out_open(&o, path);
   if (!f)
     return 0;
   double max_loss = 0, min_acc = 1;
@@ -308,7 +382,7 @@ static int write_svg(const char *path, const Row *rows, int n) {
   svg_panel(f, &loss, rows, n, 70, 40, 380, 280);
   svg_panel(f, &acc, rows, n, 550, 40, 380, 280);
   fprintf(f, "</svg>\n");
-  return fclose(f) == 0;
+  return out_commit(&o, path, !ferror(f));
 }
 
 /* ---- command line --------------------------------------------------------- */
@@ -372,6 +446,55 @@ static int fail_model(lenet5 *m, int status, const char *what) {
   return 1;
 }
 
+/* Trains, keeps the best model in o->out, scores it on the test digits;
+ * returns the exit status. */
+static int run(const Options *o, const Set *train, const Set *test, lenet5 *m, Row *rows) {
+  int n_train = train->n - N_VALID, steps_per_epoch = (n_train + o->batch - 1) / o->batch;
+  int st;
+  if (o->resume && (st = lenet5_load(m, o->resume)) != 0)
+    return fail_model(m, st, o->resume);
+  if (o->lr > 0 && (st = lenet5_set(m, "lr", o->lr)) != 0)
+    return fail_model(m, st, "--lr");
+  lenet5_set(m, "sched_steps", (double)o->epochs * steps_per_epoch); /* no schedule: ignored */
+
+  int first = (int)(lenet5_step(m) / steps_per_epoch) + 1, tty = isatty(fileno(stderr));
+  double best = o->resume ? accuracy(m, train, n_train, N_VALID) : -1;
+  int best_epoch = first - 1, saved = 0, nrows = 0;
+  printf("training on %d digits, validating on %d, testing on %d; batch %d, shift %d, "
+         "epochs %d..%d\n", n_train, N_VALID, test->n, o->batch, o->shift, first, o->epochs);
+  printf("epoch    loss  train%%  valid%%   img/s        lr\n");
+  for (int epoch = first; epoch <= o->epochs && epoch - best_epoch <= o->patience; epoch++) {
+    double t0 = now(), loss = train_epoch(m, train, n_train, o, epoch, tty);
+    if (loss < 0)
+      return 1;
+    double secs = now() - t0;
+    Row r = {epoch, loss, accuracy(m, train, 0, n_train < N_TRAIN_ACC ? n_train : N_TRAIN_ACC),
+             accuracy(m, train, n_train, N_VALID), lenet5_lr(m), secs, n_train / secs};
+    rows[nrows++] = r;
+    int better = r.valid_acc > best;
+    printf("%5d  %6.4f  %6.2f  %6.2f  %6.0f  %.2e%s\n", epoch, loss, 100 * r.train_acc,
+           100 * r.valid_acc, r.images_per_s, r.lr, better ? "  *" : "");
+    fflush(stdout);
+    if (better) {
+      best = r.valid_acc;
+      best_epoch = epoch;
+      if ((st = lenet5_save(m, o->out)) != 0)
+        return fail_model(m, st, o->out);
+      saved = 1;
+    }
+  }
+  if (nrows && !(write_csv(o->csv, rows, nrows) && write_svg(o->svg, rows, nrows)))
+    fprintf(stderr, "train_mnist: cannot write %s or %s\n", o->csv, o->svg);
+  if ((saved || o->resume) && (st = lenet5_load(m, saved ? o->out : o->resume)) != 0)
+    return fail_model(m, st, o->out);
+  printf("best validation accuracy %.2f%% (epoch %d), saved in %s\n", 100 * best, best_epoch,
+         saved ? o->out : o->resume ? o->resume : "(nothing)");
+  printf("test accuracy: %.2f%% on %d digits\n", 100 * accuracy(m, test, 0, test->n), test->n);
+  if (nrows)
+    printf("curves: %s, %s\n", o->csv, o->svg);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   Options o = {30, 64, 2, 12, 0, 1, "data", "lenet5.safetensors", NULL, "curves.csv",
                "curves.svg"};
@@ -383,66 +506,28 @@ int main(int argc, char **argv) {
     fprintf(stderr, usage, BATCH_MAX);
     return 2;
   }
-  Set train, test;
+  Set train = {0, NULL, NULL}, test = {0, NULL, NULL};
+  lenet5 *m = NULL;
+  Row *rows = NULL;
+  int status = 1;
   if (!load_set(o.data, "train", &train) || !load_set(o.data, "test", &test))
-    return 1;
+    goto done;
   if (train.n <= N_VALID) {
     fprintf(stderr, "train_mnist: %d training digits; needs more than the %d held out\n", train.n,
             N_VALID);
-    return 1;
+    goto done;
   }
-  int n_train = train.n - N_VALID, steps_per_epoch = (n_train + o.batch - 1) / o.batch;
-  lenet5 *m = lenet5_create(o.seed);
-  if (!m) {
+  m = lenet5_create(o.seed);
+  rows = calloc((size_t)o.epochs + 1, sizeof *rows);
+  if (!m || !rows) {
     fprintf(stderr, "train_mnist: out of memory\n");
-    return 1;
+    goto done;
   }
-  int st;
-  if (o.resume && (st = lenet5_load(m, o.resume)) != 0)
-    return fail_model(m, st, o.resume);
-  if (o.lr > 0 && (st = lenet5_set(m, "lr", o.lr)) != 0)
-    return fail_model(m, st, "--lr");
-  lenet5_set(m, "sched_steps", (double)o.epochs * steps_per_epoch); /* no schedule: ignored */
-
-  int first = (int)(lenet5_step(m) / steps_per_epoch) + 1, tty = isatty(fileno(stderr));
-  double best = o.resume ? accuracy(m, &train, n_train, N_VALID) : -1;
-  int best_epoch = first - 1, saved = 0;
-  Row *rows = calloc((size_t)o.epochs + 1, sizeof *rows);
-  int nrows = 0;
-  printf("training on %d digits, validating on %d, testing on %d; batch %d, shift %d, "
-         "epochs %d..%d\n", n_train, N_VALID, test.n, o.batch, o.shift, first, o.epochs);
-  printf("epoch    loss  train%%  valid%%   img/s        lr\n");
-  for (int epoch = first; epoch <= o.epochs && epoch - best_epoch <= o.patience; epoch++) {
-    double t0 = now(), loss = train_epoch(m, &train, n_train, &o, epoch, tty);
-    if (loss < 0)
-      return 1;
-    double secs = now() - t0;
-    Row r = {epoch, loss, accuracy(m, &train, 0, n_train < N_TRAIN_ACC ? n_train : N_TRAIN_ACC),
-             accuracy(m, &train, n_train, N_VALID), lenet5_lr(m), secs, n_train / secs};
-    rows[nrows++] = r;
-    int better = r.valid_acc > best;
-    printf("%5d  %6.4f  %6.2f  %6.2f  %6.0f  %.2e%s\n", epoch, loss, 100 * r.train_acc,
-           100 * r.valid_acc, r.images_per_s, r.lr, better ? "  *" : "");
-    fflush(stdout);
-    if (better) {
-      best = r.valid_acc;
-      best_epoch = epoch;
-      if ((st = lenet5_save(m, o.out)) != 0)
-        return fail_model(m, st, o.out);
-      saved = 1;
-    }
-  }
-  if (nrows && !(write_csv(o.csv, rows, nrows) && write_svg(o.svg, rows, nrows)))
-    fprintf(stderr, "train_mnist: cannot write %s or %s\n", o.csv, o.svg);
-  if ((saved || o.resume) && (st = lenet5_load(m, saved ? o.out : o.resume)) != 0)
-    return fail_model(m, st, o.out);
-  printf("best validation accuracy %.2f%% (epoch %d), saved in %s\n", 100 * best, best_epoch,
-         saved ? o.out : o.resume ? o.resume : "(nothing)");
-  printf("test accuracy: %.2f%% on %d digits\n", 100 * accuracy(m, &test, 0, test.n), test.n);
-  if (nrows)
-    printf("curves: %s, %s\n", o.csv, o.svg);
+  status = run(&o, &train, &test, m, rows);
+done: /* every path frees everything: clean under LeakSanitizer */
   lenet5_destroy(m);
   free(rows);
-  free(train.x), free(train.y), free(test.x), free(test.y);
-  return 0;
+  free_set(&train);
+  free_set(&test);
+  return status;
 }
