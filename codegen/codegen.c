@@ -73,8 +73,8 @@ static void emit_prelude(CG *cg) {
   buf_printf(c, "static NN_UNUSED inline real rexpm1(real x) { return expm1%s(x); }\n", f);
   buf_puts(c, "static NN_UNUSED inline real rmax(real a, real b) { return a > b ? a : b; }\n");
   buf_puts(c, "static NN_UNUSED inline real rmin(real a, real b) { return a < b ? a : b; }\n\n");
-  buf_printf(c, "#define NN_MR %d\n#define NN_NR %d\n#define NN_TM %d\n#define NN_TN %d\n"
-                "#define NN_VL %d\n\n", NN_MR, NN_NR, NN_TM, NN_TN, NN_VL);
+  buf_printf(c, "#define NN_MR %d\n#define NN_NR %d\n#define NN_DR %d\n#define NN_VL %d\n\n",
+             NN_MR, NN_NR, NN_DR, NN_VL);
   for (int i = 0; nncc_runtime_files[i].name; i++) {
     buf_printf(c, "/* ---- runtime/%s.c ---- */\n", nncc_runtime_files[i].name);
     buf_puts(c, nncc_runtime_files[i].text);

@@ -29,11 +29,15 @@
 
 #include "nncc.h"
 
-/* Register tiles of runtime/nn_gemm.c: nn tiles are NN_MR x NN_NR (two
- * 512-bit vectors of f32 per row: 12 accumulators, enough to hide the FMA
- * latency), nt tiles NN_TM x NN_TN with NN_VL partial sums each.  The
- * prelude #defines these names in the generated C. */
-enum { NN_MR = 6, NN_NR = 32, NN_TM = 4, NN_TN = 2, NN_VL = 16 };
+/* The micro-kernel's tile of runtime/nn_gemm.c is NN_MR x NN_NR (12
+ * accumulators of two 512-bit vectors of f32 per row, enough to hide the FMA
+ * latency), the dot-product kernel's NN_DR x NN_DR; NN_VL lanes of partial
+ * sums in portable reductions.  The prelude #defines these names in the
+ * generated C. */
+enum { NN_MR = 6, NN_NR = 32, NN_DR = 4, NN_VL = 16 };
+/* The most threads a kernel's parallel region uses: kernels give each its
+ * own slot of scratch in their workspace. */
+enum { NN_MAX_THREADS = 8 };
 
 struct Emit {
   Ctx *ctx;
@@ -70,6 +74,22 @@ const char *input_expr(Emit *e, const Node *node, int j, const char *i, const ch
  * (OpDef.out_names / in_names are NULL-terminated; beyond them "y<k>"/"x<k>").
  * Extra inputs j >= 1 of epilogue node k arrive as arguments "ep<k>_<j>". */
 const char *arg_name(Emit *e, const Node *node, int k);
+
+/* product.c: the loops of a packed product C (M x N) = A (M x K) . B (K x N)
+ * into the node's workspace `ws`; A(i, k) = a[i * ars + k * acs], B(k, j) =
+ * b[k * brs + j * bcs].  m and k are C expressions (the batch "n" may be
+ * one), at most max_m and max_k; n is constant.  Emit the store of tile t
+ * (rows r0 + i < r0 + mr, columns c0 + j < c0 + nr, value t[i * NN_NR + j])
+ * between emit_product() and emit_product_end(). */
+typedef struct Product {
+  const char *m, *k;
+  long max_m, max_k, n;
+  const char *a, *ars, *acs;
+  const char *b, *brs, *bcs;
+} Product;
+long product_reals(const Product *p);   /* the workspace, in reals */
+void emit_product(Emit *e, const Product *p);
+void emit_product_end(Emit *e);
 
 /* names.c: safe C identifiers and string literals from untrusted names. */
 typedef struct Idents {

@@ -100,3 +100,75 @@ static NN_UNUSED void nn_col2im(real *restrict x, const real *restrict col, int 
       }
     }
 }
+
+/* One tap's row of the column matrix, for the output pixels [p0, p0 + np):
+ * dst[q * ds] = col[(kh, kw)][p0 + q] of channel x (h, w).  The pixels are
+ * cut into runs along output rows; within a run the tap reads a strided
+ * (for stride 1, contiguous) stretch of one input row, zeros outside. */
+static NN_UNUSED void nn_tap_pixels(real *restrict dst, long ds, const real *restrict x, int h,
+                                    int w, int kh, int kw, int s, int p, int wo, long p0,
+                                    long np) {
+  long q = 0;
+  while (q < np) {
+    const int oh = (int)((p0 + q) / wo), ow0 = (int)((p0 + q) % wo);
+    const int len = wo - ow0 < np - q ? wo - ow0 : (int)(np - q);
+    real *restrict d = dst + q * ds;
+    const int ih = oh * s - p + kh;
+    int lo = 0, hi = 0;
+    if (ih >= 0 && ih < h) {
+      nn_tap_range(kw - p, s, w, wo, &lo, &hi);
+      lo = lo < ow0 ? 0 : lo - ow0 > len ? len : lo - ow0;
+      hi = hi < ow0 ? 0 : hi - ow0 > len ? len : hi - ow0;
+      if (lo > hi)
+        lo = hi;
+    }
+    const long base = (long)ih * w + (long)ow0 * s + kw - p;   /* x[base + j * s] */
+    for (int j = 0; j < lo; j++)
+      d[j * ds] = 0;
+    if (s == 1 && ds == 1) {
+      if (hi > lo)
+        memcpy(d + lo, x + base + lo, (size_t)(hi - lo) * sizeof(real));
+    } else {
+      for (int j = lo; j < hi; j++)
+        d[j * ds] = x[base + (long)j * s];
+    }
+    for (int j = hi; j < len; j++)
+      d[j * ds] = 0;
+    q += len;
+  }
+}
+
+/* The B panel of a convolution's forward product y = w . col: the columns
+ * of the output pixels [p0, p0 + np), np <= NN_NR, for the c channels of x
+ * (c, h, w): bp[r * NN_NR + j] = col[r][p0 + j], r = (ci, kh, kw); zeros for
+ * j >= np.  This is im2col straight into the packed layout: the column
+ * matrix is never stored whole. */
+static NN_UNUSED void nn_pack_cols(real *restrict bp, const real *restrict x, int c, int h,
+                                   int w, int k, int s, int p, int wo, long p0, int np) {
+  for (int ci = 0; ci < c; ci++)
+    for (int kh = 0; kh < k; kh++)
+      for (int kw = 0; kw < k; kw++) {
+        real *restrict d = bp + ((long)(ci * k + kh) * k + kw) * NN_NR;
+        nn_tap_pixels(d, 1, x + (long)ci * h * w, h, w, kh, kw, s, p, wo, p0, np);
+        for (int j = np; j < NN_NR; j++)
+          d[j] = 0;
+      }
+}
+
+/* The B panel of the weight gradient dw = dy . col^T: for the pixels
+ * [p0, p0 + np) and the nr <= NN_NR taps from r0 on (r = (ci, kh, kw) over
+ * the channels of x), bp[q * NN_NR + j] = col[r0 + j][p0 + q]; zeros for
+ * j >= nr. */
+static NN_UNUSED void nn_pack_rows(real *restrict bp, const real *restrict x, int h, int w,
+                                   int k, int s, int p, int wo, long p0, long np, int r0,
+                                   int nr) {
+  for (int j = 0; j < NN_NR; j++) {
+    if (j >= nr) {
+      for (long q = 0; q < np; q++)
+        bp[q * NN_NR + j] = 0;
+      continue;
+    }
+    const int r = r0 + j, ci = r / (k * k), kh = r / k % k, kw = r % k;
+    nn_tap_pixels(bp + j, NN_NR, x + (long)ci * h * w, h, w, kh, kw, s, p, wo, p0, np);
+  }
+}

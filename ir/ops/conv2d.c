@@ -55,8 +55,8 @@ static Conv conv_dims(const Node *node, const Shape *x, const Shape *y) {
   return v;
 }
 
-typedef enum { COLS, ROWS } Layout;   /* col (C*K*K, P) or row (P, row_ld) */
-static bool conv_workspace(Graph *g, Node *node, const Conv *v, Layout l);
+typedef enum { WS_FWD, WS_DX, WS_DW } WsKind;
+static bool conv_workspace(Graph *g, Node *node, const Conv *v, WsKind kind);
 
 /* ---- shape rule ---------------------------------------------------------- */
 
@@ -138,155 +138,173 @@ static bool conv2d_build(Graph *g, Node *node) {
     node_param(g, node, "bias", shape_of(1, o), (Init){.kind = INIT_ZEROS}, false);
   node_output(g, node, ys, true, g->dtype);
   Conv v = conv_dims(node, &val(g, node->in[0])->shape, &ys);
-  return conv_workspace(g, node, &v, COLS);
+  return conv_workspace(g, node, &v, WS_FWD);
 }
 
 /* ---- kernels ------------------------------------------------------------- */
 
-/* Every kernel is a matrix product per sample and group, through the tiles
- * of runtime/nn_gemm.c (see docs/design.md, "Kernels"):
+/* Every kernel is a product per sample and group on the packed engine of
+ * runtime/nn_gemm.c (see docs/design.md, "Kernels"), with R = C/G*K*K rows
+ * of columns and P = Ho*Wo output pixels:
  *
- *   forward  y_g (O/G, P)   = w_g (O/G, R) . col_g (R, P)
- *   dx       col_g (R, P)   = w_g^T (R, O/G) . dy_g (O/G, P), then col2im
- *   dw       dw_g (O/G, R) += dy_g (O/G, P) . row_g (P, R), sample by sample
+ *   forward  y_g (O/G, P) = w_g (O/G, R) . col_g (R, P)
+ *   dx       stride 1: a forward convolution of dy with the filters
+ *            transposed and flipped and pad K-1-pad (no col2im, no scatter);
+ *            otherwise col_g (R, P) = w_g^T . dy_g, then col2im
+ *   dw       dw_g (O/G, R) = sum over samples of dy_g (O/G, P) . col_g^T
  *
- * with R = C/G*K*K rows of columns and P = Ho*Wo output pixels; row is col
- * transposed, so that all three are nn products, whose tiles vectorize
- * along a contiguous row of B.  A 1x1 convolution with stride 1 and no
- * padding is its own column matrix (the input planes); otherwise the
- * columns (or rows) of a chunk of samples go into the node's workspace
- * (runtime/nn_im2col.c).  A chunk's samples' columns are written, then
- * multiplied, each step shared among the threads and ending in a barrier.
- * The chunk holds as many samples as fit in CHUNK_REALS, so the workspace
- * stays in the caches; but at least CHUNK_MIN samples while they fit in
- * CHUNK_MAX, since a chunk of one sample of a large layer (resnet20's 3x3
- * convolutions: 147,456 values) pays two barriers per sample and left the
- * second thread idle (2-thread forward no faster than 1). */
-enum { CHUNK_REALS = 1 << 18, CHUNK_MAX = 1 << 20, CHUNK_MIN = 4 };
-
-static bool conv_direct(const Conv *v) { return v->k == 1 && v->s == 1 && v->p == 0; }
+ * The filters are packed once per call into NN_MR-row panels; the columns
+ * are never stored whole: nn_pack_cols writes the NN_NR-pixel panel a
+ * thread is about to use straight from the input (im2col into the packed
+ * layout), into that thread's slot of the workspace, where it stays in
+ * the caches while every filter panel passes over it.  One parallel region
+ * per kernel, of at most NN_MAX_THREADS threads (the slots the workspace
+ * holds); a thread owns each output tile and the code alone fixes every
+ * summation order, so results do not depend on the thread count. */
 
 static long col_reals(const Conv *v) { return (long)v->c * v->kk * v->howo; }
 
-/* Rows hold C*K*K values and enough zeros after them that the last group's
- * last tile of NN_NR columns stays inside the row. */
-static long row_ld(const Conv *v) {
-  long r = v->fsize, tiles = (r + NN_NR - 1) / NN_NR;
-  return (long)v->c * v->kk + tiles * NN_NR - r;
+static int min_int(long a, long b) { return (int)(a < b ? a : b); }
+
+/* The dx of a stride-1 convolution is itself a convolution: of dy (O
+ * channels, Ho x Wo) with pad K-1-P back to H x W, with the filters
+ * w'(c, o, kh, kw) = w(o, c, K-1-kh, K-1-kw) in groups of O/G inputs and
+ * C/G outputs. */
+static bool dx_as_conv(const Conv *v) { return v->s == 1 && v->p <= v->k - 1; }
+
+static Conv dx_conv(const Conv *v) {
+  Conv t = *v;
+  t.c = v->o, t.h = v->ho, t.w = v->wo, t.o = v->c, t.ho = v->h, t.wo = v->w;
+  t.p = v->k - 1 - v->p, t.cpg = v->opg, t.opg = v->cpg;
+  t.hw = v->howo, t.howo = v->hw, t.fsize = v->opg * v->kk;
+  return t;
 }
 
-static long sample_reals(const Conv *v, Layout l) {
-  return l == ROWS ? v->howo * row_ld(v) : conv_direct(v) ? 0 : col_reals(v);
+/* The forward product's work and workspace: G * MT filter panels of NN_MR
+ * rows, then one R x NN_NR column panel per thread slot. */
+static int fwd_mt(const Conv *v) { return (v->opg + NN_MR - 1) / NN_MR; }
+
+static long fwd_panels_reals(const Conv *v) {
+  return (long)v->g * fwd_mt(v) * NN_MR * v->fsize;
 }
 
-static int chunk_samples(const Conv *v, Layout l, int max_batch) {
-  long per = sample_reals(v, l);
-  if (per == 0)
-    return max_batch;
-  long fit = CHUNK_MAX / per, nb = CHUNK_REALS / per;
-  if (nb < CHUNK_MIN)
-    nb = fit < CHUNK_MIN ? fit : CHUNK_MIN;
+static int fwd_slots(const Conv *v, int max_batch) {
+  long items = (long)max_batch * v->g * ((v->howo + NN_NR - 1) / NN_NR);
+  return min_int(items, NN_MAX_THREADS);
+}
+
+static long fwd_reals(const Conv *v, int max_batch) {
+  return fwd_panels_reals(v) + (long)fwd_slots(v, max_batch) * v->fsize * NN_NR;
+}
+
+/* dx through columns (stride > 1): chunks of samples whose columns fit in
+ * CHUNK_REALS (at least one sample), then col2im. */
+enum { CHUNK_REALS = 1 << 18 };
+
+static int col_chunk(const Conv *v, int max_batch) {
+  long nb = CHUNK_REALS / col_reals(v);
   return nb < 1 ? 1 : nb > max_batch ? max_batch : (int)nb;
 }
 
+static long dxcol_reals(const Conv *v, int max_batch) {
+  long panels = (long)v->g * ((v->fsize + NN_MR - 1) / NN_MR) * NN_MR * v->opg;
+  return panels + (long)NN_MAX_THREADS * v->opg * NN_NR +
+         (long)col_chunk(v, max_batch) * col_reals(v);
+}
+
+/* dw: the columns of a chunk of samples (col_chunk), then dot products. */
+static long dw_reals(const Conv *v, int max_batch) {
+  return (long)col_chunk(v, max_batch) * col_reals(v);
+}
+
 /* Gives node (forward, dx or dw of a convolution with dims v) its
- * workspace: the columns or rows of one chunk of samples. */
-static bool conv_workspace(Graph *g, Node *node, const Conv *v, Layout l) {
-  long per = sample_reals(v, l);
-  if (per == 0)
-    return true;
-  if (per * chunk_samples(v, l, g->max_batch) > INT_MAX) {
-    error_at(g->ctx, node->loc, "conv2d: the columns of one sample (%ld values) are too large",
-             per);
+ * workspace. */
+static bool conv_workspace(Graph *g, Node *node, const Conv *v, WsKind kind) {
+  Conv t = dx_conv(v);
+  long reals = kind == WS_FWD ? fwd_reals(v, g->max_batch)
+               : kind == WS_DW ? dw_reals(v, g->max_batch)
+               : dx_as_conv(v) ? fwd_reals(&t, g->max_batch)
+                               : dxcol_reals(v, g->max_batch);
+  if (reals > INT_MAX) {
+    error_at(g->ctx, node->loc, "conv2d: the workspace (%ld values) is too large", reals);
     return false;
   }
-  node_workspace(g, node, per * chunk_samples(v, l, g->max_batch));
+  node_workspace(g, node, reals);
   return true;
 }
 
-/* Opens the parallel region and the loop over chunks of samples (b0, nb)
- * and, when `fill`, writes the chunk's columns or rows into ws (nothing for
- * columns of a direct convolution).  The caller emits the product loops
- * and closes both with "}". */
-static void emit_chunk(Emit *e, const Graph *g, const Conv *v, Layout l, bool fill) {
-  int nb = chunk_samples(v, l, g->max_batch);
-  emit_omp(e, "parallel");
+/* "const int mr = ...": the rows of the NN_MR tile from o0 that lie in
+ * group g (of `per` rows). */
+static void emit_mr(Emit *e, const char *o0, int per) {
+  emitln(e, "const int mr = (g + 1) * %d - %s < NN_MR ? (g + 1) * %d - %s : NN_MR;", per, o0,
+         per, o0);
+}
+
+static void emit_region(Emit *e, int slots) {
+  emit_omp(e, arena_printf(e->ctx->arena, "parallel num_threads(nn_team(%d))", slots));
   emitln(e, "{");
-  emitln(e, "for (int b0 = 0; b0 < n; b0 += %d) {", nb);
-  emitln(e, "const int nb = n - b0 < %d ? n - b0 : %d;", nb, nb);
-  if (!fill || sample_reals(v, l) == 0)
-    return;
-  long ld = row_ld(v), pad = ld - (long)v->c * v->kk;
-  emit_omp(e, "for collapse(2)");
-  emitln(e, "for (int bi = 0; bi < nb; bi++) {");
-  emitln(e, "for (int c = 0; c < %d; c++) {", v->c);
-  emitln(e, "real *to = ws + (long)bi * %ld;", sample_reals(v, l));
-  emitln(e, "const real *from = x + ((long)(b0 + bi) * %d + c) * %ld;", v->c, v->hw);
-  if (l == COLS) {
-    emitln(e, "nn_im2col(to + (long)c * %ld, from, %d, %d, %d, %d, %d, %d, %d);",
-           v->kk * v->howo, v->h, v->w, v->k, v->s, v->p, v->ho, v->wo);
-  } else {
-    emitln(e, "nn_im2row(to + (long)c * %ld, %ld, from, %d, %d, %d, %d, %d, %d, %d);", v->kk,
-           ld, v->h, v->w, v->k, v->s, v->p, v->ho, v->wo);
-    if (pad > 0) {
-      emitln(e, "if (c == 0)");
-      emitln(e, "    for (long q = 0; q < %ld; q++)", v->howo);
-      emitln(e, "        for (long r = %ld; r < %ld; r++)", ld - pad, ld);
-      emitln(e, "            to[q * %ld + r] = 0;", ld);
-    }
+}
+
+/* The forward product of convolution v from input `x` to output `y` (node's
+ * epilogue applied when `fused`), filters packed from `w`; `flip` packs
+ * them transposed and flipped, for dx. */
+static void emit_conv_product(Emit *e, const Graph *g, const Node *node, const Conv *v,
+                              const char *x, const char *y, bool flip, bool fused) {
+  int mt = fwd_mt(v), pt = (int)((v->howo + NN_NR - 1) / NN_NR);
+  bool bias = fused && node->nin > 2;
+  emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
+  emit_region(e, fwd_slots(v, g->max_batch));
+  emitln(e, "real *const bp = ws + %ldL + (long)nn_thread_id() * %ld;", fwd_panels_reals(v),
+         v->fsize * NN_NR);
+  /* filter panels: A(i, r) of group g = w(o0 + i, r), or flipped */
+  emit_omp(e, "for");
+  emitln(e, "for (int mt = 0; mt < %d; mt++) {", v->g * mt);
+  emitln(e, "const int g = mt / %d, o0 = g * %d + mt %% %d * NN_MR;", mt, v->opg, mt);
+  emit_mr(e, "o0", v->opg);
+  emitln(e, "real *const ap = ws + (long)mt * %ld;", NN_MR * v->fsize);
+  if (!flip) {
+    emitln(e, "nn_pack_a(ap, w + (long)o0 * %ld, %ld, 1, mr, %ld);", v->fsize, v->fsize,
+           v->fsize);
+  } else {   /* w'(c, (o, tap)) = w(g*O/G + o, c - g*C/G, KK-1-tap), c = o0 + i */
+    emitln(e, "for (long r = 0; r < %ld; r++) {", v->fsize);
+    emitln(e, "const long from = (long)(g * %d + r / %ld) * %ld + %ld - r %% %ld;", v->cpg,
+           v->kk, (long)v->opg * v->kk, v->kk - 1, v->kk);
+    emitln(e, "for (int i = 0; i < NN_MR; i++)");
+    emitln(e, "    ap[r * NN_MR + i] = i < mr ? w[from + (long)(o0 - g * %d + i) * %ld] : 0;",
+           v->opg, v->kk);
+    emitln(e, "}");
   }
   emitln(e, "}");
-  emitln(e, "}");
-}
-
-/* The columns of sample bi, group g of the chunk: the workspace, or for a
- * direct convolution the input planes themselves (R = C/G rows of P = H*W). */
-static const char *columns_of(Emit *e, const Conv *v, const char *x, const char *g) {
-  if (conv_direct(v))
-    return arena_printf(e->ctx->arena, "(%s + ((long)(b0 + bi) * %d + (long)%s * %d) * %ld)", x,
-                        v->c, g, v->cpg, v->hw);
-  return arena_printf(e->ctx->arena, "(ws + (long)bi * %ld + (long)%s * %ld)", col_reals(v), g,
-                      v->fsize * v->howo);
-}
-
-/* Computes tile t of NN_MR rows (from `row0`, mr of them) and NN_NR columns
- * (from j0, nr of them) of an nn product with inner size k, A at `a` with
- * strides ars/acs, B at `b` with rows of `ldb`. */
-static void emit_tile_nn(Emit *e, long k, const char *a, const char *ars, const char *acs,
-                         const char *b, long ldb) {
-  emitln(e, "const int nr = %ld - j0 < NN_NR ? (int)(%ld - j0) : NN_NR;", ldb, ldb);
-  emitln(e, "real t[NN_MR][NN_NR];");
-  emitln(e, "if (nr == NN_NR)");
-  emitln(e, "    nn_tile_nn(t, mr, %ld, %s, %s, %s, %s + j0, %ld);", k, a, ars, acs, b, ldb);
-  emitln(e, "else");
-  emitln(e, "    nn_tile_nn_edge(t, mr, nr, %ld, %s, %s, %s, %s + j0, %ld);", k, a, ars, acs, b,
-         ldb);
+  /* column panels, each multiplied by every filter panel of its group */
+  emit_omp(e, "for collapse(2) schedule(static)");
+  emitln(e, "for (int b = 0; b < n; b++) {");
+  emitln(e, "for (int gp = 0; gp < %d; gp++) {", v->g * pt);
+  emitln(e, "const int g = gp / %d;", pt);
+  emitln(e, "const long p0 = (long)(gp %% %d) * NN_NR;", pt);
+  emitln(e, "const int np = %ld - p0 < NN_NR ? (int)(%ld - p0) : NN_NR;", v->howo, v->howo);
+  emitln(e, "nn_pack_cols(bp, %s + ((long)b * %d + (long)g * %d) * %ld, %d, %d, %d, %d, %d, %d, "
+            "%d, p0, np);",
+         x, v->c, v->cpg, v->hw, v->cpg, v->h, v->w, v->k, v->s, v->p, v->wo);
+  emitln(e, "for (int mt = g * %d; mt < (g + 1) * %d; mt++) {", mt, mt);
+  emitln(e, "const int o0 = g * %d + mt %% %d * NN_MR;", v->opg, mt);
+  emit_mr(e, "o0", v->opg);
+  emitln(e, "real t[NN_MR * NN_NR];");
+  emitln(e, "ukr(t, %ld, ws + (long)mt * %ld, bp, 0);", v->fsize, NN_MR * v->fsize);
+  emitln(e, "for (int i = 0; i < mr; i++) {");
+  emitln(e, "const int o = o0 + i;");
+  emitln(e, "const long yo = ((long)b * %d + o) * %ld + p0;", v->o, v->howo);
+  emitln(e, "for (int j = 0; j < np; j++) {");
+  emitln(e, "const real acc = t[i * NN_NR + j]%s;", bias ? " + bias[o]" : "");
+  emitln(e, "%s[yo + j] = %s;", y, fused ? epilogue_expr(e, node, "acc", "o", "(yo + j)") : "acc");
+  for (int k = 0; k < 6; k++)
+    emitln(e, "}");
 }
 
 static void conv2d_emit(Emit *e, const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->in[0])->shape, &val(g, node->out[0])->shape);
-  bool bias = node->nin > 2;
-  int tiles = (v.opg + NN_MR - 1) / NN_MR;   /* row tiles per group */
-  emit_chunk(e, g, &v, COLS, true);
-  emit_omp(e, "for collapse(3)");
-  emitln(e, "for (int bi = 0; bi < nb; bi++) {");
-  emitln(e, "for (int mt = 0; mt < %d; mt++) {", v.g * tiles);
-  emitln(e, "for (long j0 = 0; j0 < %ld; j0 += NN_NR) {", v.howo);
-  emitln(e, "const int g = mt / %d, o0 = g * %d + mt %% %d * NN_MR;", tiles, v.opg, tiles);
-  emitln(e, "const int mr = (g + 1) * %d - o0 < NN_MR ? (g + 1) * %d - o0 : NN_MR;", v.opg,
-         v.opg);
-  Arena *a = e->ctx->arena;
-  emit_tile_nn(e, v.fsize, arena_printf(a, "w + (long)o0 * %ld", v.fsize),
-               arena_printf(a, "%ld", v.fsize), "1", columns_of(e, &v, "x", "g"), v.howo);
-  emitln(e, "for (int i = 0; i < mr; i++) {");
-  emitln(e, "const int o = o0 + i;");
-  emitln(e, "const long yo = ((long)(b0 + bi) * %d + o) * %ld + j0;", v.o, v.howo);
-  emitln(e, "for (int j = 0; j < nr; j++) {");
-  emitln(e, "const real acc = t[i][j]%s;", bias ? " + bias[o]" : "");
-  emitln(e, "y[yo + j] = %s;", epilogue_expr(e, node, "acc", "o", "(yo + j)"));
-  for (int k = 0; k < 7; k++)
-    emitln(e, "}");
+  emit_conv_product(e, g, node, &v, "x", "y", false, true);
 }
+
 static double conv2d_flops(const Graph *g, const Node *node) {
   const Value *y = val(g, node->out[0]);
   double positions = (double)y->shape.dim[1] * y->shape.dim[2];
@@ -300,81 +318,105 @@ static double conv2d_backward_flops(const Graph *g, const Node *node) {
   return 2.0 * (double)shape_numel(&val(g, w)->shape) * dy->dim[1] * dy->dim[2];
 }
 
-/* dx (N, C, H, W): per chunk, the columns' gradient w_g^T . dy_g goes to the
- * workspace, then col2im sums it into each (sample, channel) plane; a
- * direct convolution writes the product straight into dx. */
+/* dx (N, C, H, W).  Stride 1: the forward product of dx_conv().  Else, per
+ * chunk of samples: col_g (R, P) = w_g^T (R, O/G) . dy_g (O/G, P) into the
+ * workspace, tiles of NN_MR column rows x NN_NR pixels, then col2im sums
+ * each (sample, channel) plane, tap by tap in a fixed order. */
 static void conv2d_dx_emit(Emit *e, const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->out[0])->shape, &val(g, node->in[0])->shape);
-  Arena *a = e->ctx->arena;
-  int tiles = (int)((v.fsize + NN_MR - 1) / NN_MR);   /* row tiles per group */
-  emit_chunk(e, g, &v, COLS, false);
-  emit_omp(e, "for collapse(3)");
-  emitln(e, "for (int bi = 0; bi < nb; bi++) {");
-  emitln(e, "for (int mt = 0; mt < %d; mt++) {", v.g * tiles);
-  emitln(e, "for (long j0 = 0; j0 < %ld; j0 += NN_NR) {", v.howo);
-  emitln(e, "const int g = mt / %d, r0 = mt %% %d * NN_MR;", tiles, tiles);
-  emitln(e, "const int mr = %ld - r0 < NN_MR ? (int)(%ld - r0) : NN_MR;", v.fsize, v.fsize);
-  emit_tile_nn(e, v.opg, arena_printf(a, "w + (long)g * %ld + r0", v.opg * v.fsize), "1",
-               arena_printf(a, "%ld", v.fsize),
-               arena_printf(a, "dy + ((long)(b0 + bi) * %d + (long)g * %d) * %ld", v.o, v.opg,
-                            v.howo),
-               v.howo);
-  emitln(e, "real *d = %s + (long)r0 * %ld + j0;",
-         conv_direct(&v) ? columns_of(e, &v, "dx", "g") : columns_of(e, &v, "x", "g"),
-         v.howo);
-  emitln(e, "for (int i = 0; i < mr; i++)");
-  emitln(e, "    for (int j = 0; j < nr; j++)");
-  emitln(e, "        d[(long)i * %ld + j] = t[i][j];", v.howo);
-  for (int k = 0; k < 3; k++)
-    emitln(e, "}");
-  if (!conv_direct(&v)) {
-    emit_omp(e, "for collapse(2)");
-    emitln(e, "for (int bi = 0; bi < nb; bi++) {");
-    emitln(e, "for (int c = 0; c < %d; c++) {", v.c);
-    emitln(e, "nn_col2im(dx + ((long)(b0 + bi) * %d + c) * %ld, ws + (long)bi * %ld + (long)c * %ld,",
-           v.c, v.hw, col_reals(&v), v.kk * v.howo);
-    emitln(e, "          %d, %d, %d, %d, %d, %d, %d);", v.h, v.w, v.k, v.s, v.p, v.ho, v.wo);
-    emitln(e, "}");
-    emitln(e, "}");
+  if (dx_as_conv(&v)) {
+    Conv t = dx_conv(&v);
+    emit_conv_product(e, g, node, &t, "dy", "dx", true, false);
+    return;
   }
+  int rt = (int)((v.fsize + NN_MR - 1) / NN_MR), pt = (int)((v.howo + NN_NR - 1) / NN_NR);
+  int nb = col_chunk(&v, g->max_batch);
+  long panels = (long)v.g * rt * NN_MR * v.opg, cols = panels + (long)NN_MAX_THREADS * v.opg * NN_NR;
+  emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
+  emit_region(e, NN_MAX_THREADS);
+  emitln(e, "real *const bp = ws + %ldL + (long)nn_thread_id() * %ld;", panels,
+         (long)v.opg * NN_NR);
+  emitln(e, "real *const col = ws + %ldL;", cols);
+  emit_omp(e, "for");   /* A(r, o) of group g = w(g*O/G + o, r) */
+  emitln(e, "for (int mt = 0; mt < %d; mt++) {", v.g * rt);
+  emitln(e, "const int g = mt / %d, r0 = mt %% %d * NN_MR;", rt, rt);
+  emitln(e, "const int mr = %ld - r0 < NN_MR ? (int)(%ld - r0) : NN_MR;", v.fsize, v.fsize);
+  emitln(e, "nn_pack_a(ws + (long)mt * %ld, w + (long)g * %ld + r0, 1, %ld, mr, %d);",
+         (long)NN_MR * v.opg, (long)v.opg * v.fsize, v.fsize, v.opg);
+  emitln(e, "}");
+  emitln(e, "for (int b0 = 0; b0 < n; b0 += %d) {", nb);
+  emitln(e, "const int nb = n - b0 < %d ? n - b0 : %d;", nb, nb);
+  emit_omp(e, "for collapse(2) schedule(static)");
+  emitln(e, "for (int bi = 0; bi < nb; bi++) {");
+  emitln(e, "for (int gp = 0; gp < %d; gp++) {", v.g * pt);
+  emitln(e, "const int g = gp / %d;", pt);
+  emitln(e, "const long p0 = (long)(gp %% %d) * NN_NR;", pt);
+  emitln(e, "const int np = %ld - p0 < NN_NR ? (int)(%ld - p0) : NN_NR;", v.howo, v.howo);
+  emitln(e, "nn_pack_b(bp, dy + ((long)(b0 + bi) * %d + (long)g * %d) * %ld + p0, %ld, 1, np, %d);",
+         v.o, v.opg, v.howo, v.howo, v.opg);
+  emitln(e, "for (int mt = g * %d; mt < (g + 1) * %d; mt++) {", rt, rt);
+  emitln(e, "const int r0 = mt %% %d * NN_MR;", rt);
+  emitln(e, "const int mr = %ld - r0 < NN_MR ? (int)(%ld - r0) : NN_MR;", v.fsize, v.fsize);
+  emitln(e, "real t[NN_MR * NN_NR];");
+  emitln(e, "ukr(t, %d, ws + (long)mt * %ld, bp, 0);", v.opg, (long)NN_MR * v.opg);
+  emitln(e, "real *const d = col + (long)bi * %ld + ((long)g * %ld + r0) * %ld + p0;",
+         col_reals(&v), v.fsize, v.howo);
+  emitln(e, "for (int i = 0; i < mr; i++)");
+  emitln(e, "    for (int j = 0; j < np; j++)");
+  emitln(e, "        d[(long)i * %ld + j] = t[i * NN_NR + j];", v.howo);
+  emitln(e, "}");
+  emitln(e, "}");
+  emitln(e, "}");
+  emit_omp(e, "for collapse(2)");
+  emitln(e, "for (int bi = 0; bi < nb; bi++) {");
+  emitln(e, "for (int c = 0; c < %d; c++) {", v.c);
+  emitln(e, "nn_col2im(dx + ((long)(b0 + bi) * %d + c) * %ld, col + (long)bi * %ld + (long)c * %ld,",
+         v.c, v.hw, col_reals(&v), v.kk * v.howo);
+  emitln(e, "          %d, %d, %d, %d, %d, %d, %d);", v.h, v.w, v.k, v.s, v.p, v.ho, v.wo);
+  emitln(e, "}");
+  emitln(e, "}");
   emitln(e, "}");
   emitln(e, "}");
 }
 
-/* dw (O, C/G, K, K): one thread owns each NN_MR x NN_NR tile of a group's
- * (O/G, R) gradient and adds the samples' products into it in batch order,
- * chunk after chunk. */
+/* dw (O, C/G, K, K): dw_g (O/G, R) = sum over samples of dy_g (O/G, P) .
+ * col_g^T, with both dy's and the columns' rows running along the pixels:
+ * dot products (nn_ukr_nt) of NN_DR rows of dy by NN_DR rows of columns.
+ * Per chunk of samples, the columns are written (im2col), then a thread
+ * owns NN_DR columns of dw (taps) and adds each sample's products into
+ * them in batch order: its rows of columns stay in L1 while the sample's
+ * dy (O x P, in L2) passes over them, so the columns, larger than L2, are
+ * read once. */
 static void conv2d_dw_emit(Emit *e, const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->in[1])->shape, &val(g, node->in[0])->shape);
-  int otiles = (v.opg + NN_MR - 1) / NN_MR, rtiles = (int)((v.fsize + NN_NR - 1) / NN_NR);
-  long ld = row_ld(&v);
-  emit_chunk(e, g, &v, ROWS, true);
+  int rt = (int)((v.fsize + NN_DR - 1) / NN_DR), nb = col_chunk(&v, g->max_batch);
+  emitln(e, "const nn_ukr_nt_fn dot = nn_ukr_nt_pick();");
+  emit_region(e, NN_MAX_THREADS);
+  emitln(e, "for (int b0 = 0; b0 < n; b0 += %d) {", nb);
+  emitln(e, "const int nb = n - b0 < %d ? n - b0 : %d;", nb, nb);
   emit_omp(e, "for collapse(2)");
-  emitln(e, "for (int mt = 0; mt < %d; mt++) {", v.g * otiles);
-  emitln(e, "for (int rt = 0; rt < %d; rt++) {", rtiles);
-  emitln(e, "const int g = mt / %d, o0 = g * %d + mt %% %d * NN_MR, r0 = rt * NN_NR;", otiles,
-         v.opg, otiles);
-  emitln(e, "const int mr = (g + 1) * %d - o0 < NN_MR ? (g + 1) * %d - o0 : NN_MR;", v.opg,
-         v.opg);
-  emitln(e, "const int nr = %ld - r0 < NN_NR ? (int)(%ld - r0) : NN_NR;", v.fsize, v.fsize);
-  emitln(e, "real acc[NN_MR][NN_NR];");
-  emitln(e, "for (int i = 0; i < mr; i++)");
-  emitln(e, "    for (int j = 0; j < nr; j++)");
-  emitln(e, "        acc[i][j] = b0 == 0 ? 0 : dw[(long)(o0 + i) * %ld + r0 + j];", v.fsize);
   emitln(e, "for (int bi = 0; bi < nb; bi++) {");
-  emitln(e, "real t[NN_MR][NN_NR];");
-  emitln(e, "nn_tile_nn(t, mr, %ld, dy + ((long)(b0 + bi) * %d + o0) * %ld, %ld, 1,", v.howo,
-         v.o, v.howo, v.howo);
-  emitln(e, "           ws + (long)bi * %ld + (long)g * %ld + r0, %ld);", v.howo * ld, v.fsize,
-         ld);
-  emitln(e, "for (int i = 0; i < mr; i++)");
-  emitln(e, "    for (int j = 0; j < nr; j++)");
-  emitln(e, "        acc[i][j] += t[i][j];");
+  emitln(e, "for (int c = 0; c < %d; c++) {", v.c);
+  emitln(e, "nn_im2col(ws + (long)bi * %ld + (long)c * %ld, x + ((long)(b0 + bi) * %d + c) * %ld,",
+         col_reals(&v), v.kk * v.howo, v.c, v.hw);
+  emitln(e, "          %d, %d, %d, %d, %d, %d, %d);", v.h, v.w, v.k, v.s, v.p, v.ho, v.wo);
   emitln(e, "}");
-  emitln(e, "for (int i = 0; i < mr; i++)");
-  emitln(e, "    for (int j = 0; j < nr; j++)");
-  emitln(e, "        dw[(long)(o0 + i) * %ld + r0 + j] = acc[i][j];", v.fsize);
-  for (int k = 0; k < 4; k++)
+  emitln(e, "}");
+  emit_omp(e, "for schedule(static)");
+  emitln(e, "for (int rt = 0; rt < %d; rt++) {", v.g * rt);
+  emitln(e, "const int g = rt / %d;", rt);
+  emitln(e, "const long r0 = (long)(rt %% %d) * NN_DR;", rt);
+  emitln(e, "const int nr = %ld - r0 < NN_DR ? (int)(%ld - r0) : NN_DR;", v.fsize, v.fsize);
+  emitln(e, "for (int bi = 0; bi < nb; bi++) {");
+  emitln(e, "const real *const col = ws + (long)bi * %ld + ((long)g * %ld + r0) * %ld;",
+         col_reals(&v), v.fsize, v.howo);
+  emitln(e, "for (int o0 = g * %d; o0 < (g + 1) * %d; o0 += NN_DR) {", v.opg, v.opg);
+  emitln(e, "const int mr = (g + 1) * %d - o0 < NN_DR ? (g + 1) * %d - o0 : NN_DR;", v.opg,
+         v.opg);
+  emitln(e, "dot(dw + (long)o0 * %ld + r0, %ld, %ld, dy + ((long)(b0 + bi) * %d + o0) * %ld, %ld,",
+         v.fsize, v.fsize, v.howo, v.o, v.howo, v.howo);
+  emitln(e, "    col, %ld, mr, nr, b0 + bi > 0);", v.howo);
+  for (int k = 0; k < 5; k++)
     emitln(e, "}");
 }
 
@@ -403,12 +445,12 @@ static void conv2d_backward(Graph *g, Node *node, const int *dout, const bool *n
   if (need[0]) {
     int in[2] = {dy, w};
     din[0] = derived_node(g, OP_CONV2D_DX, id, in, 2, val(g, x)->shape, true);
-    conv_workspace(g, node_at(g, val(g, din[0])->producer), &v, COLS);
+    conv_workspace(g, node_at(g, val(g, din[0])->producer), &v, WS_DX);
   }
   if (need[1]) {
     int in[2] = {dy, x};
     din[1] = derived_node(g, OP_CONV2D_DW, id, in, 2, val(g, w)->shape, false);
-    conv_workspace(g, node_at(g, val(g, din[1])->producer), &v, ROWS);
+    conv_workspace(g, node_at(g, val(g, din[1])->producer), &v, WS_DW);
   }
   if (bias >= 0 && need[2]) {
     int in[1] = {dy};

@@ -22,7 +22,41 @@ static const AttrSpec dense_attrs[] = {
 };
 
 static const char *const fwd_in[] = {"x", "w", "bias", NULL};
-static const char *const fwd_out[] = {"y", NULL};
+static const char *const fwd_out[] = {"y", "ws", NULL};
+
+/* The three products on the packed engine (codegen/product.c), U units, K
+ * inputs, batch n:
+ *
+ *   forward  y (n, U)  = x (n, K) . w^T (K, U)
+ *   dx       dx (n, K) = dy (n, U) . w (U, K)
+ *   dw       dw (U, K) = dy^T (U, n) . x (n, K)
+ *
+ * Each is C = A . B with A(i, k) = a[i * ars + k * acs], B(k, j) = b[k * brs
+ * + j * bcs]; the workspace holds both packed operands for the largest
+ * batch. */
+typedef enum { FWD, DX, DW } Which;
+
+static Product dense_product(Ctx *ctx, Which which, int units, long k, int max_batch) {
+  Arena *a = ctx->arena;
+  const char *K = arena_printf(a, "%ld", k), *U = arena_printf(a, "%d", units);
+  switch (which) {
+  case FWD:
+    return (Product){.m = "n", .k = K, .max_m = max_batch, .max_k = k, .n = units,
+                     .a = "x", .ars = K, .acs = "1", .b = "w", .brs = "1", .bcs = K};
+  case DX:
+    return (Product){.m = "n", .k = U, .max_m = max_batch, .max_k = units, .n = k,
+                     .a = "dy", .ars = U, .acs = "1", .b = "w", .brs = K, .bcs = "1"};
+  case DW:
+    return (Product){.m = U, .k = "n", .max_m = units, .max_k = max_batch, .n = k,
+                     .a = "dy", .ars = "1", .acs = U, .b = "x", .brs = K, .bcs = "1"};
+  }
+  return (Product){0};
+}
+
+static void dense_workspace(Graph *g, Node *node, Which which, int units, long k) {
+  Product p = dense_product(g->ctx, which, units, k, g->max_batch);
+  node_workspace(g, node, product_reals(&p));
+}
 
 static bool dense_build(Graph *g, Node *node) {
   const Value *x = val(g, node->in[0]);
@@ -41,39 +75,30 @@ static bool dense_build(Graph *g, Node *node) {
   if (attr_bool(node, A_BIAS))
     node_param(g, node, "bias", shape_of(1, units), (Init){.kind = INIT_ZEROS}, false);
   node_output(g, node, shape_of(1, units), true, g->dtype);
+  dense_workspace(g, node, FWD, units, k);
   return true;
 }
 
-/* Forward tiles are nn_tile_nt tiles of NN_TM units x NN_TN samples: A = w
- * rows, B = x rows, both contiguous along k.  Units go in the tile's rows
- * because they outnumber the samples of small batches: a batch-1 call (GEMV)
- * computes one of NN_TN = 2 columns for nothing, where samples in the rows
- * would waste 3 of NN_TM = 4.  A thread owns each tile and the tile fixes
- * the summation order, so y does not depend on the thread count (or on the
- * batch size). */
+/* The forward product stores each tile through the epilogue.  A batch
+ * smaller than a tile's NN_MR rows takes the same path, so that a sample's
+ * output does not depend on the batch it comes in; packing w then costs
+ * as much as the product. */
 static void dense_emit(Emit *e, const Graph *g, const Node *node) {
   const Value *y = val(g, node->out[0]);
   int units = y->shape.dim[0];
   long k = shape_numel(&val(g, node->in[0])->shape);
   bool bias = node->nin > 2;
-  emit_omp_for(e, "collapse(2)");
-  emitln(e, "for (int o0 = 0; o0 < %d; o0 += NN_TM) {", units);
-  emitln(e, "for (int b0 = 0; b0 < n; b0 += NN_TN) {");
-  emitln(e, "const int mr = %d - o0 < NN_TM ? %d - o0 : NN_TM;", units, units);
-  emitln(e, "const int nr = n - b0 < NN_TN ? n - b0 : NN_TN;");
-  emitln(e, "real t[NN_TM][NN_TN];");
-  emitln(e, "nn_tile_nt(t, mr, nr, %ld, w + (long)o0 * %ld, %ld, x + (long)b0 * %ld, %ld);", k,
-         k, k, k, k);
-  emitln(e, "for (int j = 0; j < nr; j++) {");
+  Product p = dense_product(e->ctx, FWD, units, k, g->max_batch);
+  emit_product(e, &p);
   emitln(e, "for (int i = 0; i < mr; i++) {");
-  emitln(e, "const int o = o0 + i;");
-  emitln(e, "const long at = (long)(b0 + j) * %d + o;", units);
-  emitln(e, "const real acc = t[i][j]%s;", bias ? " + bias[o]" : "");
+  emitln(e, "for (int j = 0; j < nr; j++) {");
+  emitln(e, "const int o = c0 + j;");
+  emitln(e, "const long at = (long)(r0 + i) * %d + o;", units);
+  emitln(e, "const real acc = t[i * NN_NR + j]%s;", bias ? " + bias[o]" : "");
   emitln(e, "y[at] = %s;", epilogue_expr(e, node, "acc", "o", "at"));
   emitln(e, "}");
   emitln(e, "}");
-  emitln(e, "}");
-  emitln(e, "}");
+  emit_product_end(e);
 }
 
 /* 2 U K FLOPs per sample: forward and dx read w as input 1; dw writes it. */
@@ -85,61 +110,29 @@ static double dense_dw_flops(const Graph *g, const Node *node) {
   return 2.0 * (double)shape_numel(&val(g, node->out[0])->shape);
 }
 
-/* The body of one nn tile of the (rows x cols) product c = A . B at rows
- * [r0, r0 + mr), columns [c0, c0 + nr): the full kernel when nr == NN_NR
- * (the common case, whose store loop has a constant trip count), the edge
- * kernel for the last columns.  a, ars, acs, b, ldb, depth: C expressions
- * of the nn_tile_nn arguments. */
-static void emit_nn_tile(Emit *e, const char *c, long cols, const char *depth, const char *a,
-                         const char *ars, const char *acs, const char *b, long ldb) {
-  emitln(e, "real t[NN_MR][NN_NR];");
-  emitln(e, "const int nr = %ld - c0 < NN_NR ? (int)(%ld - c0) : NN_NR;", cols, cols);
-  emitln(e, "if (nr == NN_NR) {");
-  emitln(e, "nn_tile_nn(t, mr, %s, %s, %s, %s, %s, %ld);", depth, a, ars, acs, b, ldb);
-  emitln(e, "for (int i = 0; i < mr; i++)");
-  emitln(e, "    for (int j = 0; j < NN_NR; j++)");
-  emitln(e, "        %s[(long)(r0 + i) * %ld + c0 + j] = t[i][j];", c, cols);
-  emitln(e, "} else {");
-  emitln(e, "nn_tile_nn_edge(t, mr, nr, %s, %s, %s, %s, %s, %ld);", depth, a, ars, acs, b, ldb);
+/* dx and dw: plain stores of each tile into a (rows x cols) output c. */
+static void emit_plain_product(Emit *e, const Graph *g, Which which, int units, long k,
+                               const char *c, long cols) {
+  Product p = dense_product(e->ctx, which, units, k, g->max_batch);
+  emit_product(e, &p);
   emitln(e, "for (int i = 0; i < mr; i++)");
   emitln(e, "    for (int j = 0; j < nr; j++)");
-  emitln(e, "        %s[(long)(r0 + i) * %ld + c0 + j] = t[i][j];", c, cols);
-  emitln(e, "}");
+  emitln(e, "        %s[(long)(r0 + i) * %ld + c0 + j] = t[i * NN_NR + j];", c, cols);
+  emit_product_end(e);
 }
 
-/* dx (N, K) = dy (N, U) . w (U, K): nn tiles of NN_MR samples x NN_NR
- * inputs, A(b, o) = dy[b * U + o], B = w.  Column tiles outermost, so the
- * U x NN_NR strip of w a thread works on stays in L1 across the batch. */
 static void dense_dx_emit(Emit *e, const Graph *g, const Node *node) {
   int units = val(g, node->in[0])->shape.dim[0];
   long k = shape_numel(&val(g, node->out[0])->shape);
-  emit_omp_for(e, "collapse(2)");
-  emitln(e, "for (long c0 = 0; c0 < %ld; c0 += NN_NR) {", k);
-  emitln(e, "for (int r0 = 0; r0 < n; r0 += NN_MR) {");
-  emitln(e, "const int mr = n - r0 < NN_MR ? n - r0 : NN_MR;");
-  const char *a = arena_printf(e->ctx->arena, "dy + (long)r0 * %d", units);
-  const char *depth = arena_printf(e->ctx->arena, "%d", units);
-  const char *ars = arena_printf(e->ctx->arena, "%d", units);
-  emit_nn_tile(e, "dx", k, depth, a, ars, "1", "w + c0", k);
-  emitln(e, "}");
-  emitln(e, "}");
+  emit_plain_product(e, g, DX, units, k, "dx", k);
 }
 
-/* dw (U, K) = dy^T (U, N) . x (N, K): nn tiles of NN_MR units x NN_NR
- * inputs, A(o, b) = dy[b * U + o] (a transpose: row step 1, column step U),
- * B = x.  A thread owns each tile and sums over the batch in order, so dw
+/* A thread owns each tile of dw and sums over the batch in order, so dw
  * does not depend on the thread count. */
 static void dense_dw_emit(Emit *e, const Graph *g, const Node *node) {
   int units = val(g, node->in[0])->shape.dim[0];
   long k = shape_numel(&val(g, node->in[1])->shape);
-  emit_omp_for(e, "collapse(2)");
-  emitln(e, "for (long c0 = 0; c0 < %ld; c0 += NN_NR) {", k);
-  emitln(e, "for (int r0 = 0; r0 < %d; r0 += NN_MR) {", units);
-  emitln(e, "const int mr = %d - r0 < NN_MR ? %d - r0 : NN_MR;", units, units);
-  const char *acs = arena_printf(e->ctx->arena, "%d", units);
-  emit_nn_tile(e, "dw", k, "n", "dy + r0", "1", acs, "x + c0", k);
-  emitln(e, "}");
-  emitln(e, "}");
+  emit_plain_product(e, g, DW, units, k, "dw", k);
 }
 
 /* db (U) = sum over the batch of dy (N, U), a row of dy at a time: the
@@ -156,13 +149,17 @@ static void dense_db_emit(Emit *e, const Graph *g, const Node *node) {
 static void dense_backward(Graph *g, Node *node, const int *dout, const bool *need,
                            int *din) {
   int dy = dout[0], x = node->in[0], w = node->in[1];
+  int units = val(g, w)->shape.dim[0];
+  long k = shape_numel(&val(g, x)->shape);
   if (need[0]) {
     int in[2] = {dy, w};
     din[0] = derived_node(g, OP_DENSE_DX, node->id, in, 2, val(g, x)->shape, true);
+    dense_workspace(g, node_at(g, val(g, din[0])->producer), DX, units, k);
   }
   if (need[1]) {
     int in[2] = {dy, x};
     din[1] = derived_node(g, OP_DENSE_DW, node->id, in, 2, val(g, w)->shape, false);
+    dense_workspace(g, node_at(g, val(g, din[1])->producer), DW, units, k);
   }
   if (node->nin > 2 && need[2]) {
     int in[1] = {dy};
@@ -179,8 +176,8 @@ const OpDef op_dense = {
     .flops = dense_flops,
 };
 
-static const char *const dx_in[] = {"dy", "w", NULL}, *const dx_out[] = {"dx", NULL};
-static const char *const dw_in[] = {"dy", "x", NULL}, *const dw_out[] = {"dw", NULL};
+static const char *const dx_in[] = {"dy", "w", NULL}, *const dx_out[] = {"dx", "ws", NULL};
+static const char *const dw_in[] = {"dy", "x", NULL}, *const dw_out[] = {"dw", "ws", NULL};
 static const char *const db_in[] = {"dy", NULL}, *const db_out[] = {"db", NULL};
 
 const OpDef op_dense_dx = {
