@@ -649,7 +649,11 @@ static void emit_io_api(CG *cg) {
               "        for (int k = 0; k < 4; k++)   /* gcc -O0 flags memcpy from a 0-tensor table */\n"
               "            e->shape[k] = d->shape[k];\n"
               "        e->data = (void *)((d->block ? m->buffers : m->params) + d->offset);   /* const when baked: load refuses */\n"
-              "        e->optional = 0;\n        e->check = NN_CHECK_FINITE;   /* load refuses NaN and Inf */\n    }\n");
+              "        e->optional = 0;\n"
+              "        /* load refuses NaN and Inf, and a negative variance */\n"
+              "        const size_t len = strlen(d->name);\n"
+              "        e->check = d->block && len >= 12 && strcmp(d->name + len - 12, \".running_var\") == 0\n"
+              "                       ? NN_CHECK_NONNEG : NN_CHECK_FINITE;\n    }\n");
   if (cg->train)
     buf_puts(c, "    count += nn_train_tensors(m, t + count);\n");
   buf_puts(c, "    return count;\n}\n\n");

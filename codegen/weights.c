@@ -75,7 +75,11 @@ static nn_tensor *weight_table(Ctx *ctx, const Graph *g, Baked *bk, unsigned cha
     const Value *v = &g->values.items[i];
     if (!is_weight(v))
       continue;
-    nn_tensor e = {v->name, dtype, v->shape.rank, {0, 0, 0, 0}, NULL, 0, NN_CHECK_FINITE};
+    /* finite, and a variance >= 0: as the generated load checks */
+    size_t len = strlen(v->name);
+    bool var = v->kind == V_BUFFER && len >= 12 && !strcmp(v->name + len - 12, ".running_var");
+    nn_tensor e = {v->name, dtype, v->shape.rank, {0, 0, 0, 0}, NULL, 0,
+                   var ? NN_CHECK_NONNEG : NN_CHECK_FINITE};
     for (int d = 0; d < v->shape.rank; d++)
       e.shape[d] = v->shape.dim[d];
     e.data = (v->kind == V_PARAM ? bk->params : bk->buffers) + (size_t)v->offset * bk->esize;

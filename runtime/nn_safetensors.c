@@ -38,7 +38,7 @@ typedef struct nn_tensor {
 enum {
   NN_CHECK_NONE = 0,
   NN_CHECK_FINITE = 1, /* weights, first moments: no NaN or Inf */
-  NN_CHECK_NONNEG = 2, /* second moments (Adam's exp_avg_sq, ...): finite and >= 0 */
+  NN_CHECK_NONNEG = 2, /* variances, second moments (exp_avg_sq, ...): finite, >= 0 */
   NN_CHECK_STEP = 3    /* the I64 step count: 0 <= step < INT64_MAX (it is incremented) */
 };
 
@@ -1003,7 +1003,7 @@ static NN_UNUSED int nn_st_check_values(const nn_tensor *t, const unsigned char 
     else if (!isfinite(v))
       bad = "is not finite (NaN or Inf)";
     else if (t->check == NN_CHECK_NONNEG && v < 0)
-      bad = "is negative (a second moment must be >= 0)";
+      bad = "is negative (a variance or second moment must be >= 0)";
     if (bad) {
       nn_msg_name(m, t->name, strlen(t->name));
       nn_msg_str(m, ": element ");

@@ -1116,3 +1116,36 @@ Test(checkpoint, load_validates_state) {
   a.destroy(m);
   close_model(&a.cm);
 }
+
+/* A negative running variance would make every forward NaN with status 0. */
+Test(checkpoint, load_refuses_a_negative_running_variance) {
+  static const char *const model =
+      "model bnvar\ninput x: f32[3]\ntarget y: class[2]\n"
+      "h = dense(x, 4) |> batchnorm |> relu\nlogits = dense(h, 2)\noutput logits\n"
+      "loss cross_entropy(logits, y)\ntrain {\noptimizer sgd(lr=0.01)\n}\n";
+  Compiled cm;
+  compile_model(&cm, "bnvar", model, "--batch 8", "-O1");
+  void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
+  int (*save)(void *, const char *) = (int (*)(void *, const char *))api(&cm, "save");
+  int (*load)(void *, const char *) = (int (*)(void *, const char *))api(&cm, "load");
+  int (*count)(void) = (int (*)(void))api(&cm, "tensor_count");
+  const char *(*name)(int) = (const char *(*)(int))api(&cm, "tensor_name");
+  const char *(*last_error)(const void *) = (const char *(*)(const void *))api(&cm, "last_error");
+  void *m = create(1);
+  const char *var = NULL;
+  for (int t = 0; t < count(); t++)
+    if (strstr(name(t), ".running_var"))
+      var = name(t);
+  cr_assert(var);
+  char path[700];
+  snprintf(path, sizeof path, "%s/var.safetensors", cm.dir);
+  cr_assert_eq(save(m, path), 0);
+  const float zero = 0, neg = -1;
+  patch_tensor(path, var, 1, &zero, 4);
+  cr_expect_eq(load(m, path), 0, "a variance of 0 is fine: %s", last_error(m));
+  patch_tensor(path, var, 1, &neg, 4);
+  cr_expect_eq(load(m, path), -7);
+  cr_expect(strstr(last_error(m), "running_var: element 1 is negative"), "%s", last_error(m));
+  ((void (*)(void *))api(&cm, "destroy"))(m);
+  close_model(&cm);
+}
