@@ -287,6 +287,20 @@ static const char *field(const char *obj, const char *key) {
   return p + 1;
 }
 
+/* save(m, "") used to write "./.tmp" and then remove it; a directory as the
+ * path failed only after the data were written. */
+Test(api, save_refuses_an_empty_or_directory_path) {
+  Api a;
+  setup(&a);
+  void *m = a.create(9);
+  cr_expect_eq(a.save(m, ""), NN_ERR_ARG);
+  cr_expect(strstr(a.last_error(m), "empty path"), "%s", a.last_error(m));
+  cr_expect_eq(a.save(m, a.cm.dir), NN_ERR_ARG);
+  cr_expect(strstr(a.last_error(m), "is a directory"), "%s", a.last_error(m));
+  a.destroy(m);
+  close_model(&a.cm);
+}
+
 Test(api, saved_file_is_safetensors) {
   Api a;
   setup(&a);
