@@ -307,7 +307,7 @@ class Autoencoder(nn.Module):
 
 class Bottleneck(nn.Module):
     """torchvision's Bottleneck (v1.5: stride on the 3x3), blocks bottleneck / bottleneck_down of
-    examples/resnet50.nn."""
+    bench/resnet50.nn."""
 
     def __init__(self, cin, c, stride=1, down=False):
         super().__init__()
@@ -325,7 +325,7 @@ class Bottleneck(nn.Module):
 
 
 class Resnet50(Classifier):
-    """examples/resnet50.nn: torchvision's resnet50 with its parameter names."""
+    """bench/resnet50.nn: torchvision's resnet50 with its parameter names."""
     in_shape, target = (3, 224, 224), ("class", 1000)
 
     def __init__(self):
