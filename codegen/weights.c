@@ -101,17 +101,21 @@ static nn_tensor *weight_table(Ctx *ctx, const Graph *g, Baked *bk, unsigned cha
 static bool read_weights(Ctx *ctx, const Graph *g, Baked *bk) {
   const char *path = ctx->opt->weights;
   bk->esize = g->dtype == DT_F64 ? 8 : 4;
-  bk->params_bytes = (size_t)block_reals(g->params_size) * bk->esize;
-  bk->buffers_bytes = (size_t)block_reals(g->buffers_size) * bk->esize;
+  /* checked: a product that does not fit size_t is out of memory */
+  bool fits = !__builtin_mul_overflow((size_t)block_reals(g->params_size), bk->esize,
+                                      &bk->params_bytes) &&
+              !__builtin_mul_overflow((size_t)block_reals(g->buffers_size), bk->esize,
+                                      &bk->buffers_bytes);
   size_t largest = 8;
   for (int i = 0; i < g->values.len; i++)
     if (is_weight(&g->values.items[i])) {
-      size_t b = (size_t)shape_numel(&g->values.items[i].shape) * bk->esize;
-      largest = b > largest ? b : largest;
+      size_t b;
+      fits &= !__builtin_mul_overflow((size_t)shape_numel(&g->values.items[i].shape), bk->esize, &b);
+      largest = fits && b > largest ? b : largest;
     }
-  bk->params = calloc(1, bk->params_bytes);
-  bk->buffers = calloc(1, bk->buffers_bytes);
-  unsigned char *scratch = malloc(largest);
+  bk->params = fits ? calloc(1, bk->params_bytes) : NULL;
+  bk->buffers = fits ? calloc(1, bk->buffers_bytes) : NULL;
+  unsigned char *scratch = fits ? malloc(largest) : NULL;
   bool ok = bk->params && bk->buffers && scratch;
   if (!ok)
     error_plain(ctx, "%s: out of memory", path);
