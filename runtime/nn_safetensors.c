@@ -433,11 +433,13 @@ static NN_UNUSED int nn_st_write_data(int fd, const nn_sbuf *h, const nn_tensor 
   return ok && fsync(fd) == 0;
 }
 
-/* fsync of the directory that holds the renamed file. */
+/* fsync of the directory that holds the renamed file.  As SQLite does, a
+ * directory that cannot be opened (no read permission) is not an error:
+ * the file is in place, only its durability across a crash is not known. */
 static NN_UNUSED int nn_st_sync_dir(const char *path) {
   char *dir = nn_st_dirname(path);
   int fd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-  int ok = fd >= 0 && (fsync(fd) == 0 || errno == EINVAL); /* EINVAL: cannot sync dirs */
+  int ok = fd < 0 || fsync(fd) == 0 || errno == EINVAL; /* EINVAL: cannot sync dirs */
   int errnum = errno;
   if (fd >= 0)
     close(fd);
