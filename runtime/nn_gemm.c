@@ -147,14 +147,14 @@ static NN_UNUSED void nn_ukr_nt_c(real *restrict t, long ldt, long kc, const rea
     for (int j = 0; j < NN_DR; j++) {
       const real *restrict ai = a + (i < mr ? i : 0) * lda, *restrict bj = b + (j < nr ? j : 0) * ldb;
       real l[NN_VL] = {0};
-      long k = 0;
-      for (; k + NN_VL <= kc; k += NN_VL)
+      const long kv = kc - kc % NN_VL;
+      for (long k = 0; k < kv; k += NN_VL)
         for (int v = 0; v < NN_VL; v++)
           l[v] += ai[k + v] * bj[k + v];
       real sum = 0;
       for (int v = 0; v < NN_VL; v++)
         sum += l[v];
-      for (; k < kc; k++)
+      for (long k = kv; k < kc; k++)
         sum += ai[k] * bj[k];
       s[i][j] = sum;
     }
@@ -169,8 +169,8 @@ static NN_UNUSED void nn_ukr_nt_c(real *restrict t, long ldt, long kc, const rea
     const real *restrict a1 = a + ((I0) + 1 < mr ? (I0) + 1 : 0) * lda;              \
     V c00 = ZERO(), c01 = ZERO(), c02 = ZERO(), c03 = ZERO(), c10 = ZERO(),          \
       c11 = ZERO(), c12 = ZERO(), c13 = ZERO();                                      \
-    long k = 0;                                                                      \
-    for (; k + (W) <= kc; k += (W)) {                                                \
+    const long kv = kc - kc % (W);                                                   \
+    for (long k = 0; k < kv; k += (W)) {                                             \
       const V x0 = LD(a0 + k), x1 = LD(a1 + k);                                      \
       V y = LD(b0 + k);                                                              \
       c00 = FMA(x0, y, c00), c10 = FMA(x1, y, c10);                                  \
@@ -184,7 +184,7 @@ static NN_UNUSED void nn_ukr_nt_c(real *restrict t, long ldt, long kc, const rea
     s[I0][0] = HSUM(c00), s[I0][1] = HSUM(c01), s[I0][2] = HSUM(c02);                \
     s[I0][3] = HSUM(c03), s[(I0) + 1][0] = HSUM(c10), s[(I0) + 1][1] = HSUM(c11);    \
     s[(I0) + 1][2] = HSUM(c12), s[(I0) + 1][3] = HSUM(c13);                          \
-    for (long q = k; q < kc; q++) {                                                  \
+    for (long q = kv; q < kc; q++) {                                                 \
       s[I0][0] += a0[q] * b0[q], s[I0][1] += a0[q] * b1[q];                          \
       s[I0][2] += a0[q] * b2[q], s[I0][3] += a0[q] * b3[q];                          \
       s[(I0) + 1][0] += a1[q] * b0[q], s[(I0) + 1][1] += a1[q] * b1[q];              \
@@ -244,8 +244,8 @@ nn_ukr_nt_avx512(real *restrict t, long ldt, long kc, const real *restrict a, lo
   const real *restrict b2 = b + (2 < nr ? 2 * ldb : 0), *restrict b3 = b + (3 < nr ? 3 * ldb : 0);
   NN_V c[4][4] = {{NN_Z(), NN_Z(), NN_Z(), NN_Z()}, {NN_Z(), NN_Z(), NN_Z(), NN_Z()},
                   {NN_Z(), NN_Z(), NN_Z(), NN_Z()}, {NN_Z(), NN_Z(), NN_Z(), NN_Z()}};
-  long k = 0;
-  for (; k + W <= kc; k += W) {
+  const long kv = kc - kc % W;
+  for (long k = 0; k < kv; k += W) {
     const NN_V x0 = NN_LD(a0 + k), x1 = NN_LD(a1 + k), x2 = NN_LD(a2 + k), x3 = NN_LD(a3 + k);
     NN_V y = NN_LD(b0 + k);
     c[0][0] = NN_FMA(x0, y, c[0][0]), c[1][0] = NN_FMA(x1, y, c[1][0]);
@@ -265,7 +265,7 @@ nn_ukr_nt_avx512(real *restrict t, long ldt, long kc, const real *restrict a, lo
   for (int i = 0; i < 4; i++)
     for (int j = 0; j < 4; j++) {
       real sum = NN_HS(c[i][j]);
-      for (long q = k; q < kc; q++)
+      for (long q = kv; q < kc; q++)
         sum += ar[i][q] * br[j][q];
       s[i][j] = sum;
     }

@@ -88,6 +88,14 @@ static const char *model_sanitize(void) {
   return v && strcmp(v, "OFF") == 0 ? "" : NNCC_MODEL_SANITIZE;
 }
 
+/* Extra flags for models from the environment: the suite runs the conv2d
+ * and dense tests again with NNCC_TEST_MODEL_CFLAGS=-DNN_FORCE_ISA=N, once
+ * per micro-kernel path of runtime/nn_gemm.c. */
+static const char *model_cflags(void) {
+  const char *v = getenv("NNCC_TEST_MODEL_CFLAGS");
+  return v ? v : "";
+}
+
 void compile_model(Compiled *cm, const char *name, const char *model, const char *opts,
                    const char *cflags) {
   memset(cm, 0, sizeof *cm);
@@ -103,8 +111,8 @@ void compile_model(Compiled *cm, const char *name, const char *model, const char
                        opts ? opts : "");
   cr_assert(st == 0, "nncc failed (%d) on %s:\n%s", st, name, log);
   st = run_capture(log, sizeof log,
-                   "%s -std=c11 -Wall -Wextra -Werror -shared -fPIC %s %s -o %s %s -lm", NNCC_CC,
-                   cflags ? cflags : "-O1", model_sanitize(), so, cm->c_path);
+                   "%s -std=c11 -Wall -Wextra -Werror -shared -fPIC %s %s %s -o %s %s -lm", NNCC_CC,
+                   cflags ? cflags : "-O1", model_cflags(), model_sanitize(), so, cm->c_path);
   cr_assert(st == 0, "cc failed on %s:\n%s", cm->c_path, log);
   /* NODELETE: unmapping a model built with -fopenmp would pull the OpenMP
    * runtime out from under its idle worker threads. */
