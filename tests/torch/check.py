@@ -77,7 +77,8 @@ import models  # noqa: E402
 TOL = {"f32": 1e-5, "f64": 1e-10}
 BATCH = 4
 SEED = 7
-EXAMPLES = ["mlp", "lenet5", "vgg_small", "resnet20", "inception_mini", "maxout_mlp", "autoencoder"]
+# Every examples/NAME.nn; one without a PyTorch definition in models.py is a failure.
+EXAMPLES = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "examples")) if f.endswith(".nn"))
 
 # Option defaults of docs/language.md section 9, in positional order.
 OPTIMIZERS = {
@@ -636,6 +637,10 @@ def phases(build, name, dtype):
 
 def cases(args):
     for name in args.models:
+        if name not in models.MODELS:
+            print(f"FAIL      {name}: no PyTorch definition in tests/torch/models.py")
+            args.missing.append(name)
+            continue
         src = open(os.path.join(ROOT, "examples", f"{name}.nn")).read()
         sections = [("own", None)]
         if name in args.matrix:
@@ -664,6 +669,7 @@ def main():
     args = ap.parse_args()
     args.models, args.dtypes = args.models.split(), args.dtypes.split()
     args.matrix = args.models if args.full else args.matrix.split()
+    args.missing = []
     if not os.access(args.nncc, os.X_OK):
         fail_setup(f"no nncc at {args.nncc}")
     torch.set_num_threads(1)
@@ -698,6 +704,7 @@ def main():
         failures += chk.failures
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
+    failures += [f"{name}: no PyTorch definition" for name in args.missing]
     print(f"{'FAILED' if failures else 'PASSED'}: {len(failures)} disagreements; "
           f"{time.time() - t0:.0f} s")
     return 1 if failures else 0

@@ -66,6 +66,14 @@ class NnccDropout(nn.Module):
         return x * mask * (1.0 / (1.0 - self.p))
 
 
+# bench/compare times PyTorch's own dropout (nn.Dropout; NnccDropout is not scriptable)
+TORCH_DROPOUT = False
+
+
+def dropout(p, layer):
+    return nn.Dropout(p) if TORCH_DROPOUT else NnccDropout(p, layer)
+
+
 def conv(cin, cout, k, stride=1, pad=0, bias=True):
     return nn.Conv2d(cin, cout, k, stride=stride, padding=pad, bias=bias)
 
@@ -145,12 +153,16 @@ class VggSmall(Classifier):
         super().__init__()
         self.vgg1, self.vgg2, self.vgg3 = VggBlock(3, 32), VggBlock(32, 64), VggBlock(64, 128)
         self.fc1, self.fc2 = nn.Linear(2048, 256), nn.Linear(256, 10)
-        self.dropout1 = NnccDropout(0.5, "dropout1")
+        self.dropout1 = dropout(0.5, "dropout1")
+        # not in the state dict (nncc compiles them into the code); in float64, so .to(dtype)
+        # rounds the decimal constants once, as the C compiler does
+        self.register_buffer("mean", torch.tensor(self.MEAN, dtype=torch.float64).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("std", torch.tensor(self.STD, dtype=torch.float64).view(1, 3, 1, 1),
+                             persistent=False)
 
     def forward(self, x):
-        mean = torch.tensor(self.MEAN, dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.STD, dtype=x.dtype).view(1, 3, 1, 1)
-        h = (x - mean) / std
+        h = (x - self.mean) / self.std
         h = self.vgg3(self.vgg2(self.vgg1(h)))
         h = self.dropout1(F.relu(self.fc1(h.flatten(1))))
         return self.fc2(h)
@@ -198,9 +210,9 @@ class Resnet20(Classifier):
 
     def forward(self, x):
         h = F.relu(self.bn1(self.conv1(x)))
-        for name in ("basic1", "basic2", "basic3", "down1", "basic4", "basic5", "down2", "basic6",
-                     "basic7"):
-            h = getattr(self, name)(h)
+        h = self.basic3(self.basic2(self.basic1(h)))
+        h = self.basic5(self.basic4(self.down1(h)))
+        h = self.basic7(self.basic6(self.down2(h)))
         return self.fc1(F.adaptive_avg_pool2d(h, 1).flatten(1))
 
 
@@ -259,11 +271,11 @@ class MaxoutLayer(nn.Module):
         super().__init__()
         self.k = k
         self.fc1 = nn.Linear(cin, units * k)
-        self.dropout1 = NnccDropout(0.5, prefix + ".dropout1")
+        self.dropout1 = dropout(0.5, prefix + ".dropout1")
 
     def forward(self, x):
         h = self.fc1(x)
-        h = h.view(h.shape[0], -1, self.k).max(dim=2).values   # channel g: max of g k .. g k + k-1
+        h = torch.max(h.view(h.shape[0], -1, self.k), dim=2)[0]   # unit g: max of g k .. g k + k-1
         return self.dropout1(h)
 
 
@@ -273,7 +285,7 @@ class MaxoutMlp(Classifier):
 
     def __init__(self):
         super().__init__()
-        self.dropout1 = NnccDropout(0.2, "dropout1")
+        self.dropout1 = dropout(0.2, "dropout1")
         self.maxout_layer1 = MaxoutLayer(784, 300, 4, "maxout_layer1")
         self.maxout_layer2 = MaxoutLayer(300, 300, 4, "maxout_layer2")
         self.fc1 = nn.Linear(300, 10)
