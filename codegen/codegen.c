@@ -109,7 +109,8 @@ static void emit_size_checks(CG *cg, const TrainConfig *tc, const char *ro) {
   Buf *c = cg->c;
   buf_printf(c, "#define NN_BLOCKS_BYTES %lluULL   /* params ... arena, each 64-byte aligned */\n",
              total);
-  buf_printf(c, "_Static_assert(NN_BLOCKS_BYTES <= SIZE_MAX - 63 - NN_ALIGN64(sizeof(struct %s)),\n"
+  /* "<", not "<=": 0ULL <= x is a -Wtype-limits warning (a model without blocks) */
+  buf_printf(c, "_Static_assert(NN_BLOCKS_BYTES < SIZE_MAX - 62 - NN_ALIGN64(sizeof(struct %s)),\n"
                 "               \"the model's memory does not fit size_t on this target\");\n", cg->m);
   buf_puts(c, "_Static_assert(NN_PARAMS_SIZE <= LONG_MAX / 2 && NN_ARENA_SIZE <= LONG_MAX,\n"
               "               \"the model's offsets do not fit long on this target\");\n\n");

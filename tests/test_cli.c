@@ -898,3 +898,28 @@ Test(output, concurrent_runs_never_mix_outputs, .timeout = 120) {
     cr_expect(same, "out/%s is not any one run's output", files[f]);
   }
 }
+
+/* A model with no params, buffers or arena: NN_BLOCKS_BYTES is 0, and its
+ * size check must not be a -Wtype-limits warning (0ULL <= x was). */
+Test(sizes, model_without_memory_compiles_clean) {
+  static const char model[] = "model m\ninput x: f32[4]\noutput o = relu(x)\n";
+  Case c;
+  new_case(&c, "nomem");
+  put_file(&c, "m.nn", model, strlen(model));
+  compile(&c, "--infer", NULL);
+  cr_assert_eq(c.status, 0, "%s", c.err);
+  char path[700];
+  case_path(&c, path, sizeof path, "out/m.c");
+  char *src = keep(read_text(path));
+  cr_assert(strstr(src, "#define NN_BLOCKS_BYTES 0ULL"), "the model has memory after all");
+  const char *ccs[] = {"gcc", "clang"};
+  for (int i = 0; i < 2; i++) {
+    if (run("command -v %s >/dev/null 2>&1", ccs[i]) != 0)
+      continue;
+    char log[8192];
+    int st = run_capture(log, sizeof log,
+                         "cd %s/out && %s -std=c11 -Wall -Wextra -Werror -pedantic -c m.c -o m.o",
+                         c.dir, ccs[i]);
+    cr_expect_eq(st, 0, "%s:\n%s", ccs[i], log);
+  }
+}
