@@ -54,6 +54,13 @@ static bool valid_fuse(const char *list) {
   return true;
 }
 
+/* --batch's range, as the CLI checks it; 0 if out of range. */
+static int batch_of(const char *s) {
+  char *end;
+  long v = strtol(s, &end, 10);
+  return *end || v < 1 || v > 1 << 20 ? 0 : (int)v;
+}
+
 /* Fills opt from "# fuzz: ..." at the start of data; returns whether to
  * verify with libclang.  Strings point into `store` (static: one at a time). */
 static bool parse_options(const uint8_t *data, size_t size, Options *opt) {
@@ -86,8 +93,8 @@ static bool parse_options(const uint8_t *data, size_t size, Options *opt) {
     else if ((!strncmp(tok, "ir=", 3) && is_pass_name(tok + 3)) ||
              (!strncmp(tok, "dot=", 4) && is_pass_name(tok + 4)))
       *(tok[0] == 'i' ? &opt->emit_ir : &opt->emit_dot) = strchr(tok, '=') + 1;
-    else if (!strncmp(tok, "batch=", 6) && atoi(tok + 6) >= 1 && atoi(tok + 6) <= 1 << 20)
-      opt->max_batch = atoi(tok + 6);
+    else if (!strncmp(tok, "batch=", 6) && batch_of(tok + 6))
+      opt->max_batch = batch_of(tok + 6);
     else if (!strncmp(tok, "fuse=", 5) && valid_fuse(tok + 5))
       opt->fuse = tok + 5;
     else if (!strcmp(tok, "main=train") || !strcmp(tok, "main=infer") ||
