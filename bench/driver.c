@@ -11,11 +11,11 @@
  * and compares forward outputs (and, for training builds, the loss and every gradient) within 1e-5
  * relative to each tensor's largest magnitude.  Any mismatch exits 2 before anything is timed.
  *
- * Then it times forward (inference builds) or train_step (training builds, learning rate 0 so both
- * variants do the same work on the same weights every step): a warm-up, then --runs rounds, each round
- * one run of the fused variant and one of the unfused (f/u/f/u...), each run a fixed number of calls
- * calibrated to last about --run-ms.  Models so heavy that one call outlasts a run get fewer rounds
- * (at least 3) to stay within --budget-ms.  It prints one line of key=value pairs for bench/run.
+ * Then it times forward (inference builds) or train_step (training builds, learning rate 1e-12 so both
+ * variants do the same work on practically the same weights every step; set() refuses 0): a warm-up,
+ * then --runs rounds, each round one run of the fused variant and one of the unfused (f/u/f/u...),
+ * each run a fixed number of calls calibrated to last about --run-ms.  Models so heavy that one call
+ * outlasts a run get fewer rounds (at least 3) to stay within --budget-ms.  It prints one line of key=value pairs for bench/run.
  * -DBENCH_F64 builds it for models emitted with --dtype f64. */
 #define _POSIX_C_SOURCE 200809L   /* clock_gettime under -std=c11 */
 #include <math.h>
@@ -353,8 +353,8 @@ int main(int argc, char **argv)
 #else
     b.y = xcalloc((size_t)b.n * TGT_SIZE, sizeof *b.y);
 #endif
-    status(nnbench_f_set(b.f, "lr", 0), "set lr");
-    status(nnbench_u_set(b.u, "lr", 0), "set lr");
+    status(nnbench_f_set(b.f, "lr", 1e-12), "set lr");
+    status(nnbench_u_set(b.u, "lr", 1e-12), "set lr");
 #endif
     fill_inputs(&b);
     double worst = -1;   /* -1: not checked (bench/run checks once per binary) */
