@@ -377,27 +377,14 @@ class Kinks:
         return x.flatten(2).gather(2, idx).view_as(out)
 
 
-def kink_explains(tol, where, rec, cls, ckpt, x, y, k, zero_grads):
-    """An f32 gradient mismatch may be a kink: a ReLU input within f32 rounding of 0, or a max-pool
-    window whose two largest inputs are that close.  nncc and PyTorch may then take different
-    sides, and every gradient upstream moves by about 1/(N H W) of its size (a conv output of K
-    products carries ~sqrt(K) ulps of error, more after batchnorm scales it up).  Try the float64
-    reference on the other side of the kinks nearest the edge (within 1e-4 of the tensor's rms,
-    the 6 nearest of each kind, alone and in pairs); if one such reference matches nncc's f32 gradients within
-    tolerance, return a note naming it and that comparison, else None (the mismatch stands)."""
-    def run(flips):
-        m = cls().double()
-        m.load_state_dict(state_dict_of(ckpt, torch.float64), strict=True)
-        m.train()
-        set_dropout(m, k)
-        with Kinks(flips) as r:
-            m.loss(m(x.double()), y if y.dtype == torch.long else y.double()).backward()
-        return {n: p.grad for n, p in m.named_parameters()}, r
-    _, r = run(())
+def kink_candidates(r, per_call=4, limit=16):
+    """The kinks nearest the edge in a recorded run: ReLU inputs nearest 0 and max-pool windows
+    whose two largest inputs are nearest each other, relative to the tensor's rms, below 1e-4;
+    the `per_call` nearest of each call, the `limit` nearest in all."""
     near = []
     for c, v in enumerate(r.relus):
         rel = (v.abs() / v.pow(2).mean().sqrt()).flatten()
-        for j in torch.topk(rel, min(6, rel.numel()), largest=False).indices.tolist():
+        for j in torch.topk(rel, min(per_call, rel.numel()), largest=False).indices.tolist():
             if rel[j] < 1e-4:
                 near.append((float(rel[j]), "relu", c, j, f"input {float(v.flatten()[j]):.2g}"))
     for c, w in enumerate(r.pools):
@@ -406,17 +393,57 @@ def kink_explains(tol, where, rec, cls, ckpt, x, y, k, zero_grads):
         finite = w[torch.isfinite(w)]
         rel = (gap / finite.pow(2).mean().sqrt()).flatten()
         rel[~(rel > 0)] = math.inf        # exact ties: both take the first
-        for j in torch.topk(rel, min(6, rel.numel()), largest=False).indices.tolist():
+        for j in torch.topk(rel, min(per_call, rel.numel()), largest=False).indices.tolist():
             if rel[j] < 1e-4:
                 near.append((float(rel[j]), "pool", c, j, f"gap {float(gap.flatten()[j]):.2g}"))
-    near = sorted(a for a in near if a[1] == "relu")[:6] + sorted(a for a in near if a[1] == "pool")[:6]
-    subsets = [[a] for a in near] + [[a, b] for i, a in enumerate(near) for b in near[i + 1:]]
-    for sub in subsets:
-        grads, _ = run([(kind, c, j) for _, kind, c, j, _ in sub])
+    return sorted(near)[:limit]
+
+
+def kink_explains(tol, where, rec, cls, ckpt, x, y, k, zero_grads):
+    """An f32 gradient mismatch may be a kink: a ReLU input within f32 rounding of 0, or a max-pool
+    window whose two largest inputs are that close.  nncc and PyTorch may then take different
+    sides, and every gradient upstream moves by about 1/(N H W) of its size (a conv output of K
+    products carries ~sqrt(K) ulps of error, more after batchnorm scales it up); a flip can also
+    move a value downstream across another kink.  First the float64 reference itself (PyTorch's
+    f32 run may be the one that crossed); then search: run the float64 reference on the other
+    side of each of the 16 kinks nearest the edge (kink_candidates); keep the flip that lowers the
+    gradient error most and search again from there, up to 3 flips.  If a reference so found
+    matches nncc's f32 gradients within tolerance, return a note naming the flips and that
+    comparison, else None (the mismatch stands)."""
+    def run(flips):
+        m = cls().double()
+        m.load_state_dict(state_dict_of(ckpt, torch.float64), strict=True)
+        m.train()
+        set_dropout(m, k)
+        with Kinks(flips) as r:
+            m.loss(m(x.double()), y if y.dtype == torch.long else y.double()).backward()
         trial = Checker(tol, 0)
-        compare_grads(trial, where, rec, grads, zero_grads)
+        compare_grads(trial, where, rec, {n: p.grad for n, p in m.named_parameters()}, zero_grads)
+        return trial, r
+
+    def badness(trial):
+        return (len(trial.failures), max(e for e, _ in trial.worst.values()))
+
+    chosen, (trial, r) = [], run(())
+    if not trial.failures:    # nncc is on the float64 side: PyTorch's f32 rounding crossed the kink
+        return (f"{where}: f32 gradients agree with the float64 reference, PyTorch's f32 ones do "
+                f"not: a kink within f32 rounding that PyTorch crossed, not a bug"), trial
+    for _ in range(3):
+        best = None
+        for cand in kink_candidates(r):
+            if any(cand[1:4] == c[1:4] for c in chosen):
+                continue
+            t, rr = run([c[1:4] for c in chosen + [cand]])
+            if best is None or badness(t) < badness(best[0]):
+                best = (t, rr, cand)
+            if not t.failures:
+                break
+        if best is None or badness(best[0]) >= badness(trial):
+            return None, None
+        trial, r = best[0], best[1]
+        chosen.append(best[2])
         if not trial.failures:
-            what = ", ".join(f"{kind} call {c} element {j} ({v} in float64)" for _, kind, c, j, v in sub)
+            what = ", ".join(f"{kind} call {c} element {j} ({v} in float64)" for _, kind, c, j, v in chosen)
             return (f"{where}: f32 gradients agree with the float64 reference on the other side "
                     f"of {what}: a kink within f32 rounding, not a bug"), trial
     return None, None
@@ -619,9 +646,10 @@ def write_data(build, name, dtype):
         x.reshape(BATCH, -1)[:, :count].tofile(os.path.join(build.dir, "y.bin"))
 
 
-def phases(build, name, dtype):
-    """Runtime regularizer settings checked on every build: as compiled, L2, L1, elastic and
-    max-norm with c at the median unit norm of the initial weights (so about half the units clip)."""
+def phases(build, name, dtype, every):
+    """Runtime regularizer settings checked on a build: as compiled, L2, L1, elastic and max-norm
+    with c at the median unit norm of the initial weights (so about half the units clip); without
+    `every` (models outside the optimizer matrix, to save time) only the first and the last."""
     build.run(0, {})
     ckpt = read_safetensors(os.path.join(build.dir, "ckpt0.safetensors"))
     model = models.MODELS[name]()
@@ -631,8 +659,9 @@ def phases(build, name, dtype):
             w = ckpt[f"{mname}.weight"].astype(np.float64)
             norms.extend(np.linalg.norm(w.reshape(w.shape[0], -1), axis=1))
     c = float(np.median(norms))
-    return [("as built", {}), ("l2", {"l2": 1e-2, "l1": 0.0}), ("l1", {"l1": 1e-3, "l2": 0.0}),
-            ("elastic+maxnorm", {"l1": 1e-3, "l2": 1e-2, "max_norm": c})]
+    out = [("as built", {}), ("l2", {"l2": 1e-2, "l1": 0.0}), ("l1", {"l1": 1e-3, "l2": 0.0}),
+           ("elastic+maxnorm", {"l1": 1e-3, "l2": 1e-2, "max_norm": c})]
+    return out if every else [out[0], out[-1]]
 
 
 def cases(args):
@@ -685,7 +714,7 @@ def main():
         write_data(build, name, dtype)
         cfg = train_config(src)
         chk = Checker(TOL[dtype], args.verbose)
-        for phase, hyper in phases(build, name, dtype):
+        for phase, hyper in phases(build, name, dtype, name in args.matrix):
             check_case(args, chk, name, dtype, build, cfg, hyper, args.steps,
                        f"{name} {dtype} {label} [{phase}]")
         status = "ok" if not chk.failures else f"FAIL ({len(chk.failures)})"
