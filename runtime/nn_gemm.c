@@ -1,24 +1,33 @@
 /*
  * nn_gemm.c: the product engine under conv2d and dense, in the style of
- * BLIS / GotoBLAS: operands are packed into panels, and a micro-kernel
- * multiplies one panel of A by one panel of B with its accumulators in
- * vector registers.
+ * BLIS / GotoBLAS: a micro-kernel multiplies a packed panel of A by a panel
+ * of B with its accumulators in vector registers.
  *
  *   packed A: NN_MR rows, k-major: ap[k * NN_MR + i] = A(i, k)
- *   packed B: NN_NR columns, k-major: bp[k * NN_NR + j] = B(k, j)
+ *   B:        NN_NR contiguous columns per k, at b + ci * plane + kh * wp + kw
+ *             for k = (ci, kh, kw) < nc x kk x kk
  *   nn_ukr:   t (NN_MR x NN_NR) = (acc ? t : 0) + sum over k of A(i, k) B(k, j)
  *
- * Rows and columns past the matrix's edge are packed as zeros, so the
- * micro-kernel always computes a full tile and the caller stores only the
- * part that exists, applying its epilogue (bias, folded batchnorm,
- * activation) on the way, so that a fused output is written once.
+ * A packed B panel is the case kk = 1, plane = NN_NR.  A convolution of
+ * stride 1 needs no packed B at all: on its input padded and flattened
+ * with rows wp apart, the NN_NR output pixels from q (counted with wp
+ * pixels per output row, the last wp - wo of each discarded) see, through
+ * tap (ci, kh, kw), the NN_NR contiguous values from q + ci * plane + kh *
+ * wp + kw: the kernel reads them in place (implicit im2col).
  *
- * The micro-kernel exists three times: AVX-512 and AVX2+FMA (intrinsics in
+ * Rows of A past the matrix's edge are packed as zeros, and columns of B past
+ * it hold whatever; the micro-kernel always computes a full tile and the
+ * caller stores only the part that exists, applying its epilogue (bias,
+ * folded batchnorm, activation) on the way, so that a fused output is
+ * written once.
+ *
+ * The micro-kernels exist three times: AVX-512 and AVX2+FMA (intrinsics in
  * functions compiled for those targets by gcc and clang, whatever -march
  * the user gives) and portable C; nn_ukr_pick() chooses by cpuid at run
- * time.  -DNN_PORTABLE forces the C one.  Every path sums over k in the same
- * ascending order, one accumulator per element, so a result depends on the
- * path (FMA rounds once) but never on the thread count or the tile's place.
+ * time.  -DNN_PORTABLE forces the C ones, -DNN_FORCE_ISA=0|1|2 one path
+ * (tests).  Every path sums over k in the same ascending order, one
+ * accumulator per element, so a result depends on the path (FMA rounds
+ * once) but never on the thread count or the tile's place.
  *
  * The kernels of conv2d and dense (ir/ops/) emit the loops around these with
  * their shapes as constants: which operand is packed where and when, and how
@@ -30,20 +39,25 @@
 #include <omp.h>
 #endif
 
-typedef void (*nn_ukr_fn)(real *restrict t, long kc, const real *restrict ap,
-                          const real *restrict bp, int acc);
+typedef void (*nn_ukr_fn)(real *restrict t, const real *restrict ap, const real *restrict b,
+                          int nc, int kk, long plane, long wp, int acc);
 
 /* Portable: plain C that any compiler vectorizes as well as it can. */
-static NN_UNUSED void nn_ukr_c(real *restrict t, long kc, const real *restrict ap,
-                               const real *restrict bp, int acc) {
+static NN_UNUSED void nn_ukr_c(real *restrict t, const real *restrict ap,
+                               const real *restrict b, int nc, int kk, long plane, long wp,
+                               int acc) {
   real s[NN_MR][NN_NR];
   for (int i = 0; i < NN_MR; i++)
     for (int j = 0; j < NN_NR; j++)
       s[i][j] = acc ? t[i * NN_NR + j] : 0;
-  for (long k = 0; k < kc; k++)
-    for (int i = 0; i < NN_MR; i++)
-      for (int j = 0; j < NN_NR; j++)
-        s[i][j] += ap[k * NN_MR + i] * bp[k * NN_NR + j];
+  for (int ci = 0; ci < nc; ci++)
+    for (int kh = 0; kh < kk; kh++)
+      for (int kw = 0; kw < kk; kw++, ap += NN_MR) {
+        const real *restrict bk = b + ci * plane + kh * wp + kw;
+        for (int i = 0; i < NN_MR; i++)
+          for (int j = 0; j < NN_NR; j++)
+            s[i][j] += ap[i] * bk[j];
+      }
   for (int i = 0; i < NN_MR; i++)
     for (int j = 0; j < NN_NR; j++)
       t[i * NN_NR + j] = s[i][j];
@@ -62,22 +76,26 @@ static NN_UNUSED void nn_ukr_c(real *restrict t, long kc, const real *restrict a
     V c00 = ZERO(), c01 = ZERO(), c10 = ZERO(), c11 = ZERO(), c20 = ZERO(),       \
       c21 = ZERO(), c30 = ZERO(), c31 = ZERO(), c40 = ZERO(), c41 = ZERO(),       \
       c50 = ZERO(), c51 = ZERO();                                                 \
-    const real *restrict a = ap, *restrict b = bp + h;                            \
-    for (long k = 0; k < kc; k++, a += NN_MR, b += NN_NR) {                       \
-      const V b0 = LD(b), b1 = LD(b + (W));                                       \
-      V ai = SET1(a[0]);                                                          \
-      c00 = FMA(ai, b0, c00), c01 = FMA(ai, b1, c01);                             \
-      ai = SET1(a[1]);                                                            \
-      c10 = FMA(ai, b0, c10), c11 = FMA(ai, b1, c11);                             \
-      ai = SET1(a[2]);                                                            \
-      c20 = FMA(ai, b0, c20), c21 = FMA(ai, b1, c21);                             \
-      ai = SET1(a[3]);                                                            \
-      c30 = FMA(ai, b0, c30), c31 = FMA(ai, b1, c31);                             \
-      ai = SET1(a[4]);                                                            \
-      c40 = FMA(ai, b0, c40), c41 = FMA(ai, b1, c41);                             \
-      ai = SET1(a[5]);                                                            \
-      c50 = FMA(ai, b0, c50), c51 = FMA(ai, b1, c51);                             \
-    }                                                                             \
+    const real *restrict a = ap;                                                  \
+    for (int ci = 0; ci < nc; ci++)                                               \
+      for (int kh = 0; kh < kk; kh++) {                                           \
+        const real *restrict row = b + ci * plane + kh * wp + h;                  \
+        for (int kw = 0; kw < kk; kw++, a += NN_MR) {                             \
+          const V b0 = LD(row + kw), b1 = LD(row + kw + (W));                     \
+          V ai = SET1(a[0]);                                                      \
+          c00 = FMA(ai, b0, c00), c01 = FMA(ai, b1, c01);                         \
+          ai = SET1(a[1]);                                                        \
+          c10 = FMA(ai, b0, c10), c11 = FMA(ai, b1, c11);                         \
+          ai = SET1(a[2]);                                                        \
+          c20 = FMA(ai, b0, c20), c21 = FMA(ai, b1, c21);                         \
+          ai = SET1(a[3]);                                                        \
+          c30 = FMA(ai, b0, c30), c31 = FMA(ai, b1, c31);                         \
+          ai = SET1(a[4]);                                                        \
+          c40 = FMA(ai, b0, c40), c41 = FMA(ai, b1, c41);                         \
+          ai = SET1(a[5]);                                                        \
+          c50 = FMA(ai, b0, c50), c51 = FMA(ai, b1, c51);                         \
+        }                                                                         \
+      }                                                                           \
     real *restrict r = t + h;                                                     \
     if (acc) {                                                                    \
       c00 = ADD(LD(r), c00), c01 = ADD(LD(r + (W)), c01);                         \
@@ -107,30 +125,34 @@ static NN_UNUSED void nn_ukr_c(real *restrict t, long kc, const real *restrict a
 #endif
 
 __attribute__((target("avx512f"))) static NN_UNUSED void
-nn_ukr_avx512(real *restrict t, long kc, const real *restrict ap, const real *restrict bp,
-              int acc) {
+nn_ukr_avx512(real *restrict t, const real *restrict ap, const real *restrict b, int nc, int kk,
+              long plane, long wp, int acc) {
   NN_UKR_512
 }
 
 __attribute__((target("avx2,fma"))) static NN_UNUSED void
-nn_ukr_avx2(real *restrict t, long kc, const real *restrict ap, const real *restrict bp,
-            int acc) {
+nn_ukr_avx2(real *restrict t, const real *restrict ap, const real *restrict b, int nc, int kk,
+            long plane, long wp, int acc) {
   NN_UKR_256
 }
 #endif
 
 /* The dot-product micro-kernel, for products whose operands both run along
- * k (conv2d's dw: dy rows . column rows, k = pixels), where packing one of
- * them k-major would be a transpose:
+ * k (conv2d's dw: rows of dy . rows of columns, k = the pixels of every
+ * sample of a chunk), where packing one of them k-major would be a
+ * transpose:
  *
- *   t[i * ldt + j] = (acc ? t[i * ldt + j] : 0) + sum over k of a[i * lda + k] b[j * ldb + k]
+ *   t[i * ldt + j] = (acc ? t[i * ldt + j] : 0)
+ *                    + sum over samples s < nb, k < kc of a[s * sa + i * lda + k] b[j][s * sb + k]
  *
- * for i < mr, j < nr (at most NN_DR each).  Each of the NN_DR x NN_DR sums
- * runs in vector lanes over k, the lanes added in a fixed order, then the
- * tail k in order; rows past mr or nr repeat row 0 and are not stored. */
-typedef void (*nn_ukr_nt_fn)(real *restrict t, long ldt, long kc, const real *restrict a,
-                             long lda, const real *restrict b, long ldb, int mr, int nr,
-                             int acc);
+ * for i < mr (at most NN_DR), j < NN_DR, the rows b[j] given by pointer
+ * (stored: j < nr).  Each of the NN_DR x NN_DR sums runs in vector lanes
+ * over the samples' k, the lanes added in a fixed order, then the tails of
+ * the samples in order; rows of a past mr repeat row 0 and are not
+ * stored. */
+typedef void (*nn_ukr_nt_fn)(real *restrict t, long ldt, int nb, long kc,
+                             const real *restrict a, long lda, long sa, const real *const *b,
+                             long sb, int mr, int nr, int acc);
 
 static NN_UNUSED void nn_dot_store(real *restrict t, long ldt, int mr, int nr, int acc,
                                    real s[NN_DR][NN_DR]) {
@@ -139,67 +161,83 @@ static NN_UNUSED void nn_dot_store(real *restrict t, long ldt, int mr, int nr, i
       t[i * ldt + j] = (acc ? t[i * ldt + j] : 0) + s[i][j];
 }
 
-static NN_UNUSED void nn_ukr_nt_c(real *restrict t, long ldt, long kc, const real *restrict a,
-                                  long lda, const real *restrict b, long ldb, int mr, int nr,
-                                  int acc) {
+/* The tails: k from kv on, sample by sample, into s. */
+static NN_UNUSED void nn_dot_tails(real s[NN_DR][NN_DR], int nb, long kv, long kc,
+                                   const real *const a[NN_DR], long sa, const real *const *b,
+                                   long sb) {
+  for (int q = 0; q < nb; q++)
+    for (long k = kv; k < kc; k++)
+      for (int i = 0; i < NN_DR; i++)
+        for (int j = 0; j < NN_DR; j++)
+          s[i][j] += a[i][q * sa + k] * b[j][q * sb + k];
+}
+
+static NN_UNUSED void nn_ukr_nt_c(real *restrict t, long ldt, int nb, long kc,
+                                  const real *restrict a, long lda, long sa,
+                                  const real *const *b, long sb, int mr, int nr, int acc) {
+  const real *ar[NN_DR];
+  for (int i = 0; i < NN_DR; i++)
+    ar[i] = a + (i < mr ? i : 0) * lda;
+  const long kv = kc - kc % NN_VL;
   real s[NN_DR][NN_DR];
   for (int i = 0; i < NN_DR; i++)
     for (int j = 0; j < NN_DR; j++) {
-      const real *restrict ai = a + (i < mr ? i : 0) * lda, *restrict bj = b + (j < nr ? j : 0) * ldb;
       real l[NN_VL] = {0};
-      const long kv = kc - kc % NN_VL;
-      for (long k = 0; k < kv; k += NN_VL)
-        for (int v = 0; v < NN_VL; v++)
-          l[v] += ai[k + v] * bj[k + v];
+      for (int q = 0; q < nb; q++) {
+        const real *restrict ai = ar[i] + q * sa, *restrict bj = b[j] + q * sb;
+        for (long k = 0; k < kv; k += NN_VL)
+          for (int v = 0; v < NN_VL; v++)
+            l[v] += ai[k + v] * bj[k + v];
+      }
       real sum = 0;
       for (int v = 0; v < NN_VL; v++)
         sum += l[v];
-      for (long k = kv; k < kc; k++)
-        sum += ai[k] * bj[k];
       s[i][j] = sum;
     }
+  nn_dot_tails(s, nb, kv, kc, ar, sa, b, sb);
   nn_dot_store(t, ldt, mr, nr, acc, s);
 }
 
 #if defined(NN_X86)
-/* Rows i0 and i0 + 1 against the NN_DR rows of b: 8 accumulators. */
-#define NN_DOT_PASS(V, LD, FMA, ZERO, HSUM, W, I0)                                   \
-  {                                                                                  \
-    const real *restrict a0 = a + ((I0) < mr ? (I0) : 0) * lda;                      \
-    const real *restrict a1 = a + ((I0) + 1 < mr ? (I0) + 1 : 0) * lda;              \
-    V c00 = ZERO(), c01 = ZERO(), c02 = ZERO(), c03 = ZERO(), c10 = ZERO(),          \
-      c11 = ZERO(), c12 = ZERO(), c13 = ZERO();                                      \
-    const long kv = kc - kc % (W);                                                   \
-    for (long k = 0; k < kv; k += (W)) {                                             \
-      const V x0 = LD(a0 + k), x1 = LD(a1 + k);                                      \
-      V y = LD(b0 + k);                                                              \
-      c00 = FMA(x0, y, c00), c10 = FMA(x1, y, c10);                                  \
-      y = LD(b1 + k);                                                                \
-      c01 = FMA(x0, y, c01), c11 = FMA(x1, y, c11);                                  \
-      y = LD(b2 + k);                                                                \
-      c02 = FMA(x0, y, c02), c12 = FMA(x1, y, c12);                                  \
-      y = LD(b3 + k);                                                                \
-      c03 = FMA(x0, y, c03), c13 = FMA(x1, y, c13);                                  \
-    }                                                                                \
-    s[I0][0] = HSUM(c00), s[I0][1] = HSUM(c01), s[I0][2] = HSUM(c02);                \
-    s[I0][3] = HSUM(c03), s[(I0) + 1][0] = HSUM(c10), s[(I0) + 1][1] = HSUM(c11);    \
-    s[(I0) + 1][2] = HSUM(c12), s[(I0) + 1][3] = HSUM(c13);                          \
-    for (long q = kv; q < kc; q++) {                                                 \
-      s[I0][0] += a0[q] * b0[q], s[I0][1] += a0[q] * b1[q];                          \
-      s[I0][2] += a0[q] * b2[q], s[I0][3] += a0[q] * b3[q];                          \
-      s[(I0) + 1][0] += a1[q] * b0[q], s[(I0) + 1][1] += a1[q] * b1[q];              \
-      s[(I0) + 1][2] += a1[q] * b2[q], s[(I0) + 1][3] += a1[q] * b3[q];              \
-    }                                                                                \
-  }
-
-#define NN_DOT_BODY(V, LD, FMA, ZERO, HSUM, W)                                       \
-  const real *restrict b0 = b, *restrict b1 = b + (1 < nr ? ldb : 0);                \
-  const real *restrict b2 = b + (2 < nr ? 2 * ldb : 0);                              \
-  const real *restrict b3 = b + (3 < nr ? 3 * ldb : 0);                              \
-  real s[NN_DR][NN_DR];                                                              \
-  NN_DOT_PASS(V, LD, FMA, ZERO, HSUM, W, 0)                                          \
-  if (mr > 2)                                                                        \
-    NN_DOT_PASS(V, LD, FMA, ZERO, HSUM, W, 2)                                        \
+/* All NN_DR x NN_DR sums in one pass: 16 accumulators, 4 + 1 operands
+ * (AVX-512 has 32 registers, AVX2 16: there the compiler spills a few,
+ * which costs less than reading b twice).  V is the vector type, W its
+ * lanes, the rest its load, FMA, zero and horizontal sum. */
+#define NN_DOT_BODY(V, LD, FMA, ZERO, HSUM, W)                                        \
+  const real *ar[NN_DR];                                                              \
+  for (int i = 0; i < NN_DR; i++)                                                     \
+    ar[i] = a + (i < mr ? i : 0) * lda;                                               \
+  const long kv = kc - kc % (W);                                                      \
+  V c[NN_DR][NN_DR];                                                                  \
+  for (int i = 0; i < NN_DR; i++)                                                     \
+    for (int j = 0; j < NN_DR; j++)                                                   \
+      c[i][j] = ZERO();                                                               \
+  for (int q = 0; q < nb; q++) {                                                      \
+    const real *restrict a0 = ar[0] + q * sa, *restrict a1 = ar[1] + q * sa;          \
+    const real *restrict a2 = ar[2] + q * sa, *restrict a3 = ar[3] + q * sa;          \
+    const real *restrict b0 = b[0] + q * sb, *restrict b1 = b[1] + q * sb;            \
+    const real *restrict b2 = b[2] + q * sb, *restrict b3 = b[3] + q * sb;            \
+    for (long k = 0; k < kv; k += (W)) {                                              \
+      const V x0 = LD(a0 + k), x1 = LD(a1 + k), x2 = LD(a2 + k), x3 = LD(a3 + k);     \
+      V y = LD(b0 + k);                                                               \
+      c[0][0] = FMA(x0, y, c[0][0]), c[1][0] = FMA(x1, y, c[1][0]);                   \
+      c[2][0] = FMA(x2, y, c[2][0]), c[3][0] = FMA(x3, y, c[3][0]);                   \
+      y = LD(b1 + k);                                                                 \
+      c[0][1] = FMA(x0, y, c[0][1]), c[1][1] = FMA(x1, y, c[1][1]);                   \
+      c[2][1] = FMA(x2, y, c[2][1]), c[3][1] = FMA(x3, y, c[3][1]);                   \
+      y = LD(b2 + k);                                                                 \
+      c[0][2] = FMA(x0, y, c[0][2]), c[1][2] = FMA(x1, y, c[1][2]);                   \
+      c[2][2] = FMA(x2, y, c[2][2]), c[3][2] = FMA(x3, y, c[3][2]);                   \
+      y = LD(b3 + k);                                                                 \
+      c[0][3] = FMA(x0, y, c[0][3]), c[1][3] = FMA(x1, y, c[1][3]);                   \
+      c[2][3] = FMA(x2, y, c[2][3]), c[3][3] = FMA(x3, y, c[3][3]);                   \
+    }                                                                                 \
+  }                                                                                   \
+  real s[NN_DR][NN_DR];                                                               \
+  for (int i = 0; i < NN_DR; i++)                                                     \
+    for (int j = 0; j < NN_DR; j++)                                                   \
+      s[i][j] = HSUM(c[i][j]);                                                        \
+  nn_dot_tails(s, nb, kv, kc, ar, sa, b, sb);                                         \
   nn_dot_store(t, ldt, mr, nr, acc, s);
 
 #if NN_REAL_F64
@@ -207,6 +245,8 @@ __attribute__((target("avx2,fma"))) static inline double nn_hsum256(__m256d v) {
   const __m128d h = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
   return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
 }
+#define NN_DOT_512 NN_DOT_BODY(__m512d, _mm512_loadu_pd, _mm512_fmadd_pd, _mm512_setzero_pd, \
+                               _mm512_reduce_add_pd, 8)
 #define NN_DOT_256 NN_DOT_BODY(__m256d, _mm256_loadu_pd, _mm256_fmadd_pd, _mm256_setzero_pd, \
                                nn_hsum256, 4)
 #else
@@ -215,71 +255,21 @@ __attribute__((target("avx2,fma"))) static inline float nn_hsum256(__m256 v) {
   h = _mm_add_ps(h, _mm_movehl_ps(h, h));
   return _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
 }
+#define NN_DOT_512 NN_DOT_BODY(__m512, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_setzero_ps, \
+                               _mm512_reduce_add_ps, 16)
 #define NN_DOT_256 NN_DOT_BODY(__m256, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_setzero_ps, \
                                nn_hsum256, 8)
 #endif
 
-/* AVX-512 has 32 registers: all NN_DR x NN_DR sums in one pass. */
 __attribute__((target("avx512f"))) static NN_UNUSED void
-nn_ukr_nt_avx512(real *restrict t, long ldt, long kc, const real *restrict a, long lda,
-                 const real *restrict b, long ldb, int mr, int nr, int acc) {
-#if NN_REAL_F64
-#define NN_V __m512d
-#define NN_LD _mm512_loadu_pd
-#define NN_FMA _mm512_fmadd_pd
-#define NN_Z _mm512_setzero_pd
-#define NN_HS _mm512_reduce_add_pd
-  enum { W = 8 };
-#else
-#define NN_V __m512
-#define NN_LD _mm512_loadu_ps
-#define NN_FMA _mm512_fmadd_ps
-#define NN_Z _mm512_setzero_ps
-#define NN_HS _mm512_reduce_add_ps
-  enum { W = 16 };
-#endif
-  const real *restrict a0 = a, *restrict a1 = a + (1 < mr ? lda : 0);
-  const real *restrict a2 = a + (2 < mr ? 2 * lda : 0), *restrict a3 = a + (3 < mr ? 3 * lda : 0);
-  const real *restrict b0 = b, *restrict b1 = b + (1 < nr ? ldb : 0);
-  const real *restrict b2 = b + (2 < nr ? 2 * ldb : 0), *restrict b3 = b + (3 < nr ? 3 * ldb : 0);
-  NN_V c[4][4] = {{NN_Z(), NN_Z(), NN_Z(), NN_Z()}, {NN_Z(), NN_Z(), NN_Z(), NN_Z()},
-                  {NN_Z(), NN_Z(), NN_Z(), NN_Z()}, {NN_Z(), NN_Z(), NN_Z(), NN_Z()}};
-  const long kv = kc - kc % W;
-  for (long k = 0; k < kv; k += W) {
-    const NN_V x0 = NN_LD(a0 + k), x1 = NN_LD(a1 + k), x2 = NN_LD(a2 + k), x3 = NN_LD(a3 + k);
-    NN_V y = NN_LD(b0 + k);
-    c[0][0] = NN_FMA(x0, y, c[0][0]), c[1][0] = NN_FMA(x1, y, c[1][0]);
-    c[2][0] = NN_FMA(x2, y, c[2][0]), c[3][0] = NN_FMA(x3, y, c[3][0]);
-    y = NN_LD(b1 + k);
-    c[0][1] = NN_FMA(x0, y, c[0][1]), c[1][1] = NN_FMA(x1, y, c[1][1]);
-    c[2][1] = NN_FMA(x2, y, c[2][1]), c[3][1] = NN_FMA(x3, y, c[3][1]);
-    y = NN_LD(b2 + k);
-    c[0][2] = NN_FMA(x0, y, c[0][2]), c[1][2] = NN_FMA(x1, y, c[1][2]);
-    c[2][2] = NN_FMA(x2, y, c[2][2]), c[3][2] = NN_FMA(x3, y, c[3][2]);
-    y = NN_LD(b3 + k);
-    c[0][3] = NN_FMA(x0, y, c[0][3]), c[1][3] = NN_FMA(x1, y, c[1][3]);
-    c[2][3] = NN_FMA(x2, y, c[2][3]), c[3][3] = NN_FMA(x3, y, c[3][3]);
-  }
-  const real *restrict ar[4] = {a0, a1, a2, a3}, *restrict br[4] = {b0, b1, b2, b3};
-  real s[NN_DR][NN_DR];
-  for (int i = 0; i < 4; i++)
-    for (int j = 0; j < 4; j++) {
-      real sum = NN_HS(c[i][j]);
-      for (long q = kv; q < kc; q++)
-        sum += ar[i][q] * br[j][q];
-      s[i][j] = sum;
-    }
-  nn_dot_store(t, ldt, mr, nr, acc, s);
-#undef NN_V
-#undef NN_LD
-#undef NN_FMA
-#undef NN_Z
-#undef NN_HS
+nn_ukr_nt_avx512(real *restrict t, long ldt, int nb, long kc, const real *restrict a, long lda,
+                 long sa, const real *const *b, long sb, int mr, int nr, int acc) {
+  NN_DOT_512
 }
 
 __attribute__((target("avx2,fma"))) static NN_UNUSED void
-nn_ukr_nt_avx2(real *restrict t, long ldt, long kc, const real *restrict a, long lda,
-               const real *restrict b, long ldb, int mr, int nr, int acc) {
+nn_ukr_nt_avx2(real *restrict t, long ldt, int nb, long kc, const real *restrict a, long lda,
+               long sa, const real *const *b, long sb, int mr, int nr, int acc) {
   NN_DOT_256
 }
 #endif

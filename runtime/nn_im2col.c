@@ -11,9 +11,9 @@
  * all the channels of a group.  Padding is written as zeros here, once,
  * rather than tested in the product's inner loop.  nn_col2im sums columns
  * back into the channel (the gradient of im2col), tap by tap in a fixed
- * order, so it is deterministic.  nn_im2row writes the same values
- * transposed, row[oh*wo + ow][kh*k + kw] with rows `ld` apart, for products
- * that run along the taps.
+ * order, so it is deterministic.  nn_pack_cols writes the columns of a few
+ * output pixels straight into a packed panel, nn_pad_planes the padded
+ * input that stride-1 convolutions read in place.
  */
 
 /* The output columns [lo, hi) whose tap at offset `off` (kw - p) lands in
@@ -49,32 +49,6 @@ static NN_UNUSED void nn_im2col(real *restrict col, const real *restrict x, int 
           dst[ow] = x[base + (long)ow * s];
         for (int ow = hi; ow < wo; ow++)
           dst[ow] = 0;
-      }
-    }
-}
-
-static NN_UNUSED void nn_im2row(real *restrict row, long ld, const real *restrict x, int h,
-                                int w, int k, int s, int p, int ho, int wo) {
-  for (int kh = 0; kh < k; kh++)
-    for (int kw = 0; kw < k; kw++) {
-      real *restrict tap = row + kh * k + kw;
-      int lo, hi;
-      nn_tap_range(kw - p, s, w, wo, &lo, &hi);
-      for (int oh = 0; oh < ho; oh++) {
-        real *restrict dst = tap + (long)oh * wo * ld;
-        const int ih = oh * s - p + kh;
-        if (ih < 0 || ih >= h) {
-          for (int ow = 0; ow < wo; ow++)
-            dst[ow * ld] = 0;
-          continue;
-        }
-        const long base = (long)ih * w + kw - p;
-        for (int ow = 0; ow < lo; ow++)
-          dst[ow * ld] = 0;
-        for (int ow = lo; ow < hi; ow++)
-          dst[ow * ld] = x[base + (long)ow * s];
-        for (int ow = hi; ow < wo; ow++)
-          dst[ow * ld] = 0;
       }
     }
 }
@@ -155,20 +129,15 @@ static NN_UNUSED void nn_pack_cols(real *restrict bp, const real *restrict x, in
       }
 }
 
-/* The B panel of the weight gradient dw = dy . col^T: for the pixels
- * [p0, p0 + np) and the nr <= NN_NR taps from r0 on (r = (ci, kh, kw) over
- * the channels of x), bp[q * NN_NR + j] = col[r0 + j][p0 + q]; zeros for
- * j >= nr. */
-static NN_UNUSED void nn_pack_rows(real *restrict bp, const real *restrict x, int h, int w,
-                                   int k, int s, int p, int wo, long p0, long np, int r0,
-                                   int nr) {
-  for (int j = 0; j < NN_NR; j++) {
-    if (j >= nr) {
-      for (long q = 0; q < np; q++)
-        bp[q * NN_NR + j] = 0;
-      continue;
-    }
-    const int r = r0 + j, ci = r / (k * k), kh = r / k % k, kw = r % k;
-    nn_tap_pixels(bp + j, NN_NR, x + (long)ci * h * w, h, w, kh, kw, s, p, wo, p0, np);
-  }
+/* The flattened, padded planes a stride-1 convolution reads in place (see
+ * nn_gemm.c): channel ci of x (c, h, w) goes to dst + ci * plane with its
+ * row i at row pt + i, column pl, rows wp apart; everything else of the c
+ * planes, and `tail` values after them, is zero. */
+static NN_UNUSED void nn_pad_planes(real *restrict dst, const real *restrict x, int c, int h,
+                                    int w, int pt, int pl, int wp, long plane, long tail) {
+  memset(dst, 0, (size_t)(c * plane + tail) * sizeof(real));
+  for (int ci = 0; ci < c; ci++)
+    for (int i = 0; i < h; i++)
+      memcpy(dst + ci * plane + (long)(pt + i) * wp + pl, x + ((long)ci * h + i) * w,
+             (size_t)w * sizeof(real));
 }

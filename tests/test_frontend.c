@@ -368,7 +368,7 @@ Test(frontend, explicit_names_and_auto_names_never_clash) {
 Test(frontend, infer_ignores_targets_and_checks_loss_names) {
   Graph *g = lower("model m\ninput x: f32[4]\ntarget t: f32[2]\n"
                    "output y = dense(x, 2)\nloss cross_entropy(y, t)\n", MODE_INFER);
-  cr_assert_eq(g->values.len, 4);       /* x, fc1.weight, fc1.bias, y */
+  cr_assert_eq(g->values.len, 5);       /* x, fc1.weight, fc1.bias, y, fc1.ws */
   cr_assert_eq(g->loss, -1);
 }
 

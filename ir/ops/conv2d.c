@@ -143,9 +143,9 @@ static bool conv2d_build(Graph *g, Node *node) {
 
 /* ---- kernels ------------------------------------------------------------- */
 
-/* Every kernel is a product per sample and group on the packed engine of
- * runtime/nn_gemm.c (see docs/design.md, "Kernels"), with R = C/G*K*K rows
- * of columns and P = Ho*Wo output pixels:
+/* Every kernel is a product per sample and group on the micro-kernels of
+ * runtime/nn_gemm.c (see docs/design.md, "Kernels"), with R = C/G*K*K taps
+ * and P = Ho*Wo output pixels:
  *
  *   forward  y_g (O/G, P) = w_g (O/G, R) . col_g (R, P)
  *   dx       stride 1: a forward convolution of dy with the filters
@@ -153,18 +153,50 @@ static bool conv2d_build(Graph *g, Node *node) {
  *            otherwise col_g (R, P) = w_g^T . dy_g, then col2im
  *   dw       dw_g (O/G, R) = sum over samples of dy_g (O/G, P) . col_g^T
  *
- * The filters are packed once per call into NN_MR-row panels; the columns
- * are never stored whole: nn_pack_cols writes the NN_NR-pixel panel a
- * thread is about to use straight from the input (im2col into the packed
- * layout), into that thread's slot of the workspace, where it stays in
- * the caches while every filter panel passes over it.  One parallel region
- * per kernel, of at most NN_MAX_THREADS threads (the slots the workspace
- * holds); a thread owns each output tile and the code alone fixes every
- * summation order, so results do not depend on the thread count. */
+ * The filters are packed once per call into NN_MR-row panels.  The columns
+ * are never stored for stride 1: the input is padded and flattened with wp
+ * = W + 2P pixels per row (nn_pad_planes), and the micro-kernels read each
+ * tap's NN_NR pixels in place; outputs are computed for wp pixels per row
+ * and the last wp - Wo of each are dropped.  For larger strides the
+ * forward packs each NN_NR-pixel panel of columns (nn_pack_cols) and dw
+ * writes the columns of a chunk of samples (im2col).  One parallel region
+ * per kernel, of at most NN_MAX_THREADS threads (the slots of scratch the
+ * workspace holds); a thread owns each output tile and the code alone
+ * fixes every summation order, so results do not depend on the thread
+ * count. */
 
 static long col_reals(const Conv *v) { return (long)v->c * v->kk * v->howo; }
 
 static int min_int(long a, long b) { return (int)(a < b ? a : b); }
+
+static long pad_wp(const Conv *v);
+static int fwd_mt(const Conv *v);
+
+/* Whether a stride-1 convolution reads its padded input in place rather
+ * than through packed (forward) or written (dw) columns.  In place costs
+ * the dropped pixels of each row and unaligned loads (about 1.3x the
+ * packed product per panel, measured on 64-channel 32x32 layers); packing
+ * costs about 2 micro-kernel calls per panel, shared by the group's
+ * ceil(O/G / NN_MR) filter panels: in place wins for few output channels
+ * or large kernels over few input channels (resnet20's first stage, LeNet-5),
+ * packing for wide layers and small planes. */
+static bool in_place(const Conv *v) {
+  if (v->s != 1)
+    return false;
+  double packed = (double)((v->howo + NN_NR - 1) / NN_NR) * (1 + 2.0 / fwd_mt(v));
+  double inplace = (double)(((long)v->ho * pad_wp(v) + NN_NR - 1) / NN_NR) * 1.3;
+  return inplace < packed;
+}
+
+/* The padded, flattened input of one group: cpg planes of (H + 2P) x wp,
+ * then a tail of zeros for the last panel's reach past the last plane. */
+static long pad_wp(const Conv *v) { return (long)v->w + 2L * v->p; }
+static long pad_plane(const Conv *v) { return ((long)v->h + 2L * v->p) * pad_wp(v); }
+static long pad_tail(const Conv *v) { return NN_NR + v->k; }
+static long pad_reals(const Conv *v, int channels) {
+  return channels * pad_plane(v) + pad_tail(v);
+}
+static long flat_pixels(const Conv *v) { return (long)v->ho * pad_wp(v); }   /* Ho x wp */
 
 /* The dx of a stride-1 convolution is itself a convolution: of dy (O
  * channels, Ho x Wo) with pad K-1-P back to H x W, with the filters
@@ -180,31 +212,40 @@ static Conv dx_conv(const Conv *v) {
   return t;
 }
 
-/* The forward product's work and workspace: G * MT filter panels of NN_MR
- * rows, then one R x NN_NR column panel per thread slot. */
+/* The forward product's workspace: G * MT filter panels of NN_MR rows,
+ * then per thread slot the padded input of one group (in place) or one
+ * R x NN_NR column panel. */
 static int fwd_mt(const Conv *v) { return (v->opg + NN_MR - 1) / NN_MR; }
 
 static long fwd_panels_reals(const Conv *v) {
   return (long)v->g * fwd_mt(v) * NN_MR * v->fsize;
 }
 
+static long fwd_pixels(const Conv *v) { return in_place(v) ? flat_pixels(v) : v->howo; }
+
 static int fwd_slots(const Conv *v, int max_batch) {
-  long items = (long)max_batch * v->g * ((v->howo + NN_NR - 1) / NN_NR);
+  long items = (long)max_batch * v->g * ((fwd_pixels(v) + NN_NR - 1) / NN_NR);
   return min_int(items, NN_MAX_THREADS);
 }
 
-static long fwd_reals(const Conv *v, int max_batch) {
-  return fwd_panels_reals(v) + (long)fwd_slots(v, max_batch) * v->fsize * NN_NR;
+static long fwd_slot_reals(const Conv *v) {
+  return in_place(v) ? pad_reals(v, v->cpg) : v->fsize * NN_NR;
 }
 
-/* dx through columns (stride > 1): chunks of samples whose columns fit in
- * CHUNK_REALS (at least one sample), then col2im. */
+static long fwd_reals(const Conv *v, int max_batch) {
+  return fwd_panels_reals(v) + (long)fwd_slots(v, max_batch) * fwd_slot_reals(v);
+}
+
+/* dx through columns (stride > 1) and dw of stride > 1: chunks of samples
+ * whose columns fit in CHUNK_REALS (at least one sample). */
 enum { CHUNK_REALS = 1 << 18 };
 
-static int col_chunk(const Conv *v, int max_batch) {
-  long nb = CHUNK_REALS / col_reals(v);
+static int chunk_of(long per_sample, int max_batch) {
+  long nb = CHUNK_REALS / per_sample;
   return nb < 1 ? 1 : nb > max_batch ? max_batch : (int)nb;
 }
+
+static int col_chunk(const Conv *v, int max_batch) { return chunk_of(col_reals(v), max_batch); }
 
 static long dxcol_reals(const Conv *v, int max_batch) {
   long panels = (long)v->g * ((v->fsize + NN_MR - 1) / NN_MR) * NN_MR * v->opg;
@@ -212,9 +253,14 @@ static long dxcol_reals(const Conv *v, int max_batch) {
          (long)col_chunk(v, max_batch) * col_reals(v);
 }
 
-/* dw: the columns of a chunk of samples (col_chunk), then dot products. */
-static long dw_reals(const Conv *v, int max_batch) {
-  return (long)col_chunk(v, max_batch) * col_reals(v);
+/* dw of stride 1: per sample of a chunk, the padded input and dy flattened
+ * with wp pixels per row (zeros in the dropped ones). */
+static long dw_sample_reals(const Conv *v) {
+  return in_place(v) ? pad_reals(v, v->c) + (long)v->o * flat_pixels(v) : col_reals(v);
+}
+
+static int dw_chunk(const Conv *v, int max_batch) {
+  return chunk_of(dw_sample_reals(v), max_batch);
 }
 
 /* Gives node (forward, dx or dw of a convolution with dims v) its
@@ -222,7 +268,7 @@ static long dw_reals(const Conv *v, int max_batch) {
 static bool conv_workspace(Graph *g, Node *node, const Conv *v, WsKind kind) {
   Conv t = dx_conv(v);
   long reals = kind == WS_FWD ? fwd_reals(v, g->max_batch)
-               : kind == WS_DW ? dw_reals(v, g->max_batch)
+               : kind == WS_DW ? (long)dw_chunk(v, g->max_batch) * dw_sample_reals(v)
                : dx_as_conv(v) ? fwd_reals(&t, g->max_batch)
                                : dxcol_reals(v, g->max_batch);
   if (reals > INT_MAX) {
@@ -233,11 +279,11 @@ static bool conv_workspace(Graph *g, Node *node, const Conv *v, WsKind kind) {
   return true;
 }
 
-/* "const int mr = ...": the rows of the NN_MR tile from o0 that lie in
- * group g (of `per` rows). */
-static void emit_mr(Emit *e, const char *o0, int per) {
-  emitln(e, "const int mr = (g + 1) * %d - %s < NN_MR ? (g + 1) * %d - %s : NN_MR;", per, o0,
-         per, o0);
+/* "const int mr = ...": the rows of the tile from o0 that lie in group g
+ * (of `per` rows), at most `most`. */
+static void emit_mr(Emit *e, const char *o0, int per, const char *most) {
+  emitln(e, "const int mr = (g + 1) * %d - %s < %s ? (g + 1) * %d - %s : %s;", per, o0, most,
+         per, o0, most);
 }
 
 static void emit_region(Emit *e, int slots) {
@@ -245,22 +291,15 @@ static void emit_region(Emit *e, int slots) {
   emitln(e, "{");
 }
 
-/* The forward product of convolution v from input `x` to output `y` (node's
- * epilogue applied when `fused`), filters packed from `w`; `flip` packs
- * them transposed and flipped, for dx. */
-static void emit_conv_product(Emit *e, const Graph *g, const Node *node, const Conv *v,
-                              const char *x, const char *y, bool flip, bool fused) {
-  int mt = fwd_mt(v), pt = (int)((v->howo + NN_NR - 1) / NN_NR);
-  bool bias = fused && node->nin > 2;
-  emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
-  emit_region(e, fwd_slots(v, g->max_batch));
-  emitln(e, "real *const bp = ws + %ldL + (long)nn_thread_id() * %ld;", fwd_panels_reals(v),
-         v->fsize * NN_NR);
-  /* filter panels: A(i, r) of group g = w(o0 + i, r), or flipped */
+/* Packs the filters of convolution v into G * MT panels of NN_MR rows at
+ * ws: A(i, r) of group g = w(o0 + i, r), or with `flip` (dx) the filters of
+ * the convolution v is the dx of, transposed and flipped. */
+static void emit_filter_panels(Emit *e, const Conv *v, bool flip) {
+  int mt = fwd_mt(v);
   emit_omp(e, "for");
   emitln(e, "for (int mt = 0; mt < %d; mt++) {", v->g * mt);
   emitln(e, "const int g = mt / %d, o0 = g * %d + mt %% %d * NN_MR;", mt, v->opg, mt);
-  emit_mr(e, "o0", v->opg);
+  emit_mr(e, "o0", v->opg, "NN_MR");
   emitln(e, "real *const ap = ws + (long)mt * %ld;", NN_MR * v->fsize);
   if (!flip) {
     emitln(e, "nn_pack_a(ap, w + (long)o0 * %ld, %ld, 1, mr, %ld);", v->fsize, v->fsize,
@@ -275,27 +314,67 @@ static void emit_conv_product(Emit *e, const Graph *g, const Node *node, const C
     emitln(e, "}");
   }
   emitln(e, "}");
-  /* column panels, each multiplied by every filter panel of its group */
+}
+
+/* The forward product of convolution v from input `x` to output `y` (node's
+ * epilogue applied when `fused`); `flip`: the filters are those of the
+ * convolution v is the dx of. */
+static void emit_conv_product(Emit *e, const Graph *g, const Node *node, const Conv *v,
+                              const char *x, const char *y, bool flip, bool fused) {
+  int mt = fwd_mt(v);
+  long pixels = fwd_pixels(v), pt = (pixels + NN_NR - 1) / NN_NR, wp = pad_wp(v);
+  bool bias = fused && node->nin > 2;
+  emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
+  emit_region(e, fwd_slots(v, g->max_batch));
+  emitln(e, "real *const slot = ws + %ldL + (long)nn_thread_id() * %ld;", fwd_panels_reals(v),
+         fwd_slot_reals(v));
+  if (in_place(v))
+    emitln(e, "long padded = -1;   /* the (sample, group) in slot */");
+  emit_filter_panels(e, v, flip);
   emit_omp(e, "for collapse(2) schedule(static)");
   emitln(e, "for (int b = 0; b < n; b++) {");
-  emitln(e, "for (int gp = 0; gp < %d; gp++) {", v->g * pt);
-  emitln(e, "const int g = gp / %d;", pt);
-  emitln(e, "const long p0 = (long)(gp %% %d) * NN_NR;", pt);
-  emitln(e, "const int np = %ld - p0 < NN_NR ? (int)(%ld - p0) : NN_NR;", v->howo, v->howo);
-  emitln(e, "nn_pack_cols(bp, %s + ((long)b * %d + (long)g * %d) * %ld, %d, %d, %d, %d, %d, %d, "
-            "%d, p0, np);",
-         x, v->c, v->cpg, v->hw, v->cpg, v->h, v->w, v->k, v->s, v->p, v->wo);
+  emitln(e, "for (int gp = 0; gp < %ld; gp++) {", v->g * pt);
+  emitln(e, "const int g = gp / %ld;", pt);
+  emitln(e, "const long q0 = (long)(gp %% %ld) * NN_NR;", pt);
+  const char *from = arena_printf(e->ctx->arena, "%s + ((long)b * %d + (long)g * %d) * %ld", x,
+                                  v->c, v->cpg, v->hw);
+  emitln(e, "long at[NN_NR];   /* the output pixel of each column, -1 if dropped */");
+  if (in_place(v)) {
+    emitln(e, "if (padded != (long)b * %d + g) {", v->g);
+    emitln(e, "padded = (long)b * %d + g;", v->g);
+    emitln(e, "nn_pad_planes(slot, %s, %d, %d, %d, %d, %d, %ld, %ld, %ld);", from, v->cpg, v->h,
+           v->w, v->p, v->p, wp, pad_plane(v), pad_tail(v));
+    emitln(e, "}");
+    emitln(e, "for (int j = 0; j < NN_NR; j++) {");
+    emitln(e, "const long q = q0 + j, oh = q / %ld, ow = q %% %ld;", wp, wp);
+    emitln(e, "at[j] = q < %ld && ow < %d ? oh * %d + ow : -1;", pixels, v->wo, v->wo);
+    emitln(e, "}");
+  } else {
+    emitln(e, "const int np = %ld - q0 < NN_NR ? (int)(%ld - q0) : NN_NR;", pixels, pixels);
+    emitln(e, "nn_pack_cols(slot, %s, %d, %d, %d, %d, %d, %d, %d, q0, np);", from, v->cpg, v->h,
+           v->w, v->k, v->s, v->p, v->wo);
+    emitln(e, "for (int j = 0; j < NN_NR; j++)");
+    emitln(e, "    at[j] = j < np ? q0 + j : -1;");
+  }
   emitln(e, "for (int mt = g * %d; mt < (g + 1) * %d; mt++) {", mt, mt);
   emitln(e, "const int o0 = g * %d + mt %% %d * NN_MR;", v->opg, mt);
-  emit_mr(e, "o0", v->opg);
+  emit_mr(e, "o0", v->opg, "NN_MR");
   emitln(e, "real t[NN_MR * NN_NR];");
-  emitln(e, "ukr(t, %ld, ws + (long)mt * %ld, bp, 0);", v->fsize, NN_MR * v->fsize);
+  if (in_place(v))
+    emitln(e, "ukr(t, ws + (long)mt * %ld, slot + q0, %d, %d, %ld, %ld, 0);", NN_MR * v->fsize,
+           v->cpg, v->k, pad_plane(v), wp);
+  else
+    emitln(e, "ukr(t, ws + (long)mt * %ld, slot, %ld, 1, NN_NR, 0, 0);", NN_MR * v->fsize,
+           v->fsize);
   emitln(e, "for (int i = 0; i < mr; i++) {");
   emitln(e, "const int o = o0 + i;");
-  emitln(e, "const long yo = ((long)b * %d + o) * %ld + p0;", v->o, v->howo);
-  emitln(e, "for (int j = 0; j < np; j++) {");
+  emitln(e, "const long yo = ((long)b * %d + o) * %ld;", v->o, v->howo);
+  emitln(e, "for (int j = 0; j < NN_NR; j++) {");
+  emitln(e, "if (at[j] < 0)");
+  emitln(e, "    continue;");
+  emitln(e, "const long yi = yo + at[j];");
   emitln(e, "const real acc = t[i * NN_NR + j]%s;", bias ? " + bias[o]" : "");
-  emitln(e, "%s[yo + j] = %s;", y, fused ? epilogue_expr(e, node, "acc", "o", "(yo + j)") : "acc");
+  emitln(e, "%s[yi] = %s;", y, fused ? epilogue_expr(e, node, "acc", "o", "yi") : "acc");
   for (int k = 0; k < 6; k++)
     emitln(e, "}");
 }
@@ -358,7 +437,7 @@ static void conv2d_dx_emit(Emit *e, const Graph *g, const Node *node) {
   emitln(e, "const int r0 = mt %% %d * NN_MR;", rt);
   emitln(e, "const int mr = %ld - r0 < NN_MR ? (int)(%ld - r0) : NN_MR;", v.fsize, v.fsize);
   emitln(e, "real t[NN_MR * NN_NR];");
-  emitln(e, "ukr(t, %d, ws + (long)mt * %ld, bp, 0);", v.opg, (long)NN_MR * v.opg);
+  emitln(e, "ukr(t, ws + (long)mt * %ld, bp, %d, 1, NN_NR, 0, 0);", (long)NN_MR * v.opg, v.opg);
   emitln(e, "real *const d = col + (long)bi * %ld + ((long)g * %ld + r0) * %ld + p0;",
          col_reals(&v), v.fsize, v.howo);
   emitln(e, "for (int i = 0; i < mr; i++)");
@@ -382,41 +461,69 @@ static void conv2d_dx_emit(Emit *e, const Graph *g, const Node *node) {
 /* dw (O, C/G, K, K): dw_g (O/G, R) = sum over samples of dy_g (O/G, P) .
  * col_g^T, with both dy's and the columns' rows running along the pixels:
  * dot products (nn_ukr_nt) of NN_DR rows of dy by NN_DR rows of columns.
- * Per chunk of samples, the columns are written (im2col), then a thread
- * owns NN_DR columns of dw (taps) and adds each sample's products into
- * them in batch order: its rows of columns stay in L1 while the sample's
- * dy (O x P, in L2) passes over them, so the columns, larger than L2, are
- * read once. */
+ * For stride 1 a column's row is a window of the padded input (tap (ci, kh,
+ * kw) at ci * plane + kh * wp + kw), against dy flattened with wp pixels per
+ * row and zeros in the dropped ones; otherwise the columns are written
+ * (im2col).  Per chunk of samples these are prepared, then a thread owns
+ * NN_DR taps of dw and adds the chunk's products into them, the dot
+ * products running over the pixels of all its samples in batch order
+ * (a small plane alone would leave the vector lanes' sums too short). */
 static void conv2d_dw_emit(Emit *e, const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->in[1])->shape, &val(g, node->in[0])->shape);
-  int rt = (int)((v.fsize + NN_DR - 1) / NN_DR), nb = col_chunk(&v, g->max_batch);
+  int rt = (int)((v.fsize + NN_DR - 1) / NN_DR), nb = dw_chunk(&v, g->max_batch);
+  bool ip = in_place(&v);
+  long per = dw_sample_reals(&v), xs = pad_reals(&v, v.c), wp = pad_wp(&v);
+  long kc = ip ? flat_pixels(&v) : v.howo;   /* the length of the dot products */
   emitln(e, "const nn_ukr_nt_fn dot = nn_ukr_nt_pick();");
   emit_region(e, NN_MAX_THREADS);
   emitln(e, "for (int b0 = 0; b0 < n; b0 += %d) {", nb);
   emitln(e, "const int nb = n - b0 < %d ? n - b0 : %d;", nb, nb);
-  emit_omp(e, "for collapse(2)");
-  emitln(e, "for (int bi = 0; bi < nb; bi++) {");
-  emitln(e, "for (int c = 0; c < %d; c++) {", v.c);
-  emitln(e, "nn_im2col(ws + (long)bi * %ld + (long)c * %ld, x + ((long)(b0 + bi) * %d + c) * %ld,",
-         col_reals(&v), v.kk * v.howo, v.c, v.hw);
-  emitln(e, "          %d, %d, %d, %d, %d, %d, %d);", v.h, v.w, v.k, v.s, v.p, v.ho, v.wo);
-  emitln(e, "}");
-  emitln(e, "}");
+  if (ip) {
+    emit_omp(e, "for");
+    emitln(e, "for (int bi = 0; bi < nb; bi++) {");
+    emitln(e, "nn_pad_planes(ws + (long)bi * %ld, x + (long)(b0 + bi) * %ld, %d, %d, %d, %d, %d, "
+              "%ld, %ld, %ld);",
+           per, (long)v.c * v.hw, v.c, v.h, v.w, v.p, v.p, wp, pad_plane(&v), pad_tail(&v));
+    emitln(e, "nn_pad_planes(ws + (long)bi * %ld + %ld, dy + (long)(b0 + bi) * %ld, %d, %d, %d, "
+              "0, 0, %ld, %ld, 0);",
+           per, xs, (long)v.o * v.howo, v.o, v.ho, v.wo, wp, kc);
+    emitln(e, "}");
+  } else {
+    emit_omp(e, "for collapse(2)");
+    emitln(e, "for (int bi = 0; bi < nb; bi++) {");
+    emitln(e, "for (int c = 0; c < %d; c++) {", v.c);
+    emitln(e, "nn_im2col(ws + (long)bi * %ld + (long)c * %ld, x + ((long)(b0 + bi) * %d + c) * %ld,",
+           per, v.kk * v.howo, v.c, v.hw);
+    emitln(e, "          %d, %d, %d, %d, %d, %d, %d);", v.h, v.w, v.k, v.s, v.p, v.ho, v.wo);
+    emitln(e, "}");
+    emitln(e, "}");
+  }
   emit_omp(e, "for schedule(static)");
   emitln(e, "for (int rt = 0; rt < %d; rt++) {", v.g * rt);
   emitln(e, "const int g = rt / %d;", rt);
   emitln(e, "const long r0 = (long)(rt %% %d) * NN_DR;", rt);
   emitln(e, "const int nr = %ld - r0 < NN_DR ? (int)(%ld - r0) : NN_DR;", v.fsize, v.fsize);
-  emitln(e, "for (int bi = 0; bi < nb; bi++) {");
-  emitln(e, "const real *const col = ws + (long)bi * %ld + ((long)g * %ld + r0) * %ld;",
-         col_reals(&v), v.fsize, v.howo);
+  emitln(e, "long off[NN_DR];   /* each tap's row in a sample's part of ws */");
+  emitln(e, "for (int j = 0; j < NN_DR; j++) {");
+  emitln(e, "const long r = g * %ld + r0 + (j < nr ? j : 0);", v.fsize);
+  if (ip)
+    emitln(e, "off[j] = r / %ld * %ld + r / %d %% %d * %ld + r %% %d;", v.kk, pad_plane(&v), v.k,
+           v.k, wp, v.k);
+  else
+    emitln(e, "off[j] = r * %ld;", v.howo);
+  emitln(e, "}");
+  emitln(e, "const real *const rows[NN_DR] = {ws + off[0], ws + off[1], ws + off[2], ws + off[3]};");
   emitln(e, "for (int o0 = g * %d; o0 < (g + 1) * %d; o0 += NN_DR) {", v.opg, v.opg);
-  emitln(e, "const int mr = (g + 1) * %d - o0 < NN_DR ? (g + 1) * %d - o0 : NN_DR;", v.opg,
-         v.opg);
-  emitln(e, "dot(dw + (long)o0 * %ld + r0, %ld, %ld, dy + ((long)(b0 + bi) * %d + o0) * %ld, %ld,",
-         v.fsize, v.fsize, v.howo, v.o, v.howo, v.howo);
-  emitln(e, "    col, %ld, mr, nr, b0 + bi > 0);", v.howo);
-  for (int k = 0; k < 5; k++)
+  emit_mr(e, "o0", v.opg, "NN_DR");
+  if (ip)
+    emitln(e, "dot(dw + (long)o0 * %ld + r0, %ld, nb, %ld, ws + %ld + (long)o0 * %ld, %ld, %ld, "
+              "rows, %ld, mr, nr, b0 > 0);",
+           v.fsize, v.fsize, kc, xs, kc, kc, per, per);
+  else
+    emitln(e, "dot(dw + (long)o0 * %ld + r0, %ld, nb, %ld, dy + ((long)b0 * %d + o0) * %ld, %ld, "
+              "%ld, rows, %ld, mr, nr, b0 > 0);",
+           v.fsize, v.fsize, kc, v.o, v.howo, v.howo, (long)v.o * v.howo, per);
+  for (int k = 0; k < 4; k++)
     emitln(e, "}");
 }
 
