@@ -305,6 +305,9 @@ typedef struct OpDef {
   void (*backward)(Graph *g, Node *node, const int *dout, const bool *need, int *din);
   /* FLOPs per sample, for --report. */
   double (*flops)(const Graph *g, const Node *node);
+  /* For --report: which kernel the node got and why (arena string); NULL
+   * for ops with one way of computing. */
+  const char *(*kernel)(const Graph *g, const Node *node);
 } OpDef;
 
 extern const OpDef *const op_defs[NUM_OPS];

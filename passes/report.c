@@ -43,7 +43,25 @@ static void graph_report(Buf *b, const Graph *g) {
                g->arena_size ? (double)g->naive_size / (double)g->arena_size : 0.0);
 }
 
+/* One line per node whose op chooses among kernels: name, op, choice. */
+static void kernel_report(Buf *b, const Graph *g) {
+  bool any = false;
+  for (int i = 0; i < g->nodes.len; i++) {
+    const Node *node = &g->nodes.items[i];
+    const OpDef *def = op_def(node->op);
+    if (node->dead || !def->kernel)
+      continue;
+    if (!any)
+      buf_printf(b, "kernels (%s graph):\n", g->mode == MODE_TRAIN ? "training" : "inference");
+    any = true;
+    buf_printf(b, "  %-16s %-10s %s\n", node->name, def->name, def->kernel(g, node));
+  }
+}
+
 void report(Buf *b, const Graph *infer, const Graph *train) {
+  kernel_report(b, infer);
+  if (train)
+    kernel_report(b, train);
   graph_report(b, infer);
   if (train)
     graph_report(b, train);

@@ -384,6 +384,41 @@ static void conv2d_emit(Emit *e, const Graph *g, const Node *node) {
   emit_conv_product(e, g, node, &v, "x", "y", false, true);
 }
 
+/* --report: the forward product's choice, for v and for dx_conv(). */
+static const char *product_choice(Arena *a, const Conv *v) {
+  long panels = (fwd_pixels(v) + NN_NR - 1) / NN_NR;
+  if (in_place(v))
+    return arena_printf(a, "in place: %d filter panels x %ld pixel panels read from the padded "
+                           "input (%.0f%% of pixels dropped; packing would cost more)",
+                        v->g * fwd_mt(v), panels,
+                        100.0 * (1 - (double)v->howo / ((double)panels * NN_NR)));
+  return arena_printf(a, "packed columns: %ld pixel panels per sample, each shared by %d filter "
+                         "panels%s",
+                      panels, fwd_mt(v), v->s > 1 ? " (stride > 1)" : "");
+}
+
+static const char *conv2d_kernel(const Graph *g, const Node *node) {
+  Conv v = conv_dims(node, &val(g, node->in[0])->shape, &val(g, node->out[0])->shape);
+  return product_choice(g->ctx->arena, &v);
+}
+
+static const char *conv2d_dx_kernel(const Graph *g, const Node *node) {
+  Conv v = conv_dims(node, &val(g, node->out[0])->shape, &val(g, node->in[0])->shape);
+  Conv t = dx_conv(&v);
+  if (dx_as_conv(&v))
+    return arena_printf(g->ctx->arena, "the convolution of dy by the flipped filters, %s",
+                        product_choice(g->ctx->arena, &t));
+  return arena_printf(g->ctx->arena, "columns of %d samples at a time, then col2im (stride %d)",
+                      col_chunk(&v, g->max_batch), v.s);
+}
+
+static const char *conv2d_dw_kernel(const Graph *g, const Node *node) {
+  Conv v = conv_dims(node, &val(g, node->in[1])->shape, &val(g, node->in[0])->shape);
+  return arena_printf(g->ctx->arena, "%dx%d dot products over %d samples at a time of %s",
+                      NN_DR, NN_DR, dw_chunk(&v, g->max_batch),
+                      in_place(&v) ? "the padded input, in place" : "written columns");
+}
+
 static double conv2d_flops(const Graph *g, const Node *node) {
   const Value *y = val(g, node->out[0]);
   double positions = (double)y->shape.dim[1] * y->shape.dim[2];
@@ -570,7 +605,7 @@ const OpDef op_conv2d = {
     .attrs = conv2d_attrs, .nattr = NATTR, .in_names = fwd_in, .out_names = fwd_out,
     .roles = ROLE_ANCHOR,
     .build = conv2d_build, .emit = conv2d_emit, .backward = conv2d_backward,
-    .flops = conv2d_flops,
+    .flops = conv2d_flops, .kernel = conv2d_kernel,
 };
 
 static const char *const dx_in[] = {"dy", "w", NULL}, *const dx_out[] = {"dx", "ws", NULL};
@@ -580,12 +615,12 @@ static const char *const db_in[] = {"dy", NULL}, *const db_out[] = {"db", NULL};
 const OpDef op_conv2d_dx = {
     .name = "conv2d_dx", .attrs = conv2d_attrs, .nattr = NATTR, .in_names = dx_in,
     .out_names = dx_out, .roles = ROLE_INTERNAL, .emit = conv2d_dx_emit,
-    .flops = conv2d_backward_flops,
+    .flops = conv2d_backward_flops, .kernel = conv2d_dx_kernel,
 };
 const OpDef op_conv2d_dw = {
     .name = "conv2d_dw", .attrs = conv2d_attrs, .nattr = NATTR, .in_names = dw_in,
     .out_names = dw_out, .roles = ROLE_INTERNAL, .emit = conv2d_dw_emit,
-    .flops = conv2d_backward_flops,
+    .flops = conv2d_backward_flops, .kernel = conv2d_dw_kernel,
 };
 const OpDef op_conv2d_db = {
     .name = "conv2d_db", .attrs = conv2d_attrs, .nattr = NATTR, .in_names = db_in,

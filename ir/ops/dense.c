@@ -110,6 +110,22 @@ static double dense_dw_flops(const Graph *g, const Node *node) {
   return 2.0 * (double)shape_numel(&val(g, node->out[0])->shape);
 }
 
+/* --report: the product's shape, rows x columns x depth. */
+static const char *product_text(const Graph *g, const Node *node, Which which) {
+  int units = which == FWD ? val(g, node->out[0])->shape.dim[0]
+                           : val(g, node->in[0])->shape.dim[0];
+  long k = shape_numel(&val(g, node->in[which == DW ? 1 : which == DX ? 1 : 0])->shape);
+  if (which == DX)
+    k = shape_numel(&val(g, node->out[0])->shape);
+  Product p = dense_product(g->ctx, which, units, k, g->max_batch);
+  return arena_printf(g->ctx->arena, "packed product (%s x %ld x %s), both operands packed",
+                      which == DW ? arena_printf(g->ctx->arena, "%d", units) : "n", p.n, p.k);
+}
+
+static const char *dense_kernel(const Graph *g, const Node *node) { return product_text(g, node, FWD); }
+static const char *dense_dx_kernel(const Graph *g, const Node *node) { return product_text(g, node, DX); }
+static const char *dense_dw_kernel(const Graph *g, const Node *node) { return product_text(g, node, DW); }
+
 /* dx and dw: plain stores of each tile into a (rows x cols) output c. */
 static void emit_plain_product(Emit *e, const Graph *g, Which which, int units, long k,
                                const char *c, long cols) {
@@ -173,7 +189,7 @@ const OpDef op_dense = {
     .attrs = dense_attrs, .nattr = 2, .in_names = fwd_in, .out_names = fwd_out,
     .roles = ROLE_ANCHOR,
     .build = dense_build, .emit = dense_emit, .backward = dense_backward,
-    .flops = dense_flops,
+    .flops = dense_flops, .kernel = dense_kernel,
 };
 
 static const char *const dx_in[] = {"dy", "w", NULL}, *const dx_out[] = {"dx", "ws", NULL};
@@ -183,12 +199,12 @@ static const char *const db_in[] = {"dy", NULL}, *const db_out[] = {"db", NULL};
 const OpDef op_dense_dx = {
     .name = "dense_dx", .attrs = dense_attrs, .nattr = 2, .in_names = dx_in,
     .out_names = dx_out, .roles = ROLE_INTERNAL, .emit = dense_dx_emit,
-    .flops = dense_flops,
+    .flops = dense_flops, .kernel = dense_dx_kernel,
 };
 const OpDef op_dense_dw = {
     .name = "dense_dw", .attrs = dense_attrs, .nattr = 2, .in_names = dw_in,
     .out_names = dw_out, .roles = ROLE_INTERNAL, .emit = dense_dw_emit,
-    .flops = dense_dw_flops,
+    .flops = dense_dw_flops, .kernel = dense_dw_kernel,
 };
 const OpDef op_dense_db = {
     .name = "dense_db", .attrs = dense_attrs, .nattr = 2, .in_names = db_in,
