@@ -137,9 +137,8 @@ Test(conv2d_forward, no_bias) { check_forward(&(Conv){"nob", 3, 8, 8, 4, 3, 1, 1
 Test(conv2d_forward, groups2) { check_forward(&(Conv){"g2", 4, 8, 8, 6, 3, 1, 1, 2, true}, false); }
 Test(conv2d_forward, depthwise) { check_forward(&(Conv){"dw", 4, 8, 8, 4, 3, 1, 1, 4, true}, false); }
 Test(conv2d_forward, depthwise_mult2) { check_forward(&(Conv){"dw2", 3, 7, 7, 6, 3, 2, 1, 3, true}, false); }
-/* Wide enough (7 filter panels over 12x12) that the stride-1 product packs
- * its columns instead of reading the padded input in place (conv2d.c,
- * in_place); the narrow cases above read in place. */
+/* Seven filter panels (the last one partial) over one panel of padded
+ * input read in place; fused relu. */
 Test(conv2d_forward, wide_packed) { check_forward(&(Conv){"wide", 3, 12, 12, 40, 3, 1, 1, 1, true}, true); }
 Test(conv2d_forward, nonsquare) { check_forward(&(Conv){"ns", 3, 7, 5, 4, 3, 1, 1, 1, true}, false); }
 Test(conv2d_forward, nonsquare_nopad) { check_forward(&(Conv){"ns0", 2, 5, 9, 3, 3, 2, 0, 1, true}, false); }
@@ -322,8 +321,8 @@ Test(conv2d_chunked, uneven_chunks_strided_groups) {
   check_chunked(&(Conv){"ch3", 16, 60, 59, 6, 5, 2, 2, 2, true});
 }
 
-/* dx and dw of a wide stride-1 layer: columns packed and written, not read
- * in place. */
+/* dx and dw of a layer with seven filter panels: dx reads the padded dy in
+ * place through many filter panels of the transposed filters. */
 Test(conv2d_chunked, wide_packed) {
   check_chunked(&(Conv){"chw", 3, 12, 12, 40, 3, 1, 1, 1, true});
 }

@@ -169,24 +169,12 @@ static long col_reals(const Conv *v) { return (long)v->c * v->kk * v->howo; }
 
 static int min_int(long a, long b) { return (int)(a < b ? a : b); }
 
-static long pad_wp(const Conv *v);
-static int fwd_mt(const Conv *v);
-
-/* Whether a stride-1 convolution reads its padded input in place rather
- * than through packed (forward) or written (dw) columns.  In place costs
- * the dropped pixels of each row and unaligned loads (about 1.3x the
- * packed product per panel, measured on 64-channel 32x32 layers); packing
- * costs about 2 micro-kernel calls per panel, shared by the group's
- * ceil(O/G / NN_MR) filter panels: in place wins for few output channels
- * or large kernels over few input channels (resnet20's first stage, LeNet-5),
- * packing for wide layers and small planes. */
-static bool in_place(const Conv *v) {
-  if (v->s != 1)
-    return false;
-  double packed = (double)((v->howo + NN_NR - 1) / NN_NR) * (1 + 2.0 / fwd_mt(v));
-  double inplace = (double)(((long)v->ho * pad_wp(v) + NN_NR - 1) / NN_NR) * 1.3;
-  return inplace < packed;
-}
+/* Stride-1 products read their padded input in place; measured against
+ * packed columns (docs/performance.md), in place was as fast on 64-channel
+ * 32x32 layers and 1.5x faster on resnet20 (whose small planes make many
+ * short runs to pack).  dw does not: its dot products along the pixels
+ * read the windows unaligned, and written columns were 1.1-1.2x faster. */
+static bool in_place(const Conv *v) { return v->s == 1; }
 
 /* The padded, flattened input of one group: cpg planes of (H + 2P) x wp,
  * then a tail of zeros for the last panel's reach past the last plane. */
@@ -253,22 +241,14 @@ static long dxcol_reals(const Conv *v, int max_batch) {
          (long)col_chunk(v, max_batch) * col_reals(v);
 }
 
-/* dw of stride 1: per sample of a chunk, the padded input and dy flattened
- * with wp pixels per row (zeros in the dropped ones). */
-static long dw_sample_reals(const Conv *v) {
-  return in_place(v) ? pad_reals(v, v->c) + (long)v->o * flat_pixels(v) : col_reals(v);
-}
-
-static int dw_chunk(const Conv *v, int max_batch) {
-  return chunk_of(dw_sample_reals(v), max_batch);
-}
+static int dw_chunk(const Conv *v, int max_batch) { return chunk_of(col_reals(v), max_batch); }
 
 /* Gives node (forward, dx or dw of a convolution with dims v) its
  * workspace. */
 static bool conv_workspace(Graph *g, Node *node, const Conv *v, WsKind kind) {
   Conv t = dx_conv(v);
   long reals = kind == WS_FWD ? fwd_reals(v, g->max_batch)
-               : kind == WS_DW ? (long)dw_chunk(v, g->max_batch) * dw_sample_reals(v)
+               : kind == WS_DW ? (long)dw_chunk(v, g->max_batch) * col_reals(v)
                : dx_as_conv(v) ? fwd_reals(&t, g->max_batch)
                                : dxcol_reals(v, g->max_batch);
   if (reals > INT_MAX) {
@@ -389,7 +369,7 @@ static const char *product_choice(Arena *a, const Conv *v) {
   long panels = (fwd_pixels(v) + NN_NR - 1) / NN_NR;
   if (in_place(v))
     return arena_printf(a, "in place: %d filter panels x %ld pixel panels read from the padded "
-                           "input (%.0f%% of pixels dropped; packing would cost more)",
+                           "input (%.0f%% of the pixels computed are dropped)",
                         v->g * fwd_mt(v), panels,
                         100.0 * (1 - (double)v->howo / ((double)panels * NN_NR)));
   return arena_printf(a, "packed columns: %ld pixel panels per sample, each shared by %d filter "
@@ -414,9 +394,8 @@ static const char *conv2d_dx_kernel(const Graph *g, const Node *node) {
 
 static const char *conv2d_dw_kernel(const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->in[1])->shape, &val(g, node->in[0])->shape);
-  return arena_printf(g->ctx->arena, "%dx%d dot products over %d samples at a time of %s",
-                      NN_DR, NN_DR, dw_chunk(&v, g->max_batch),
-                      in_place(&v) ? "the padded input, in place" : "written columns");
+  return arena_printf(g->ctx->arena, "%dx%d dot products over the columns of %d samples at a time",
+                      NN_DR, NN_DR, dw_chunk(&v, g->max_batch));
 }
 
 static double conv2d_flops(const Graph *g, const Node *node) {
@@ -496,68 +475,38 @@ static void conv2d_dx_emit(Emit *e, const Graph *g, const Node *node) {
 /* dw (O, C/G, K, K): dw_g (O/G, R) = sum over samples of dy_g (O/G, P) .
  * col_g^T, with both dy's and the columns' rows running along the pixels:
  * dot products (nn_ukr_nt) of NN_DR rows of dy by NN_DR rows of columns.
- * For stride 1 a column's row is a window of the padded input (tap (ci, kh,
- * kw) at ci * plane + kh * wp + kw), against dy flattened with wp pixels per
- * row and zeros in the dropped ones; otherwise the columns are written
- * (im2col).  Per chunk of samples these are prepared, then a thread owns
- * NN_DR taps of dw and adds the chunk's products into them, the dot
- * products running over the pixels of all its samples in batch order
- * (a small plane alone would leave the vector lanes' sums too short). */
+ * Per chunk of samples the columns are written (im2col), then a thread
+ * owns NN_DR taps of dw and adds the chunk's products into them, the dot
+ * products running over the pixels of all its samples in batch order (a
+ * small plane alone would leave the vector lanes' sums too short). */
 static void conv2d_dw_emit(Emit *e, const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->in[1])->shape, &val(g, node->in[0])->shape);
   int rt = (int)((v.fsize + NN_DR - 1) / NN_DR), nb = dw_chunk(&v, g->max_batch);
-  bool ip = in_place(&v);
-  long per = dw_sample_reals(&v), xs = pad_reals(&v, v.c), wp = pad_wp(&v);
-  long kc = ip ? flat_pixels(&v) : v.howo;   /* the length of the dot products */
   emitln(e, "const nn_ukr_nt_fn dot = nn_ukr_nt_pick();");
   emit_region(e, NN_MAX_THREADS);
   emitln(e, "for (int b0 = 0; b0 < n; b0 += %d) {", nb);
   emitln(e, "const int nb = n - b0 < %d ? n - b0 : %d;", nb, nb);
-  if (ip) {
-    emit_omp(e, "for");
-    emitln(e, "for (int bi = 0; bi < nb; bi++) {");
-    emitln(e, "nn_pad_planes(ws + (long)bi * %ld, x + (long)(b0 + bi) * %ld, %d, %d, %d, %d, %d, "
-              "%ld, %ld, %ld);",
-           per, (long)v.c * v.hw, v.c, v.h, v.w, v.p, v.p, wp, pad_plane(&v), pad_tail(&v));
-    emitln(e, "nn_pad_planes(ws + (long)bi * %ld + %ld, dy + (long)(b0 + bi) * %ld, %d, %d, %d, "
-              "0, 0, %ld, %ld, 0);",
-           per, xs, (long)v.o * v.howo, v.o, v.ho, v.wo, wp, kc);
-    emitln(e, "}");
-  } else {
-    emit_omp(e, "for collapse(2)");
-    emitln(e, "for (int bi = 0; bi < nb; bi++) {");
-    emitln(e, "for (int c = 0; c < %d; c++) {", v.c);
-    emitln(e, "nn_im2col(ws + (long)bi * %ld + (long)c * %ld, x + ((long)(b0 + bi) * %d + c) * %ld,",
-           per, v.kk * v.howo, v.c, v.hw);
-    emitln(e, "          %d, %d, %d, %d, %d, %d, %d);", v.h, v.w, v.k, v.s, v.p, v.ho, v.wo);
-    emitln(e, "}");
-    emitln(e, "}");
-  }
+  emit_omp(e, "for collapse(2)");
+  emitln(e, "for (int bi = 0; bi < nb; bi++) {");
+  emitln(e, "for (int c = 0; c < %d; c++) {", v.c);
+  emitln(e, "nn_im2col(ws + (long)bi * %ld + (long)c * %ld, x + ((long)(b0 + bi) * %d + c) * %ld,",
+         col_reals(&v), v.kk * v.howo, v.c, v.hw);
+  emitln(e, "          %d, %d, %d, %d, %d, %d, %d);", v.h, v.w, v.k, v.s, v.p, v.ho, v.wo);
+  emitln(e, "}");
+  emitln(e, "}");
   emit_omp(e, "for schedule(static)");
   emitln(e, "for (int rt = 0; rt < %d; rt++) {", v.g * rt);
   emitln(e, "const int g = rt / %d;", rt);
   emitln(e, "const long r0 = (long)(rt %% %d) * NN_DR;", rt);
   emitln(e, "const int nr = %ld - r0 < NN_DR ? (int)(%ld - r0) : NN_DR;", v.fsize, v.fsize);
-  emitln(e, "long off[NN_DR];   /* each tap's row in a sample's part of ws */");
-  emitln(e, "for (int j = 0; j < NN_DR; j++) {");
-  emitln(e, "const long r = g * %ld + r0 + (j < nr ? j : 0);", v.fsize);
-  if (ip)
-    emitln(e, "off[j] = r / %ld * %ld + r / %d %% %d * %ld + r %% %d;", v.kk, pad_plane(&v), v.k,
-           v.k, wp, v.k);
-  else
-    emitln(e, "off[j] = r * %ld;", v.howo);
-  emitln(e, "}");
-  emitln(e, "const real *const rows[NN_DR] = {ws + off[0], ws + off[1], ws + off[2], ws + off[3]};");
+  emitln(e, "const real *rows[NN_DR];   /* the tile's taps in sample 0's columns */");
+  emitln(e, "for (int j = 0; j < NN_DR; j++)");
+  emitln(e, "    rows[j] = ws + (g * %ld + r0 + (j < nr ? j : 0)) * %ld;", v.fsize, v.howo);
   emitln(e, "for (int o0 = g * %d; o0 < (g + 1) * %d; o0 += NN_DR) {", v.opg, v.opg);
   emit_mr(e, "o0", v.opg, "NN_DR");
-  if (ip)
-    emitln(e, "dot(dw + (long)o0 * %ld + r0, %ld, nb, %ld, ws + %ld + (long)o0 * %ld, %ld, %ld, "
-              "rows, %ld, mr, nr, b0 > 0);",
-           v.fsize, v.fsize, kc, xs, kc, kc, per, per);
-  else
-    emitln(e, "dot(dw + (long)o0 * %ld + r0, %ld, nb, %ld, dy + ((long)b0 * %d + o0) * %ld, %ld, "
-              "%ld, rows, %ld, mr, nr, b0 > 0);",
-           v.fsize, v.fsize, kc, v.o, v.howo, v.howo, (long)v.o * v.howo, per);
+  emitln(e, "dot(dw + (long)o0 * %ld + r0, %ld, nb, %ld, dy + ((long)b0 * %d + o0) * %ld, %ld, "
+            "%ld, rows, %ld, mr, nr, b0 > 0);",
+         v.fsize, v.fsize, v.howo, v.o, v.howo, v.howo, (long)v.o * v.howo, col_reals(&v));
   for (int k = 0; k < 4; k++)
     emitln(e, "}");
 }
