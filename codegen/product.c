@@ -44,8 +44,8 @@ void emit_product(Emit *e, const Product *p) {
   emitln(e, "const int mr = (%s) - r0 < NN_MR ? (%s) - r0 : NN_MR;", p->m, p->m);
   emitln(e, "const int nr = %ld - c0 < NN_NR ? %ld - c0 : NN_NR;", p->n, p->n);
   emitln(e, "real t[NN_MR * NN_NR];");
-  emitln(e, "ukr(t, ap + (long)mt * NN_MR * (%s), bp + (long)nt * NN_NR * (%s), (int)(%s), 1, "
-            "NN_NR, 0, 0);",
+  emitln(e, "ukr(t, ap + (long)mt * NN_MR * (%s), 1, NN_MR, bp + (long)nt * NN_NR * (%s), "
+            "(int)(%s), 1, NN_NR, 0, 0);",
          p->k, p->k, p->k);
 }
 

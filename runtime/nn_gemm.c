@@ -3,7 +3,8 @@
  * BLIS / GotoBLAS: a micro-kernel multiplies a packed panel of A by a panel
  * of B with its accumulators in vector registers.
  *
- *   packed A: NN_MR rows, k-major: ap[k * NN_MR + i] = A(i, k)
+ *   A:        ap[i * ars + k * acs] = A(i, k): packed, NN_MR rows k-major
+ *             (ars 1, acs NN_MR), or a row-major matrix read in place
  *   B:        NN_NR contiguous columns per k, at b + ci * plane + kh * wp + kw
  *             for k = (ci, kh, kw) < nc x kk x kk
  *   nn_ukr:   t (NN_MR x NN_NR) = (acc ? t : 0) + sum over k of A(i, k) B(k, j)
@@ -39,11 +40,11 @@
 #include <omp.h>
 #endif
 
-typedef void (*nn_ukr_fn)(real *restrict t, const real *restrict ap, const real *restrict b,
-                          int nc, int kk, long plane, long wp, int acc);
+typedef void (*nn_ukr_fn)(real *restrict t, const real *restrict ap, long ars, long acs,
+                          const real *restrict b, int nc, int kk, long plane, long wp, int acc);
 
 /* Portable: plain C that any compiler vectorizes as well as it can. */
-static NN_UNUSED void nn_ukr_c(real *restrict t, const real *restrict ap,
+static NN_UNUSED void nn_ukr_c(real *restrict t, const real *restrict ap, long ars, long acs,
                                const real *restrict b, int nc, int kk, long plane, long wp,
                                int acc) {
   real s[NN_MR][NN_NR];
@@ -52,11 +53,11 @@ static NN_UNUSED void nn_ukr_c(real *restrict t, const real *restrict ap,
       s[i][j] = acc ? t[i * NN_NR + j] : 0;
   for (int ci = 0; ci < nc; ci++)
     for (int kh = 0; kh < kk; kh++)
-      for (int kw = 0; kw < kk; kw++, ap += NN_MR) {
+      for (int kw = 0; kw < kk; kw++, ap += acs) {
         const real *restrict bk = b + ci * plane + kh * wp + kw;
         for (int i = 0; i < NN_MR; i++)
           for (int j = 0; j < NN_NR; j++)
-            s[i][j] += ap[i] * bk[j];
+            s[i][j] += ap[i * ars] * bk[j];
       }
   for (int i = 0; i < NN_MR; i++)
     for (int j = 0; j < NN_NR; j++)
@@ -76,17 +77,17 @@ static NN_UNUSED void nn_ukr_c(real *restrict t, const real *restrict ap,
     const V b0 = LD(BK), b1 = LD((BK) + (W));                                     \
     V ai = SET1(a[0]);                                                            \
     c00 = FMA(ai, b0, c00), c01 = FMA(ai, b1, c01);                               \
-    ai = SET1(a[1]);                                                              \
+    ai = SET1(a[ars]);                                                            \
     c10 = FMA(ai, b0, c10), c11 = FMA(ai, b1, c11);                               \
-    ai = SET1(a[2]);                                                              \
+    ai = SET1(a[2 * ars]);                                                        \
     c20 = FMA(ai, b0, c20), c21 = FMA(ai, b1, c21);                               \
-    ai = SET1(a[3]);                                                              \
+    ai = SET1(a[3 * ars]);                                                        \
     c30 = FMA(ai, b0, c30), c31 = FMA(ai, b1, c31);                               \
-    ai = SET1(a[4]);                                                              \
+    ai = SET1(a[4 * ars]);                                                        \
     c40 = FMA(ai, b0, c40), c41 = FMA(ai, b1, c41);                               \
-    ai = SET1(a[5]);                                                              \
+    ai = SET1(a[5 * ars]);                                                        \
     c50 = FMA(ai, b0, c50), c51 = FMA(ai, b1, c51);                               \
-    a += NN_MR;                                                                   \
+    a += acs;                                                                     \
   }
 
 #define NN_UKR_PASS(V, LD, ST, SET1, FMA, ADD, ZERO, W)                          \
@@ -136,14 +137,14 @@ static NN_UNUSED void nn_ukr_c(real *restrict t, const real *restrict ap,
 #endif
 
 __attribute__((target("avx512f"))) static NN_UNUSED void
-nn_ukr_avx512(real *restrict t, const real *restrict ap, const real *restrict b, int nc, int kk,
-              long plane, long wp, int acc) {
+nn_ukr_avx512(real *restrict t, const real *restrict ap, long ars, long acs,
+              const real *restrict b, int nc, int kk, long plane, long wp, int acc) {
   NN_UKR_512
 }
 
 __attribute__((target("avx2,fma"))) static NN_UNUSED void
-nn_ukr_avx2(real *restrict t, const real *restrict ap, const real *restrict b, int nc, int kk,
-            long plane, long wp, int acc) {
+nn_ukr_avx2(real *restrict t, const real *restrict ap, long ars, long acs,
+            const real *restrict b, int nc, int kk, long plane, long wp, int acc) {
   NN_UKR_256
 }
 #endif

@@ -341,10 +341,10 @@ static void emit_conv_product(Emit *e, const Graph *g, const Node *node, const C
   emit_mr(e, "o0", v->opg, "NN_MR");
   emitln(e, "real t[NN_MR * NN_NR];");
   if (in_place(v))
-    emitln(e, "ukr(t, ws + (long)mt * %ld, slot + q0, %d, %d, %ld, %ld, 0);", NN_MR * v->fsize,
+    emitln(e, "ukr(t, ws + (long)mt * %ld, 1, NN_MR, slot + q0, %d, %d, %ld, %ld, 0);", NN_MR * v->fsize,
            v->cpg, v->k, pad_plane(v), wp);
   else
-    emitln(e, "ukr(t, ws + (long)mt * %ld, slot, %ld, 1, NN_NR, 0, 0);", NN_MR * v->fsize,
+    emitln(e, "ukr(t, ws + (long)mt * %ld, 1, NN_MR, slot, %ld, 1, NN_NR, 0, 0);", NN_MR * v->fsize,
            v->fsize);
   emitln(e, "for (int i = 0; i < mr; i++) {");
   emitln(e, "const int o = o0 + i;");
@@ -451,7 +451,7 @@ static void conv2d_dx_emit(Emit *e, const Graph *g, const Node *node) {
   emitln(e, "const int r0 = mt %% %d * NN_MR;", rt);
   emitln(e, "const int mr = %ld - r0 < NN_MR ? (int)(%ld - r0) : NN_MR;", v.fsize, v.fsize);
   emitln(e, "real t[NN_MR * NN_NR];");
-  emitln(e, "ukr(t, ws + (long)mt * %ld, bp, %d, 1, NN_NR, 0, 0);", (long)NN_MR * v.opg, v.opg);
+  emitln(e, "ukr(t, ws + (long)mt * %ld, 1, NN_MR, bp, %d, 1, NN_NR, 0, 0);", (long)NN_MR * v.opg, v.opg);
   emitln(e, "real *const d = col + (long)bi * %ld + ((long)g * %ld + r0) * %ld + p0;",
          col_reals(&v), v.fsize, v.howo);
   emitln(e, "for (int i = 0; i < mr; i++)");

@@ -40,9 +40,8 @@ static Product dense_product(Ctx *ctx, Which which, int units, long k, int max_b
   Arena *a = ctx->arena;
   const char *K = arena_printf(a, "%ld", k), *U = arena_printf(a, "%d", units);
   switch (which) {
-  case FWD:
-    return (Product){.m = "n", .k = K, .max_m = max_batch, .max_k = k, .n = units,
-                     .a = "x", .ars = K, .acs = "1", .b = "w", .brs = "1", .bcs = K};
+  case FWD:   /* not a Product: see dense_emit */
+    break;
   case DX:
     return (Product){.m = "n", .k = U, .max_m = max_batch, .max_k = units, .n = k,
                      .a = "dy", .ars = U, .acs = "1", .b = "w", .brs = K, .bcs = "1"};
@@ -53,9 +52,11 @@ static Product dense_product(Ctx *ctx, Which which, int units, long k, int max_b
   return (Product){0};
 }
 
+static long fwd_reals(int units, long k, int max_batch);
+
 static void dense_workspace(Graph *g, Node *node, Which which, int units, long k) {
   Product p = dense_product(g->ctx, which, units, k, g->max_batch);
-  node_workspace(g, node, product_reals(&p));
+  node_workspace(g, node, which == FWD ? fwd_reals(units, k, g->max_batch) : product_reals(&p));
 }
 
 static bool dense_build(Graph *g, Node *node) {
@@ -79,26 +80,60 @@ static bool dense_build(Graph *g, Node *node) {
   return true;
 }
 
-/* The forward product stores each tile through the epilogue.  A batch
- * smaller than a tile's NN_MR rows takes the same path, so that a sample's
- * output does not depend on the batch it comes in; packing w then costs
- * as much as the product. */
+/* The forward product y^T (U, n) = w (U, K) . x^T (K, n): the filter rows
+ * are the micro-kernel's A, read in place (packing w would cost as much as
+ * a batch-64 product), but for the last NN_MR rows when U is not a
+ * multiple (packed, so that no row past w is read); x^T is packed in
+ * panels of NN_NR samples.  Each tile is stored through the epilogue, so
+ * a sample's output does not depend on the batch it comes in. */
+static long fwd_reals(int units, long k, int max_batch) {
+  return ((long)(max_batch + NN_NR - 1) / NN_NR * NN_NR + (units % NN_MR ? NN_MR : 0)) * k;
+}
+
 static void dense_emit(Emit *e, const Graph *g, const Node *node) {
   const Value *y = val(g, node->out[0]);
-  int units = y->shape.dim[0];
+  int units = y->shape.dim[0], mt = (units + NN_MR - 1) / NN_MR, full = units / NN_MR;
   long k = shape_numel(&val(g, node->in[0])->shape);
+  long xt = (long)(g->max_batch + NN_NR - 1) / NN_NR * NN_NR * k;
   bool bias = node->nin > 2;
-  Product p = dense_product(e->ctx, FWD, units, k, g->max_batch);
-  emit_product(e, &p);
+  emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
+  emitln(e, "const int nt = (n + NN_NR - 1) / NN_NR;");
+  emit_omp(e, arena_printf(e->ctx->arena, "parallel num_threads(nn_team(%d))", NN_MAX_THREADS));
+  emitln(e, "{");
+  emit_omp(e, "for");
+  emitln(e, "for (int jt = 0; jt <= nt; jt++) {");
+  emitln(e, "if (jt < nt) {");
+  emitln(e, "const int nr = n - jt * NN_NR < NN_NR ? n - jt * NN_NR : NN_NR;");
+  emitln(e, "nn_pack_b(ws + (long)jt * NN_NR * %ld, x + (long)jt * NN_NR * %ld, 1, %ld, nr, %ld);",
+         k, k, k, k);
+  if (full < mt) {
+    emitln(e, "} else {");
+    emitln(e, "nn_pack_a(ws + %ldL, w + %ldL, %ld, 1, %d, %ld);", xt, (long)full * NN_MR * k, k,
+           units - full * NN_MR, k);
+  }
+  emitln(e, "}");
+  emitln(e, "}");
+  emit_omp(e, "for collapse(2) schedule(static)");
+  emitln(e, "for (int jt = 0; jt < nt; jt++) {");
+  emitln(e, "for (int mt = 0; mt < %d; mt++) {", mt);
+  emitln(e, "const int o0 = mt * NN_MR, b0 = jt * NN_NR;");
+  emitln(e, "const int mr = %d - o0 < NN_MR ? %d - o0 : NN_MR;", units, units);
+  emitln(e, "const int nr = n - b0 < NN_NR ? n - b0 : NN_NR;");
+  emitln(e, "real t[NN_MR * NN_NR];");
+  emitln(e, "if (mr == NN_MR)");
+  emitln(e, "    ukr(t, w + (long)o0 * %ld, %ld, 1, ws + (long)jt * NN_NR * %ld, %ld, 1, NN_NR, 0, 0);",
+         k, k, k, k);
+  emitln(e, "else");
+  emitln(e, "    ukr(t, ws + %ldL, 1, NN_MR, ws + (long)jt * NN_NR * %ld, %ld, 1, NN_NR, 0, 0);", xt,
+         k, k);
   emitln(e, "for (int i = 0; i < mr; i++) {");
+  emitln(e, "const int o = o0 + i;");
   emitln(e, "for (int j = 0; j < nr; j++) {");
-  emitln(e, "const int o = c0 + j;");
-  emitln(e, "const long at = (long)(r0 + i) * %d + o;", units);
+  emitln(e, "const long at = (long)(b0 + j) * %d + o;", units);
   emitln(e, "const real acc = t[i * NN_NR + j]%s;", bias ? " + bias[o]" : "");
   emitln(e, "y[at] = %s;", epilogue_expr(e, node, "acc", "o", "at"));
-  emitln(e, "}");
-  emitln(e, "}");
-  emit_product_end(e);
+  for (int i = 0; i < 5; i++)
+    emitln(e, "}");
 }
 
 /* 2 U K FLOPs per sample: forward and dx read w as input 1; dw writes it. */
@@ -112,9 +147,8 @@ static double dense_dw_flops(const Graph *g, const Node *node) {
 
 /* --report: the product's shape, rows x columns x depth. */
 static const char *product_text(const Graph *g, const Node *node, Which which) {
-  int units = which == FWD ? val(g, node->out[0])->shape.dim[0]
-                           : val(g, node->in[0])->shape.dim[0];
-  long k = shape_numel(&val(g, node->in[which == DW ? 1 : which == DX ? 1 : 0])->shape);
+  int units = val(g, node->in[0])->shape.dim[0];
+  long k = shape_numel(&val(g, node->in[1])->shape);
   if (which == DX)
     k = shape_numel(&val(g, node->out[0])->shape);
   Product p = dense_product(g->ctx, which, units, k, g->max_batch);
@@ -122,7 +156,11 @@ static const char *product_text(const Graph *g, const Node *node, Which which) {
                       which == DW ? arena_printf(g->ctx->arena, "%d", units) : "n", p.n, p.k);
 }
 
-static const char *dense_kernel(const Graph *g, const Node *node) { return product_text(g, node, FWD); }
+static const char *dense_kernel(const Graph *g, const Node *node) {
+  return arena_printf(g->ctx->arena, "product (%d x n x %ld): w read in place, x^T packed",
+                      val(g, node->out[0])->shape.dim[0],
+                      shape_numel(&val(g, node->in[0])->shape));
+}
 static const char *dense_dx_kernel(const Graph *g, const Node *node) { return product_text(g, node, DX); }
 static const char *dense_dw_kernel(const Graph *g, const Node *node) { return product_text(g, node, DW); }
 
