@@ -670,7 +670,10 @@ def cases(args):
             print(f"FAIL      {name}: no PyTorch definition in tests/torch/models.py")
             args.missing.append(name)
             continue
-        src = open(os.path.join(ROOT, "examples", f"{name}.nn")).read()
+        path = os.path.join(ROOT, "examples", f"{name}.nn")
+        if not os.path.exists(path):      # bench/resnet50.nn: on request only (--models resnet50)
+            path = os.path.join(ROOT, "bench", f"{name}.nn")
+        src = open(path).read()
         sections = [("own", None)]
         if name in args.matrix:
             for opt, sched, dall in MATRIX:
