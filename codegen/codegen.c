@@ -259,9 +259,24 @@ static const char *kernel_suffix(const Node *node) {
   return node->backward || (def->roles & ROLE_INTERNAL) ? def->name : "forward";
 }
 
+/* The work of one sample of node, for the fork decision (NN_FORK_WORK): its
+ * FLOPs, or 4 per value of its largest batched operand. */
+static double kernel_work(const Graph *g, const Node *node) {
+  const OpDef *def = op_def(node->op);
+  if (def->flops)
+    return def->flops(g, node);
+  double most = 0;
+  for (int k = 0; k < node->nout + node->nin; k++) {
+    const Value *v = val(g, k < node->nout ? node->out[k] : node->in[k - node->nout]);
+    if (v->batched && (double)shape_numel(&v->shape) > most)
+      most = (double)shape_numel(&v->shape);
+  }
+  return 4 * most;
+}
+
 static void emit_kernel(CG *cg, const Graph *g, const Node *node) {
   Buf body = {0}, sig = {0};
-  Emit e = {cg->ctx, &body, 1, g};
+  Emit e = {cg->ctx, &body, 1, g, kernel_work(g, node)};
   kernel_params(cg, &e, g, node, &sig);
   op_def(node->op)->emit(&e, g, node);
   /* The inference and training graphs share a layer's identical kernels. */

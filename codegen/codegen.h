@@ -44,17 +44,25 @@ struct Emit {
   Buf *b;
   int indent;
   const Graph *g;
+  double work;   /* of the kernel being emitted, per sample: FLOPs, or 4 per output value */
 };
+
+/* A kernel's parallel regions fork only when n * work reaches this (about
+ * 10-20 us of work on one core): below it the fork and join cost more than
+ * the second thread saves. */
+#define NN_FORK_WORK 1e6
 
 /* Appends one line at the current indentation.  A line ending in '{' indents
  * the following lines; a line starting with '}' dedents itself. */
 void emitln(Emit *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* "#ifdef _OPENMP / #pragma omp parallel for <clauses> / #endif".  Only for
- * loops whose trip count is worth a thread team; clauses may be "". */
+/* "#ifdef _OPENMP / #pragma omp parallel for <clauses> / #endif", with an
+ * if clause that keeps small calls on one thread (NN_FORK_WORK); clauses
+ * may be "". */
 void emit_omp_for(Emit *e, const char *clauses);
 /* "#ifdef _OPENMP / #pragma omp <directive> / #endif": for kernels that open
  * one parallel region around several work-shared loops ("parallel", then
- * "for collapse(2)", ...), each ending in the implicit barrier. */
+ * "for collapse(2)", ...), each ending in the implicit barrier.  A
+ * "parallel" directive gets the if clause of emit_omp_for. */
 void emit_omp(Emit *e, const char *directive);
 /* A real literal: "0.5f" in f32, "0.5" in f64 (arena string). */
 const char *lit(Emit *e, double v);

@@ -26,15 +26,31 @@ void emitln(Emit *e, const char *fmt, ...) {
     e->indent++;
 }
 
+/* " if(n >= N)": the batch from which the kernel's work is worth a team;
+ * "" when any batch is, or when the work is unknown (0); NULL when no
+ * batch is: the region is not opened at all. */
+static const char *fork_clause(Emit *e) {
+  if (e->work <= 0 || e->work >= NN_FORK_WORK)
+    return "";
+  double n = NN_FORK_WORK / e->work;
+  return n >= e->g->max_batch ? NULL : arena_printf(e->ctx->arena, " if(n >= %d)", (int)n + 1);
+}
+
 void emit_omp_for(Emit *e, const char *clauses) {
+  const char *fork = fork_clause(e);
+  if (!fork)
+    return;
   emitln(e, "#ifdef _OPENMP");
-  emitln(e, "#pragma omp parallel for%s%s", clauses[0] ? " " : "", clauses);
+  emitln(e, "#pragma omp parallel for%s%s%s", clauses[0] ? " " : "", clauses, fork);
   emitln(e, "#endif");
 }
 
 void emit_omp(Emit *e, const char *directive) {
+  const char *fork = strncmp(directive, "parallel", 8) == 0 ? fork_clause(e) : "";
+  if (!fork)
+    return;   /* the work-shared loops inside run on the one thread */
   emitln(e, "#ifdef _OPENMP");
-  emitln(e, "#pragma omp %s", directive);
+  emitln(e, "#pragma omp %s%s", directive, fork);
   emitln(e, "#endif");
 }
 
