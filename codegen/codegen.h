@@ -35,9 +35,6 @@
  * sums in portable reductions.  The prelude #defines these names in the
  * generated C. */
 enum { NN_MR = 6, NN_NR = 32, NN_DR = 4, NN_VL = 16 };
-/* The most threads a kernel's parallel region uses: kernels give each its
- * own slot of scratch in their workspace. */
-enum { NN_MAX_THREADS = 8 };
 
 struct Emit {
   Ctx *ctx;

@@ -30,6 +30,8 @@ static const char usage[] =
     "  -o FILE              output C file (default: MODEL.c beside the input)\n"
     "  --batch N            largest batch the generated code accepts (default 64)\n"
     "  --dtype f32|f64      element type (default f32; f64 for gradient checks)\n"
+    "  --threads N          most threads a kernel uses (default 8); each has its\n"
+    "                       own scratch, so 1 gives the smallest memory_size()\n"
     "  --infer              inference only: no training code, smaller arena\n"
     "  --weights FILE       bake trained weights (safetensors, as MODEL_save writes)\n"
     "                       into MODEL_weights.c: no file I/O, no malloc needed;\n"
@@ -104,7 +106,7 @@ static int parse_args(int argc, char **argv, Options *o) {
       printf("nncc %s\n", NNCC_VERSION);
       exit(0);
     } else if (!strcmp(a, "-o") || !strcmp(a, "--batch") || !strcmp(a, "--dtype") ||
-               !strcmp(a, "--weights")) {
+               !strcmp(a, "--weights") || !strcmp(a, "--threads")) {
       if (i + 1 == argc)
         return usage_error("option '%s' needs a value", a);
       const char *v = argv[++i];
@@ -114,6 +116,8 @@ static int parse_args(int argc, char **argv, Options *o) {
         o->weights = v;
       else if (!strcmp(a, "--batch") && !parse_int(v, 1, 1 << 20, &o->max_batch))
         return usage_error("--batch takes a whole number from 1 to 1048576, not '%s'", v);
+      else if (!strcmp(a, "--threads") && !parse_int(v, 1, 1024, &o->max_threads))
+        return usage_error("--threads takes a whole number from 1 to 1024, not '%s'", v);
       else if (!strcmp(a, "--dtype")) {
         if (strcmp(v, "f32") && strcmp(v, "f64"))
           return usage_error("--dtype takes f32 or f64, not '%s'", v);
@@ -268,7 +272,7 @@ static void put(const Buf *b) {
 }
 
 int main(int argc, char **argv) {
-  Options opt = {.max_batch = 64, .dtype = DT_F32};
+  Options opt = {.max_batch = 64, .max_threads = 8, .dtype = DT_F32};
   int status = parse_args(argc, argv, &opt);
   if (status)
     return status;

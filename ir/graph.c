@@ -16,6 +16,7 @@ Graph *new_graph(Ctx *ctx, Mode mode, DType dtype, int max_batch, const char *mo
   g->mode = mode;
   g->dtype = dtype;
   g->max_batch = max_batch;
+  g->max_threads = ctx->opt && ctx->opt->max_threads > 0 ? ctx->opt->max_threads : 8;
   g->model = model;
   g->loss = -1;
   return g;

@@ -199,6 +199,7 @@ typedef struct Graph {
   Mode mode;
   DType dtype;           /* real type of the whole graph */
   int max_batch;
+  int max_threads;           /* most threads a kernel uses: its per-thread scratch slots */
   const char *model;     /* model name, already a safe C identifier */
   VEC(Value) values;
   VEC(Node) nodes;       /* topological order */
@@ -385,6 +386,7 @@ typedef struct Options {
   const char *input;         /* model path */
   const char *output;        /* model.c; the header is the same with .h */
   int max_batch;             /* --batch, default 64 */
+  int max_threads;           /* --threads, default 8 */
   DType dtype;               /* --dtype */
   bool infer_only;           /* --infer */
   bool no_plan;              /* --no-plan */

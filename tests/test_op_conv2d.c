@@ -327,6 +327,38 @@ Test(conv2d_chunked, wide_packed) {
   check_chunked(&(Conv){"chw", 3, 12, 12, 40, 3, 1, 1, 1, true});
 }
 
+/* ---- --threads ---------------------------------------------------------- */
+
+typedef size_t (*memory_size_fn)(void);
+
+/* --threads 1 keeps one slot of per-thread scratch (a smaller arena) and
+ * computes the same bits as the default 8 slots, here run on 3 threads. */
+Test(conv2d_threads, one_slot_is_smaller_and_equal) {
+  static const char body[] = "input x: f32[5, 16, 16]\n"
+                             "output y = conv2d(x, 8, kernel=3, pad=1) |> relu\n";
+  char text1[256], text8[256];
+  snprintf(text1, sizeof text1, "model thr1\n%s", body);
+  snprintf(text8, sizeof text8, "model thr8\n%s", body);
+  Compiled one, eight;
+  compile_model(&one, "thr1", text1, "--infer --batch 4 --threads 1", "-O2 -fopenmp");
+  compile_model(&eight, "thr8", text8, "--infer --batch 4", "-O2 -fopenmp");
+  size_t small = ((memory_size_fn)api(&one, "memory_size"))();
+  size_t large = ((memory_size_fn)api(&eight, "memory_size"))();
+  cr_expect(small < large, "memory_size: --threads 1 %zu, default %zu", small, large);
+  ((void (*)(int))dlsym(eight.lib, "omp_set_num_threads"))(3);
+  static float x[4 * 5 * 16 * 16], y1[4 * 8 * 16 * 16], y8[4 * 8 * 16 * 16];
+  fill_uniform(x, sizeof x / sizeof *x, 21, -1, 1);
+  void *m1 = ((create_fn)api(&one, "create"))(9), *m8 = ((create_fn)api(&eight, "create"))(9);
+  cr_assert(m1 && m8);
+  cr_assert(((forward_fn)api(&one, "forward"))(m1, 4, x, y1) == 0);
+  cr_assert(((forward_fn)api(&eight, "forward"))(m8, 4, x, y8) == 0);
+  cr_expect(memcmp(y1, y8, sizeof y1) == 0, "--threads 1 and 8 differ");
+  ((destroy_fn)api(&one, "destroy"))(m1);
+  ((destroy_fn)api(&eight, "destroy"))(m8);
+  close_model(&one);
+  close_model(&eight);
+}
+
 /* ---- determinism ------------------------------------------------------- */
 
 typedef int (*gradients_fn)(void *, int, const float *, const float *, float *, float *);

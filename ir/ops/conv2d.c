@@ -160,7 +160,7 @@ static bool conv2d_build(Graph *g, Node *node) {
  * and the last wp - Wo of each are dropped.  For larger strides the
  * forward packs each NN_NR-pixel panel of columns (nn_pack_cols) and dw
  * writes the columns of a chunk of samples (im2col).  One parallel region
- * per kernel, of at most NN_MAX_THREADS threads (the slots of scratch the
+ * per kernel, of at most --threads threads (the slots of scratch the
  * workspace holds); a thread owns each output tile and the code alone
  * fixes every summation order, so results do not depend on the thread
  * count. */
@@ -211,17 +211,17 @@ static long fwd_panels_reals(const Conv *v) {
 
 static long fwd_pixels(const Conv *v) { return in_place(v) ? flat_pixels(v) : v->howo; }
 
-static int fwd_slots(const Conv *v, int max_batch) {
-  long items = (long)max_batch * v->g * ((fwd_pixels(v) + NN_NR - 1) / NN_NR);
-  return min_int(items, NN_MAX_THREADS);
+static int fwd_slots(const Conv *v, const Graph *g) {
+  long items = (long)g->max_batch * v->g * ((fwd_pixels(v) + NN_NR - 1) / NN_NR);
+  return min_int(items, g->max_threads);
 }
 
 static long fwd_slot_reals(const Conv *v) {
   return in_place(v) ? pad_reals(v, v->cpg) : v->fsize * NN_NR;
 }
 
-static long fwd_reals(const Conv *v, int max_batch) {
-  return fwd_panels_reals(v) + (long)fwd_slots(v, max_batch) * fwd_slot_reals(v);
+static long fwd_reals(const Conv *v, const Graph *g) {
+  return fwd_panels_reals(v) + (long)fwd_slots(v, g) * fwd_slot_reals(v);
 }
 
 /* dx through columns (stride > 1) and dw of stride > 1: chunks of samples
@@ -235,10 +235,10 @@ static int chunk_of(long per_sample, int max_batch) {
 
 static int col_chunk(const Conv *v, int max_batch) { return chunk_of(col_reals(v), max_batch); }
 
-static long dxcol_reals(const Conv *v, int max_batch) {
+static long dxcol_reals(const Conv *v, const Graph *g) {
   long panels = (long)v->g * ((v->fsize + NN_MR - 1) / NN_MR) * NN_MR * v->opg;
-  return panels + (long)NN_MAX_THREADS * v->opg * NN_NR +
-         (long)col_chunk(v, max_batch) * col_reals(v);
+  return panels + (long)g->max_threads * v->opg * NN_NR +
+         (long)col_chunk(v, g->max_batch) * col_reals(v);
 }
 
 static int dw_chunk(const Conv *v, int max_batch) { return chunk_of(col_reals(v), max_batch); }
@@ -247,10 +247,10 @@ static int dw_chunk(const Conv *v, int max_batch) { return chunk_of(col_reals(v)
  * workspace. */
 static bool conv_workspace(Graph *g, Node *node, const Conv *v, WsKind kind) {
   Conv t = dx_conv(v);
-  long reals = kind == WS_FWD ? fwd_reals(v, g->max_batch)
+  long reals = kind == WS_FWD ? fwd_reals(v, g)
                : kind == WS_DW ? (long)dw_chunk(v, g->max_batch) * col_reals(v)
-               : dx_as_conv(v) ? fwd_reals(&t, g->max_batch)
-                               : dxcol_reals(v, g->max_batch);
+               : dx_as_conv(v) ? fwd_reals(&t, g)
+                               : dxcol_reals(v, g);
   if (reals > INT_MAX) {
     error_at(g->ctx, node->loc, "conv2d: the workspace (%ld values) is too large", reals);
     return false;
@@ -305,7 +305,7 @@ static void emit_conv_product(Emit *e, const Graph *g, const Node *node, const C
   long pixels = fwd_pixels(v), pt = (pixels + NN_NR - 1) / NN_NR, wp = pad_wp(v);
   bool bias = fused && node->nin > 2;
   emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
-  emit_region(e, fwd_slots(v, g->max_batch));
+  emit_region(e, fwd_slots(v, g));
   emitln(e, "real *const slot = ws + %ldL + (long)nn_thread_id() * %ld;", fwd_panels_reals(v),
          fwd_slot_reals(v));
   if (in_place(v))
@@ -424,9 +424,9 @@ static void conv2d_dx_emit(Emit *e, const Graph *g, const Node *node) {
   }
   int rt = (int)((v.fsize + NN_MR - 1) / NN_MR), pt = (int)((v.howo + NN_NR - 1) / NN_NR);
   int nb = col_chunk(&v, g->max_batch);
-  long panels = (long)v.g * rt * NN_MR * v.opg, cols = panels + (long)NN_MAX_THREADS * v.opg * NN_NR;
+  long panels = (long)v.g * rt * NN_MR * v.opg, cols = panels + (long)g->max_threads * v.opg * NN_NR;
   emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
-  emit_region(e, NN_MAX_THREADS);
+  emit_region(e, g->max_threads);
   emitln(e, "real *const bp = ws + %ldL + (long)nn_thread_id() * %ld;", panels,
          (long)v.opg * NN_NR);
   emitln(e, "real *const col = ws + %ldL;", cols);
@@ -483,7 +483,7 @@ static void conv2d_dw_emit(Emit *e, const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->in[1])->shape, &val(g, node->in[0])->shape);
   int rt = (int)((v.fsize + NN_DR - 1) / NN_DR), nb = dw_chunk(&v, g->max_batch);
   emitln(e, "const nn_ukr_nt_fn dot = nn_ukr_nt_pick();");
-  emit_region(e, NN_MAX_THREADS);
+  emit_region(e, g->max_threads);
   emitln(e, "for (int b0 = 0; b0 < n; b0 += %d) {", nb);
   emitln(e, "const int nb = n - b0 < %d ? n - b0 : %d;", nb, nb);
   emit_omp(e, "for collapse(2)");
