@@ -1,7 +1,7 @@
 /*
  * product.c: the loops of a packed matrix product C (M x N) = A (M x K) .
  * B (K x N) on the engine of runtime/nn_gemm.c, for kernels whose operands
- * are plain strided matrices (dense forward, dx and dw).
+ * are plain strided matrices (dense dx and dw).
  *
  * Both operands are packed whole into the node's workspace (one parallel
  * pass each), then each NN_MR x NN_NR tile is one micro-kernel call over

@@ -7,9 +7,9 @@
  *   G groups: output channel o reads input channels [g*C/G, (g+1)*C/G) with
  *   g = o / (O/G); G == C is a depthwise convolution.
  *
- * Every kernel is a matrix product through the register tiles of
- * runtime/nn_gemm.c, over the columns of runtime/nn_im2col.c (see
- * "kernels" below).  conv2d is an epilogue anchor: bias and a fused
+ * Every kernel is a matrix product on the micro-kernels of
+ * runtime/nn_gemm.c, over the padded input read in place or the columns of
+ * runtime/nn_im2col.c (see "kernels" below).  conv2d is an epilogue anchor: bias and a fused
  * batchnorm or activation are applied to each tile before its single store
  * of y.
  *

@@ -7,10 +7,10 @@
  * dense is an epilogue anchor: a fused activation (or folded batchnorm) is
  * applied to the accumulator before the single store of y.
  *
- * The three products (y, dx, dw) run on the register tiles of
- * runtime/nn_gemm.c, which gcc and clang vectorize; each kernel splits its
- * output into tiles, one thread per tile, and the tile code alone fixes the
- * order of every sum, so results are bit-identical for any thread count.
+ * The three products (y, dx, dw) run on the micro-kernel of
+ * runtime/nn_gemm.c; each kernel splits its output into tiles, one thread
+ * per tile, and the micro-kernel alone fixes the order of every sum, so
+ * results are bit-identical for any thread count.
  */
 #include "codegen.h"
 
