@@ -633,6 +633,48 @@ def check_case(args, chk, name, dtype, build, cfg, hyper, steps, label):
         check_step(chk, where, cfg, k, ckpt, after, rec, params, tdt, real, decayed, units)
 
 
+ST_NAMES = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64", np.dtype(np.int64): "I64"}
+
+
+def write_safetensors(path, tensors):
+    header, blobs, off = {}, [], 0
+    for name, t in tensors.items():
+        a = np.ascontiguousarray(t.detach().numpy())
+        header[name] = {"dtype": ST_NAMES[a.dtype], "shape": list(a.shape),
+                        "data_offsets": [off, off + a.nbytes]}
+        blobs.append(a.tobytes())
+        off += a.nbytes
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def check_torch_state_dict(chk, build, name, dtype, label):
+    """PyTorch -> nncc: the PyTorch model's whole state_dict (num_batches_tracked included, as
+    `safetensors.torch.save_file(model.state_dict(), ...)` writes it), holding nncc's initial
+    weights, must load into nncc (docs/api.md: a weights-only file exported from PyTorch loads)
+    and come back unchanged."""
+    tdt = torch.float64 if dtype == "f64" else torch.float32
+    model = models.MODELS[name]().to(tdt)
+    build.run(0, {})
+    ckpt = read_safetensors(os.path.join(build.dir, "ckpt0.safetensors"))
+    model.load_state_dict(state_dict_of(ckpt, tdt), strict=True)
+    path = os.path.join(build.dir, "from_torch.safetensors")
+    write_safetensors(path, model.state_dict())
+    p = subprocess.run([build.exe, build.dir, "load", str(SEED), str(BATCH), path],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        chk.failures.append(f"{label}: nncc cannot load PyTorch's state_dict: {p.stderr.strip()}")
+        return
+    back = read_safetensors(os.path.join(build.dir, "loaded.safetensors"))
+    for tname, t in model.state_dict().items():
+        if tname in back:
+            chk.compare(label, f"loaded {tname}", back[tname], t)
+        elif not tname.endswith("num_batches_tracked"):
+            chk.failures.append(f"{label}: {tname} missing after the load")
+
+
 def write_data(build, name, dtype):
     rng = np.random.default_rng(1234)
     cls = models.MODELS[name]
@@ -717,6 +759,8 @@ def main():
         write_data(build, name, dtype)
         cfg = train_config(src)
         chk = Checker(TOL[dtype], args.verbose)
+        if label == "own":
+            check_torch_state_dict(chk, build, name, dtype, f"{name} {dtype} load")
         for phase, hyper in phases(build, name, dtype, name in args.matrix):
             check_case(args, chk, name, dtype, build, cfg, hyper, args.steps,
                        f"{name} {dtype} {label} [{phase}]")

@@ -16,6 +16,9 @@
  *                                             buffers, optimizer state, step)
  * and finally forward again -> DIR/step<STEPS>.bin: "out".
  *
+ * `harness DIR load SEED BATCH FILE` instead loads FILE (a checkpoint PyTorch wrote) and saves the
+ * model back as DIR/loaded.safetensors.
+ *
  * A .bin file is a list of records: u32 name length, the name, u64 count, count reals (native
  * endianness; check.py reads it with numpy).  Any failing call prints the model's error and exits 1. */
 #include <stdint.h>
@@ -112,22 +115,42 @@ static void gradients(FILE *f, int n, const real *x, const target *y)
     }
 }
 
-static void save(const char *dir, int k)
+static void save_as(const char *dir, const char *name)
 {
     char path[4096];
-    snprintf(path, sizeof path, "%s/ckpt%d.safetensors", dir, k);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
     int st = nnref_save(model, path);
     if (st)
         fail("save", st);
 }
 
+static void save(const char *dir, int k)
+{
+    char name[64];
+    snprintf(name, sizeof name, "ckpt%d.safetensors", k);
+    save_as(dir, name);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 5) {
-        fprintf(stderr, "usage: harness DIR STEPS SEED BATCH [name=value ...]\n");
+        fprintf(stderr, "usage: harness DIR STEPS SEED BATCH [name=value ...]\n"
+                        "       harness DIR load SEED BATCH FILE\n");
         return 2;
     }
     const char *dir = argv[1];
+    if (strcmp(argv[2], "load") == 0 && argc == 6) {
+        /* A checkpoint written by PyTorch: load it, save it back as DIR/loaded.safetensors. */
+        model = nnref_create(strtoull(argv[3], NULL, 10));
+        if (!model)
+            return 1;
+        int st = nnref_load(model, argv[5]);
+        if (st)
+            fail("load", st);
+        save_as(dir, "loaded.safetensors");
+        nnref_destroy(model);
+        return 0;
+    }
     int steps = atoi(argv[2]), n = atoi(argv[4]);
     if (n < 1 || n > NNREF_MAX_BATCH || steps < 0) {
         fprintf(stderr, "harness: bad STEPS or BATCH\n");
