@@ -179,6 +179,38 @@ static long best_offset(const Interval *placed, int nplaced, const Interval *it)
   return offset;
 }
 
+static int by_first(const void *a, const void *b) {
+  const Interval *x = a, *y = b;
+  if (x->first != y->first)
+    return x->first - y->first;
+  return by_size_desc(a, b);
+}
+
+static int by_lifetime_desc(const void *a, const void *b) {
+  const Interval *x = a, *y = b;
+  if (x->last - x->first != y->last - y->first)
+    return (y->last - y->first) - (x->last - x->first);
+  return by_size_desc(a, b);
+}
+
+/* Places the n intervals in their order at the lowest offsets that fit (one
+ * after another without a plan); returns the arena's size, or -1 with an
+ * error if it passes MAX_BLOCK. */
+static long place(Graph *g, Interval *iv, int n, bool plan) {
+  long size = 0;
+  for (int k = 0; k < n; k++) {
+    iv[k].offset = plan ? best_offset(iv, k, &iv[k]) : size;
+    long end = iv[k].offset;
+    if (!add_size(&end, iv[k].size)) {
+      too_big(g, val(g, iv[k].value), "brings the planned arena past");
+      return -1;
+    }
+    if (end > size)
+      size = end;
+  }
+  return size;
+}
+
 /* The most reals live at any one step (n intervals over nsteps steps);
  * false, with *v the tensor that crossed MAX_BLOCK, if that is too many. */
 static bool lower_bound(const Interval *iv, int n, int nsteps, long *bound, int *v) {
@@ -232,19 +264,30 @@ void plan_memory(Graph *g, bool plan) {
     too_big(g, val(g, big), "brings the activations live at one step past");
     return;
   }
+  /* Greedy placement in three orders: largest first, earliest first and
+   * longest-lived first (short-lived scratch such as kernel workspaces
+   * fragments the first); the smallest arena wins. */
+  static int (*const orders[])(const void *, const void *) = {by_size_desc, by_first,
+                                                              by_lifetime_desc};
+  Interval *other = arena_alloc(a, sizeof(Interval) * (size_t)(n + 1));
+  memcpy(other, iv, sizeof(Interval) * (size_t)n);
   qsort(iv, (size_t)n, sizeof *iv, by_size_desc);
-  for (int k = 0; k < n; k++) {
-    /* Without a plan every tensor gets its own buffer, one after another. */
-    iv[k].offset = plan ? best_offset(iv, k, &iv[k]) : g->arena_size;
-    long end = iv[k].offset;
-    if (!add_size(&end, iv[k].size)) {
-      too_big(g, val(g, iv[k].value), "brings the planned arena past");
+  long size = place(g, iv, n, plan);
+  if (size < 0)
+    return;
+  for (int o = 1; plan && o < 3; o++) {
+    Interval *try = arena_alloc(a, sizeof(Interval) * (size_t)(n + 1));
+    memcpy(try, other, sizeof(Interval) * (size_t)n);
+    qsort(try, (size_t)n, sizeof *try, orders[o]);
+    long alt = place(g, try, n, plan);
+    if (alt < 0)
       return;
-    }
-    if (end > g->arena_size)
-      g->arena_size = end;
-    g->values.items[iv[k].value].offset = iv[k].offset;
+    if (alt < size)
+      iv = try, size = alt;
   }
+  g->arena_size = size;
+  for (int k = 0; k < n; k++)
+    g->values.items[iv[k].value].offset = iv[k].offset;
   for (int i = 0; i < nv; i++) {
     Value *v = &g->values.items[i];
     if (in_arena(v) && v->alias >= 0)
