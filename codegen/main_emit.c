@@ -233,7 +233,7 @@ static const Value *class_target(const Graph *g) {
 }
 
 bool emit_main(CG *cg) {
-  const char *kind = cg->ctx->opt->main_kind;
+  const char *kind = cg->cfg->main_kind;
   const Graph *g = cg->infer;
   int in[MAX_IO], out[MAX_IO];
   if (!g)

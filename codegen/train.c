@@ -152,7 +152,7 @@ static void emit_hyper_ranges(CG *cg, const TrainConfig *tc) {
 }
 
 void emit_train_defs(CG *cg) {
-  const TrainConfig *tc = program_train_config(cg->prog);
+  const TrainConfig *tc = &cg->train->train_config;
   buf_printf(cg->c, "#define NN_NUM_HYPER %d\n", NUM_HYPER);
   buf_puts(cg->c, "enum { ");
   for (int i = 0; i < NUM_HYPER; i++)
@@ -597,7 +597,7 @@ static void emit_state_table(CG *cg, const TrainConfig *tc) {
 }
 
 void emit_train(CG *cg) {
-  const TrainConfig *tc = program_train_config(cg->prog);
+  const TrainConfig *tc = &cg->train->train_config;
   emit_update(cg, tc);
   emit_gradients(cg);
   emit_train_step(cg);

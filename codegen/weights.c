@@ -97,9 +97,8 @@ static nn_tensor *weight_table(Ctx *ctx, const Graph *g, Baked *bk, unsigned cha
   return t;
 }
 
-/* Reads opt->weights into bk; reports "nncc: error: FILE: why" on failure. */
-static bool read_weights(Ctx *ctx, const Graph *g, Baked *bk) {
-  const char *path = ctx->opt->weights;
+/* Reads the file `path` into bk; reports "nncc: error: FILE: why" on failure. */
+static bool read_weights(Ctx *ctx, const char *path, const Graph *g, Baked *bk) {
   bk->esize = g->dtype == DT_F64 ? 8 : 4;
   /* checked: a product that does not fit size_t is out of memory */
   bool fits = !__builtin_mul_overflow((size_t)block_reals(g->params_size), bk->esize,
@@ -176,11 +175,11 @@ static void emit_block(const Graph *g, Buf *b, const char *block, const unsigned
   buf_puts(b, "};\n\n");
 }
 
-bool emit_weights(Ctx *ctx, const Graph *g, Buf *out) {
+bool emit_weights(Ctx *ctx, const EmitConfig *cfg, const Graph *g, Buf *out) {
   Baked bk = {0};
-  bool ok = read_weights(ctx, g, &bk);
+  bool ok = read_weights(ctx, cfg->weights, g, &bk);
   if (ok) {
-    const char *h = header_name(ctx, g->model);
+    const char *h = header_name(ctx, cfg->output, g->model);
     /* names are display text here: the -o path is the user's, not the model's */
     buf_printf(out, "/* %.*s_weights.c: trained parameters and buffers of model %s, baked in\n"
                     " * by nncc %s --weights; do not edit.  Link it with %.*s.c; %s declares\n"
@@ -204,13 +203,13 @@ bool emit_weights(Ctx *ctx, const Graph *g, Buf *out) {
 
 /* ---- hooks for codegen.c ---------------------------------------------------- */
 
-bool baked(const CG *cg) { return cg->ctx->opt && cg->ctx->opt->weights; }
+bool baked(const CG *cg) { return cg->cfg->weights; }
 
 bool baked_readonly(const CG *cg) { return baked(cg) && !cg->train; }
 
 void emit_baked_decls(CG *cg) {
   const Graph *g = cg->layout;
-  const char *h = header_name(cg->ctx, cg->m);
+  const char *h = header_name(cg->ctx, cg->cfg->output, cg->m);
   buf_printf(cg->h, "\n/* Trained weights baked in by nncc --weights: defined in %.*s_weights.c. */\n"
                     "#define %s_BAKED_WEIGHTS 1\n",
              (int)strlen(h) - 2, h, cg->M);

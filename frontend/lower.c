@@ -834,14 +834,14 @@ static void lower_items(Lower *L) {
          "model has no loss; add e.g. 'loss cross_entropy(logits, y)'");
 }
 
-Graph *lower_program(Ctx *ctx, const Program *prog, Mode mode) {
-  const Options *opt = ctx->opt;
-  DType dtype = opt ? opt->dtype : DT_F32;
-  int max_batch = opt && opt->max_batch > 0 ? opt->max_batch : 64;
+Graph *lower_program(Ctx *ctx, const Program *prog, Mode mode, DType dtype, int max_batch,
+                     int max_threads) {
   Lower *L = arena_alloc(ctx->arena, sizeof *L);
   L->ctx = ctx;
   L->prog = prog;
-  L->g = new_graph(ctx, mode, dtype, max_batch, prog->name);
+  L->g = new_graph(ctx, mode, dtype, max_batch, max_threads, prog->name);
+  if (mode == MODE_TRAIN)
+    L->g->train_config = prog->train;
   L->scope = arena_alloc(ctx->arena, sizeof *L->scope);
   L->prefix = "";
   if (setjmp(L->fail))

@@ -10,13 +10,14 @@
 
 #include "nncc.h"
 
-Graph *new_graph(Ctx *ctx, Mode mode, DType dtype, int max_batch, const char *model) {
+Graph *new_graph(Ctx *ctx, Mode mode, DType dtype, int max_batch, int max_threads,
+                 const char *model) {
   Graph *g = arena_alloc(ctx->arena, sizeof *g);
   g->ctx = ctx;
   g->mode = mode;
   g->dtype = dtype;
   g->max_batch = max_batch;
-  g->max_threads = ctx->opt && ctx->opt->max_threads > 0 ? ctx->opt->max_threads : 8;
+  g->max_threads = max_threads;
   g->model = model;
   g->loss = -1;
   return g;

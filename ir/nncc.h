@@ -82,11 +82,8 @@ typedef struct Loc {
   const struct Loc *from;
 } Loc;
 
-typedef struct Options Options;
-
 typedef struct Ctx {
   Arena *arena;
-  const Options *opt;
   Buf diag;             /* formatted diagnostics, ready to print */
   int nerrors;
 } Ctx;
@@ -132,6 +129,17 @@ typedef struct Init {
   double value;     /* INIT_CONST: the value; INIT_NORMAL: std; INIT_SPARSE: k */
   int fan_in, fan_out;
 } Init;
+
+/* The `train { }` section, with defaults filled in: lowering copies it
+ * onto the training graph, where codegen reads it. */
+typedef struct TrainConfig {
+  const char *optimizer;     /* sgd momentum nesterov adagrad rmsprop adam */
+  double lr, momentum, beta1, beta2, eps, rho;
+  const char *schedule;      /* constant step exp inv cosine */
+  double sched_steps, sched_gamma, sched_power, lr_min;
+  double l2, l1, max_norm;
+  bool decay_all;            /* decay biases and norm params too */
+} TrainConfig;
 
 typedef struct Value {
   int id;
@@ -204,6 +212,7 @@ typedef struct Graph {
   VEC(Value) values;
   VEC(Node) nodes;       /* topological order */
   int loss;              /* V_LOSS value or -1 */
+  TrainConfig train_config;  /* MODE_TRAIN: the model's train section */
   /* memory plan results, in elements of the real type */
   long arena_size, params_size, buffers_size;
   long naive_size, lower_bound;
@@ -213,7 +222,8 @@ typedef struct Graph {
  * new_node and node_output may grow the arrays: re-fetch Node and Value
  * pointers (node_at, val) after creating nodes or values. */
 
-Graph *new_graph(Ctx *ctx, Mode mode, DType dtype, int max_batch, const char *model);
+Graph *new_graph(Ctx *ctx, Mode mode, DType dtype, int max_batch, int max_threads,
+                 const char *model);
 Node *new_node(Graph *g, OpKind op, const char *name, Loc loc);
 /* A new node at position `before` of the topological order: later nodes
  * move up one id (for passes that must schedule work before a node). */
@@ -326,19 +336,12 @@ const char *attr_ident(const Node *node, int i);
 
 typedef struct Program Program;            /* the AST, see frontend/ast.h */
 Program *parse_program(Ctx *ctx, const Source *src);
-/* Lowers the AST to an IR graph for the given mode.  In MODE_TRAIN the graph
- * also holds the loss node. */
-Graph *lower_program(Ctx *ctx, const Program *prog, Mode mode);
+/* Lowers the AST to an IR graph for the given mode, element type, largest
+ * batch and thread count.  In MODE_TRAIN the graph also holds the loss node
+ * and a copy of the train section. */
+Graph *lower_program(Ctx *ctx, const Program *prog, Mode mode, DType dtype, int max_batch,
+                     int max_threads);
 
-/* The `train { }` section, with defaults filled in. */
-typedef struct TrainConfig {
-  const char *optimizer;     /* sgd momentum nesterov adagrad rmsprop adam */
-  double lr, momentum, beta1, beta2, eps, rho;
-  const char *schedule;      /* constant step exp inv cosine */
-  double sched_steps, sched_gamma, sched_power, lr_min;
-  double l2, l1, max_norm;
-  bool decay_all;            /* decay biases and norm params too */
-} TrainConfig;
 const TrainConfig *program_train_config(const Program *prog);
 /* The values a TrainConfig number may take (frontend/train.c's table, which
  * the train section and the generated set() both apply): lo < v < hi, or <=
@@ -358,58 +361,61 @@ bool program_has_loss(const Program *prog);
 
 /* One file per pass, named by the function. */
 bool check_graph(const Graph *g);           /* invariants, between passes in debug builds */
-bool derive_backward(Graph *g);             /* autodiff */
-/* Fusion per --fuse ("none", "all" or a comma list of fusion names);
- * decisions and missed candidates are written to `log` for --report. */
-void fuse(Graph *g, const char *which, Buf *log);
-bool is_fusion_name(const char *name);
+/* Autodiff; input_grad: also the gradients of the model inputs. */
+bool derive_backward(Graph *g, bool input_grad);
+
+/* The fusions of fuse.c, one row each: name, whether "all" includes it. */
+#define FUSIONS(X)                   \
+  X(BN_FOLD, "bn_fold", true)        \
+  X(EPILOGUE, "epilogue", true)      \
+  X(ELEMENTWISE, "elementwise", true) \
+  X(PROLOGUE, "prologue", false)
+enum {
+#define X(id, name, in_all) FUSE_BIT_##id,
+  FUSIONS(X)
+#undef X
+  NUM_FUSIONS
+};
+enum {
+  FUSE_NONE = 0,
+#define X(id, name, in_all) FUSE_##id = 1 << FUSE_BIT_##id,
+  FUSIONS(X)
+#undef X
+#define X(id, name, in_all) | (in_all ? FUSE_##id : 0)
+  FUSE_ALL = 0 FUSIONS(X),
+#undef X
+};
+extern const char *const fusion_names[NUM_FUSIONS];
+/* Applies the fusions in the mask `which` (FUSE_*); decisions and missed
+ * candidates are written to `log` for --report. */
+void fuse(Graph *g, unsigned which, Buf *log);
 void eliminate_dead(Graph *g);
 void plan_memory(Graph *g, bool plan);      /* plan=false: one buffer per tensor */
 bool validate_plan(const Graph *g, Buf *why);
 /* --report: sizes and fusion decisions of both graphs (train may be NULL). */
 void report(Buf *b, const Graph *infer, const Graph *train);
 
-/* pipeline.c: the whole compilation. */
-typedef struct Result {
-  Buf c, h;               /* model.c, model.h */
-  Buf ir, dot, report;    /* --emit-ir, --emit-dot, --report */
-  Buf weights;            /* model_weights.c (--weights), else empty */
-  Graph *infer, *train;   /* the final graphs (train is NULL without a loss) */
-} Result;
-bool is_pass_name(const char *name);
-bool nncc_compile(Ctx *ctx, Result *out);
-void free_result(Result *r);
-
 /* ---- codegen ------------------------------------------------------------------ */
 
-typedef struct Options {
-  const char *input;         /* model path */
-  const char *output;        /* model.c; the header is the same with .h */
-  int max_batch;             /* --batch, default 64 */
-  int max_threads;           /* --threads, default 8 */
-  DType dtype;               /* --dtype */
-  bool infer_only;           /* --infer */
-  bool no_plan;              /* --no-plan */
-  const char *fuse;          /* --fuse=none|all|LIST */
-  const char *emit_ir;       /* --emit-ir[=after:PASS]: "" = final */
-  const char *emit_dot;
-  bool report, verify;
+/* What the code generator needs from the command line. */
+typedef struct EmitConfig {
+  const char *output;        /* -o path (names the header), NULL: <model>.c */
   const char *main_kind;     /* --main=train|infer|bench, NULL */
-  bool input_grad;           /* also compute d(input) in train (grad checks) */
-  const char *weights;       /* --weights FILE.safetensors: bake into model_weights.c */
-} Options;
+  const char *weights;       /* --weights FILE.safetensors, NULL */
+  const char *options;       /* the compile options, for the header comment */
+} EmitConfig;
 
 /* The header's file name as model.c includes it: the -o path's base name
  * with .h, or <model>.h without -o. */
-const char *header_name(Ctx *ctx, const char *model);
+const char *header_name(Ctx *ctx, const char *output, const char *model);
 /* Writes model.c and model.h text for the given graphs (infer may be NULL
  * when training only is impossible; train is NULL with --infer). */
-bool emit_c(Ctx *ctx, const Program *prog, const Graph *infer, const Graph *train,
+bool emit_c(Ctx *ctx, const EmitConfig *cfg, const Graph *infer, const Graph *train,
             Buf *c_out, Buf *h_out);
 
-/* weights.c: reads opt->weights (strictly: every param and buffer of g, its
+/* weights.c: reads cfg->weights (strictly: every param and buffer of g, its
  * dtype and shape, nothing else) and writes model_weights.c text. */
-bool emit_weights(Ctx *ctx, const Graph *g, Buf *out);
+bool emit_weights(Ctx *ctx, const EmitConfig *cfg, const Graph *g, Buf *out);
 
 /* ---- print.c: IR text and GraphViz ---------------------------------------- */
 

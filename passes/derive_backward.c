@@ -12,12 +12,12 @@
 #include "nncc.h"
 
 /* requires[v]: v depends on something we differentiate with respect to. */
-static bool *requires_grad(Graph *g) {
+static bool *requires_grad(Graph *g, bool input_grad) {
   bool *req = arena_alloc(g->ctx->arena, (size_t)g->values.len + 1);
   for (int i = 0; i < g->values.len; i++) {
     const Value *v = &g->values.items[i];
     req[i] = (v->kind == V_PARAM && !v->frozen) ||
-             (v->kind == V_INPUT && g->ctx->opt && g->ctx->opt->input_grad);
+             (v->kind == V_INPUT && input_grad);
   }
   for (int i = 0; i < g->nodes.len; i++) {
     const Node *node = &g->nodes.items[i];
@@ -73,11 +73,11 @@ static bool differentiate(Graph *g, int id, const bool *req, int *grad) {
   return true;
 }
 
-bool derive_backward(Graph *g) {
+bool derive_backward(Graph *g, bool input_grad) {
   if (g->loss < 0)
     internal_error(__FILE__, __LINE__, "derive_backward without a loss");
   int nforward = g->nodes.len;
-  const bool *req = requires_grad(g);
+  const bool *req = requires_grad(g, input_grad);
   /* Gradient value ids per value; values created below need no entry. */
   int nvalues = g->values.len;
   int *grad = arena_alloc(g->ctx->arena, sizeof(int) * (size_t)nvalues);

@@ -1,7 +1,8 @@
 /*
  * fuse.c: merges nodes so data is written once instead of twice.
  *
- * Fusions, selected by --fuse=none|all|LIST (comma-separated names):
+ * Fusions, one bit each of the mask FUSE_* (the FUSIONS table of nncc.h;
+ * the driver parses --fuse=none|all|LIST into it):
  *   bn_fold    inference: a batchnorm right after a conv/dense layer is
  *              folded into that layer's weights and bias (a small kernel
  *              scales them once per forward call; see ir/ops/batchnorm.c).
@@ -31,30 +32,11 @@
 
 #include "nncc.h"
 
-static const char *const fusion_names[] = {"bn_fold", "epilogue", "elementwise", "prologue",
-                                           NULL};
-
-bool is_fusion_name(const char *name) {
-  for (int i = 0; fusion_names[i]; i++)
-    if (strcmp(fusion_names[i], name) == 0)
-      return true;
-  return false;
-}
-
-/* Whether `name` is enabled by the --fuse value `which`. */
-static bool enabled(const char *which, const char *name) {
-  if (strcmp(which, "all") == 0)
-    return strcmp(name, "prologue") != 0;
-  size_t n = strlen(name);
-  for (const char *p = which; *p;) {
-    const char *end = strchr(p, ',');
-    size_t len = end ? (size_t)(end - p) : strlen(p);
-    if (len == n && strncmp(p, name, n) == 0)
-      return true;
-    p += len + (end != NULL);
-  }
-  return false;
-}
+const char *const fusion_names[NUM_FUSIONS] = {
+#define X(id, name, in_all) name,
+    FUSIONS(X)
+#undef X
+};
 
 /* The nodes that read each value (in[] holds it), in graph order, dead ones
  * included: readers of v are node[start[v]] .. node[start[v + 1] - 1], a
@@ -245,23 +227,23 @@ static void fuse_prologue(Graph *g, const Readers *r, Buf *log, int id) {
   p->fused_into = readers[0];
 }
 
-void fuse(Graph *g, const char *which, Buf *log) {
+void fuse(Graph *g, unsigned which, Buf *log) {
   buf_printf(log, "fusion (%s graph):\n", g->mode == MODE_TRAIN ? "training" : "inference");
-  if (enabled(which, "bn_fold") && g->mode == MODE_INFER)
+  if ((which & FUSE_BN_FOLD) && g->mode == MODE_INFER)
     for (int i = 0; i < g->nodes.len; i++) {
       const Node *node = &g->nodes.items[i];
       if (!node->dead && (op_def(node->op)->roles & ROLE_ANCHOR))
         fold_batchnorm(g, log, i);
     }
   Readers r = index_readers(g);
-  if (enabled(which, "prologue"))
+  if (which & FUSE_PROLOGUE)
     for (int i = 0; i < g->nodes.len; i++) {
       const Node *node = &g->nodes.items[i];
       if (!node->dead && (op_def(node->op)->roles & ROLE_ELEMENTWISE))
         fuse_prologue(g, &r, log, i);
     }
-  unsigned anchors = (enabled(which, "epilogue") ? ROLE_ANCHOR : 0) |
-                     (enabled(which, "elementwise") ? ROLE_ELEMENTWISE : 0);
+  unsigned anchors = (which & FUSE_EPILOGUE ? ROLE_ANCHOR : 0) |
+                     (which & FUSE_ELEMENTWISE ? ROLE_ELEMENTWISE : 0);
   for (int i = 0; i < g->nodes.len; i++) {
     const Node *node = &g->nodes.items[i];
     if (!node->dead && (op_def(node->op)->roles & anchors))

@@ -485,7 +485,7 @@ Test(usage, output_not_c) {
 
 /* ---- --help ------------------------------------------------------------------ */
 
-/* Every option literal frontend/main.c compares against ("--batch",
+/* Every option literal driver/options.c compares against ("--batch",
  * "--fuse=", "-o", ...) must appear in --help. */
 Test(help, mentions_every_option) {
   Case c;
@@ -493,7 +493,7 @@ Test(help, mentions_every_option) {
   const char *args[] = {"--help", NULL};
   run_nncc(&c, args);
   cr_assert_eq(c.status, 0);
-  char *src = read_text(NNCC_SOURCE_DIR "/frontend/main.c");
+  char *src = read_text(NNCC_SOURCE_DIR "/driver/options.c");
   cr_assert(src);
   int found = 0;
   for (const char *p = src; (p = strstr(p, "cmp(a, \"-")); p++) {

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "harness.h"
-#include "nncc.h"
+#include "driver.h"
 
 #define N 3
 
@@ -27,10 +27,11 @@ typedef struct Shapes {
 
 /* Sizes from the compiler's own graphs of the model. */
 static Shapes shapes_of(const char *path) {
-  Options opt = {.input = path, .max_batch = N, .dtype = DT_F32, .fuse = "none"};
-  Ctx ctx = {.arena = new_arena(), .opt = &opt};
+  Options opt = OPTIONS_DEFAULT;
+  opt.input = path, opt.max_batch = N, opt.fuse = FUSE_NONE;
+  Ctx ctx = {.arena = new_arena()};
   Result r = {0};
-  cr_assert(nncc_compile(&ctx, &r), "%s: %s", path, ctx.diag.data);
+  cr_assert(nncc_compile(&ctx, &opt, &r), "%s: %s", path, ctx.diag.data);
   cr_assert(r.train, "%s has no loss", path);
   Shapes s = {0};
   for (int i = 0; i < r.train->values.len; i++) {
@@ -181,11 +182,12 @@ static double chain_seconds(int repeats) {
   fprintf(f, "model chain\ninput x: f32[16]\ntarget t: f32[16]\nh = x\n"
              "repeat %d { h = relu(h + x) }\noutput y = h\nloss mse(h, t)\n", repeats);
   cr_assert_eq(fclose(f), 0);
-  Options opt = {.input = path, .max_batch = 4, .dtype = DT_F32};
-  Ctx ctx = {.arena = new_arena(), .opt = &opt};
+  Options opt = OPTIONS_DEFAULT;
+  opt.input = path, opt.max_batch = 4;
+  Ctx ctx = {.arena = new_arena()};
   Result r = {0};
   clock_t start = clock();
-  bool ok = nncc_compile(&ctx, &r);
+  bool ok = nncc_compile(&ctx, &opt, &r);
   double seconds = (double)(clock() - start) / CLOCKS_PER_SEC;
   cr_assert(ok, "%s", ctx.diag.data);
   free_result(&r);

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "nncc.h"
+#include "driver.h"
 
 typedef struct Compilation {
   Ctx ctx;
@@ -15,16 +15,16 @@ typedef struct Compilation {
   Result r;
 } Compilation;
 
-static bool compile_batch(Compilation *c, const char *path, bool plan, const char *fuse,
+static bool compile_batch(Compilation *c, const char *path, bool plan, unsigned fuse,
                           int batch) {
   memset(c, 0, sizeof *c);
-  c->opt = (Options){.input = path, .max_batch = batch, .dtype = DT_F32, .no_plan = !plan,
-                     .fuse = fuse};
-  c->ctx = (Ctx){.arena = new_arena(), .opt = &c->opt};
-  return nncc_compile(&c->ctx, &c->r);
+  c->opt = OPTIONS_DEFAULT;
+  c->opt.input = path, c->opt.max_batch = batch, c->opt.no_plan = !plan, c->opt.fuse = fuse;
+  c->ctx = (Ctx){.arena = new_arena()};
+  return nncc_compile(&c->ctx, &c->opt, &c->r);
 }
 
-static bool compile_file(Compilation *c, const char *path, bool plan, const char *fuse) {
+static bool compile_file(Compilation *c, const char *path, bool plan, unsigned fuse) {
   return compile_batch(c, path, plan, fuse, 16);
 }
 
@@ -66,7 +66,7 @@ Test(plan, examples_valid_and_near_lower_bound) {
     for (int run = 0; run < 4; run++) {
       int fused = run % 2, batch = run < 2 ? 16 : 64;
       Compilation c;
-      cr_assert(compile_batch(&c, paths[i], true, fused ? "all" : "none", batch), "%s: %s",
+      cr_assert(compile_batch(&c, paths[i], true, fused ? FUSE_ALL : FUSE_NONE, batch), "%s: %s",
                 paths[i], c.ctx.diag.data);
       const Graph *graphs[] = {c.r.infer, c.r.train};
       for (int k = 0; k < 2; k++) {
@@ -89,7 +89,7 @@ Test(plan, unplanned_is_naive_and_valid) {
   int n = example_models(paths, 64);
   for (int i = 0; i < n; i++) {
     Compilation c;
-    cr_assert(compile_file(&c, paths[i], false, "all"));
+    cr_assert(compile_file(&c, paths[i], false, FUSE_ALL));
     check_graph_plan(c.r.infer, paths[i]);
     if (c.r.train)
       check_graph_plan(c.r.train, paths[i]);
@@ -106,7 +106,7 @@ Test(plan, validator_catches_overlap) {
                    "a = dense(x, 8) |> relu\nb = dense(a, 8)\nc = dense(b, 8) + a\n"
                    "output c\nloss mse(c, t)\n");
   Compilation c;
-  cr_assert(compile_file(&c, path, true, "all"), "%s", c.ctx.diag.data);
+  cr_assert(compile_file(&c, path, true, FUSE_ALL), "%s", c.ctx.diag.data);
   Graph *g = c.r.train;
   Buf why = {0};
   cr_assert(validate_plan(g, &why));

@@ -38,7 +38,7 @@ typedef float real;
 #define NN_UNUSED
 #endif
 
-#include "codegen.h" /* NN_MR, NN_NR, ...: the tile sizes the prelude #defines */
+#include "emit.h" /* NN_MR, NN_NR, ...: the tile sizes the prelude #defines */
 
 #include "../runtime/nn_errors.c"
 #include "../runtime/nn_init.c"

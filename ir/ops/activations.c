@@ -22,7 +22,7 @@
  * maxout(x, k) takes the maximum over groups of k consecutive channels:
  * x (N, C, ...) -> y (N, C/k, ...); the gradient goes to the first maximum.
  */
-#include "codegen.h"
+#include "emit.h"
 
 static const char *const x_names[] = {"x", NULL};
 static const char *const y_names[] = {"y", NULL};

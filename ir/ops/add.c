@@ -3,7 +3,7 @@
  * connections; also the sum autodiff uses where gradients meet).  The
  * gradient of each input is the output gradient itself.
  */
-#include "codegen.h"
+#include "emit.h"
 
 static const char *const y_names[] = {"y", NULL};
 

@@ -25,7 +25,7 @@
  * * s + beta, s = gamma / sqrt(var + eps) per output channel) and the layer
  * runs on w', b'.  Elsewhere it fuses into an epilogue like an activation.
  */
-#include "codegen.h"
+#include "emit.h"
 
 enum { A_MOMENTUM, A_EPS };
 

@@ -24,7 +24,7 @@
  */
 #include <limits.h>
 
-#include "codegen.h"
+#include "emit.h"
 
 enum { A_OFFSET };
 

@@ -19,7 +19,7 @@
  */
 #include <limits.h>
 
-#include "codegen.h"
+#include "emit.h"
 
 enum { A_CHANNELS, A_KERNEL, A_STRIDE, A_PAD, A_BIAS, A_GROUPS, NATTR };
 

@@ -12,7 +12,7 @@
  * per tile, and the micro-kernel alone fixes the order of every sum, so
  * results are bit-identical for any thread count.
  */
-#include "codegen.h"
+#include "emit.h"
 
 enum { A_UNITS, A_BIAS };
 

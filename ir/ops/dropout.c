@@ -17,7 +17,7 @@
  * between a forward pass and dropout_dx (which recomputes it), fresh at
  * every step, and different for two dropout layers.
  */
-#include "codegen.h"
+#include "emit.h"
 
 enum { A_P };
 

@@ -4,7 +4,7 @@
  * is used only where a view is impossible (the output is a model output).
  * Its gradient is the same reshape in the other direction.
  */
-#include "codegen.h"
+#include "emit.h"
 
 static const char *const x_names[] = {"x", NULL};
 static const char *const y_names[] = {"y", NULL};

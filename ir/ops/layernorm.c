@@ -19,7 +19,7 @@
  */
 #include <math.h>
 
-#include "codegen.h"
+#include "emit.h"
 
 enum { A_EPS };
 

@@ -7,7 +7,7 @@
  * op, with the log-sum-exp shifted by the row maximum (stable for any
  * logits); its gradient is (softmax - onehot) / n, never forming 1/p.
  */
-#include "codegen.h"
+#include "emit.h"
 
 static const char *const xent_in[] = {"logits", "labels", NULL};
 static const char *const loss_out[] = {"loss", NULL};

@@ -16,7 +16,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "codegen.h"
+#include "emit.h"
 
 enum { A_MEAN, A_STD };
 

@@ -18,7 +18,7 @@
  * an output goes to the first cell of its window, in row-major window order,
  * whose input equals the output.
  */
-#include "codegen.h"
+#include "emit.h"
 
 typedef enum { POOL_MAX, POOL_MIN, POOL_AVG, POOL_SUM } PoolKind;
 

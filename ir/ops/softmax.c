@@ -10,7 +10,7 @@
  *   dx = y * (dy - sum_k dy * y).
  * Each (sample, position) row belongs to one thread in both kernels.
  */
-#include "codegen.h"
+#include "emit.h"
 
 static const char *const x_names[] = {"x", NULL}, *const y_names[] = {"y", NULL};
 static const char *const dx_in[] = {"dy", "y", NULL}, *const dx_out[] = {"dx", NULL};

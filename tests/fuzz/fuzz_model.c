@@ -29,7 +29,7 @@
 #include <ctype.h>
 #include <string.h>
 
-#include "nncc.h"
+#include "driver.h"
 
 static void fail(const char *what, const char *detail, size_t len) {
   fprintf(stderr, "fuzz_model: %s\n", what);
@@ -40,20 +40,6 @@ static void fail(const char *what, const char *detail, size_t len) {
 
 /* ---- options from the first line ---------------------------------------- */
 
-static bool valid_fuse(const char *list) {
-  if (!strcmp(list, "none") || !strcmp(list, "all"))
-    return true;
-  char tmp[64];
-  if (!*list || strlen(list) >= sizeof tmp || list[strlen(list) - 1] == ',')
-    return false;
-  strcpy(tmp, list);
-  char *save;
-  for (char *tok = strtok_r(tmp, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
-    if (!is_fusion_name(tok))
-      return false;
-  return true;
-}
-
 /* --batch's range, as the CLI checks it; 0 if out of range. */
 static int batch_of(const char *s) {
   char *end;
@@ -63,11 +49,12 @@ static int batch_of(const char *s) {
 
 /* Fills opt from "# fuzz: ..." at the start of data; returns whether to
  * verify with libclang.  Strings point into `store` (static: one at a time). */
-static bool parse_options(const uint8_t *data, size_t size, Options *opt) {
+static bool fuzz_options(const uint8_t *data, size_t size, Options *opt) {
   static char store[256];
   static const char tag[] = "# fuzz:";
   bool verify = false;
-  *opt = (Options){.max_batch = 64, .dtype = DT_F32};
+  unsigned mask;
+  *opt = OPTIONS_DEFAULT;
   if (size < sizeof tag - 1 || memcmp(data, tag, sizeof tag - 1) != 0)
     return false;
   size_t n = 0;
@@ -95,8 +82,8 @@ static bool parse_options(const uint8_t *data, size_t size, Options *opt) {
       *(tok[0] == 'i' ? &opt->emit_ir : &opt->emit_dot) = strchr(tok, '=') + 1;
     else if (!strncmp(tok, "batch=", 6) && batch_of(tok + 6))
       opt->max_batch = batch_of(tok + 6);
-    else if (!strncmp(tok, "fuse=", 5) && valid_fuse(tok + 5))
-      opt->fuse = tok + 5;
+    else if (!strncmp(tok, "fuse=", 5) && parse_fusions(tok + 5, &mask))
+      opt->fuse = mask;
     else if (!strcmp(tok, "main=train") || !strcmp(tok, "main=infer") ||
              !strcmp(tok, "main=bench"))
       opt->main_kind = tok + 5;
@@ -213,17 +200,17 @@ static void check_diag(const Ctx *ctx) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   Options opt;
-  bool verify = parse_options(data, size, &opt);
+  bool verify = fuzz_options(data, size, &opt);
   opt.input = fuzz_file(data, size);
-  Ctx ctx = {.arena = new_arena(), .opt = &opt};
+  Ctx ctx = {.arena = new_arena()};
   Result r = {0};
-  if (nncc_compile(&ctx, &r)) {
+  if (nncc_compile(&ctx, &opt, &r)) {
     if (ctx.diag.len)
       fail("compilation succeeded with a diagnostic", ctx.diag.data, ctx.diag.len);
     check_c("model.c", r.c.data, r.c.len);
     check_c("model.h", r.h.data, r.h.len);
     if (verify) {
-      const char *h = header_name(&ctx, r.infer->model);
+      const char *h = header_name(&ctx, opt.output, r.infer->model);
       const char *c = arena_printf(ctx.arena, "%.*s.c", (int)strlen(h) - 2, h);
       if (!verify_c(&ctx, c, r.c.data, h, r.h.data))
         fail("libclang rejects the emitted C", ctx.diag.data, ctx.diag.len);

@@ -1,24 +1,14 @@
 /*
- * main.c: the nncc command line.  Parses options, runs the pipeline of
- * passes/pipeline.c, prints diagnostics and writes model.c and model.h (and
- * model_weights.c with --weights) atomically, as the generated save does:
- * each into a new temporary file beside it (O_EXCL | O_NOFOLLOW: two runs
- * never share one, a planted link is never followed), synced, then renamed
- * over it, the directory synced last.  A failed run never leaves a partial
- * or stale-mixed output behind.
- *
- * Exit status: 0 success, 1 error in the model or its files, 2 usage error,
- * 4 internal error.
+ * options.c: the nncc command line, parsed into an Options, and the line
+ * that records the options in the emitted header.  --help's text is here;
+ * tests/test_cli.c checks that README.md quotes it exactly.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include "nncc.h"
+#include "driver.h"
 
 static const char usage[] =
     "usage: nncc MODEL.nn [-o MODEL.c] [options]\n"
@@ -55,7 +45,7 @@ static const char usage[] =
     "\n"
     "With --emit-ir, --emit-dot or --report and no -o, no C is written.\n";
 
-static int usage_error(const char *fmt, const char *arg) {
+int usage_error(const char *fmt, const char *arg) {
   fprintf(stderr, "nncc: error: ");
   fprintf(stderr, fmt, arg);
   fprintf(stderr, "\nTry 'nncc --help'.\n");
@@ -82,21 +72,64 @@ static const char *after_pass(const char *arg, const char *opt) {
   return rest + 7;
 }
 
-static bool valid_fuse(const char *list) {
-  if (strcmp(list, "none") == 0 || strcmp(list, "all") == 0)
+bool parse_fusions(const char *text, unsigned *mask) {
+  if (strcmp(text, "none") == 0 || strcmp(text, "all") == 0) {
+    *mask = text[0] == 'a' ? FUSE_ALL : FUSE_NONE;
     return true;
-  char tmp[256];
-  if (strlen(list) >= sizeof tmp || !*list)
-    return false;
-  strcpy(tmp, list);
-  for (char *tok = strtok(tmp, ","); tok; tok = strtok(NULL, ","))
-    if (!is_fusion_name(tok))
-      return false;
-  return list[strlen(list) - 1] != ',';
+  }
+  *mask = FUSE_NONE;
+  for (const char *p = text;; p++) {
+    size_t len = strcspn(p, ",");
+    int k = 0;
+    while (k < NUM_FUSIONS && (strlen(fusion_names[k]) != len || strncmp(p, fusion_names[k], len)))
+      k++;
+    if (k == NUM_FUSIONS)
+      return false;   /* also an empty name: "", "a,,b", a trailing comma */
+    *mask |= 1u << k;
+    p += len;
+    if (!*p)
+      return true;
+  }
 }
 
-/* Returns 0 to go on, or an exit status. */
-static int parse_args(int argc, char **argv, Options *o) {
+/* The --fuse value that gives `mask`. */
+static const char *fusions_text(Arena *a, unsigned mask) {
+  if (mask == FUSE_NONE || mask == FUSE_ALL)
+    return mask ? "all" : "none";
+  const char *s = "";
+  for (int k = 0; k < NUM_FUSIONS; k++)
+    if (mask & (1u << k))
+      s = arena_printf(a, "%s%s%s", s, *s ? "," : "", fusion_names[k]);
+  return s;
+}
+
+/* A file name in a C comment: printable ASCII but for '*' (no comment end). */
+static const char *comment_safe(Arena *a, const char *s) {
+  char *t = arena_strdup(a, s);
+  for (char *p = t; *p; p++)
+    if (*p < 32 || *p > 126 || *p == '*')
+      *p = '?';
+  return t;
+}
+
+const char *options_line(Arena *a, const Options *o) {
+  const char *s = arena_printf(a, "--batch %d --threads %d --dtype %s --fuse=%s", o->max_batch,
+                               o->max_threads, o->dtype == DT_F64 ? "f64" : "f32",
+                               fusions_text(a, o->fuse));
+  if (o->infer_only)
+    s = arena_printf(a, "%s --infer", s);
+  if (o->no_plan)
+    s = arena_printf(a, "%s --no-plan", s);
+  if (o->input_grad)
+    s = arena_printf(a, "%s --input-grad", s);
+  if (o->main_kind)
+    s = arena_printf(a, "%s --main=%s", s, o->main_kind);
+  if (o->weights)
+    s = arena_printf(a, "%s --weights %s", s, comment_safe(a, o->weights));
+  return s;
+}
+
+int parse_options(int argc, char **argv, Options *o) {
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -126,11 +159,10 @@ static int parse_args(int argc, char **argv, Options *o) {
     } else if (!strcmp(a, "--infer")) {
       o->infer_only = true;
     } else if (!strncmp(a, "--fuse=", 7)) {
-      if (!valid_fuse(a + 7))
+      if (!parse_fusions(a + 7, &o->fuse))
         return usage_error("unknown fusion in '%s' (try none, all, or a list of bn_fold, epilogue, elementwise, prologue)", a);
-      o->fuse = a + 7;
     } else if (!strcmp(a, "--no-fuse")) {
-      o->fuse = "none";
+      o->fuse = FUSE_NONE;
     } else if (!strcmp(a, "--no-plan")) {
       o->no_plan = true;
     } else if (!strncmp(a, "--main=", 7)) {
@@ -166,137 +198,3 @@ static int parse_args(int argc, char **argv, Options *o) {
   return 0;
 }
 
-/* path with its extension (if any) replaced by ext. */
-static char *with_ext(Arena *a, const char *path, const char *ext) {
-  const char *slash = strrchr(path, '/');
-  const char *dot = strrchr(path, '.');
-  size_t len = dot && (!slash || dot > slash) ? (size_t)(dot - path) : strlen(path);
-  return arena_printf(a, "%.*s%s", (int)len, path, ext);
-}
-
-/* A new file "<dir>/.<base>.<pid>.<n>.tmp" beside path, opened exclusively;
- * its name into *tmp.  -1 with errno set on failure. */
-static int create_temp(Arena *a, const char *path, const char **tmp) {
-  static unsigned counter;
-  const char *slash = strrchr(path, '/');
-  int dir = slash ? (int)(slash - path) + 1 : 0;
-  for (int attempt = 0; attempt < 100; attempt++) {
-    *tmp = arena_printf(a, "%.*s.%.64s.%d.%u.tmp", dir, path, path + dir, (int)getpid(),
-                        counter++);
-    int fd = open(*tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
-    if (fd >= 0 || errno != EEXIST)
-      return fd;
-  }
-  return -1;
-}
-
-/* Writes b into a new temporary beside path, synced; errors name the file
- * the user asked for, not the temporary. */
-static bool write_temp(Ctx *ctx, const char *path, const char **tmp, const Buf *b) {
-  int fd = create_temp(ctx->arena, path, tmp);
-  if (fd < 0) {
-    error_plain(ctx, "cannot write '%s': %s", path, strerror(errno));
-    return false;
-  }
-  bool ok = true;
-  for (size_t done = 0; ok && done < b->len;) {
-    ssize_t k = write(fd, b->data + done, b->len - done);
-    ok = k > 0 || (k < 0 && errno == EINTR);
-    done += k > 0 ? (size_t)k : 0;
-  }
-  ok = ok && fsync(fd) == 0;
-  int errnum = errno;
-  ok = close(fd) == 0 && ok;
-  if (!ok) {
-    error_plain(ctx, "cannot write '%s': %s", path, strerror(errnum ? errnum : errno));
-    unlink(*tmp);
-  }
-  return ok;
-}
-
-/* fsync of path's directory, so that the renames survive a crash. */
-static void sync_dir(Ctx *ctx, const char *path) {
-  const char *slash = strrchr(path, '/');
-  const char *dir = !slash ? "." : slash == path ? "/" :
-                    arena_printf(ctx->arena, "%.*s", (int)(slash - path), path);
-  int fd = open(dir, O_RDONLY);
-  if (fd >= 0) {
-    fsync(fd);
-    close(fd);
-  }
-}
-
-/* rename() onto a directory fails only after the other file may have been
- * replaced: refuse before writing anything. */
-static bool is_directory(Ctx *ctx, const char *path) {
-  struct stat st;
-  if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-    return false;
-  error_plain(ctx, "cannot write '%s': Is a directory", path);
-  return true;
-}
-
-/* Writes all files (model.c, model.h, model_weights.c with --weights) or
- * none: every temporary is written before the first rename, and model.c,
- * which names the others, is renamed last. */
-static bool write_outputs(Ctx *ctx, const char *c_path, const Result *r) {
-  Arena *a = ctx->arena;
-  const char *path[3] = {c_path, with_ext(a, c_path, ".h"), with_ext(a, c_path, "_weights.c")};
-  const Buf *text[3] = {&r->c, &r->h, &r->weights};
-  int files = ctx->opt->weights ? 3 : 2;
-  const char *tmp[3];
-  for (int i = 0; i < files; i++)
-    if (is_directory(ctx, path[i]))
-      return false;
-  int written = 0;
-  while (written < files && write_temp(ctx, path[written], &tmp[written], text[written]))
-    written++;
-  bool ok = written == files;
-  for (int k = 1; ok && k <= files; k++) {
-    int i = k % files;   /* the header, the weights, then model.c */
-    if (rename(tmp[i], path[i]) != 0) {
-      error_plain(ctx, "cannot write '%s': %s", path[i], strerror(errno));
-      ok = false;
-    }
-  }
-  for (int i = 0; !ok && i < written; i++)
-    unlink(tmp[i]);   /* those already renamed are gone: ENOENT */
-  if (ok)
-    sync_dir(ctx, c_path);
-  return ok;
-}
-
-static void put(const Buf *b) {
-  if (b->len)
-    fwrite(b->data, 1, b->len, stdout);
-}
-
-int main(int argc, char **argv) {
-  Options opt = {.max_batch = 64, .max_threads = 8, .dtype = DT_F32};
-  int status = parse_args(argc, argv, &opt);
-  if (status)
-    return status;
-  Ctx ctx = {.arena = new_arena(), .opt = &opt};
-  bool listing = opt.emit_ir || opt.emit_dot || opt.report;
-  const char *c_path = opt.output ? opt.output : with_ext(ctx.arena, opt.input, ".c");
-  if (strlen(c_path) < 3 || strcmp(c_path + strlen(c_path) - 2, ".c") != 0) {
-    free_arena(ctx.arena);
-    return usage_error("the output file must end in .c, not '%s'", c_path);
-  }
-  Result r = {0};
-  bool ok = nncc_compile(&ctx, &r);
-  if (ok) {
-    put(&r.ir);
-    put(&r.dot);
-    if (opt.report)
-      put(&r.report);
-    if (opt.output || !listing)
-      ok = write_outputs(&ctx, c_path, &r);
-  }
-  if (ctx.diag.len)
-    fwrite(ctx.diag.data, 1, ctx.diag.len, stderr);
-  buf_free(&ctx.diag);
-  free_result(&r);
-  free_arena(ctx.arena);
-  return ok ? 0 : 1;
-}

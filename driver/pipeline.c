@@ -1,5 +1,6 @@
 /*
- * pipeline.c: the compiler as a flat list of passes.
+ * pipeline.c: the compiler as a flat list of passes, the one place that
+ * reads the options: each stage gets what it needs as arguments.
  *
  *   parse -> lower (infer)            -> fuse -> eliminate_dead -> plan_memory
  *         -> lower (train) -> derive_backward -> fuse -> eliminate_dead -> plan_memory
@@ -12,7 +13,7 @@
  */
 #include <string.h>
 
-#include "nncc.h"
+#include "driver.h"
 
 static const char *const pass_names[] = {"lower", "derive_backward", "fuse", "eliminate_dead",
                                          "plan_memory", NULL};
@@ -26,8 +27,7 @@ bool is_pass_name(const char *name) {
 
 /* Prints the graph if --emit-ir/--emit-dot asked for it after `pass`
  * ("" means after the last pass). */
-static void after(Ctx *ctx, const Graph *g, const char *pass, Result *out) {
-  const Options *o = ctx->opt;
+static void after(const Options *o, const Graph *g, const char *pass, Result *out) {
   const char *want_ir = o->emit_ir, *want_dot = o->emit_dot;
   if (want_ir && strcmp(want_ir, pass) == 0)
     print_ir(&out->ir, g);
@@ -39,52 +39,52 @@ static void after(Ctx *ctx, const Graph *g, const char *pass, Result *out) {
 #endif
 }
 
-static Graph *build(Ctx *ctx, const Program *prog, Mode mode, Result *out) {
-  const Options *o = ctx->opt;
-  Graph *g = lower_program(ctx, prog, mode);
+static Graph *build(Ctx *ctx, const Options *o, const Program *prog, Mode mode, Result *out) {
+  Graph *g = lower_program(ctx, prog, mode, o->dtype, o->max_batch, o->max_threads);
   if (!g)
     return NULL;
-  after(ctx, g, "lower", out);
+  after(o, g, "lower", out);
   if (mode == MODE_TRAIN) {
-    if (!derive_backward(g))
+    if (!derive_backward(g, o->input_grad))
       return NULL;
-    after(ctx, g, "derive_backward", out);
+    after(o, g, "derive_backward", out);
   }
-  fuse(g, o->fuse ? o->fuse : "all", &out->report);
-  after(ctx, g, "fuse", out);
+  fuse(g, o->fuse, &out->report);
+  after(o, g, "fuse", out);
   eliminate_dead(g);
-  after(ctx, g, "eliminate_dead", out);
+  after(o, g, "eliminate_dead", out);
   plan_memory(g, !o->no_plan);
-  after(ctx, g, "plan_memory", out);
-  after(ctx, g, "", out);
+  after(o, g, "plan_memory", out);
+  after(o, g, "", out);
   return g;
 }
 
-bool nncc_compile(Ctx *ctx, Result *out) {
-  const Options *o = ctx->opt;
+bool nncc_compile(Ctx *ctx, const Options *o, Result *out) {
   Source *src = read_source(ctx, o->input);
   if (!src)
     return false;
   Program *prog = parse_program(ctx, src);
   if (!prog)
     return false;
-  Graph *infer = out->infer = build(ctx, prog, MODE_INFER, out);
+  Graph *infer = out->infer = build(ctx, o, prog, MODE_INFER, out);
   if (!infer)
     return false;
   Graph *train = NULL;
   if (!o->infer_only && program_has_loss(prog)) {
-    train = out->train = build(ctx, prog, MODE_TRAIN, out);
+    train = out->train = build(ctx, o, prog, MODE_TRAIN, out);
     if (!train)
       return false;
   }
   if (o->report)
     report(&out->report, infer, train);
-  if (o->weights && !emit_weights(ctx, train ? train : infer, &out->weights))
+  EmitConfig cfg = {.output = o->output, .main_kind = o->main_kind, .weights = o->weights,
+                    .options = options_line(ctx->arena, o)};
+  if (o->weights && !emit_weights(ctx, &cfg, train ? train : infer, &out->weights))
     return false;
-  if (!emit_c(ctx, prog, infer, train, &out->c, &out->h))
+  if (!emit_c(ctx, &cfg, infer, train, &out->c, &out->h))
     return false;
   if (o->verify) {
-    const char *h_name = header_name(ctx, infer->model);
+    const char *h_name = header_name(ctx, o->output, infer->model);
     const char *c_name = arena_printf(ctx->arena, "%.*s.c", (int)strlen(h_name) - 2, h_name);
     if (!verify_c(ctx, c_name, out->c.data, h_name, out->h.data))
       return false;

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "codegen.h"
+#include "emit.h"
 
 void emitln(Emit *e, const char *fmt, ...) {
   const char *first = fmt + strspn(fmt, " ");

@@ -1,0 +1,106 @@
+/*
+ * emit.h: the emit kit, what the op files (ir/ops/) need to write kernels.
+ *
+ * It sits beside the IR so that the ops never include codegen: codegen
+ * calls the ops' emitters, the ops call only this kit.  ir/emit.c holds
+ * it, but for the packed product, which is codegen/product.c.
+ *
+ * Kernel conventions.  codegen writes, for every live node, a function
+ *
+ *   // conv1: x (N,1,28,28) -> y (N,6,28,28), w (6,1,5,5)    model.nn:7
+ *   static void conv1_forward(real *restrict y, const real *restrict x,
+ *                             const real *restrict w, const real *restrict b, int n)
+ *   {
+ *       <body written by OpDef.emit>
+ *   }
+ *
+ * Outputs come first, then inputs, named by OpDef.out_names / in_names ("x0",
+ * "x1", ... when those are NULL), then (ROLE_RNG only) `uint64_t seed`, then
+ * the runtime batch size `n` (1..max batch).  Every other size is a
+ * constant: emit it with %d from the shapes.
+ * Batched tensors are dense (n, per-sample shape...) in row-major order.
+ * The element type is `real` (float or double, per --dtype); labels are
+ * int32_t.  Use the helpers rexp/rexpm1/rlog/rlog1p/rsquare_root/rtanh/rfabs/
+ * rmax/rmin (static inline in the prelude) and lit() for constants so one
+ * body serves f32 and f64.  Parallelize the outer loop with emit_omp_for(); the body must give
+ * bit-identical results for any thread count (no float reductions across
+ * threads).
+ */
+#ifndef EMIT_H
+#define EMIT_H
+
+#include <string.h>
+
+#include "nncc.h"
+
+/* The micro-kernel's tile of runtime/nn_gemm.c is NN_MR x NN_NR (12
+ * accumulators of two 512-bit vectors of f32 per row, enough to hide the FMA
+ * latency), the dot-product kernel's NN_DR x NN_DR; NN_VL lanes of partial
+ * sums in portable reductions.  The prelude #defines these names in the
+ * generated C. */
+enum { NN_MR = 6, NN_NR = 32, NN_DR = 4, NN_VL = 16 };
+
+struct Emit {
+  Ctx *ctx;
+  Buf *b;
+  int indent;
+  const Graph *g;
+  double work;   /* of the kernel being emitted, per sample: FLOPs, or 4 per output value */
+};
+
+/* A kernel's parallel regions fork only when n * work reaches this (about
+ * 10-20 us of work on one core): below it the fork and join cost more than
+ * the second thread saves. */
+#define NN_FORK_WORK 1e6
+
+/* Appends one line at the current indentation.  A line ending in '{' indents
+ * the following lines; a line starting with '}' dedents itself. */
+void emitln(Emit *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "#ifdef _OPENMP / #pragma omp parallel for <clauses> / #endif", with an
+ * if clause that keeps small calls on one thread (NN_FORK_WORK); clauses
+ * may be "". */
+void emit_omp_for(Emit *e, const char *clauses);
+/* "#ifdef _OPENMP / #pragma omp <directive> / #endif": for kernels that open
+ * one parallel region around several work-shared loops ("parallel", then
+ * "for collapse(2)", ...), each ending in the implicit barrier.  A
+ * "parallel" directive gets the if clause of emit_omp_for. */
+void emit_omp(Emit *e, const char *directive);
+/* A real literal: "0.5f" in f32, "0.5" in f64 (arena string). */
+const char *lit(Emit *e, double v);
+/* Applies the fused epilogue of `node` (elementwise nodes absorbed into it)
+ * to the expression `acc` at channel index expression `c`, flat index `i`:
+ * returns the final expression (arena string).  Without epilogue: acc.  For
+ * chains it first emits one `const real fusedK = ...;` line per step, so call
+ * it once per block, right before the store that uses its result. */
+const char *epilogue_expr(Emit *e, const Node *node, const char *acc, const char *c,
+                          const char *i);
+/* The expression reading input j of node at flat index i (channel c):
+ * "dy[i]", or for a ROLE_PROLOGUE kernel with a fused prologue, that
+ * elementwise op recomputed from its own inputs ("(y[i] > 0 ? dy[i] : 0)",
+ * its extra operands arriving as arguments "pro_<k>"). */
+const char *input_expr(Emit *e, const Node *node, int j, const char *i, const char *c);
+/* The name of kernel argument k of node: outputs first, then inputs
+ * (OpDef.out_names / in_names are NULL-terminated; beyond them "y<k>"/"x<k>").
+ * Extra inputs j >= 1 of epilogue node k arrive as arguments "ep<k>_<j>". */
+const char *arg_name(Emit *e, const Node *node, int k);
+
+/* product.c: the loops of a packed product C (M x N) = A (M x K) . B (K x N)
+ * into the node's workspace `ws`; A(i, k) = a[i * ars + k * acs], B(k, j) =
+ * b[k * brs + j * bcs].  m and k are C expressions (the batch "n" may be
+ * one), at most max_m and max_k; n is constant.  Emit the store of tile t
+ * (rows r0 + i < r0 + mr, columns c0 + j < c0 + nr, value t[i * NN_NR + j])
+ * between emit_product() and emit_product_end(). */
+typedef struct Product {
+  const char *m, *k;
+  long max_m, max_k, n;
+  const char *a, *ars, *acs;
+  const char *b, *brs, *bcs;
+} Product;
+long product_reals(const Product *p);   /* the workspace, in reals */
+void emit_product(Emit *e, const Product *p);
+void emit_product_end(Emit *e);
+
+/* The whole kernel of a ROLE_ELEMENTWISE op, from its scalar() rule. */
+void emit_elementwise(Emit *e, const Graph *g, const Node *node);
+
+#endif
