@@ -196,8 +196,8 @@ static const char *dims_str(Arena *a, const Value *v) {
 static int kernel_arg(const Graph *g, const Node *node, int k) {
   if (k < node->nout)
     return node->out[k];
-  if (k == node->nout && node->prologue)
-    return node_at(g, node->prologue - 1)->in[0];
+  if (k == node->nout && node->prologue >= 0)
+    return node_at(g, node->prologue)->in[0];
   return node->in[k - node->nout];
 }
 
@@ -219,8 +219,8 @@ static void kernel_params(CG *cg, Emit *e, const Graph *g, const Node *node, Buf
     for (int j = 1; j < ep->nin; j++)
       buf_printf(sig, "%sep%d_%d, ", arg_type(val(g, ep->in[j]), false, true), k, j);
   }
-  if (node->prologue) {
-    const Node *p = node_at(g, node->prologue - 1);
+  if (node->prologue >= 0) {
+    const Node *p = node_at(g, node->prologue);
     for (int j = 1; j < p->nin; j++)
       buf_printf(sig, "%spro_%d, ", arg_type(val(g, p->in[j]), false, true), j);
   }
@@ -243,9 +243,9 @@ static void kernel_comment(CG *cg, const Graph *g, const Node *node, Buf *b) {
                dims_str(cg->a, val(g, node->out[k])));
   for (int k = 0; k < node->nepilogue; k++)
     buf_printf(b, k ? ", %s" : "; fused: %s", op_def(node_at(g, node->epilogue[k])->op)->name);
-  if (node->prologue)
+  if (node->prologue >= 0)
     buf_printf(b, "; %s recomputed from %s", arg_name(&e, node, node->nout),
-               op_def(node_at(g, node->prologue - 1)->op)->name);
+               op_def(node_at(g, node->prologue)->op)->name);
   buf_puts(b, " */\n");
 }
 
@@ -373,8 +373,8 @@ void emit_calls(CG *cg, const Graph *g) {
       for (int j = 1; j < ep->nin; j++)
         buf_printf(cg->c, "%s, ", value_ptr(cg, g, val(g, ep->in[j])));
     }
-    if (node->prologue) {
-      const Node *p = node_at(g, node->prologue - 1);
+    if (node->prologue >= 0) {
+      const Node *p = node_at(g, node->prologue);
       for (int j = 1; j < p->nin; j++)
         buf_printf(cg->c, "%s, ", value_ptr(cg, g, val(g, p->in[j])));
     }

@@ -781,18 +781,10 @@ static void declare(Lower *L, const Decl *d, int *ninputs, int *ntargets) {
   bind(L, d->name, v);
 }
 
-static bool is_relu_family(const char *op) {
-  return strstr(op, "relu") || strcmp(op, "elu") == 0 || strcmp(op, "selu") == 0;
-}
-
-/* In the inference graph a batchnorm is already OP_BATCHNORM_INFER (its
- * build rule switches it), and both graphs must choose the same inits. */
-static bool is_batchnorm(const Node *n) {
-  return n->op == OP_BATCHNORM || n->op == OP_BATCHNORM_INFER;
-}
-
-/* He-normal for weights whose layer feeds a relu-family op, directly or
- * through a batchnorm; explicit init= is kept. */
+/* The initializer defaults the ops declare: He-normal for the weights of a
+ * layer that feeds a ROLE_RECTIFIER op (relu and kin), directly or through
+ * ROLE_INIT_THROUGH ops (batchnorm, in either graph: both must choose the
+ * same inits); explicit init= is kept. */
 static void default_inits(Lower *L) {
   Graph *g = L->g;
   bool *relu_fed = arena_alloc(L->ctx->arena, (size_t)g->values.len + 1);
@@ -801,18 +793,19 @@ static void default_inits(Lower *L) {
     keep[L->explicit_init.items[i]] = true;
   for (int i = g->nodes.len - 1; i >= 0; i--) {
     Node *n = node_at(g, i);
-    const char *op = op_def(n->op)->name;
-    if (is_relu_family(op) && n->nin)
+    unsigned roles = op_def(n->op)->roles;
+    if ((roles & ROLE_RECTIFIER) && n->nin)
       relu_fed[n->in[0]] = true;
-    if (is_batchnorm(n) && n->nin && relu_fed[n->out[0]])
+    bool through = roles & ROLE_INIT_THROUGH;
+    if (through && n->nin && relu_fed[n->out[0]])
       relu_fed[n->in[0]] = true;
-    if (!relu_fed[n->out[0]])
+    if (!relu_fed[n->out[0]] || through)
       continue;
     for (int j = 0; j < n->nin; j++) {
       Value *w = val(g, n->in[j]);
       size_t len = strlen(w->name);
       if (w->kind == V_PARAM && !keep[w->id] && len >= 7 &&
-          strcmp(w->name + len - 7, ".weight") == 0 && !is_batchnorm(n))
+          strcmp(w->name + len - 7, ".weight") == 0)
         w->init.kind = INIT_HE_NORMAL;
     }
   }

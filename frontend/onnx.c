@@ -1281,8 +1281,8 @@ bool onnx_import(Ctx *ctx, const char *path, OnnxModel *out) {
 
 /* ---- the weights as safetensors ---------------------------------------------------- */
 
-bool onnx_write_weights(Ctx *ctx, const OnnxModel *m, DType dtype, const char *path) {
-  int esize = dtype == DT_F64 ? 8 : 4;
+/* The safetensors bytes of m's weights as reals of esize bytes into f. */
+static bool write_safetensors(FILE *f, const OnnxModel *m, int esize) {
   Buf h = {0};
   buf_puts(&h, "{");
   long offset = 0;
@@ -1299,12 +1299,11 @@ bool onnx_write_weights(Ctx *ctx, const OnnxModel *m, DType dtype, const char *p
   buf_puts(&h, "}");
   while (h.len % 8)
     buf_puts(&h, " ");
-  FILE *f = fopen(path, "wb");
-  bool ok = f != NULL;
   unsigned char len[8];
   for (int b = 0; b < 8; b++)
     len[b] = (unsigned char)((uint64_t)h.len >> (8 * b));
-  ok = ok && fwrite(len, 1, 8, f) == 8 && fwrite(h.data, 1, h.len, f) == h.len;
+  bool ok = fwrite(len, 1, 8, f) == 8 && fwrite(h.data, 1, h.len, f) == h.len;
+  buf_free(&h);
   for (int k = 0; ok && k < m->nweights; k++) {
     const OnnxWeight *w = &m->weights[k];
     for (long i = 0; ok && i < shape_numel(&w->shape); i++) {
@@ -1323,10 +1322,41 @@ bool onnx_write_weights(Ctx *ctx, const OnnxModel *m, DType dtype, const char *p
       ok = fwrite(le, 1, (size_t)esize, f) == (size_t)esize;
     }
   }
+  return fflush(f) == 0 && ok;
+}
+
+bool onnx_write_weights(Ctx *ctx, const OnnxModel *m, DType dtype, const char *path) {
+  FILE *f = fopen(path, "wb");
+  bool ok = f && write_safetensors(f, m, dtype == DT_F64 ? 8 : 4);
   if (f && fclose(f) != 0)
     ok = false;
   if (!ok)
     error_plain(ctx, "cannot write '%s': %s", path, strerror(errno));
-  buf_free(&h);
   return ok;
+}
+
+/* The anonymous temporary files onnx_source wrote: open until nncc exits,
+ * when the system removes them. */
+static FILE *weight_files[8];
+
+Source *onnx_source(Ctx *ctx, const char *path, DType dtype, const char **weights) {
+  OnnxModel m;
+  if (!onnx_import(ctx, path, &m))
+    return NULL;
+  if (!*weights) {
+    int slot = 0;
+    while (slot < 8 && weight_files[slot])
+      slot++;
+    FILE *f = slot < 8 ? tmpfile() : NULL;
+    if (!f || !write_safetensors(f, &m, dtype == DT_F64 ? 8 : 4)) {
+      error_plain(ctx, "cannot write a temporary file for the weights of '%s': %s", path,
+                  strerror(errno));
+      if (f)
+        fclose(f);
+      return NULL;
+    }
+    weight_files[slot] = f;
+    *weights = arena_printf(ctx->arena, "/dev/fd/%d", fileno(f));
+  }
+  return source_from_string(ctx, path, m.nn);
 }

@@ -191,10 +191,10 @@ void emit_elementwise(Emit *e, const Graph *g, const Node *node) {
 const char *input_expr(Emit *e, const Node *node, int j, const char *i, const char *c) {
   Arena *a = e->ctx->arena;
   const char *name = arg_name(e, node, node->nout + j);
-  if (j != 0 || !node->prologue)
+  if (j != 0 || node->prologue < 0)
     return arena_printf(a, "%s[%s]", name, i);
   const Graph *g = e->g;
-  const Node *p = node_at(g, node->prologue - 1);
+  const Node *p = node_at(g, node->prologue);
   const char *args[MAX_IN + 1];
   args[0] = arena_printf(a, "%s[%s]", name, i);
   args[p->nin] = c;

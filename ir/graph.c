@@ -59,6 +59,7 @@ Node *new_node(Graph *g, OpKind op, const char *name, Loc loc) {
   n.name = name;
   n.loc = loc;
   n.fused_into = -1;
+  n.prologue = -1;
   vec_push(g->ctx->arena, g->nodes, n);
   return &g->nodes.items[n.id];
 }
@@ -142,18 +143,6 @@ const char *shape_str(Arena *a, const Shape *s) {
   return arena_strndup(a, tmp, len);
 }
 
-int num_uses(const Graph *g, int v) {
-  int uses = 0;
-  for (int i = 0; i < g->nodes.len; i++) {
-    const Node *n = &g->nodes.items[i];
-    if (n->dead)
-      continue;
-    for (int j = 0; j < n->nin; j++)
-      uses += n->in[j] == v;
-  }
-  return uses;
-}
-
 bool check_shape(Graph *g, const Node *node, Shape s) {
   long n = 1;
   for (int i = 0; i < s.rank; i++) {
@@ -195,7 +184,7 @@ static void shift_node_refs(Graph *g, int from) {
     n->id = i;
     if (n->fused_into >= from)
       n->fused_into++;
-    if (n->prologue > from)
+    if (n->prologue >= from)
       n->prologue++;
     for (int k = 0; k < n->nepilogue; k++)
       if (n->epilogue[k] >= from)
@@ -217,8 +206,8 @@ Node *insert_node(Graph *g, int before, OpKind op, const char *name, Loc loc) {
 int kernel_reads(const Graph *g, const Node *node, int *vals) {
   int n = 0;
   for (int j = 0; j < node->nin; j++) {
-    if (j == 0 && node->prologue) {
-      const Node *p = node_at(g, node->prologue - 1);
+    if (j == 0 && node->prologue >= 0) {
+      const Node *p = node_at(g, node->prologue);
       for (int k = 0; k < p->nin; k++)
         vals[n++] = p->in[k];
     } else {

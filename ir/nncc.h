@@ -195,7 +195,7 @@ typedef struct Node {
   int epilogue[8], nepilogue;  /* node ids applied to the output, in order */
   int fused_into;        /* node id that absorbed this one, -1 */
   /* fusion: an elementwise node whose output is in[0], recomputed on read
-   * instead of stored (1 + its id; 0: none).  The kernel reads that node's
+   * instead of stored (its id; -1: none).  The kernel reads that node's
    * inputs instead of in[0]. */
   int prologue;
 } Node;
@@ -261,8 +261,6 @@ Node *node_at(const Graph *g, int id);
  * Returns the count; vals must hold MAX_READS. */
 #define MAX_READS (MAX_IN * 10)
 int kernel_reads(const Graph *g, const Node *node, int *vals);
-/* Number of live nodes that read value v. */
-int num_uses(const Graph *g, int v);
 
 /* ---- ops.c: the op registry ------------------------------------------------ */
 
@@ -278,7 +276,8 @@ typedef struct AttrSpec {
 enum {
   ROLE_ELEMENTWISE = 1 << 0,  /* y[i] = f(x[i], per-channel params): has scalar() */
   ROLE_ANCHOR = 1 << 1,       /* conv/dense: can take an elementwise epilogue */
-  ROLE_FOLDABLE = 1 << 2,     /* batchnorm in inference: folds into an anchor */
+  ROLE_FOLDABLE = 1 << 2,     /* batchnorm in inference: folds into an anchor's weight
+                                 and bias (OpDef.fold_op; the anchor's fold_weight_in) */
   ROLE_INPLACE = 1 << 3,      /* out[0] may share storage with in[0] */
   ROLE_INTERNAL = 1 << 4,     /* not callable from the language (backward ops) */
   ROLE_LOSS = 1 << 5,         /* callable only in the `loss` statement */
@@ -289,6 +288,13 @@ enum {
                                  recompute an elementwise producer (a prologue) */
   ROLE_RNG = 1 << 9,          /* the kernel also takes `uint64_t seed` (model seed mixed
                                  with the training step) just before n: dropout */
+  ROLE_COMMUTATIVE = 1 << 11, /* two operands may swap (add): an epilogue takes the
+                                 anchor's output as its first */
+  /* Default initializers, which lowering applies to weights without init=: */
+  ROLE_RECTIFIER = 1 << 12,   /* relu and kin: the layer feeding it gets He-normal
+                                 weights (its params named "weight") */
+  ROLE_INIT_THROUGH = 1 << 13, /* batchnorm: passes a rectifier's request on to the
+                                  layer feeding it; its own weight stays as built */
 };
 
 typedef struct OpDef {
@@ -319,6 +325,17 @@ typedef struct OpDef {
   /* For --report: which kernel the node got and why (arena string); NULL
    * for ops with one way of computing. */
   const char *(*kernel)(const Graph *g, const Node *node);
+  /* bn_fold: a ROLE_ANCHOR op that a ROLE_FOLDABLE op can fold into gives the
+   * input positions of its weight (output units along dim 0) and its bias
+   * (appended when the layer has none); 0 for none (in[0] is the data).  A
+   * ROLE_FOLDABLE op names the op that folds it: that op reads the weight,
+   * the foldable op's inputs after the first, then the bias if any, and
+   * outputs the folded weight and bias. */
+  int fold_weight_in, fold_bias_in;
+  OpKind fold_op;
+  /* An internal form of a language op (batchnorm_infer): that op's name,
+   * for messages the user reads; NULL: name. */
+  const char *shown_as;
 } OpDef;
 
 extern const OpDef *const op_defs[NUM_OPS];
@@ -330,7 +347,6 @@ int attr_index(const OpDef *def, const char *name);
 int attr_int(const Node *node, int i);
 double attr_num(const Node *node, int i);
 bool attr_bool(const Node *node, int i);
-const char *attr_ident(const Node *node, int i);
 
 /* ---- frontend: lex.c, parse.c, lower.c ----------------------------------- */
 

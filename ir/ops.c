@@ -39,4 +39,3 @@ int attr_index(const OpDef *def, const char *name) {
 int attr_int(const Node *node, int i) { return (int)node->attr[i].num; }
 double attr_num(const Node *node, int i) { return node->attr[i].num; }
 bool attr_bool(const Node *node, int i) { return node->attr[i].num != 0; }
-const char *attr_ident(const Node *node, int i) { return node->attr[i].ident; }

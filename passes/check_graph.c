@@ -24,7 +24,7 @@ bool check_graph(const Graph *g) {
       int p = g->values.items[v].producer;
       if (p >= i)
         return fail(g, node, "input produced later: not topological");
-      bool recomputed = j == 0 && node->prologue == p + 1;
+      bool recomputed = j == 0 && node->prologue == p;
       if (p >= 0 && g->nodes.items[p].dead && !recomputed)
         return fail(g, node, "input produced by a dead node");
     }

@@ -94,7 +94,8 @@ static void absorb(Graph *g, Node *a, Node *e) {
   e->fused_into = a->id;
 }
 
-/* Why elementwise node e cannot be an epilogue of anchor a; NULL if it can. */
+/* Whether two tensors are read at the same flat index: same batching, type
+ * and number of elements. */
 static bool same_layout(const Value *a, const Value *b) {
   return a->batched == b->batched && a->dtype == b->dtype &&
          shape_numel(&a->shape) == shape_numel(&b->shape);
@@ -132,9 +133,9 @@ static void fuse_epilogues(Graph *g, const Readers *r, Buf *log, int anchor) {
     Node *e = node_at(g, c);
     if (!(op_def(e->op)->roles & ROLE_ELEMENTWISE))
       return;
-    /* add is commutative: put the anchor's output first (two operands only,
+    /* A commutative op takes the anchor's output first (two operands only,
      * so the rounding of the sum is unchanged). */
-    if (e->op == OP_ADD && e->nin == 2 && e->in[1] == a->out[0]) {
+    if ((op_def(e->op)->roles & ROLE_COMMUTATIVE) && e->nin == 2 && e->in[1] == a->out[0]) {
       e->in[1] = e->in[0];
       e->in[0] = a->out[0];
     }
@@ -151,40 +152,46 @@ static void fuse_epilogues(Graph *g, const Readers *r, Buf *log, int anchor) {
   }
 }
 
-static void fold_batchnorm(Graph *g, Buf *log, int anchor) {
+/* A ROLE_FOLDABLE node (batchnorm in inference) that alone reads the
+ * output of `anchor` is folded into the anchor's weight and bias by a node
+ * of its fold_op, scheduled just before the anchor. */
+static void fold_into_anchor(Graph *g, Buf *log, int anchor) {
   Node *a = node_at(g, anchor);
+  const OpDef *ad = op_def(a->op);
+  int wi = ad->fold_weight_in, bi = ad->fold_bias_in;
   int c = sole_consumer(g, NULL, a->out[0]);
-  if (c < 0 || node_at(g, c)->op != OP_BATCHNORM_INFER)
+  if (c < 0 || !(op_def(node_at(g, c)->op)->roles & ROLE_FOLDABLE))
     return;
   if (val(g, a->out[0])->kind != V_ACT || a->nepilogue > 0 || node_at(g, c)->in[0] != a->out[0]) {
     buf_printf(log, "  not folded: %s into %s: the layer's output is used otherwise\n",
                node_at(g, c)->name, a->name);
     return;
   }
-  Node *bn = node_at(g, c);
-  Node *fold = insert_node(g, anchor, OP_BATCHNORM_FOLD, bn->name, bn->loc);
+  Node *f = node_at(g, c);
+  const OpDef *fd = op_def(f->op);
+  Node *fold = insert_node(g, anchor, fd->fold_op, f->name, f->loc);
   a = node_at(g, anchor + 1);
-  bn = node_at(g, c + 1);
-  memcpy(fold->attr, bn->attr, sizeof fold->attr);
-  int w = a->in[1];
+  f = node_at(g, c + 1);
+  memcpy(fold->attr, f->attr, sizeof fold->attr);
+  int w = a->in[wi];
   node_input(g, fold, w);
-  for (int j = 1; j < 5; j++)
-    node_input(g, fold, bn->in[j]);
-  if (a->nin > 2)
-    node_input(g, fold, a->in[2]);
+  for (int j = 1; j < f->nin; j++)
+    node_input(g, fold, f->in[j]);
+  if (a->nin > bi)
+    node_input(g, fold, a->in[bi]);
   int o = val(g, w)->shape.dim[0];
   int wf = node_output(g, fold, val(g, w)->shape, false, g->dtype);
   int bf = node_output(g, fold, shape_of(1, o), false, g->dtype);
   a = node_at(g, anchor + 1);
-  bn = node_at(g, c + 1);
-  a->in[1] = wf;
-  if (a->nin > 2)
-    a->in[2] = bf;
+  f = node_at(g, c + 1);
+  a->in[wi] = wf;
+  if (a->nin > bi)
+    a->in[bi] = bf;
   else
     node_input(g, a, bf);
-  absorb(g, a, bn);
-  buf_printf(log, "  folded: %s (batchnorm) into the weights and bias of %s (%s)\n", bn->name,
-             a->name, op_def(a->op)->name);
+  absorb(g, a, f);
+  buf_printf(log, "  folded: %s (%s) into the weights and bias of %s (%s)\n", f->name,
+             fd->shown_as ? fd->shown_as : fd->name, a->name, ad->name);
 }
 
 /* Why elementwise node p cannot be recomputed by its readers; NULL if it
@@ -202,7 +209,7 @@ static const char *prologue_refusal(const Graph *g, const Readers *r, const Node
     for (int j = 0; j < c->nin; j++) {
       if (c->in[j] != p->out[0])
         continue;
-      if (j != 0 || !(op_def(c->op)->roles & ROLE_PROLOGUE) || c->prologue)
+      if (j != 0 || !(op_def(c->op)->roles & ROLE_PROLOGUE) || c->prologue >= 0)
         return "a reader cannot recompute it";
       if (*n == MAX_IN)
         return "too many readers";
@@ -219,7 +226,7 @@ static void fuse_prologue(Graph *g, const Readers *r, Buf *log, int id) {
     return;
   for (int k = 0; k < n; k++) {
     Node *c = node_at(g, readers[k]);
-    c->prologue = id + 1;
+    c->prologue = id;
     buf_printf(log, "  fused: %s (%s) recomputed in %s (%s)\n", p->name, op_def(p->op)->name,
                c->name, op_def(c->op)->name);
   }
@@ -232,8 +239,9 @@ void fuse(Graph *g, unsigned which, Buf *log) {
   if ((which & FUSE_BN_FOLD) && g->mode == MODE_INFER)
     for (int i = 0; i < g->nodes.len; i++) {
       const Node *node = &g->nodes.items[i];
-      if (!node->dead && (op_def(node->op)->roles & ROLE_ANCHOR))
-        fold_batchnorm(g, log, i);
+      if (!node->dead && (op_def(node->op)->roles & ROLE_ANCHOR) &&
+          op_def(node->op)->fold_weight_in)
+        fold_into_anchor(g, log, i);
     }
   Readers r = index_readers(g);
   if (which & FUSE_PROLOGUE)

@@ -87,7 +87,7 @@ static void relu_dx_scalar(Buf *b, const Graph *g, const Node *node,
 const OpDef op_relu = {
     .name = "relu", .prefix = "relu", .min_in = 1, .max_in = 1,
     .in_names = x_names, .out_names = y_names,
-    .roles = ROLE_ELEMENTWISE | ROLE_INPLACE,
+    .roles = ROLE_ELEMENTWISE | ROLE_INPLACE | ROLE_RECTIFIER,
     .build = build_same_shape, .emit = emit_elementwise, .scalar = relu_scalar,
     .backward = relu_backward,
 };
@@ -191,7 +191,7 @@ static void leaky_dx_scalar(Buf *b, const Graph *g, const Node *node, const char
 const OpDef op_leaky_relu = {
     .name = "leaky_relu", .prefix = "lrelu", .min_in = 1, .max_in = 1,
     .attrs = leaky_attrs, .nattr = 1, .in_names = x_names, .out_names = y_names,
-    .roles = ROLE_ELEMENTWISE | ROLE_INPLACE,
+    .roles = ROLE_ELEMENTWISE | ROLE_INPLACE | ROLE_RECTIFIER,
     .build = build_alpha, .emit = emit_elementwise, .scalar = leaky_scalar,
     .backward = leaky_backward,
 };
@@ -220,7 +220,7 @@ static void elu_dx_scalar(Buf *b, const Graph *g, const Node *node, const char *
 const OpDef op_elu = {
     .name = "elu", .prefix = "elu", .min_in = 1, .max_in = 1,
     .attrs = elu_attrs, .nattr = 1, .in_names = x_names, .out_names = y_names,
-    .roles = ROLE_ELEMENTWISE | ROLE_INPLACE,
+    .roles = ROLE_ELEMENTWISE | ROLE_INPLACE | ROLE_RECTIFIER,
     .build = build_alpha, .emit = emit_elementwise, .scalar = elu_scalar,
     .backward = elu_backward,
 };
@@ -387,7 +387,7 @@ static void prelu_backward(Graph *g, Node *node, const int *dout, const bool *ne
 const OpDef op_prelu = {
     .name = "prelu", .prefix = "prelu", .min_in = 1, .max_in = 1,
     .in_names = prelu_in, .out_names = y_names,
-    .roles = ROLE_ELEMENTWISE | ROLE_INPLACE,
+    .roles = ROLE_ELEMENTWISE | ROLE_INPLACE | ROLE_RECTIFIER,
     .build = prelu_build, .emit = emit_elementwise, .scalar = prelu_scalar,
     .backward = prelu_backward,
 };

@@ -38,7 +38,7 @@ static void add_backward(Graph *g, Node *node, const int *dout, const bool *need
 
 const OpDef op_add = {
     .name = "add", .prefix = "add", .min_in = 2, .max_in = MAX_IN,
-    .out_names = y_names, .roles = ROLE_ELEMENTWISE | ROLE_INPLACE,
+    .out_names = y_names, .roles = ROLE_ELEMENTWISE | ROLE_INPLACE | ROLE_COMMUTATIVE,
     .build = add_build, .emit = emit_elementwise, .scalar = add_scalar,
     .backward = add_backward,
 };

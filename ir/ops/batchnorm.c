@@ -184,9 +184,9 @@ static void bn_dx_emit(Emit *e, const Graph *g, const Node *node) {
   int c;
   long s;
   bn_dims(val(g, node->in[1]), &c, &s);
-  const char *grad = node->prologue ? "dx" : "dy";
+  const char *grad = node->prologue >= 0 ? "dx" : "dy";
   const char *fill = NULL;
-  if (node->prologue)
+  if (node->prologue >= 0)
     fill = arena_printf(e->ctx->arena, "dx[k] = %s;", input_expr(e, node, 0, "k", "c"));
   emit_omp_for(e, "");
   emitln(e, "for (int c = 0; c < %d; c++) {", c);
@@ -278,14 +278,15 @@ static void bn_fold_emit(Emit *e, const Graph *g, const Node *node) {
 const OpDef op_batchnorm = {
     .name = "batchnorm", .prefix = "bn", .min_in = 1, .max_in = 1,
     .attrs = bn_attrs, .nattr = 2, .in_names = fwd_in, .out_names = train_out,
-    .roles = ROLE_ANCHOR | ROLE_FOLDABLE | ROLE_WRITES_BUFFERS,
+    .roles = ROLE_ANCHOR | ROLE_WRITES_BUFFERS | ROLE_INIT_THROUGH,
     .build = bn_build, .emit = bn_emit, .backward = bn_backward, .flops = bn_flops,
 };
 
 const OpDef op_batchnorm_infer = {
     .name = "batchnorm_infer", .min_in = 5, .max_in = 5,
     .attrs = bn_attrs, .nattr = 2, .in_names = fwd_in, .out_names = infer_out,
-    .roles = ROLE_ELEMENTWISE | ROLE_INPLACE | ROLE_FOLDABLE | ROLE_INTERNAL,
+    .roles = ROLE_ELEMENTWISE | ROLE_INPLACE | ROLE_FOLDABLE | ROLE_INTERNAL | ROLE_INIT_THROUGH,
+    .fold_op = OP_BATCHNORM_FOLD, .shown_as = "batchnorm",
     .emit = emit_elementwise, .scalar = bn_infer_scalar, .flops = bn_flops,
 };
 

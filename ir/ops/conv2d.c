@@ -552,7 +552,7 @@ static void conv2d_backward(Graph *g, Node *node, const int *dout, const bool *n
 const OpDef op_conv2d = {
     .name = "conv2d", .prefix = "conv", .min_in = 1, .max_in = 1,
     .attrs = conv2d_attrs, .nattr = NATTR, .in_names = fwd_in, .out_names = fwd_out,
-    .roles = ROLE_ANCHOR,
+    .roles = ROLE_ANCHOR, .fold_weight_in = 1, .fold_bias_in = 2,
     .build = conv2d_build, .emit = conv2d_emit, .backward = conv2d_backward,
     .flops = conv2d_flops, .kernel = conv2d_kernel,
 };

@@ -225,7 +225,7 @@ static void dense_backward(Graph *g, Node *node, const int *dout, const bool *ne
 const OpDef op_dense = {
     .name = "dense", .prefix = "fc", .min_in = 1, .max_in = 1,
     .attrs = dense_attrs, .nattr = 2, .in_names = fwd_in, .out_names = fwd_out,
-    .roles = ROLE_ANCHOR,
+    .roles = ROLE_ANCHOR, .fold_weight_in = 1, .fold_bias_in = 2,
     .build = dense_build, .emit = dense_emit, .backward = dense_backward,
     .flops = dense_flops, .kernel = dense_kernel,
 };
