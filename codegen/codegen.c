@@ -12,6 +12,10 @@
 
 #include "codegen.h"
 
+#define NN_UNUSED __attribute__((unused))
+#include "../runtime/nn_errors.c"   /* the status table, NN_STATUSES */
+#undef NN_UNUSED
+
 extern const struct {
   const char *name, *text;
 } nncc_runtime_files[];
@@ -60,13 +64,10 @@ static void emit_prelude(CG *cg) {
   buf_puts(c, "#if defined(__GNUC__) || defined(__clang__)\n#define NN_UNUSED __attribute__((unused))\n"
               "#else\n#define NN_UNUSED\n#endif\n\n");
   const char *f = g->dtype == DT_F64 ? "" : "f";
-  buf_printf(c, "static NN_UNUSED inline real rexp(real x) { return exp%s(x); }\n", f);
-  buf_printf(c, "static NN_UNUSED inline real rlog(real x) { return log%s(x); }\n", f);
-  buf_printf(c, "static NN_UNUSED inline real rsquare_root(real x) { return sqrt%s(x); }\n", f);
-  buf_printf(c, "static NN_UNUSED inline real rtanh(real x) { return tanh%s(x); }\n", f);
-  buf_printf(c, "static NN_UNUSED inline real rfabs(real x) { return fabs%s(x); }\n", f);
-  buf_printf(c, "static NN_UNUSED inline real rlog1p(real x) { return log1p%s(x); }\n", f);
-  buf_printf(c, "static NN_UNUSED inline real rexpm1(real x) { return expm1%s(x); }\n", f);
+#define MATH(name, libm) \
+  buf_printf(c, "static NN_UNUSED inline real " #name "(real x) { return " #libm "%s(x); }\n", f);
+  PRELUDE_MATH(MATH)
+#undef MATH
   buf_puts(c, "static NN_UNUSED inline real rmax(real a, real b) { return a > b ? a : b; }\n");
   buf_puts(c, "static NN_UNUSED inline real rmin(real a, real b) { return a < b ? a : b; }\n\n");
   buf_printf(c, "#define NN_MR %d\n#define NN_NR %d\n#define NN_DR %d\n#define NN_VL %d\n\n",
@@ -454,13 +455,9 @@ static const struct {
   int value;
   const char *what;
 } statuses[] = {
-    {"ERR_ARG", -1, "bad argument"},
-    {"ERR_IO", -2, "cannot open, read, write or rename a file"},
-    {"ERR_FORMAT", -3, "not a valid safetensors file"},
-    {"ERR_MISMATCH", -4, "tensors do not match the model"},
-    {"ERR_NONFINITE", -5, "loss or gradient not finite; weights unchanged"},
-    {"ERR_NOMEM", -6, "out of memory"},
-    {"ERR_DATA", -7, "bad input data, e.g. a label out of range"},
+#define STATUS(name, value, message, what) {#name, value, what},
+    NN_STATUSES(STATUS)
+#undef STATUS
     {NULL, 0, NULL},
 };
 
@@ -696,10 +693,11 @@ bool emit_c(Ctx *ctx, const EmitConfig *cfg, const Graph *infer, const Graph *tr
   cg.m = cg.layout->model;
   cg.M = upper(cg.a, cg.m);
   Idents local = {0};
-  const char *api[] = {"memory_size", "init_in", "create", "destroy", "forward", "train_step",
-                       "save", "load", "strerror", "last_error", "tensor_count", "tensor_name",
-                       "tensor", "gradients", "update", "set_lr", "lr", "step", "stats",
-                       "baked_params", "baked_buffers", NULL};
+  const char *api[] = {
+#define API(name) #name,
+      API_NAMES(API)
+#undef API
+      NULL};
   for (int i = 0; api[i]; i++)
     ident_reserve(cg.a, &cg.idents, arena_printf(cg.a, "%s_%s", cg.m, api[i]));
   const char *locals[] = {"m", "n", "loss", "nn_fail", "nn_block_bytes", "nn_init_tensors", "nn_tensor_table",

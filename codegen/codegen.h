@@ -23,6 +23,15 @@ const char *ident_new(Arena *a, Idents *t, const char *name, const char *suffix)
  * printable ASCII and for '"', '\\' and '?' (trigraphs). */
 const char *c_string(Arena *a, const char *s);
 
+/* The functions and objects of the generated API, <model>_<name>, reserved
+ * before any identifier is made from the model.  tests/test_tables.c checks
+ * that the emitted headers declare these and no others. */
+#define API_NAMES(X)                                                                  \
+  X(memory_size) X(init_in) X(create) X(destroy) X(forward) X(train_step) X(gradients) \
+  X(update) X(update_ratio) X(save) X(load) X(strerror) X(last_error) X(tensor_count)  \
+  X(tensor_name) X(tensor) X(grad) X(set) X(get) X(lr) X(step) X(baked_params)        \
+  X(baked_buffers)
+
 /* ---- internal to codegen/: shared by codegen.c and train.c ---- */
 
 #define MAX_IO 64   /* inputs, targets, outputs of a model, each */

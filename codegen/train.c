@@ -19,15 +19,7 @@
 
 #include "codegen.h"
 
-int optimizer_slots(const TrainConfig *tc) {
-  const char *o = tc->optimizer;
-  if (!strcmp(o, "adam"))
-    return 2;
-  if (!strcmp(o, "momentum") || !strcmp(o, "nesterov") || !strcmp(o, "adagrad") ||
-      !strcmp(o, "rmsprop"))
-    return 1;
-  return 0;
-}
+int optimizer_slots(const TrainConfig *tc) { return optimizer_def(tc->optimizer)->slots; }
 
 void emit_train_fields(Buf *c) {
   buf_puts(c, "    int64_t step;    /* optimizer steps taken: drives the schedule and Adam */\n");
@@ -551,15 +543,8 @@ static void emit_accessors(CG *cg) {
 static void emit_state_table(CG *cg, const TrainConfig *tc) {
   const Graph *g = cg->layout;
   Buf *c = cg->c;
-  const char *o = tc->optimizer;
-  const char *slot_names[2] = {"momentum_buffer", NULL};
-  if (!strcmp(o, "adam"))
-    slot_names[0] = "exp_avg", slot_names[1] = "exp_avg_sq";
-  else if (!strcmp(o, "adagrad"))
-    slot_names[0] = "sum";
-  else if (!strcmp(o, "rmsprop"))
-    slot_names[0] = "square_avg";
-  int slots = optimizer_slots(tc);
+  const OptimizerDef *od = optimizer_def(tc->optimizer);
+  int slots = od->slots;
   buf_puts(c, "/* Optimizer state in checkpoints: name, tensor index, slot. */\n");
   buf_puts(c, "static const struct { const char *name; int tensor, slot; } nn_state_descs[] = {\n");
   int count = 0, t = 0;
@@ -570,7 +555,7 @@ static void emit_state_table(CG *cg, const TrainConfig *tc) {
     if (v->kind == V_PARAM && !v->frozen && v->grad >= 0)
       for (int s = 0; s < slots; s++, count++)
         buf_printf(c, "    {%s, %d, %d},\n",
-                   c_string(cg->a, arena_printf(cg->a, "optimizer.%s.%s", v->name, slot_names[s])),
+                   c_string(cg->a, arena_printf(cg->a, "optimizer.%s.%s", v->name, od->slot[s])),
                    t, s);
     t++;
   }
@@ -578,7 +563,7 @@ static void emit_state_table(CG *cg, const TrainConfig *tc) {
     buf_puts(c, "    {\"\", 0, 0},\n");
   buf_printf(c, "};\n#define NN_NUM_STATE %d\n#define NN_MAX_STATE %d\n", count, count ? count : 1);
   /* second moments must be >= 0: their square root divides the step */
-  bool second[2] = {!strcmp(o, "adagrad") || !strcmp(o, "rmsprop"), !strcmp(o, "adam")};
+  const bool *second = od->second_moment;
   buf_printf(c, "static const int nn_state_checks[2] = {%s, %s};   /* what load requires per slot */\n\n",
              second[0] ? "NN_CHECK_NONNEG" : "NN_CHECK_FINITE",
              second[1] ? "NN_CHECK_NONNEG" : "NN_CHECK_FINITE");

@@ -46,9 +46,20 @@
 #include "../runtime/nn_safetensors.c"
 #undef NN_UNUSED
 
-/* Checkpoint entries beyond the weights, as codegen/train.c names them. */
-static const char *const state_slots[] = {"momentum_buffer", "exp_avg", "exp_avg_sq", "sum",
-                                          "square_avg", NULL};
+/* The state slot names of every optimizer (OPTIMIZERS), each once: a
+ * checkpoint of any of them may be baked.  Returns the count. */
+static int state_slots(const char **names) {
+  int n = 0;
+  for (int i = 0; i < NUM_OPTIMIZERS; i++)
+    for (int s = 0; s < optimizer_defs[i].slots; s++) {
+      int k = 0;
+      while (k < n && strcmp(names[k], optimizer_defs[i].slot[s]) != 0)
+        k++;
+      if (k == n)
+        names[n++] = optimizer_defs[i].slot[s];
+    }
+  return n;
+}
 
 typedef struct Baked {
   unsigned char *params, *buffers;   /* little-endian bytes of the two blocks */
@@ -65,9 +76,10 @@ static long block_reals(long size) { return size > 0 ? size : 1; }
  * optional optimizer state into one scratch area (read, then dropped). */
 static nn_tensor *weight_table(Ctx *ctx, const Graph *g, Baked *bk, unsigned char *scratch,
                                int *count) {
-  int cap = 1;
+  const char *slots[NUM_OPTIMIZERS * MAX_SLOTS];
+  int nslots = state_slots(slots), cap = 1;
   for (int i = 0; i < g->values.len; i++)
-    cap += is_weight(&g->values.items[i]) ? 6 : 0;
+    cap += is_weight(&g->values.items[i]) ? 1 + nslots : 0;
   nn_tensor *t = arena_alloc(ctx->arena, sizeof *t * (size_t)cap);
   const char *dtype = g->dtype == DT_F64 ? "F64" : "F32";
   int n = 0;
@@ -84,8 +96,8 @@ static nn_tensor *weight_table(Ctx *ctx, const Graph *g, Baked *bk, unsigned cha
       e.shape[d] = v->shape.dim[d];
     e.data = (v->kind == V_PARAM ? bk->params : bk->buffers) + (size_t)v->offset * bk->esize;
     t[n++] = e;
-    for (int s = 0; v->kind == V_PARAM && state_slots[s]; s++) {
-      e.name = arena_printf(ctx->arena, "optimizer.%s.%s", v->name, state_slots[s]);
+    for (int s = 0; v->kind == V_PARAM && s < nslots; s++) {
+      e.name = arena_printf(ctx->arena, "optimizer.%s.%s", v->name, slots[s]);
       e.data = scratch;
       e.optional = 1;
       e.check = NN_CHECK_NONE;   /* read and dropped */

@@ -199,39 +199,43 @@ static uint64_t le_bytes(const uint8_t *p, int n) {
   return x;
 }
 
-/* Fills v from a TensorProto: FLOAT and INT64 data, raw or typed. */
+/* Fills v from a TensorProto: FLOAT data, or INT64 and BOOL (as int64),
+ * raw or typed. */
 static bool load_const(Imp *m, const Onnx__TensorProto *t, Val *v) {
+  const char *name = t->name && *t->name ? t->name : v->name;
   if (!tensor_dims(m, t, v))
     return false;
   if (t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
     return fail(m, "tensor '%s' keeps its data in an external file, which is not supported "
-                "(export with the weights inside the model)", shown(m, t->name));
+                "(export with the weights inside the model)", shown(m, name));
   v->is_const = true;
   v->type = t->has_data_type ? t->data_type : 0;
   bool f32 = v->type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
   bool i64 = v->type == ONNX__TENSOR_PROTO__DATA_TYPE__INT64;
-  if (!f32 && !i64)
-    return fail(m, "tensor '%s' has element type %d; only float32 (1) and int64 (7) "
-                "constants are supported", shown(m, t->name), v->type);
-  int esize = f32 ? 4 : 8;
+  bool b8 = v->type == ONNX__TENSOR_PROTO__DATA_TYPE__BOOL;
+  if (!f32 && !i64 && !b8)
+    return fail(m, "tensor '%s' has element type %d; only float32 (1), int64 (7) and bool (9) "
+                "constants are supported", shown(m, name), v->type);
+  int esize = f32 ? 4 : i64 ? 8 : 1;
   size_t have = t->has_raw_data ? t->raw_data.len / (size_t)esize
-                : f32 ? t->n_float_data : t->n_int64_data;
+                : f32 ? t->n_float_data : i64 ? t->n_int64_data : t->n_int32_data;
   if ((t->has_raw_data && t->raw_data.len % (size_t)esize) || have != (size_t)v->numel)
-    return fail(m, "tensor '%s' of shape with %ld elements holds %zu values", shown(m, t->name),
+    return fail(m, "tensor '%s' of shape with %ld elements holds %zu values", shown(m, name),
                 v->numel, have);
-  void *data = arena_alloc(m->ctx->arena, (size_t)(v->numel ? v->numel : 1) * (size_t)esize);
+  void *data = arena_alloc(m->ctx->arena, (size_t)(v->numel ? v->numel : 1) * 8);
   for (long k = 0; k < v->numel; k++) {
     if (f32 && t->has_raw_data) {
       uint32_t bits = (uint32_t)le_bytes(t->raw_data.data + 4 * k, 4);
       memcpy((float *)data + k, &bits, 4);
     } else if (f32) {
       ((float *)data)[k] = t->float_data[k];
+    } else if (t->has_raw_data) {
+      ((int64_t *)data)[k] = (int64_t)le_bytes(t->raw_data.data + esize * k, esize);
     } else {
-      ((int64_t *)data)[k] = t->has_raw_data ? (int64_t)le_bytes(t->raw_data.data + 8 * k, 8)
-                                             : t->int64_data[k];
+      ((int64_t *)data)[k] = i64 ? t->int64_data[k] : t->int32_data[k];
     }
     if (f32 && !isfinite(((float *)data)[k]))
-      return fail(m, "tensor '%s' holds a NaN or infinite value", shown(m, t->name));
+      return fail(m, "tensor '%s' holds a NaN or infinite value", shown(m, name));
   }
   if (f32)
     v->f = data;
@@ -487,7 +491,8 @@ static const char *ident_of(Imp *m, const char *s, const char *fallback, bool ou
   const char *cand = base;
   for (int k = 2; name_taken(&m->idents, cand) || (output && name_taken(&m->layers, cand));
        k++)
-    cand = arena_printf(m->ctx->arena, "%s%d", base, k);
+    cand = arena_printf(m->ctx->arena, "%s%s%d", base,
+                        base[strlen(base) - 1] <= '9' ? "_" : "", k);   /* h3_2, not h32 */
   return take_name(m, &m->idents, cand);
 }
 
@@ -527,8 +532,11 @@ static Val *result(Imp *m, const char *layer, int rank, const int64_t *dim) {
     v->dim[d] = dim[d];
     v->numel *= d ? dim[d] : 1;
   }
-  v->var = layer ? ident(m, layer, "h") : ident(m, arena_printf(m->ctx->arena, "h%d",
-                                                                   ++m->nvars), "h");
+  Arena *a = m->ctx->arena;
+  if (layer)   /* nn.Sequential's layer "0" is bound to layer0 */
+    v->var = ident(m, *layer <= '9' ? arena_printf(a, "layer%s", layer) : layer, "h");
+  else
+    v->var = ident(m, arena_printf(a, "h%d", ++m->nvars), "h");
   buf_printf(&m->nn, "%s = ", v->var);
   return v;
 }

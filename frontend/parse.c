@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "ast.h"
+#include "emit.h"   /* PRELUDE_MATH */
 
 typedef struct Parser {
   Ctx *ctx;
@@ -45,8 +46,10 @@ static const char *const c_reserved[] = {
     "bitand", "bitor", "and_eq", "or_eq", "xor_eq", "not_eq", "main", "errno", "assert",
     "real", "size_t", "int32_t", "uint64_t", "NULL", "stdin", "stdout",
     "stderr", "malloc", "calloc", "realloc", "free", "memcpy", "memset", "exp", "log",
-    "sqrt", "tanh", "fabs", "fmax", "fmin", "rexp", "rlog", "rsqrt", "rtanh", "rfabs",
-    "rmax", "rmin", "lit",
+    "sqrt", "tanh", "fabs", "fmax", "fmin", "rmax", "rmin",
+#define MATH(name, libm) #name,
+    PRELUDE_MATH(MATH)
+#undef MATH
 };
 
 static const char *tok_str(Parser *P, const Token *t) {

@@ -175,6 +175,8 @@ static bool apply_item(Ctx *ctx, TrainConfig *tc, const TrainItem *it) {
   for (size_t i = 0; i < sizeof choices / sizeof *choices; i++) {
     const TrainChoice *c = &choices[i];
     if (strcmp(c->kind, it->kind) == 0 && strcmp(c->name, it->name) == 0) {
+      if (strcmp(c->kind, "optimizer") == 0 && !optimizer_def(c->name))
+        internal_error(__FILE__, __LINE__, "optimizer %s has no row in OPTIMIZERS", c->name);
       if (strcmp(c->kind, "optimizer") == 0)
         tc->optimizer = c->name;
       if (strcmp(c->kind, "schedule") == 0)

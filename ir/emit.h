@@ -65,6 +65,14 @@ void emit_omp_for(Emit *e, const char *clauses);
  * "for collapse(2)", ...), each ending in the implicit barrier.  A
  * "parallel" directive gets the if clause of emit_omp_for. */
 void emit_omp(Emit *e, const char *directive);
+/* The one-argument math helpers of the prelude, one row each: the name op
+ * bodies use and the libm function it calls (with an f suffix in f32).
+ * rmax and rmin take two.  Model names must not shadow any of them
+ * (frontend/parse.c reserves them from this table). */
+#define PRELUDE_MATH(X)                                                           \
+  X(rexp, exp) X(rlog, log) X(rsquare_root, sqrt) X(rtanh, tanh) X(rfabs, fabs) \
+  X(rlog1p, log1p) X(rexpm1, expm1)
+
 /* A real literal: "0.5f" in f32, "0.5" in f64 (arena string). */
 const char *lit(Emit *e, double v);
 /* Applies the fused epilogue of `node` (elementwise nodes absorbed into it)

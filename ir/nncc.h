@@ -141,6 +141,35 @@ typedef struct TrainConfig {
   bool decay_all;            /* decay biases and norm params too */
 } TrainConfig;
 
+/* The optimizers, one row each: id, name in the train section, state slots
+ * per parameter (their checkpoint names are PyTorch's, NULL past the last),
+ * and which slots are second moments (>= 0: their square root divides the
+ * step, so load checks them).  frontend/train.c has the keys each takes,
+ * codegen/train.c the update rules. */
+#define OPTIMIZERS(X)                                                    \
+  X(SGD, "sgd", 0, NULL, NULL, false, false)                             \
+  X(MOMENTUM, "momentum", 1, "momentum_buffer", NULL, false, false)      \
+  X(NESTEROV, "nesterov", 1, "momentum_buffer", NULL, false, false)      \
+  X(ADAGRAD, "adagrad", 1, "sum", NULL, true, false)                     \
+  X(RMSPROP, "rmsprop", 1, "square_avg", NULL, true, false)              \
+  X(ADAM, "adam", 2, "exp_avg", "exp_avg_sq", false, true)
+enum {
+#define X(id, name, slots, slot0, slot1, second0, second1) OPTIMIZER_##id,
+  OPTIMIZERS(X)
+#undef X
+  NUM_OPTIMIZERS
+};
+#define MAX_SLOTS 2   /* optimizer state slots per parameter */
+typedef struct OptimizerDef {
+  const char *name;
+  int slots;
+  const char *slot[MAX_SLOTS];
+  bool second_moment[MAX_SLOTS];
+} OptimizerDef;
+extern const OptimizerDef optimizer_defs[NUM_OPTIMIZERS];
+/* optimizers.c: the row of optimizer `name`; NULL if there is none. */
+const OptimizerDef *optimizer_def(const char *name);
+
 typedef struct Value {
   int id;
   const char *name;      /* "conv1.weight", "h", "t12": for IR text, tensor names */
