@@ -338,7 +338,7 @@ typedef struct OpDef {
   /* Shape rule: checks the inputs (already in node->in), adds params and
    * buffers, creates outputs.  Reports errors at node->loc and returns false. */
   bool (*build)(Graph *g, Node *node);
-  /* Writes the body of the kernel; see codegen.h for the conventions. */
+  /* Writes the body of the kernel; see ir/emit.h for the conventions. */
   void (*emit)(Emit *e, const Graph *g, const Node *node);
   /* ROLE_ELEMENTWISE: the scalar expression of output 0 given the input
    * expressions args[0..nin-1] (already indexed) and, in args[nin], the
