@@ -183,7 +183,7 @@ static bool tensor_dims(Imp *m, const Onnx__TensorProto *t, Val *v) {
   v->numel = 1;
   for (int d = 0; d < v->rank; d++) {
     v->dim[d] = t->dims[d];
-    if (t->dims[d] < 0 || t->dims[d] > MAX_ELEMS ||
+    if (t->dims[d] < 0 || t->dims[d] >= MAX_ELEMS ||   /* every dim fits an int */
         __builtin_mul_overflow(v->numel, (long)t->dims[d], &v->numel) || v->numel > MAX_ELEMS)
       return fail(m, "tensor '%s' has a bad shape (a dim of %lld)", shown(m, t->name),
                   (long long)t->dims[d]);
@@ -267,7 +267,7 @@ static bool add_input(Imp *m, const Onnx__ValueInfoProto *vi) {
   for (int d = 1; d < v->rank; d++) {
     const Onnx__TensorShapeProto__Dimension *dd = sh->dim[d];
     if (dd->value_case != ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE ||
-        dd->dim_value <= 0 || dd->dim_value > MAX_ELEMS)
+        dd->dim_value <= 0 || dd->dim_value >= MAX_ELEMS)
       return fail(m, "input '%s': dim %d must be a positive number (only the batch, dim 0, "
                   "may be symbolic)", shown(m, name), d);
     v->dim[d] = dd->dim_value;
@@ -760,12 +760,7 @@ static bool pool(Imp *m, const char *op) {
   return true;
 }
 
-static bool im_maxpool(Imp *m) {
-  if (m->node->n_output > 1 && find(m, str(m->node->output[1])) &&
-      find(m, str(m->node->output[1]))->uses)
-    return fail(m, "the Indices output is not supported");
-  return pool(m, "maxpool");
-}
+static bool im_maxpool(Imp *m) { return pool(m, "maxpool"); }
 
 static bool im_avgpool(Imp *m) { return pool(m, "avgpool"); }
 
@@ -959,9 +954,6 @@ static bool im_concat(Imp *m) {
 
 static bool im_dropout(Imp *m) {
   double p;
-  Val *mask = m->node->n_output > 1 ? find(m, str(m->node->output[1])) : NULL;
-  if (mask && mask->uses)
-    return fail(m, "the mask output is not supported");
   if (!scalar_in(m, 1, m->opset < 12 ? attr_f(m->node, "ratio", 0.5) : 0.5, &p))
     return false;
   if (!(p >= 0 && p < 1))
@@ -1141,11 +1133,11 @@ static bool translate_node(Imp *m, size_t k) {
     if (!strcmp(importers[j].op, str(n->op_type))) {
       if (n->n_output < 1 || !find(m, str(n->output[0])))
         return fail(m, "the node has no output");
-      for (size_t o = 1; o < n->n_output; o++) {
+      for (size_t o = 1; o < n->n_output; o++) {   /* masks, indices, batch statistics */
         Val *extra = find(m, str(n->output[o]));
-        if (extra && extra->uses && strcmp(str(n->op_type), "Dropout") &&
-            strcmp(str(n->op_type), "MaxPool"))
-          return fail(m, "output %zu ('%s') is not supported", o + 1, shown(m, extra->name));
+        if (extra && extra->uses)
+          return fail(m, "output %zu ('%s') is read, which is not supported", o + 1,
+                      shown(m, extra->name));
       }
       return importers[j].run(m);
     }
