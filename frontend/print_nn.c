@@ -68,9 +68,10 @@ static void operand(Printer *p, const Expr *e) {
  * stays an integer, a real keeps a '.' or an exponent. */
 static void number(Printer *p, const Expr *e) {
   char s[64];
-  for (int prec = 1; prec <= 17; prec++) {
-    snprintf(s, sizeof s, e->is_int ? "%.0f" : "%.*g", prec, e->num);
-    if (e->is_int || strtod(s, NULL) == e->num)
+  snprintf(s, sizeof s, "%.0f", e->num);
+  for (int prec = 1; !e->is_int && prec <= 17; prec++) {
+    snprintf(s, sizeof s, "%.*g", prec, e->num);
+    if (strtod(s, NULL) == e->num)
       break;
   }
   if (!e->is_int && !strpbrk(s, ".e"))
