@@ -1281,33 +1281,38 @@ bool onnx_import(Ctx *ctx, const char *path, OnnxModel *out) {
 
 /* ---- the weights as safetensors ---------------------------------------------------- */
 
-/* The safetensors bytes of m's weights as reals of esize bytes into f. */
-static bool write_safetensors(FILE *f, const OnnxModel *m, int esize) {
+/* m's weights as the bytes of a safetensors file of reals of esize bytes:
+ * the header padded with spaces to a multiple of 8, then the tensors in
+ * order, little-endian.  The caller frees b->data. */
+static void safetensors(Buf *b, const OnnxModel *m, int esize) {
   Buf h = {0};
   buf_puts(&h, "{");
-  long offset = 0;
+  size_t data = 0;
   for (int k = 0; k < m->nweights; k++) {
     const OnnxWeight *w = &m->weights[k];
-    long bytes = shape_numel(&w->shape) * esize;
+    size_t bytes = (size_t)shape_numel(&w->shape) * (size_t)esize;
     buf_printf(&h, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[", k ? "," : "", w->name,
                esize == 8 ? "F64" : "F32");
     for (int d = 0; d < w->shape.rank; d++)
       buf_printf(&h, "%s%d", d ? "," : "", w->shape.dim[d]);
-    buf_printf(&h, "],\"data_offsets\":[%ld,%ld]}", offset, offset + bytes);
-    offset += bytes;
+    buf_printf(&h, "],\"data_offsets\":[%zu,%zu]}", data, data + bytes);
+    data += bytes;
   }
   buf_puts(&h, "}");
   while (h.len % 8)
     buf_puts(&h, " ");
-  unsigned char len[8];
-  for (int b = 0; b < 8; b++)
-    len[b] = (unsigned char)((uint64_t)h.len >> (8 * b));
-  bool ok = fwrite(len, 1, 8, f) == 8 && fwrite(h.data, 1, h.len, f) == h.len;
+  b->len = b->cap = 8 + h.len + data;
+  unsigned char *p = (unsigned char *)(b->data = malloc(b->cap));
+  if (!p)
+    internal_error(__FILE__, __LINE__, "out of memory");
+  for (int k = 0; k < 8; k++)
+    *p++ = (unsigned char)((uint64_t)h.len >> (8 * k));
+  memcpy(p, h.data, h.len);
+  p += h.len;
   buf_free(&h);
-  for (int k = 0; ok && k < m->nweights; k++) {
+  for (int k = 0; k < m->nweights; k++) {
     const OnnxWeight *w = &m->weights[k];
-    for (long i = 0; ok && i < shape_numel(&w->shape); i++) {
-      unsigned char le[8];
+    for (long i = 0; i < shape_numel(&w->shape); i++) {
       uint64_t bits;
       if (esize == 8) {
         double x = w->data[i];
@@ -1317,46 +1322,41 @@ static bool write_safetensors(FILE *f, const OnnxModel *m, int esize) {
         memcpy(&b32, &w->data[i], 4);
         bits = b32;
       }
-      for (int b = 0; b < esize; b++)
-        le[b] = (unsigned char)(bits >> (8 * b));
-      ok = fwrite(le, 1, (size_t)esize, f) == (size_t)esize;
+      for (int k8 = 0; k8 < esize; k8++)
+        *p++ = (unsigned char)(bits >> (8 * k8));
     }
   }
-  return fflush(f) == 0 && ok;
-}
-
-bool onnx_write_weights(Ctx *ctx, const OnnxModel *m, DType dtype, const char *path) {
-  FILE *f = fopen(path, "wb");
-  bool ok = f && write_safetensors(f, m, dtype == DT_F64 ? 8 : 4);
-  if (f && fclose(f) != 0)
-    ok = false;
-  if (!ok)
-    error_plain(ctx, "cannot write '%s': %s", path, strerror(errno));
-  return ok;
 }
 
 /* The anonymous temporary files onnx_source wrote: open until nncc exits,
  * when the system removes them. */
 static FILE *weight_files[8];
 
-Source *onnx_source(Ctx *ctx, const char *path, DType dtype, const char **weights) {
+Source *onnx_source(Ctx *ctx, const char *path, DType dtype, const char **weights, Buf *save) {
   OnnxModel m;
   if (!onnx_import(ctx, path, &m))
     return NULL;
+  Buf st = {0};
+  safetensors(&st, &m, dtype == DT_F64 ? 8 : 4);
   if (!*weights) {
     int slot = 0;
     while (slot < 8 && weight_files[slot])
       slot++;
     FILE *f = slot < 8 ? tmpfile() : NULL;
-    if (!f || !write_safetensors(f, &m, dtype == DT_F64 ? 8 : 4)) {
+    if (!f || fwrite(st.data, 1, st.len, f) != st.len || fflush(f) != 0) {
       error_plain(ctx, "cannot write a temporary file for the weights of '%s': %s", path,
                   strerror(errno));
       if (f)
         fclose(f);
+      buf_free(&st);
       return NULL;
     }
     weight_files[slot] = f;
     *weights = arena_printf(ctx->arena, "/dev/fd/%d", fileno(f));
   }
+  if (save)
+    *save = st;
+  else
+    buf_free(&st);
   return source_from_string(ctx, path, m.nn);
 }

@@ -29,16 +29,15 @@ bool is_onnx_path(const char *path);
 /* Reads and translates the ONNX file at path.  On failure reports
  * "path: error: ..." into ctx->diag and returns false. */
 bool onnx_import(Ctx *ctx, const char *path, OnnxModel *out);
-/* Writes m's weights as a safetensors file of the given real type;
- * reports "nncc: error: cannot write ..." and returns false on failure. */
-bool onnx_write_weights(Ctx *ctx, const OnnxModel *m, DType dtype, const char *path);
 
 /* For the pipeline: the program of the ONNX file at path as a Source (its
  * path the ONNX file's, so messages name it and line numbers count lines of
  * the --emit-nn text).  Unless *weights is already set (--weights), the
  * initializers go into an anonymous temporary file, removed when the
  * process exits, and *weights names it (/dev/fd/N) for emit_weights.
- * NULL after reporting an error. */
-Source *onnx_source(Ctx *ctx, const char *path, DType dtype, const char **weights);
+ * With `save`, the initializers also go there as the bytes of a safetensors
+ * file (--emit-weights; the caller frees it).  NULL after reporting an
+ * error. */
+Source *onnx_source(Ctx *ctx, const char *path, DType dtype, const char **weights, Buf *save);
 
 #endif

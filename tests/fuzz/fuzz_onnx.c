@@ -37,7 +37,7 @@ static void check_diagnostic(const Buf *diag) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   Ctx ctx = {.arena = new_arena()};
   const char *weights = "given";   /* set: no temporary weights file */
-  Source *src = onnx_source(&ctx, fuzz_file(data, size), DT_F32, &weights);
+  Source *src = onnx_source(&ctx, fuzz_file(data, size), DT_F32, &weights, NULL);
   if (!src) {
     check_diagnostic(&ctx.diag);
     if (strchr(ctx.diag.data, '\n') != ctx.diag.data + ctx.diag.len - 1)
