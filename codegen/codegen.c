@@ -1,13 +1,17 @@
 /*
  * codegen.c: IR graphs -> model.c + model.h.
  *
- * The emitted file is, in order: a header comment, the prelude (includes,
- * `real`, math helpers), the runtime (the files of runtime/, pasted verbatim), the
- * model struct, the tensor table, one kernel per live node (identical kernels
- * of the inference and training graphs are emitted once), and the public API.
+ * The emitted file is, in order: a header comment with a table of contents,
+ * the prelude (includes, `real`, math helpers), then in sections under
+ * banners: the runtime (the files of runtime/, pasted verbatim), the tables
+ * and the model struct, the kernels layer by layer (a layer's forward, then
+ * its backward kernels; identical kernels of the inference and training
+ * graphs are emitted once), forward, the training functions, and the rest of
+ * the API.  forward and gradients call the kernels on named tensors.
  * All memory is one caller-sized block carved into params, buffers, grads,
  * optimizer state and the planned activation arena.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "codegen.h"
@@ -72,6 +76,9 @@ static void emit_prelude(CG *cg) {
   buf_puts(c, "static NN_UNUSED inline real rmin(real a, real b) { return a < b ? a : b; }\n\n");
   buf_printf(c, "#define NN_MR %d\n#define NN_NR %d\n#define NN_DR %d\n#define NN_VL %d\n\n",
              NN_MR, NN_NR, NN_DR, NN_VL);
+}
+
+static void emit_runtime(Buf *c) {
   for (int i = 0; nncc_runtime_files[i].name; i++) {
     buf_printf(c, "/* ---- runtime/%s.c ---- */\n", nncc_runtime_files[i].name);
     buf_puts(c, nncc_runtime_files[i].text);
@@ -139,6 +146,9 @@ static void emit_struct(CG *cg) {
   buf_puts(c, "};\n\n");
   buf_puts(c, "#define NN_ALIGN64(x) (((size_t)(x) + 63) & ~(size_t)63)\n");
   emit_size_checks(cg, tc, ro);
+  buf_printf(c, "static int nn_fail(%s *m, int status, const char *detail)\n{\n", cg->m);
+  buf_puts(c, "    if (m)\n        snprintf(m->error, sizeof m->error, \"%s\", detail);\n"
+              "    return status;\n}\n\n");
 }
 
 /* ---- tensor table ---------------------------------------------------------------- */
@@ -202,6 +212,14 @@ static int kernel_arg(const Graph *g, const Node *node, int k) {
   return node->in[k - node->nout];
 }
 
+/* Whether kernel argument k is left out: the input of an elementwise op
+ * that the planner put in place, which the kernel reads through its output
+ * (dx = relu_dx(dy, y) reads dx). */
+static bool drops_arg(const Graph *g, const Node *node, int k) {
+  return k == node->nout && (op_def(node->op)->roles & ROLE_ELEMENTWISE) &&
+         writes_over_input(g, node);
+}
+
 /* Kernel parameters: outputs, inputs, extra inputs of fused epilogues and
  * prologues, n. */
 static void kernel_params(CG *cg, Emit *e, const Graph *g, const Node *node, Buf *sig) {
@@ -210,6 +228,8 @@ static void kernel_params(CG *cg, Emit *e, const Graph *g, const Node *node, Buf
   for (int k = 0; k < node->nout + node->nin; k++) {
     bool out = k < node->nout;
     const Value *v = val(g, kernel_arg(g, node, k));
+    if (drops_arg(g, node, k))
+      continue;
     bool aliased = inplace && (k == 0 || k == node->nout);
     bool written = out || ((roles & ROLE_WRITES_BUFFERS) && v->kind == V_BUFFER);
     buf_printf(sig, "%s%s", arg_type(v, written, !aliased), arg_name(e, node, k));
@@ -232,7 +252,7 @@ static void kernel_params(CG *cg, Emit *e, const Graph *g, const Node *node, Buf
 
 static void kernel_comment(CG *cg, const Graph *g, const Node *node, Buf *b) {
   const OpDef *def = op_def(node->op);
-  Emit e = {cg->ctx, NULL, 0, g};
+  Emit e = {.ctx = cg->ctx, .g = g};
   buf_printf(b, "/* %s (%s, model line %d): ", c_string(cg->a, node->name) , def->name,
              node->loc.line);
   for (int j = 0; j < node->nin; j++)
@@ -247,6 +267,8 @@ static void kernel_comment(CG *cg, const Graph *g, const Node *node, Buf *b) {
   if (node->prologue >= 0)
     buf_printf(b, "; %s recomputed from %s", arg_name(&e, node, node->nout),
                op_def(node_at(g, node->prologue)->op)->name);
+  if (drops_arg(g, node, node->nout))
+    buf_printf(b, "; in place: %s is %s", arg_name(&e, node, 0), arg_name(&e, node, node->nout));
   buf_puts(b, " */\n");
 }
 
@@ -254,6 +276,23 @@ static void kernel_comment(CG *cg, const Graph *g, const Node *node, Buf *b) {
 static const char *kernel_suffix(const Node *node) {
   const OpDef *def = op_def(node->op);
   return node->backward || (def->roles & ROLE_INTERNAL) ? def->name : "forward";
+}
+
+static bool in_arena_kind(const Value *v) { return v->kind == V_ACT || v->kind == V_LOSS; }
+
+/* Live, not fused away, and not a view that the planner resolved. */
+static bool is_emitted(const Graph *g, const Node *node) {
+  if (node->dead || node->fused_into >= 0)
+    return false;
+  return !(op_def(node->op)->roles & ROLE_VIEW) || val(g, node->out[0])->alias < 0;
+}
+
+/* The name's suffix: a training forward kernel that differs from the
+ * inference one (batch statistics, no folding) is "conv1_forward_train". */
+static const char *kernel_title(const CG *cg, const Graph *g, const Node *node) {
+  const char *s = kernel_suffix(node);
+  return g == cg->train && strcmp(s, "forward") == 0 && ident_find(&cg->layers[0], node->name) >= 0
+             ? "forward_train" : s;
 }
 
 /* The work of one sample of node, for the fork decision (NN_FORK_WORK): its
@@ -286,30 +325,113 @@ static void emit_kernel(CG *cg, const Graph *g, const Node *node) {
     }
   /* Names are display text: keep them short even for long layer names. */
   const char *name = ident_new(cg->a, &cg->idents, node->name,
-                               arena_printf(cg->a, "_%s", kernel_suffix(node)));
+                               arena_printf(cg->a, "_%s", kernel_title(cg, g, node)));
   cg->kernel_of[node->id] = name;
-  vec_push(cg->a, cg->kernels, ((Kernel){key, name}));
-  kernel_comment(cg, g, node, cg->c);
-  buf_printf(cg->c, "static void %s(%s)\n{\n%s}\n\n", name, sig.data, body.data);
+  Buf text = {0};
+  kernel_comment(cg, g, node, &text);
+  buf_printf(&text, "static void %s(%s)\n{\n%s}\n\n", name, sig.data, body.data);
+  vec_push(cg->a, cg->kernels, ((Kernel){key, name, node->name, arena_strdup(cg->a, text.data)}));
+  buf_free(&text);
 done:
   buf_free(&body);
   buf_free(&sig);
 }
 
-static bool in_arena_kind(const Value *v) { return v->kind == V_ACT || v->kind == V_LOSS; }
-
-/* Live, not fused away, and not a view that the planner resolved. */
-static bool is_emitted(const Graph *g, const Node *node) {
-  if (node->dead || node->fused_into >= 0)
-    return false;
-  return !(op_def(node->op)->roles & ROLE_VIEW) || val(g, node->out[0])->alias < 0;
+/* Names and writes the kernels of g into cg->kernels; returns the kernel
+ * name per node. */
+static const char **make_kernels(CG *cg, const Graph *g) {
+  cg->kernel_of = arena_alloc(cg->a, sizeof(char *) * (size_t)(g->nodes.len + 1));
+  for (int i = 0; i < g->nodes.len; i++) {
+    const Node *node = &g->nodes.items[i];
+    if (!is_emitted(g, node))
+      continue;
+    emit_kernel(cg, g, node);
+    if (strcmp(kernel_suffix(node), "forward") == 0)
+      ident_reserve(cg->a, &cg->layers[g == cg->train], node->name);
+  }
+  return cg->kernel_of;
 }
 
-static void emit_kernels(CG *cg, const Graph *g) {
-  cg->kernel_of = arena_alloc(cg->a, sizeof(char *) * (size_t)(g->nodes.len + 1));
-  for (int i = 0; i < g->nodes.len; i++)
-    if (is_emitted(g, &g->nodes.items[i]))
-      emit_kernel(cg, g, &g->nodes.items[i]);
+/* Where a layer's kernels go: layers in the order they run forward, a
+ * layer's kernels in the order they were made (inference, training forward,
+ * backward).  The first graph ranks its layers (major = position); the
+ * other's new layers go right after the last known layer met before them
+ * (its major, minors counting up), so that they fall where they run. */
+typedef struct Layers {
+  Idents names;
+  int *major, *minor;
+  const char **fused;   /* the anchor a layer's forward is fused into */
+} Layers;
+
+static void rank_layers(CG *cg, const Graph *g, Layers *l) {
+  bool first = l->names.names.len == 0;
+  int at_major = -1, at_minor = 0;
+  for (int i = 0; g && i < g->nodes.len; i++) {
+    const Node *node = &g->nodes.items[i];
+    if (node->backward || (op_def(node->op)->roles & ROLE_INTERNAL))   /* batchnorm_fold */
+      continue;
+    int k = ident_find(&l->names, node->name);
+    if (k < 0) {
+      ident_reserve(cg->a, &l->names, node->name);
+      k = l->names.names.len - 1;
+      l->major[k] = first ? k : at_major;
+      l->minor[k] = first ? 0 : at_minor + 1;
+    }
+    if (node->fused_into >= 0 && !l->fused[k])
+      l->fused[k] = node_at(g, node->fused_into)->name;
+    at_major = l->major[k], at_minor = l->minor[k];
+  }
+}
+
+typedef struct Placed {
+  int major, minor, index;
+} Placed;
+
+static int by_place(const void *pa, const void *pb) {
+  const Placed *a = pa, *b = pb;
+  return a->major != b->major ? (a->major > b->major) - (a->major < b->major)
+         : a->minor != b->minor ? (a->minor > b->minor) - (a->minor < b->minor)
+                                : (a->index > b->index) - (a->index < b->index);
+}
+
+/* The banner of a layer: " (forward fused into "bn1")" when it has no
+ * forward kernel of its own. */
+static void layer_banner(CG *cg, const Layers *l, const char *name) {
+  int k = ident_find(&l->names, name);
+  bool fused = k >= 0 && l->fused[k] && ident_find(&cg->layers[0], name) < 0 &&
+               ident_find(&cg->layers[1], name) < 0;
+  buf_printf(cg->c, "/* ---- layer %s%s%s%s ---- */\n\n", c_string(cg->a, name),
+             fused ? " (forward fused into " : "", fused ? c_string(cg->a, l->fused[k]) : "",
+             fused ? ")" : "");
+}
+
+/* The kernels layer by layer, in the order the layers run forward: each
+ * layer's forward kernels, then its backward kernels. */
+static void emit_layers(CG *cg) {
+  size_t most = (size_t)(cg->infer ? cg->infer->nodes.len : 0) +
+                (size_t)(cg->train ? cg->train->nodes.len : 0) + (size_t)cg->kernels.len + 1;
+  Layers l = {.major = arena_alloc(cg->a, sizeof(int) * most),
+              .minor = arena_alloc(cg->a, sizeof(int) * most),
+              .fused = arena_alloc(cg->a, sizeof(char *) * most)};
+  rank_layers(cg, cg->train, &l);
+  rank_layers(cg, cg->infer, &l);
+  Placed *order = arena_alloc(cg->a, sizeof(Placed) * (size_t)(cg->kernels.len + 1));
+  for (int i = 0; i < cg->kernels.len; i++) {
+    int k = ident_find(&l.names, cg->kernels.items[i].layer);
+    if (k < 0) {   /* a backward-only node name: last */
+      ident_reserve(cg->a, &l.names, cg->kernels.items[i].layer);
+      k = l.names.names.len - 1;
+      l.major[k] = (int)most, l.minor[k] = k;
+    }
+    order[i] = (Placed){l.major[k], l.minor[k], i};
+  }
+  qsort(order, (size_t)cg->kernels.len, sizeof *order, by_place);
+  for (int i = 0; i < cg->kernels.len; i++) {
+    const Kernel *k = &cg->kernels.items[order[i].index];
+    if (i == 0 || strcmp(k->layer, cg->kernels.items[order[i - 1].index].layer) != 0)
+      layer_banner(cg, &l, k->layer);
+    buf_puts(cg->c, k->text);
+  }
 }
 
 /* ---- calls --------------------------------------------------------------------------- */
@@ -326,14 +448,18 @@ const char *io_name(const CG *cg, const Value *v) {
   return cg->io[slot][v->index];
 }
 
-const char *value_ptr(const CG *cg, const Graph *g, const Value *v) {
-  Arena *a = cg->a;
-  /* A view of a tensor outside the arena (a model input) is that tensor. */
+/* The value whose storage a pointer names: a view of a tensor outside the
+ * arena (a model input) is that tensor. */
+static const Value *storage_of(const Graph *g, const Value *v) {
   const Value *r = v;
   while (r->alias >= 0)
     r = val(g, r->alias);
-  if (!in_arena_kind(r))
-    v = r;
+  return in_arena_kind(r) ? v : r;
+}
+
+const char *value_ptr(const CG *cg, const Graph *g, const Value *v) {
+  Arena *a = cg->a;
+  v = storage_of(g, v);
   switch (v->kind) {
   case V_INPUT:
   case V_TARGET:
@@ -356,32 +482,197 @@ const char *value_ptr(const CG *cg, const Graph *g, const Value *v) {
 /* The seed argument of ROLE_RNG kernels: a fresh random stream per training
  * step (steps are counted by update(), so gradients() repeats its masks). */
 static const char *step_seed(const Graph *g) {
-  return g->mode == MODE_TRAIN ? "m->seed ^ (uint64_t)m->step * UINT64_C(0x9e3779b97f4a7c15), "
-                               : "m->seed, ";
+  return g->mode == MODE_TRAIN ? "m->seed ^ (uint64_t)m->step * UINT64_C(0x9e3779b97f4a7c15)"
+                               : "m->seed";
 }
 
-void emit_calls(CG *cg, const Graph *g) {
-  const char **kernel_of = cg->kernel_of;
+/* The values a call passes, in order: kernel arguments, extra operands of
+ * fused epilogues and prologues.  Returns the count. */
+static int call_args(const Graph *g, const Node *node, int *ids) {
+  int count = 0;
+  for (int k = 0; k < node->nout + node->nin; k++)
+    if (!drops_arg(g, node, k))
+      ids[count++] = kernel_arg(g, node, k);
+  for (int k = 0; k < node->nepilogue; k++) {
+    const Node *ep = node_at(g, node->epilogue[k]);
+    for (int j = 1; j < ep->nin; j++)
+      ids[count++] = ep->in[j];
+  }
+  if (node->prologue >= 0) {
+    const Node *p = node_at(g, node->prologue);
+    for (int j = 1; j < p->nin; j++)
+      ids[count++] = p->in[j];
+  }
+  return count;
+}
+
+/* The value that view id shows, through views the planner resolved (a
+ * flatten, an inference dropout): they are passed by that value's name. */
+static int viewed(const Graph *g, int id) {
+  const Value *v = val(g, id);
+  while (v->alias >= 0 && v->producer >= 0 && !is_emitted(g, node_at(g, v->producer)))
+    v = val(g, v->alias);
+  return v->id;
+}
+
+/* Whether v is caller memory (an API argument), directly or as a view. */
+static bool is_io(const Graph *g, const Value *v) { return io_slot(storage_of(g, v)->kind) >= 0; }
+
+/* The local name of output k of node: the layer and the kernel's name for
+ * it ("conv1_y", "fc3_dw", "bn1_invstd"); a backward kernel's workspace
+ * after its result ("fc3_dx_ws"), a forward op run in the backward pass (a
+ * flatten, a sum of gradients) "<layer>_grad". */
+static const char *output_name(CG *cg, const Graph *g, const Node *node, int k, Idents *ids) {
+  Emit e = {.ctx = cg->ctx, .g = g};
+  const char *role = arg_name(&e, node, k);
+  bool internal = op_def(node->op)->roles & ROLE_INTERNAL;
+  if (node->backward && !internal && k == 0)
+    role = "grad";
+  else if (k > 0 && (node->backward || internal) && strcmp(role, "ws") == 0)
+    role = arena_printf(cg->a, "%s_ws", arg_name(&e, node, 0));
+  return ident_new(cg->a, ids, node->name, arena_printf(cg->a, "_%s", role));
+}
+
+/* The local name of value id: params and buffers by their state_dict name
+ * ("conv1_weight"), others by the node that writes them (writer[id], -1). */
+static const char *tensor_name(CG *cg, const Graph *g, int id, const int *writer, Idents *ids) {
+  const Value *v = val(g, id);
+  if (is_persistent(v) || writer[id] < 0)
+    return ident_new(cg->a, ids, v->name, "");
+  const Node *node = &g->nodes.items[writer[id]];
+  for (int k = 0;; k++)
+    if (node->out[k] == id)
+      return output_name(cg, g, node, k, ids);
+}
+
+/* Names that a function's locals must not take: every file-scope name, the
+ * API arguments, and what the calling functions use besides the tensors. */
+static void reserve_locals(CG *cg, Idents *ids) {
+  static const char *const used[] = {"i", "l", "bad", "seed", "status", "lr", "memcpy", "memset",
+                                     "isfinite", "stdin", "stdout", "stderr", NULL};
+  for (int i = 0; i < cg->idents.names.len; i++)
+    ident_reserve(cg->a, ids, cg->idents.names.items[i]);
+  for (int s = 0; s < 4; s++)
+    for (int i = 0; i < MAX_IO; i++)
+      if (cg->io[s][i])
+        ident_reserve(cg->a, ids, cg->io[s][i]);
+  for (int i = 0; used[i]; i++)
+    ident_reserve(cg->a, ids, used[i]);
+}
+
+/* One pointer per tensor the calls pass, in order of first use:
+ *     real *const conv1_y = m->arena + 0;   (N,6,28,28)
+ * const where no call writes it. */
+static void declare_tensors(CG *cg, const Graph *g) {
+  Idents ids = {0};
+  reserve_locals(cg, &ids);
+  cg->tensor_of = arena_alloc(cg->a, sizeof(char *) * (size_t)(g->values.len + 1));
+  bool *written = arena_alloc(cg->a, (size_t)g->values.len + 1);
+  int *order = arena_alloc(cg->a, sizeof(int) * (size_t)(g->values.len + 1)), count = 0;
+  int *writer = arena_alloc(cg->a, sizeof(int) * (size_t)(g->values.len + 1));
+  for (int i = 0; i < g->values.len; i++)
+    writer[i] = -1;
+  for (int i = g->nodes.len - 1; i >= 0; i--)   /* the first emitted node writing it */
+    for (int k = 0; k < g->nodes.items[i].nout && is_emitted(g, &g->nodes.items[i]); k++)
+      writer[g->nodes.items[i].out[k]] = i;
   for (int i = 0; i < g->nodes.len; i++) {
     const Node *node = &g->nodes.items[i];
     if (!is_emitted(g, node))
       continue;
-    buf_printf(cg->c, "    %s(", kernel_of[i]);
-    for (int k = 0; k < node->nout + node->nin; k++)
-      buf_printf(cg->c, "%s, ", value_ptr(cg, g, val(g, kernel_arg(g, node, k))));
-    for (int k = 0; k < node->nepilogue; k++) {
-      const Node *ep = node_at(g, node->epilogue[k]);
-      for (int j = 1; j < ep->nin; j++)
-        buf_printf(cg->c, "%s, ", value_ptr(cg, g, val(g, ep->in[j])));
+    bool writes_buffers = op_def(node->op)->roles & ROLE_WRITES_BUFFERS;
+    int args[MAX_OUT + 10 * MAX_IN];
+    int nargs = call_args(g, node, args);
+    for (int k = 0; k < nargs; k++) {
+      const Value *v = val(g, args[k] = viewed(g, args[k]));
+      if (k < node->nout || (writes_buffers && v->kind == V_BUFFER))
+        written[v->id] = true;
+      if (cg->tensor_of[v->id] || is_io(g, v))
+        continue;
+      cg->tensor_of[v->id] = tensor_name(cg, g, v->id, writer, &ids);
+      order[count++] = v->id;
     }
-    if (node->prologue >= 0) {
-      const Node *p = node_at(g, node->prologue);
-      for (int j = 1; j < p->nin; j++)
-        buf_printf(cg->c, "%s, ", value_ptr(cg, g, val(g, p->in[j])));
+  }
+  /* parameters and running statistics first */
+  int *sorted = arena_alloc(cg->a, sizeof(int) * (size_t)(count + 1)), nsorted = 0;
+  for (int pass = 0; pass < 2; pass++)
+    for (int i = 0; i < count; i++)
+      if (is_persistent(val(g, order[i])) == !pass)
+        sorted[nsorted++] = order[i];
+  order = sorted;
+  int width = 0;
+  const char **decl = arena_alloc(cg->a, sizeof(char *) * (size_t)(count + 1));
+  for (int i = 0; i < count; i++) {
+    const Value *v = val(g, order[i]);
+    decl[i] = arena_printf(cg->a, "%s%s *const %s = %s;", written[v->id] ? "" : "const ",
+                           v->dtype == DT_I32 ? "int32_t" : "real", cg->tensor_of[v->id],
+                           value_ptr(cg, g, v));
+    if ((int)strlen(decl[i]) > width)
+      width = (int)strlen(decl[i]);
+  }
+  for (int i = 0; i < count; i++)
+    buf_printf(cg->c, "    %-*s   /* %s */\n", width, decl[i], dims_str(cg->a, val(g, order[i])));
+}
+
+const char *tensor_ref(const CG *cg, const Graph *g, int id) {
+  id = viewed(g, id);
+  return cg->tensor_of[id] ? cg->tensor_of[id] : value_ptr(cg, g, val(g, id));
+}
+
+/* "    f(a, b, n);" and a note, continued under the first argument past 100
+ * columns. */
+static void emit_call(Buf *c, const char *fn, const char *const *args, int nargs,
+                      const char *note) {
+  int indent = 4 + (int)strlen(fn) + 1, col = indent;
+  buf_printf(c, "    %s(", fn);
+  for (int k = 0; k < nargs; k++) {
+    int len = (int)strlen(args[k]) + 2;
+    if (k > 0 && col + len > 100) {
+      buf_printf(c, ",\n%*s", indent, "");
+      col = indent;
+    } else if (k > 0) {
+      buf_puts(c, ", ");
     }
+    buf_puts(c, args[k]);
+    col += len;
+  }
+  buf_printf(c, ");%s\n", note);
+}
+
+/* One call per emitted node, after the tensors' declarations; a comment
+ * where the backward pass starts. */
+void emit_calls(CG *cg, const Graph *g) {
+  const char **kernel_of = cg->kernel_of;
+  buf_puts(cg->c, "    /* The tensors: parameters and running statistics, then activations,\n"
+                  "     * gradients and workspaces at the offsets nncc planned (arena space is\n"
+                  "     * reused once a tensor is dead). */\n");
+  declare_tensors(cg, g);
+  for (int i = 0; i < g->nodes.len; i++)
+    if (is_emitted(g, &g->nodes.items[i]) && (op_def(g->nodes.items[i].op)->roles & ROLE_RNG)) {
+      buf_printf(cg->c, "    const uint64_t seed = %s;\n", step_seed(g));
+      break;
+    }
+  buf_puts(cg->c, "\n");
+  bool backward = false;
+  for (int i = 0; i < g->nodes.len; i++) {
+    const Node *node = &g->nodes.items[i];
+    if (!is_emitted(g, node))
+      continue;
+    if (node->backward && !backward)
+      buf_puts(cg->c, "\n    /* backward */\n");
+    backward |= node->backward;
+    int args[MAX_OUT + 10 * MAX_IN];
+    int nargs = call_args(g, node, args);
+    const char *text[MAX_OUT + 10 * MAX_IN + 2];
+    int ntext = 0;
+    for (int k = 0; k < nargs; k++)
+      text[ntext++] = tensor_ref(cg, g, args[k]);
     if (op_def(node->op)->roles & ROLE_RNG)
-      buf_puts(cg->c, step_seed(g));
-    buf_puts(cg->c, "n);\n");
+      text[ntext++] = "seed";
+    text[ntext++] = "n";
+    const char *note = !drops_arg(g, node, node->nout) ? ""
+                       : arena_printf(cg->a, "   /* in place: %s is %s */", text[0],
+                                      tensor_ref(cg, g, kernel_arg(g, node, node->nout)));
+    emit_call(cg->c, kernel_of[i], text, ntext, note);
   }
 }
 
@@ -522,10 +813,6 @@ static void emit_header(CG *cg) {
 static void emit_lifecycle(CG *cg) {
   Buf *c = cg->c;
   const char *m = cg->m;
-  buf_puts(c, "/* ---- API ---- */\n\n");
-  buf_printf(c, "static int nn_fail(%s *m, int status, const char *detail)\n{\n", m);
-  buf_puts(c, "    if (m)\n        snprintf(m->error, sizeof m->error, \"%s\", detail);\n"
-              "    return status;\n}\n\n");
   buf_puts(c, "static size_t nn_block_bytes(long reals) { return NN_ALIGN64((size_t)reals * sizeof(real)); }\n\n");
   /* --weights --infer: params and buffers stay in the read-only baked data */
   bool ro = baked_readonly(cg);
@@ -685,6 +972,61 @@ static void emit_io_api(CG *cg) {
                                 "    t[count++] = (nn_tensor){\"optimizer.*\", NN_REAL_DTYPE, 0, {0, 0, 0, 0}, NULL, 1, NN_CHECK_NONE};\n");
 }
 
+/* ---- the table of contents ------------------------------------------------------- */
+
+enum { MAX_SECTIONS = 8 };
+
+typedef struct Toc {
+  int count;
+  const char *title[MAX_SECTIONS];
+  size_t at[MAX_SECTIONS];   /* byte offset of the section's banner */
+} Toc;
+
+/* A banner in the file and a row of the contents. */
+static void section(CG *cg, Toc *toc, const char *title) {
+  if (toc->count == MAX_SECTIONS)
+    internal_error(__FILE__, __LINE__, "more than %d sections", MAX_SECTIONS);
+  toc->title[toc->count] = title;
+  toc->at[toc->count++] = cg->c->len;
+  Buf b = {0};
+  buf_printf(&b, "/* ==== %d. %s ", toc->count, title);
+  while (b.len < 95)
+    buf_puts(&b, "=");
+  buf_printf(cg->c, "%s */\n\n", b.data);
+  buf_free(&b);
+}
+
+static int lines_before(const Buf *c, size_t at) {
+  int lines = 0;
+  for (size_t i = 0; i < at; i++)
+    lines += c->data[i] == '\n';
+  return lines;
+}
+
+/* The contents, with line numbers, at the end of the header comment. */
+static void emit_contents(CG *cg, const Toc *toc) {
+  Buf *c = cg->c;
+  size_t head = (size_t)(strstr(c->data, "*/\n") - c->data);   /* the header comment's end */
+  while (head > 0 && c->data[head - 1] == ' ')
+    head--;
+  Buf t = {0};
+  buf_puts(&t, "\n *\n * Contents (line numbers):\n");
+  for (int i = 0; i < toc->count; i++) {
+    Buf row = {0};
+    buf_printf(&row, " *   %d. %s ", i + 1, toc->title[i]);
+    while (row.len < 76)
+      buf_puts(&row, ".");
+    /* the rows, two lines above them and the comment's end on a line of its own */
+    buf_printf(&t, "%s %5d\n", row.data, lines_before(c, toc->at[i]) + toc->count + 4);
+    buf_free(&row);
+  }
+  Buf out = {0};
+  buf_printf(&out, "%.*s%s */\n%s", (int)head, c->data, t.data, strstr(c->data, "*/\n") + 3);
+  buf_free(&t);
+  buf_free(c);
+  *c = out;
+}
+
 bool emit_c(Ctx *ctx, const EmitConfig *cfg, const Graph *infer, const Graph *train, Buf *c_out,
             Buf *h_out) {
   CG cg = {.ctx = ctx, .a = ctx->arena, .c = c_out, .h = h_out, .cfg = cfg,
@@ -711,28 +1053,41 @@ bool emit_c(Ctx *ctx, const EmitConfig *cfg, const Graph *infer, const Graph *tr
   bool with_main = cfg->main_kind;
   if (with_main)
     main_reserve(&cg);
+  const char **kernels_infer = infer ? make_kernels(&cg, infer) : NULL;
+  const char **kernels_train = train ? make_kernels(&cg, train) : NULL;
+  Toc toc = {0};
   emit_prelude(&cg);
+  section(&cg, &toc, "runtime: runtime/ pasted in, the same in every model");
+  emit_runtime(cg.c);
+  section(&cg, &toc, "the model's tables and memory layout");
   emit_status_checks(&cg);
   emit_tensor_table(&cg);
   if (train)
     emit_train_defs(&cg);
   emit_struct(&cg);
-  emit_lifecycle(&cg);
-  emit_init(&cg);
-  buf_puts(cg.c, "/* ---- kernels ---- */\n\n");
+  section(&cg, &toc, "kernels, layer by layer: forward, then backward");
+  emit_layers(&cg);
   if (infer) {
-    emit_kernels(&cg, infer);
+    section(&cg, &toc, arena_printf(cg.a, "inference: %s_forward", cg.m));
+    cg.kernel_of = kernels_infer;
     emit_forward(&cg);
   }
   if (train) {
-    emit_kernels(&cg, train);
+    section(&cg, &toc, arena_printf(cg.a, "training: %s_gradients, _train_step, _update", cg.m));
+    cg.kernel_of = kernels_train;
     emit_train(&cg);
   }
+  section(&cg, &toc, "API: create, init, tensors, save, load");
+  emit_lifecycle(&cg);
+  emit_init(&cg);
   if (!train)
     buf_puts(cg.c, "#define NN_MAX_STATE 0\n\n");
   emit_io_api(&cg);
+  if (with_main)
+    section(&cg, &toc, "main()");
   if (with_main && !emit_main(&cg))
     return false;
+  emit_contents(&cg, &toc);
   emit_header(&cg);
   return ctx->nerrors == 0;
 }

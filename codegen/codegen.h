@@ -13,9 +13,11 @@
 /* names.c: safe C identifiers and string literals from untrusted names. */
 typedef struct Idents {
   VEC(const char *) names;
+  int *slots, cap;   /* hash index: 1 + position in names, 0 for empty */
 } Idents;
 bool is_c_keyword(const char *s);
 void ident_reserve(Arena *a, Idents *t, const char *s);
+int ident_find(const Idents *t, const char *s);   /* position in t->names, -1 */
 /* A fresh identifier from `name` + `suffix`: sanitized, never a keyword,
  * never reserved, unique in t. */
 const char *ident_new(Arena *a, Idents *t, const char *name, const char *suffix);
@@ -39,6 +41,8 @@ const char *c_string(Arena *a, const char *s);
 typedef struct Kernel {
   const char *key;  /* signature + body without the name: identical kernels are shared */
   const char *name;
+  const char *layer; /* the node name: a layer's kernels are printed together */
+  const char *text;  /* shape comment and definition */
 } Kernel;
 
 typedef struct CG {
@@ -52,6 +56,10 @@ typedef struct CG {
   Idents idents;                        /* file-scope identifiers */
   VEC(Kernel) kernels;
   const char **kernel_of;               /* kernel name per node of the graph being emitted */
+  const char **tensor_of;               /* local pointer name per value of that graph,
+                                           set by emit_calls */
+  Idents layers[2];                     /* layers with a forward kernel: inference graph,
+                                           training graph */
   const char *io[4][MAX_IO];            /* API argument names: inputs, targets, outputs,
                                            input gradients */
 } CG;
@@ -59,7 +67,11 @@ typedef struct CG {
 const char *real_name(const Graph *g);
 const char *io_name(const CG *cg, const Value *v);
 const char *value_ptr(const CG *cg, const Graph *g, const Value *v);   /* "m->arena + 128" */
-void emit_calls(CG *cg, const Graph *g);               /* one kernel call per live node */
+/* Declares a local pointer per tensor the calls pass ("conv1_y"), then one
+ * kernel call per live node; sets cg->tensor_of. */
+void emit_calls(CG *cg, const Graph *g);
+/* Value id as emit_calls passes it: its local pointer, or the API argument. */
+const char *tensor_ref(const CG *cg, const Graph *g, int id);
 const char *upper(Arena *a, const char *s);
 /* Values of `kind` in API order; returns the count. */
 int io_values(const Graph *g, ValueKind kind, int *ids);

@@ -28,16 +28,48 @@ bool is_c_keyword(const char *s) {
   return false;
 }
 
-static bool is_taken(const Idents *t, const char *s) {
-  for (int i = 0; i < t->names.len; i++)
-    if (strcmp(t->names.items[i], s) == 0)
-      return true;
-  return false;
+/* The table is hashed (open addressing, a power-of-two size at most half
+ * full): a model of 20,000 layers names some 100,000 tensors. */
+static unsigned hash(const char *s) {
+  unsigned h = 2166136261u;   /* FNV-1a */
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 16777619u;
+  return h;
 }
+
+int ident_find(const Idents *t, const char *s) {
+  if (!t->cap)
+    return -1;
+  for (unsigned i = hash(s) & (unsigned)(t->cap - 1);; i = (i + 1) & (unsigned)(t->cap - 1)) {
+    int k = t->slots[i] - 1;
+    if (k < 0 || strcmp(t->names.items[k], s) == 0)
+      return k;
+  }
+}
+
+static void add(Arena *a, Idents *t, const char *s) {
+  vec_push(a, t->names, s);
+  if (2 * t->names.len > t->cap) {
+    t->cap = t->cap ? 2 * t->cap : 64;
+    t->slots = arena_alloc(a, sizeof(int) * (size_t)t->cap);
+    for (int k = 0; k < t->names.len - 1; k++) {
+      unsigned i = hash(t->names.items[k]) & (unsigned)(t->cap - 1);
+      while (t->slots[i])
+        i = (i + 1) & (unsigned)(t->cap - 1);
+      t->slots[i] = k + 1;
+    }
+  }
+  unsigned i = hash(s) & (unsigned)(t->cap - 1);
+  while (t->slots[i])
+    i = (i + 1) & (unsigned)(t->cap - 1);
+  t->slots[i] = t->names.len;
+}
+
+static bool is_taken(const Idents *t, const char *s) { return ident_find(t, s) >= 0; }
 
 void ident_reserve(Arena *a, Idents *t, const char *s) {
   if (!is_taken(t, s))
-    vec_push(a, t->names, arena_strdup(a, s));
+    add(a, t, arena_strdup(a, s));
 }
 
 const char *ident_new(Arena *a, Idents *t, const char *name, const char *suffix) {
@@ -65,7 +97,7 @@ const char *ident_new(Arena *a, Idents *t, const char *name, const char *suffix)
   size_t base = strlen(s);
   for (int k = 2; is_taken(t, s); k++)
     snprintf(s + base, 24, "%s%d", s[base - 1] == '_' ? "" : "_", k);
-  vec_push(a, t->names, s);
+  add(a, t, s);
   return s;
 }
 

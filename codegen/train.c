@@ -427,7 +427,7 @@ static void emit_update_api(Emit *e, const CG *cg, const TrainConfig *tc) {
 static void emit_update(CG *cg, const TrainConfig *tc) {
   const Rule *r = find_rule(tc);
   int slots = optimizer_slots(tc);
-  Emit e = {cg->ctx, cg->c, 0, cg->train};
+  Emit e = {.ctx = cg->ctx, .b = cg->c, .g = cg->train};
   emit_schedule(cg, tc);
   emit_param_flags(cg, tc);
   emit_step_consts(&e);
@@ -470,7 +470,8 @@ static void emit_gradients(CG *cg) {
   buf_puts(c, "    memcpy(m->buffers_prev, m->buffers, sizeof(real) * (size_t)NN_BUFFERS_SIZE);\n");
   buf_puts(c, "    memset(m->grads, 0, sizeof(real) * (size_t)NN_GRADS_SIZE);\n");
   emit_calls(cg, g);
-  buf_printf(c, "    const real l = (%s)[0];\n", value_ptr(cg, g, val(g, g->loss)));
+  const char *l = tensor_ref(cg, g, g->loss);   /* a name, or "m->arena + 16" */
+  buf_printf(c, strchr(l, ' ') ? "\n    const real l = (%s)[0];\n" : "\n    const real l = %s[0];\n", l);
   buf_puts(c, "    if (loss)\n        *loss = l;\n");
   buf_puts(c, "    const char *bad = !isfinite(l) ? \"loss is not finite\"\n"
               "                      : !nn_all_finite(m->buffers, NN_BUFFERS_SIZE) ? \"running statistics are not finite\"\n"
@@ -583,9 +584,9 @@ static void emit_state_table(CG *cg, const TrainConfig *tc) {
 
 void emit_train(CG *cg) {
   const TrainConfig *tc = &cg->train->train_config;
-  emit_update(cg, tc);
   emit_gradients(cg);
   emit_train_step(cg);
+  emit_update(cg, tc);
   emit_accessors(cg);
   emit_state_table(cg, tc);
 }

@@ -137,8 +137,7 @@ static bool needs_channel(const Graph *g, const Node *node) {
   return false;
 }
 
-/* Whether the planner put node's output over its first input (in place). */
-static bool writes_over_input(const Graph *g, const Node *node) {
+bool writes_over_input(const Graph *g, const Node *node) {
   if (!(op_def(node->op)->roles & ROLE_INPLACE) || node->nin == 0)
     return false;
   int x = node->in[0];
@@ -153,12 +152,11 @@ void emit_elementwise(Emit *e, const Graph *g, const Node *node) {
   int channels = y->shape.dim[0];
   const char *args[MAX_IN + 1];
   args[node->nin] = "c";
-  /* In place, the first input is read through the output's pointer: two
-   * pointers to one array make clang test them for overlap at run time
-   * and fall back to a scalar loop when they do. */
+  /* In place, the first input is read through the output's pointer, and
+   * codegen leaves it out of the parameters: two pointers to one array make
+   * clang test them for overlap at run time and fall back to a scalar loop
+   * when they do. */
   bool over = writes_over_input(g, node);
-  if (over)
-    emitln(e, "(void)%s;", arg_name(e, node, node->nout));
   for (int j = 0; j < node->nin; j++) {
     const Value *x = val(g, node->in[j]);
     const char *name = arg_name(e, node, over && j == 0 ? 0 : node->nout + j);

@@ -110,5 +110,8 @@ void emit_product_end(Emit *e);
 
 /* The whole kernel of a ROLE_ELEMENTWISE op, from its scalar() rule. */
 void emit_elementwise(Emit *e, const Graph *g, const Node *node);
+/* Whether the planner put node's output over its first input (in place):
+ * the kernel then has no parameter for that input. */
+bool writes_over_input(const Graph *g, const Node *node);
 
 #endif

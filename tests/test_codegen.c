@@ -125,3 +125,135 @@ Test(codegen, infer_build_loads_training_checkpoint) {
   ((void (*)(void *))api(&infer, "destroy"))(im);
   ((void (*)(void *))api(&other, "destroy"))(om);
 }
+
+/* ---- the file a person reads (issue #11) ---------------------------------- */
+
+/* lenet5.c as nncc emits it with opts; malloc'd. */
+static char *emit_lenet5(const char *tag, const char *opts) {
+  char dir[512], out[1 << 12];
+  scratch_dir(dir, sizeof dir, tag);
+  cr_assert_eq(run_capture(out, sizeof out, "%s %s/examples/lenet5.nn -o %s/l5.c %s", NNCC_BIN,
+                           NNCC_SOURCE_DIR, dir, opts),
+               0, "%s", out);
+  char path[600];
+  snprintf(path, sizeof path, "%s/l5.c", dir);
+  char *text = read_text(path);
+  cr_assert(text);
+  return text;
+}
+
+/* The body of the function that starts with head ("\nint lenet5_forward("). */
+static char *function(const char *text, const char *head) {
+  const char *start = strstr(text, head), *end = start ? strstr(start, "\n}\n") : NULL;
+  cr_assert(end, "no %s", head + 1);
+  char *body = malloc((size_t)(end - start) + 1);
+  memcpy(body, start, (size_t)(end - start));
+  body[end - start] = '\0';
+  return body;
+}
+
+/* Every kernel call passes named tensors: the only lines that mention the
+ * arena, params or grads blocks are the declarations of those names. */
+static void expect_named_calls(const char *body) {
+  int decls = 0;
+  for (const char *line = body; line; line = strchr(line + 1, '\n')) {
+    const char *eol = strchr(line + 1, '\n');
+    size_t len = eol ? (size_t)(eol - line) : strlen(line);
+    char buf[512];
+    snprintf(buf, sizeof buf, "%.*s", (int)(len < 511 ? len : 511), line);
+    if (strstr(buf, "m->arena +") || strstr(buf, "m->params +") || strstr(buf, "m->grads +")) {
+      cr_expect(strstr(buf, "*const ") && strstr(buf, " = m->"), "a call on a raw pointer:%s", buf);
+      decls++;
+    }
+  }
+  cr_expect(decls > 10, "%d declarations", decls);
+}
+
+Test(codegen, calls_pass_named_tensors) {
+  char *text = emit_lenet5("named", "");
+  char *fwd = function(text, "\nint lenet5_forward("), *grad = function(text, "\nint lenet5_gradients(");
+  expect_named_calls(fwd);
+  expect_named_calls(grad);
+  cr_expect(strstr(fwd, "conv1_forward(conv1_y, conv1_ws, in_x, bn1_wf, bn1_bf, n);"), "%s", fwd);
+  cr_expect(strstr(fwd, "    const real *const conv1_weight = m->params + 0;"), "%s", fwd);
+  cr_expect(strstr(grad, "conv1_conv2d_dw(conv1_dw, conv1_dw_ws, bn1_dx, in_x, n);"), "%s", grad);
+  cr_expect(strstr(grad, "    real *const conv1_dw = m->grads + 0;"), "%s", grad);
+  /* flatten is a view: fc1 reads pool2's output under pool2's name */
+  cr_expect(strstr(fwd, "fc1_forward(fc1_y, fc1_ws, pool2_y, fc1_weight, fc1_bias, n);"), "%s", fwd);
+  free(fwd);
+  free(grad);
+  free(text);
+}
+
+/* relu_dx in place over dy reads it through dx, so it takes no dy; out of
+ * place (--no-plan) it does. */
+Test(codegen, in_place_dx_takes_no_dy) {
+  char *text = emit_lenet5("inplace", "");
+  cr_expect(strstr(text, "static void relu4_relu_dx(real *dx, const real *restrict y, int n)\n"),
+            "relu4_relu_dx signature");
+  cr_expect(!strstr(text, "(void)dy;"));
+  cr_expect(strstr(text, "relu4_relu_dx(relu4_dx, fc2_y, n);   /* in place: relu4_dx is fc3_dx */"));
+  free(text);
+  text = emit_lenet5("outofplace", "--no-plan");
+  cr_expect(strstr(text, "static void relu4_relu_dx(real *dx, const real *dy, const real *restrict y, "
+                         "int n)\n"),
+            "relu4_relu_dx signature with --no-plan");
+  cr_expect(strstr(text, "relu4_relu_dx(relu4_dx, fc3_dx, fc2_y, n);\n"));
+  free(text);
+}
+
+/* A layer's forward and backward kernels are neighbours, layers in the
+ * order they run; `ws` is only ever a workspace (pooling's window bounds
+ * are i0 i1 j0 j1). */
+Test(codegen, kernels_grouped_by_layer) {
+  char *text = emit_lenet5("layers", "");
+  const char *order[] = {"/* ---- layer \"conv1\" ---- */",
+                         "static void conv1_forward(",
+                         "static void conv1_forward_train(",
+                         "static void conv1_conv2d_dw(",
+                         "static void conv1_conv2d_db(",
+                         "/* ---- layer \"bn1\" ---- */",
+                         "static void bn1_batchnorm_fold(",
+                         "static void bn1_forward(",
+                         "static void bn1_batchnorm_dx(",
+                         "/* ---- layer \"relu1\" (forward fused into \"bn1\") ---- */",
+                         "static void pool1_forward(",
+                         "static void pool1_maxpool_dx(",
+                         "static void conv2_forward(",
+                         "static void loss1_cross_entropy_dx(",
+                         "\nint lenet5_forward(",
+                         "\nint lenet5_gradients("};
+  const char *at = text;
+  for (size_t i = 0; i < sizeof order / sizeof *order; i++) {
+    const char *p = strstr(text, order[i]);
+    cr_expect(p && p > at, "'%s' missing or out of order", order[i]);
+    at = p ? p : at;
+  }
+  cr_expect(strstr(text, "const int j0 = ow * 2, j1 = j0 + 2;"));
+  cr_expect(!strstr(text, "int ws"));
+  free(text);
+}
+
+/* The contents in the header comment name each section's banner line. */
+Test(codegen, contents_point_at_sections) {
+  char *text = emit_lenet5("contents", "--main=train");
+  int rows = 0;
+  for (const char *row = strstr(text, " *   1. "); row && strncmp(row, " *   ", 5) == 0;
+       row = strchr(row, '\n') + 1) {
+    int number = atoi(row + 5);
+    const char *eol = strchr(row, '\n');
+    const char *p = eol;
+    while (p[-1] >= '0' && p[-1] <= '9')
+      p--;
+    int line = atoi(p);
+    const char *l = text;
+    for (int k = 1; k < line && l; k++)
+      l = strchr(l, '\n') + 1;
+    char want[32];
+    snprintf(want, sizeof want, "/* ==== %d. ", number);
+    cr_expect(l && strncmp(l, want, strlen(want)) == 0, "row %d points at line %d", number, line);
+    rows++;
+  }
+  cr_expect_eq(rows, 7, "runtime, tables, kernels, forward, training, API, main");
+  free(text);
+}

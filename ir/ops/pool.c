@@ -151,23 +151,25 @@ static void open_planes(Emit *e, const Geom *q, const char *big, const char *sma
 }
 
 /* Opens the loops over the output cells (oh, ow) of a plane and defines the
- * window's clipped rows [hs, he) and columns [ws, we) and its index o. */
+ * window's clipped rows [i0, i1) and columns [j0, j1) (the loops over a
+ * window run i over rows, j over columns; `ws` is a workspace in every
+ * kernel) and its index o. */
 static void open_windows(Emit *e, const Geom *q) {
   emitln(e, "for (int oh = 0; oh < %d; oh++) {", q->ho);
   if (q->pad) {
     emitln(e, "const int h0 = oh * %d - %d;", q->sh, q->pad);
-    emitln(e, "const int hs = h0 > 0 ? h0 : 0, he = h0 + %d < %d ? h0 + %d : %d;", q->kh,
+    emitln(e, "const int i0 = h0 > 0 ? h0 : 0, i1 = h0 + %d < %d ? h0 + %d : %d;", q->kh,
            q->h, q->kh, q->h);
   } else {
-    emitln(e, "const int hs = oh * %d, he = hs + %d;", q->sh, q->kh);
+    emitln(e, "const int i0 = oh * %d, i1 = i0 + %d;", q->sh, q->kh);
   }
   emitln(e, "for (int ow = 0; ow < %d; ow++) {", q->wo);
   if (q->pad) {
     emitln(e, "const int w0 = ow * %d - %d;", q->sw, q->pad);
-    emitln(e, "const int ws = w0 > 0 ? w0 : 0, we = w0 + %d < %d ? w0 + %d : %d;", q->kw,
+    emitln(e, "const int j0 = w0 > 0 ? w0 : 0, j1 = w0 + %d < %d ? w0 + %d : %d;", q->kw,
            q->w, q->kw, q->w);
   } else {
-    emitln(e, "const int ws = ow * %d, we = ws + %d;", q->sw, q->kw);
+    emitln(e, "const int j0 = ow * %d, j1 = j0 + %d;", q->sw, q->kw);
   }
   emitln(e, "const int o = oh * %d + ow;", q->wo);
 }
@@ -180,7 +182,7 @@ static void close_loops(Emit *e, int depth) {
 /* The number of real cells of the window, for avgpool. */
 static const char *window_count(Emit *e, const Geom *q) {
   if (q->pad)
-    return "(real)((he - hs) * (we - ws))";
+    return "(real)((i1 - i0) * (j1 - j0))";
   return lit(e, (double)q->kh * q->kw);
 }
 
@@ -192,10 +194,10 @@ static void pool_emit(Emit *e, const Graph *g, const Node *node) {
   open_planes(e, &q, "x", "y", false);
   open_windows(e, &q);
   bool extreme = kind == POOL_MAX || kind == POOL_MIN;
-  emitln(e, "real acc = %s;", extreme ? arena_printf(e->ctx->arena, "xp[hs * %d + ws]", q.w)
+  emitln(e, "real acc = %s;", extreme ? arena_printf(e->ctx->arena, "xp[i0 * %d + j0]", q.w)
                                        : "0");
-  emitln(e, "for (int i = hs; i < he; i++)");
-  emitln(e, "    for (int j = ws; j < we; j++)");
+  emitln(e, "for (int i = i0; i < i1; i++)");
+  emitln(e, "    for (int j = j0; j < j1; j++)");
   if (extreme)
     emitln(e, "        acc = %s(acc, xp[i * %d + j]);", kind == POOL_MAX ? "rmax" : "rmin",
            q.w);
@@ -237,11 +239,11 @@ static void extreme_dx_tiled(Emit *e, const Geom *q) {
          (long)q->ho * q->wo);
   open_windows(e, q);
   emitln(e, "int at = -1;");
-  emitln(e, "for (int i = he - 1; i >= hs; i--)");
-  emitln(e, "    for (int j = we - 1; j >= ws; j--)");
+  emitln(e, "for (int i = i1 - 1; i >= i0; i--)");
+  emitln(e, "    for (int j = j1 - 1; j >= j0; j--)");
   emitln(e, "        at = xp[i * %d + j] == yp[o] ? i * %d + j : at;", q->w, q->w);
-  emitln(e, "for (int i = hs; i < he; i++)");
-  emitln(e, "    for (int j = ws; j < we; j++)");
+  emitln(e, "for (int i = i0; i < i1; i++)");
+  emitln(e, "    for (int j = j0; j < j1; j++)");
   emitln(e, "        dxp[i * %d + j] = i * %d + j == at ? dyp[o] : 0;", q->w, q->w);
   close_loops(e, 3);
 }
@@ -263,8 +265,8 @@ static void pool_dx_emit(Emit *e, const Graph *g, const Node *node) {
     open_windows(e, &q);
     /* at stays -1 only when the window holds a NaN. */
     emitln(e, "int at = -1;");
-    emitln(e, "for (int i = hs; i < he && at < 0; i++)");
-    emitln(e, "    for (int j = ws; j < we; j++)");
+    emitln(e, "for (int i = i0; i < i1 && at < 0; i++)");
+    emitln(e, "    for (int j = j0; j < j1; j++)");
     emitln(e, "        if (xp[i * %d + j] == yp[o]) { at = i * %d + j; break; }", q.w, q.w);
     emitln(e, "if (at >= 0)");
     emitln(e, "    dxp[at] += dyp[o];");
@@ -274,8 +276,8 @@ static void pool_dx_emit(Emit *e, const Graph *g, const Node *node) {
       emitln(e, "const real d = dyp[o] / %s;", window_count(e, &q));
     else
       emitln(e, "const real d = dyp[o];");
-    emitln(e, "for (int i = hs; i < he; i++)");
-    emitln(e, "    for (int j = ws; j < we; j++)");
+    emitln(e, "for (int i = i0; i < i1; i++)");
+    emitln(e, "    for (int j = j0; j < j1; j++)");
     emitln(e, "        dxp[i * %d + j] += d;", q.w);
   }
   close_loops(e, 3);
