@@ -3,9 +3,9 @@
  * schedules and decays, into a TrainConfig with defaults filled in.
  *
  * One table row per choice: its keys in positional order, the TrainConfig
- * field each key sets, the default (NAN = required) and the allowed range.
- * docs/language.md lists the same table for users.  The ranges are exported
- * (train_value_range): the generated set() refuses what this file refuses.
+ * field each key sets and the default (NAN = required); the range of each
+ * field is TRAIN_RANGES (nncc.h), which the generated set() applies too.
+ * docs/language.md lists the same table for users.
  */
 #include <math.h>
 #include <stddef.h>
@@ -13,13 +13,10 @@
 
 #include "ast.h"
 
-typedef enum { R_POS, R_NONNEG, R_FRAC, R_COUNT } Range;
-
 typedef struct TrainKey {
   const char *key;
   size_t field;          /* offsetof(TrainConfig, ...) */
   double def;            /* NAN: required */
-  Range range;
 } TrainKey;
 
 typedef struct TrainChoice {
@@ -29,27 +26,27 @@ typedef struct TrainChoice {
 
 #define F(x) offsetof(TrainConfig, x)
 static const TrainChoice choices[] = {
-    {"optimizer", "sgd", {{"lr", F(lr), 0.01, R_POS}}},
-    {"optimizer", "momentum", {{"lr", F(lr), 0.01, R_POS}, {"momentum", F(momentum), 0.9, R_FRAC}}},
-    {"optimizer", "nesterov", {{"lr", F(lr), 0.01, R_POS}, {"momentum", F(momentum), 0.9, R_FRAC}}},
-    {"optimizer", "adagrad", {{"lr", F(lr), 0.01, R_POS}, {"eps", F(eps), 1e-10, R_POS}}},
+    {"optimizer", "sgd", {{"lr", F(lr), 0.01}}},
+    {"optimizer", "momentum", {{"lr", F(lr), 0.01}, {"momentum", F(momentum), 0.9}}},
+    {"optimizer", "nesterov", {{"lr", F(lr), 0.01}, {"momentum", F(momentum), 0.9}}},
+    {"optimizer", "adagrad", {{"lr", F(lr), 0.01}, {"eps", F(eps), 1e-10}}},
     {"optimizer", "rmsprop",
-     {{"lr", F(lr), 0.01, R_POS}, {"rho", F(rho), 0.99, R_FRAC}, {"eps", F(eps), 1e-8, R_POS}}},
+     {{"lr", F(lr), 0.01}, {"rho", F(rho), 0.99}, {"eps", F(eps), 1e-8}}},
     {"optimizer", "adam",
-     {{"lr", F(lr), 1e-3, R_POS}, {"beta1", F(beta1), 0.9, R_FRAC},
-      {"beta2", F(beta2), 0.999, R_FRAC}, {"eps", F(eps), 1e-8, R_POS}}},
+     {{"lr", F(lr), 1e-3}, {"beta1", F(beta1), 0.9},
+      {"beta2", F(beta2), 0.999}, {"eps", F(eps), 1e-8}}},
     {"schedule", "constant", {{0}}},
     {"schedule", "step",
-     {{"every", F(sched_steps), NAN, R_COUNT}, {"gamma", F(sched_gamma), 0.1, R_POS}}},
-    {"schedule", "exp", {{"gamma", F(sched_gamma), NAN, R_POS}}},
+     {{"every", F(sched_steps), NAN}, {"gamma", F(sched_gamma), 0.1}}},
+    {"schedule", "exp", {{"gamma", F(sched_gamma), NAN}}},
     {"schedule", "inv",
-     {{"gamma", F(sched_gamma), NAN, R_POS}, {"power", F(sched_power), 1, R_POS}}},
+     {{"gamma", F(sched_gamma), NAN}, {"power", F(sched_power), 1}}},
     {"schedule", "cosine",
-     {{"steps", F(sched_steps), NAN, R_COUNT}, {"lr_min", F(lr_min), 0, R_NONNEG}}},
-    {"decay", "l2", {{"lambda", F(l2), NAN, R_NONNEG}}},
-    {"decay", "l1", {{"lambda", F(l1), NAN, R_NONNEG}}},
-    {"decay", "elastic", {{"l1", F(l1), NAN, R_NONNEG}, {"l2", F(l2), NAN, R_NONNEG}}},
-    {"decay", "maxnorm", {{"c", F(max_norm), NAN, R_POS}}},
+     {{"steps", F(sched_steps), NAN}, {"lr_min", F(lr_min), 0}}},
+    {"decay", "l2", {{"lambda", F(l2), NAN}}},
+    {"decay", "l1", {{"lambda", F(l1), NAN}}},
+    {"decay", "elastic", {{"l1", F(l1), NAN}, {"l2", F(l2), NAN}}},
+    {"decay", "maxnorm", {{"c", F(max_norm), NAN}}},
 };
 #undef F
 
@@ -86,28 +83,6 @@ static bool const_num(Ctx *ctx, const Expr *e, double *out) {
   }
 }
 
-/* The ranges as bounds: the generated set() checks the same ones. */
-static const ValueRange ranges[] = {
-    [R_POS] = {0, INFINITY, false, false, false, "a positive number"},
-    [R_NONNEG] = {0, INFINITY, true, false, false, "a non-negative number"},
-    [R_FRAC] = {0, 1, true, false, false, "a number in [0, 1)"},
-    [R_COUNT] = {1, 1e15, true, true, true, "a positive integer"},
-};
-
-bool in_value_range(const ValueRange *r, double v) {
-  return isfinite(v) && (r->lo_closed ? v >= r->lo : v > r->lo) &&
-         (r->hi_closed ? v <= r->hi : v < r->hi) && (!r->whole || v == floor(v));
-}
-
-/* A field has one range wherever the table uses it. */
-const ValueRange *train_value_range(size_t field) {
-  for (size_t i = 0; i < sizeof choices / sizeof *choices; i++)
-    for (int k = 0; k < nkeys(&choices[i]); k++)
-      if (choices[i].keys[k].field == field)
-        return &ranges[choices[i].keys[k].range];
-  return NULL;
-}
-
 static bool set_key(Ctx *ctx, TrainConfig *tc, const TrainChoice *c, int k, const Arg *a,
                     bool *seen) {
   const TrainKey *key = &c->keys[k];
@@ -120,9 +95,11 @@ static bool set_key(Ctx *ctx, TrainConfig *tc, const TrainChoice *c, int k, cons
   double v;
   if (!const_num(ctx, a->val, &v))
     return false;
-  if (!in_value_range(&ranges[key->range], v)) {
-    error_at(ctx, a->val->loc, "%s: '%s' must be %s", c->name, key->key,
-             ranges[key->range].text);
+  const ValueRange *r = train_value_range(key->field);
+  if (!r)
+    internal_error(__FILE__, __LINE__, "%s has no row in TRAIN_RANGES", key->key);
+  if (!in_value_range(r, v)) {
+    error_at(ctx, a->val->loc, "%s: '%s' must be %s", c->name, key->key, r->text);
     return false;
   }
   *(double *)((char *)tc + key->field) = v;

@@ -167,8 +167,26 @@ typedef struct OptimizerDef {
   bool second_moment[MAX_SLOTS];
 } OptimizerDef;
 extern const OptimizerDef optimizer_defs[NUM_OPTIMIZERS];
-/* optimizers.c: the row of optimizer `name`; NULL if there is none. */
+/* train_config.c: the row of optimizer `name`; NULL if there is none. */
 const OptimizerDef *optimizer_def(const char *name);
+
+/* The values each TrainConfig number may take, one row per field: the train
+ * section refuses, and the generated set() refuses, what the row's kind of
+ * range excludes (POS > 0, NONNEG >= 0, FRAC in [0, 1), COUNT a whole
+ * number >= 1). */
+#define TRAIN_RANGES(X)                                                               \
+  X(lr, POS) X(momentum, FRAC) X(beta1, FRAC) X(beta2, FRAC) X(eps, POS) X(rho, FRAC) \
+  X(sched_steps, COUNT) X(sched_gamma, POS) X(sched_power, POS) X(lr_min, NONNEG)     \
+  X(l2, NONNEG) X(l1, NONNEG) X(max_norm, POS)
+typedef struct ValueRange {
+  double lo, hi;
+  bool lo_closed, hi_closed, whole;
+  const char *text;          /* "a number in [0, 1)" */
+} ValueRange;
+/* The range of the TrainConfig number at offsetof(TrainConfig, f); NULL for
+ * a field not in TRAIN_RANGES. */
+const ValueRange *train_value_range(size_t field);
+bool in_value_range(const ValueRange *r, double v);
 
 typedef struct Value {
   int id;
@@ -385,19 +403,9 @@ Program *parse_program(Ctx *ctx, const Source *src);
  * batch and thread count.  In MODE_TRAIN the graph also holds the loss node
  * and a copy of the train section. */
 Graph *lower_program(Ctx *ctx, const Program *prog, Mode mode, DType dtype, int max_batch,
-                     int max_threads);
+                     int max_threads, bool no_winograd);
 
 const TrainConfig *program_train_config(const Program *prog);
-/* The values a TrainConfig number may take (frontend/train.c's table, which
- * the train section and the generated set() both apply): lo < v < hi, or <=
- * where closed, a whole number if `whole`.  NULL for a field not in it. */
-typedef struct ValueRange {
-  double lo, hi;
-  bool lo_closed, hi_closed, whole;
-  const char *text;          /* "a number in [0, 1)" */
-} ValueRange;
-const ValueRange *train_value_range(size_t field);   /* offsetof(TrainConfig, f) */
-bool in_value_range(const ValueRange *r, double v);
 const char *program_name(const Program *prog);
 /* Whether the model has a `loss` statement (MODE_TRAIN lowering needs one). */
 bool program_has_loss(const Program *prog);

@@ -119,6 +119,29 @@ Test(tables, every_fusion_name_parses_alone_and_in_lists) {
     cr_expect_not(parse_fusions(bad[i], &mask), "'%s' accepted", bad[i]);
 }
 
+/* The header comment of model.c records the options that shape the code,
+ * the fusions by the names the table gives them. */
+Test(tables, header_records_the_options) {
+  Options o = OPTIONS_DEFAULT;
+  Arena *a = new_arena();
+  cr_expect_str_eq(options_line(a, &o), "--batch 64 --threads 8 --dtype f32 --fuse=all");
+  o.max_batch = 16, o.max_threads = 2, o.dtype = DT_F64, o.fuse = FUSE_EPILOGUE | FUSE_PROLOGUE;
+  o.infer_only = o.no_plan = o.input_grad = true;
+  o.main_kind = "infer", o.weights = "w/*?/\\x.safetensors";
+  cr_expect_str_eq(options_line(a, &o),
+                   "--batch 16 --threads 2 --dtype f64 --fuse=epilogue,prologue --infer "
+                   "--no-plan --input-grad --main=infer --weights w/__/_x.safetensors");
+  o.fuse = FUSE_NONE;
+  cr_expect(strstr(options_line(a, &o), " --fuse=none "));
+  free_arena(a);
+
+  Ctx ctx;
+  Result r = compile_text("net", model, true, &ctx);
+  cr_expect(strstr(r.c.data, "\n * model net, --batch 64 --threads 8 --dtype f32 --fuse=all --infer\n"),
+            "%.200s", r.c.data);
+  done(&ctx, &r);
+}
+
 /* ---- optimizers: OPTIMIZERS in ir/nncc.h ---------------------------------- */
 
 /* Every optimizer of the table is accepted by the train section, and the

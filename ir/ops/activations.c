@@ -54,7 +54,7 @@ static int dx_from_x(Graph *g, Node *node, OpKind dx_op, int dy) {
 /* A real literal for scalar rules (which get no Emit), parenthesized so a
  * negative value is safe after any operator. */
 static const char *num(const Graph *g, double v) {
-  Emit e = {g->ctx, NULL, 0, g};
+  Emit e = {.ctx = g->ctx, .g = g};
   return arena_printf(g->ctx->arena, "(%s)", lit(&e, v));
 }
 
