@@ -29,6 +29,7 @@ typedef struct Options {
   bool report, verify;
   const char *main_kind;     /* --main=train|infer|bench, NULL */
   bool input_grad;           /* also compute d(input) in train (grad checks) */
+  bool no_winograd;          /* --no-winograd: 3x3 convolutions as direct products */
   const char *weights;       /* --weights FILE.safetensors: bake into model_weights.c */
 } Options;
 

@@ -40,7 +40,8 @@ static void after(const Options *o, const Graph *g, const char *pass, Result *ou
 }
 
 static Graph *build(Ctx *ctx, const Options *o, const Program *prog, Mode mode, Result *out) {
-  Graph *g = lower_program(ctx, prog, mode, o->dtype, o->max_batch, o->max_threads);
+  Graph *g = lower_program(ctx, prog, mode, o->dtype, o->max_batch, o->max_threads,
+                           o->no_winograd);
   if (!g)
     return NULL;
   after(o, g, "lower", out);

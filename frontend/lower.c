@@ -828,11 +828,12 @@ static void lower_items(Lower *L) {
 }
 
 Graph *lower_program(Ctx *ctx, const Program *prog, Mode mode, DType dtype, int max_batch,
-                     int max_threads) {
+                     int max_threads, bool no_winograd) {
   Lower *L = arena_alloc(ctx->arena, sizeof *L);
   L->ctx = ctx;
   L->prog = prog;
   L->g = new_graph(ctx, mode, dtype, max_batch, max_threads, prog->name);
+  L->g->no_winograd = no_winograd;   /* before any node is built: it sizes workspaces */
   if (mode == MODE_TRAIN)
     L->g->train_config = prog->train;
   L->scope = arena_alloc(ctx->arena, sizeof *L->scope);

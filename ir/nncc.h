@@ -255,6 +255,7 @@ typedef struct Graph {
   DType dtype;           /* real type of the whole graph */
   int max_batch;
   int max_threads;           /* most threads a kernel uses: its per-thread scratch slots */
+  bool no_winograd;      /* --no-winograd: 3x3 convolutions as direct products only */
   const char *model;     /* model name, already a safe C identifier */
   VEC(Value) values;
   VEC(Node) nodes;       /* topological order */

@@ -87,11 +87,19 @@ typedef void (*destroy_fn)(void *);
 typedef int (*forward_fn)(void *, int, const float *, float *);
 typedef int (*tensor_count_fn)(void);
 
+static void check_forward_with(const Conv *v, bool relu, double tol, const char *flags);
 static void check_forward(const Conv *v, bool relu) {
+  check_forward_with(v, relu, 1e-5, "--batch 5");
+}
+static void check_forward_tol(const Conv *v, bool relu, double tol) {
+  check_forward_with(v, relu, tol, "--batch 5");
+}
+
+static void check_forward_with(const Conv *v, bool relu, double tol, const char *flags) {
   char text[1024];
   model_text(text, sizeof text, v, relu ? " |> relu" : "");
   Compiled cm;
-  compile_model(&cm, v->name, text, "--batch 5", "-O1");
+  compile_model(&cm, v->name, text, flags, "-O1");
   void *m = ((create_fn)api(&cm, "create"))(7);
   cr_assert(m);
   size_t wn = 0, bn = 0;
@@ -114,7 +122,7 @@ static void check_forward(const Conv *v, bool relu) {
     cr_assert(st == 0, "%s: forward returned %d", v->name, st);
     reference(want, mag, x, w, b, n, v, relu);
     double err = max_err(y, want, mag, (size_t)n * y_per);
-    cr_expect(err < 1e-5, "%s%s batch %d: max relative error %.3g", v->name,
+    cr_expect(err < tol, "%s%s batch %d: max relative error %.3g", v->name,
               relu ? "+relu" : "", n, err);
   }
   free(x);
@@ -126,6 +134,31 @@ static void check_forward(const Conv *v, bool relu) {
 }
 
 /* ---- forward ----------------------------------------------------------- */
+
+/* 3x3 stride-1 layers of 8+ channels run Winograd F(4x4, 3x3) (conv2d.c,
+ * use_winograd; --report says so): its transforms' constants make f32
+ * results less accurate than a direct sum, by about 10x (docs/performance.md);
+ * 1e-4 of the terms' magnitude still catches a wrong tile, tap or edge.
+ * Tiles cut by the image's edge (10x11), rows past O (O = 10 is not a
+ * multiple of NN_MR), pads 0 and 2, a fused relu, several panels. */
+Test(conv2d_winograd, forward) {
+  check_forward_tol(&(Conv){"wg", 8, 12, 12, 12, 3, 1, 1, 1, true}, false, 1e-4);
+}
+/* --no-winograd: the same layer as `forward` summed directly, as accurate as
+ * every direct convolution here (1-2e-7; Winograd's 2-3.5e-6 would fail). */
+Test(conv2d_winograd, opt_out) {
+  check_forward_with(&(Conv){"wgno", 8, 12, 12, 12, 3, 1, 1, 1, true}, false, 5e-7,
+                     "--batch 5 --no-winograd");
+}
+Test(conv2d_winograd, forward_cut_tiles) {
+  check_forward_tol(&(Conv){"wgcut", 9, 10, 11, 10, 3, 1, 1, 1, true}, true, 1e-4);
+}
+Test(conv2d_winograd, forward_pad0) {
+  check_forward_tol(&(Conv){"wgp0", 8, 14, 13, 8, 3, 1, 0, 1, false}, false, 1e-4);
+}
+Test(conv2d_winograd, forward_pad2) {
+  check_forward_tol(&(Conv){"wgp2", 10, 9, 12, 9, 3, 1, 2, 1, true}, true, 1e-4);
+}
 
 Test(conv2d_forward, k3_pad1) { check_forward(&(Conv){"k3p1", 3, 8, 8, 4, 3, 1, 1, 1, true}, false); }
 Test(conv2d_forward, k5_pad2) { check_forward(&(Conv){"k5p2", 2, 9, 9, 3, 5, 1, 2, 1, true}, false); }
@@ -320,6 +353,21 @@ Test(conv2d_chunked, one_sample_per_chunk) {
 Test(conv2d_chunked, uneven_chunks_strided_groups) {
   check_chunked(&(Conv){"ch3", 16, 60, 59, 6, 5, 2, 2, 2, true});
 }
+
+/* Winograd forward and dx (the flipped, transposed filters) in f64: as exact
+ * as the direct sum. */
+Test(conv2d_winograd, forward_dx_f64) {
+  check_chunked(&(Conv){"wgd", 8, 16, 15, 12, 3, 1, 1, 1, true});
+}
+/* Filters past one micro-kernel tile of dU^T (O = 40 > NN_NR); and 256 + 256
+ * channels, where a chunk of dw holds one panel of tiles: two chunks. */
+Test(conv2d_winograd, dw_wide) {
+  check_chunked(&(Conv){"wgdw", 10, 8, 9, 40, 3, 1, 1, 1, true});
+}
+Test(conv2d_winograd, dw_two_chunks) {
+  check_chunked(&(Conv){"wgch", 256, 12, 12, 256, 3, 1, 1, 1, true});
+}
+Test(conv2d_winograd, grad) { check_grad(&(Conv){"gwg", 8, 10, 10, 9, 3, 1, 1, 1, true}); }
 
 /* dx and dw of a layer with seven filter panels: dx reads the padded dy in
  * place through many filter panels of the transposed filters. */

@@ -220,7 +220,42 @@ static long fwd_slot_reals(const Conv *v) {
   return in_place(v) ? pad_reals(v, v->cpg) : v->fsize * NN_NR;
 }
 
+/* Winograd F(4x4, 3x3) (runtime/nn_winograd.c): 3x3, stride 1, one group;
+ * output tiles of 4x4 pixels, NN_NR tiles of the batch per panel.  It
+ * needs 36 products of K = C per panel where the direct product needs 9
+ * per NN_NR pixels; the transforms cost about as much as the products at
+ * 16 channels, so it is chosen when it needs less than half the direct
+ * product's micro-kernel steps and both C and O are at least 8. */
+static long wino_tiles(const Conv *v) { return (long)((v->ho + 3) / 4) * ((v->wo + 3) / 4); }
+
+static long wino_panels(const Conv *v, int batch) {
+  return (batch * wino_tiles(v) + NN_NR - 1) / NN_NR;
+}
+
+static bool use_winograd(const Conv *v, const Graph *g) {
+  if (g->no_winograd || v->k != 3 || v->s != 1 || v->g != 1 || v->c < 8 || v->o < 8)
+    return false;
+  long direct = 9L * g->max_batch * ((flat_pixels(v) + NN_NR - 1) / NN_NR);
+  return 2 * 36 * wino_panels(v, g->max_batch) < direct;
+}
+
+/* Its workspace: the transformed filters, 36 x MT panels of NN_MR rows by
+ * C, then per thread slot the transformed input of one panel (36 x C x
+ * NN_NR), its 36 products for one row panel (36 x NN_MR x NN_NR) and one
+ * row's 4x4 outputs (16 x NN_NR). */
+static long wino_u_reals(const Conv *v) { return 36L * fwd_mt(v) * NN_MR * v->c; }
+
+static long wino_slot_reals(const Conv *v) {
+  return 36L * v->c * NN_NR + 36L * NN_MR * NN_NR + 16L * NN_NR;
+}
+
+static int wino_slots(const Conv *v, const Graph *g) {
+  return min_int(wino_panels(v, g->max_batch), g->max_threads);
+}
+
 static long fwd_reals(const Conv *v, const Graph *g) {
+  if (use_winograd(v, g))
+    return wino_u_reals(v) + (long)wino_slots(v, g) * wino_slot_reals(v);
   return fwd_panels_reals(v) + (long)fwd_slots(v, g) * fwd_slot_reals(v);
 }
 
@@ -243,12 +278,37 @@ static long dxcol_reals(const Conv *v, const Graph *g) {
 
 static int dw_chunk(const Conv *v, int max_batch) { return chunk_of(col_reals(v), max_batch); }
 
+/* Winograd dw: per chunk of wino_chunk() tiles (a whole number of panels)
+ * the transformed input V (36 x C x chunk) and dy (36 x chunk x O,
+ * tile-major), then dU^T (36 x C x O) += V . dY^T, a product per xi of K =
+ * the chunk's tiles; at the end dw = G^T dU G.  A chunk holds what fits in
+ * WINO_CHUNK_REALS. */
+enum { WINO_CHUNK_REALS = 1 << 19 };
+
+static long wino_chunk(const Conv *v, int max_batch) {
+  long per_panel = 36L * (v->c + v->o) * NN_NR, most = wino_panels(v, max_batch);
+  long panels = WINO_CHUNK_REALS / per_panel;
+  return (panels < 1 ? 1 : panels > most ? most : panels) * NN_NR;
+}
+
+/* dU^T in micro-kernel tiles: 36 x CT x OT tiles of NN_MR x NN_NR. */
+static int wino_ct(const Conv *v) { return (v->c + NN_MR - 1) / NN_MR; }
+static int wino_ot(const Conv *v) { return (v->o + NN_NR - 1) / NN_NR; }
+static long wino_du_reals(const Conv *v) {
+  return 36L * wino_ct(v) * wino_ot(v) * NN_MR * NN_NR;
+}
+
+static long wino_dw_reals(const Conv *v, const Graph *g) {
+  return wino_du_reals(v) + 36L * (v->c + v->o) * wino_chunk(v, g->max_batch) + NN_NR;
+}
+
 /* Gives node (forward, dx or dw of a convolution with dims v) its
  * workspace. */
 static bool conv_workspace(Graph *g, Node *node, const Conv *v, WsKind kind) {
   Conv t = dx_conv(v);
   long reals = kind == WS_FWD ? fwd_reals(v, g)
-               : kind == WS_DW ? (long)dw_chunk(v, g->max_batch) * col_reals(v)
+               : kind == WS_DW ? (use_winograd(v, g) ? wino_dw_reals(v, g)
+                                                     : (long)dw_chunk(v, g->max_batch) * col_reals(v))
                : dx_as_conv(v) ? fwd_reals(&t, g)
                                : dxcol_reals(v, g);
   if (reals > INT_MAX) {
@@ -359,14 +419,94 @@ static void emit_conv_product(Emit *e, const Graph *g, const Node *node, const C
     emitln(e, "}");
 }
 
+/* The Winograd form of emit_conv_product: per panel of NN_NR tiles, the
+ * input transform of every channel, then per NN_MR output channels the 36
+ * products and the output transform of each, stored through the epilogue
+ * (only the pixels that exist: the last row and column of tiles may stick
+ * out of the image). */
+static void emit_winograd(Emit *e, const Graph *g, const Node *node, const Conv *v,
+                          const char *x, const char *y, bool flip, bool fused) {
+  int mt = fwd_mt(v), tw = (v->wo + 3) / 4, th = (v->ho + 3) / 4;
+  long tiles = wino_tiles(v), up = (long)mt * NN_MR * v->c;
+  bool bias = fused && node->nin > 2;
+  emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
+  emit_region(e, wino_slots(v, g));
+  emitln(e, "real *const v = ws + %ldL + (long)nn_thread_id() * %ld;", wino_u_reals(v),
+         wino_slot_reals(v));
+  emitln(e, "real *const m = v + %ldL, *const yt = m + %ld;", 36L * v->c * NN_NR,
+         36L * NN_MR * NN_NR);
+  /* U(xi) panel mt, row i, column c at ws + (xi * MT + mt) * NN_MR * C + c * NN_MR + i */
+  emit_omp(e, "for");
+  emitln(e, "for (int oc = 0; oc < %ld; oc++) {", up);
+  emitln(e, "const int o = oc / %d, c = oc %% %d;", v->c, v->c);
+  emitln(e, "real *const u = ws + (long)(o / NN_MR) * %ld + (long)c * NN_MR + o %% NN_MR;",
+         (long)NN_MR * v->c);
+  emitln(e, "if (o < %d) {", v->o);
+  if (!flip)
+    emitln(e, "nn_wino_filter(u, %ld, w + (long)oc * 9, 0);", up);
+  else   /* w'(o, c) = w(c, o) rotated by 180 degrees */
+    emitln(e, "nn_wino_filter(u, %ld, w + ((long)c * %d + o) * 9, 1);", up, v->o);
+  emitln(e, "} else {");
+  emitln(e, "for (int xi = 0; xi < 36; xi++)");
+  emitln(e, "    u[xi * %ldL] = 0;", up);
+  emitln(e, "}");
+  emitln(e, "}");
+  emitln(e, "const long tiles = (long)n * %ld;", tiles);
+  emit_omp(e, "for schedule(static)");
+  emitln(e, "for (long pn = 0; pn < (tiles + NN_NR - 1) / NN_NR; pn++) {");
+  emitln(e, "const long tile0 = pn * NN_NR;");
+  emitln(e, "const int nt = tiles - tile0 < NN_NR ? (int)(tiles - tile0) : NN_NR;");
+  emitln(e, "nn_wino_input(v, NN_NR, %s, %ld, %d, %d, %d, %d, %d, %d, tile0, nt);", x,
+         (long)v->c * v->hw, v->c, v->h, v->w, v->p, th, tw);
+  emitln(e, "long at[NN_NR];   /* the tile's first output pixel in y, -1 past the batch */");
+  emitln(e, "int rows[NN_NR], cols[NN_NR];   /* of its 4x4 pixels, those in the image */");
+  emitln(e, "for (int j = 0; j < NN_NR; j++) {");
+  emitln(e, "const long tile = tile0 + j, b = tile / %ld;", tiles);
+  emitln(e, "const int ty = (int)(tile %% %ld) / %d, tx = (int)(tile %% %ld) %% %d;", tiles, tw,
+         tiles, tw);
+  emitln(e, "at[j] = j < nt ? b * %ld + (long)ty * %d + tx * 4 : -1;", (long)v->o * v->howo,
+         4 * v->wo);
+  emitln(e, "rows[j] = %d - 4 * ty < 4 ? %d - 4 * ty : 4;", v->ho, v->ho);
+  emitln(e, "cols[j] = %d - 4 * tx < 4 ? %d - 4 * tx : 4;", v->wo, v->wo);
+  emitln(e, "}");
+  emitln(e, "for (int mt = 0; mt < %d; mt++) {", mt);
+  emitln(e, "const int o0 = mt * NN_MR;");
+  emitln(e, "const int mr = %d - o0 < NN_MR ? %d - o0 : NN_MR;", v->o, v->o);
+  emitln(e, "for (int xi = 0; xi < 36; xi++)");
+  emitln(e, "    ukr(m + xi * NN_MR * NN_NR, ws + ((long)xi * %d + mt) * %ld, 1, NN_MR, "
+            "v + (long)xi * %ld, %d, 1, NN_NR, 0, 0);",
+         mt, (long)NN_MR * v->c, (long)v->c * NN_NR, v->c);
+  emitln(e, "for (int i = 0; i < mr; i++) {");
+  emitln(e, "const int o = o0 + i;");
+  emitln(e, "nn_wino_output(yt, m + i * NN_NR, NN_MR * NN_NR);");
+  emitln(e, "for (int j = 0; j < nt; j++)");
+  emitln(e, "    for (int a = 0; a < rows[j]; a++)");
+  emitln(e, "        for (int c = 0; c < cols[j]; c++) {");
+  emitln(e, "const long yi = at[j] + (long)o * %ld + a * %d + c;", v->howo, v->wo);
+  emitln(e, "const real acc = yt[(a * 4 + c) * NN_NR + j]%s;", bias ? " + bias[o]" : "");
+  emitln(e, "%s[yi] = %s;", y, fused ? epilogue_expr(e, node, "acc", "o", "yi") : "acc");
+  for (int k = 0; k < 5; k++)
+    emitln(e, "}");
+}
+
 static void conv2d_emit(Emit *e, const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->in[0])->shape, &val(g, node->out[0])->shape);
-  emit_conv_product(e, g, node, &v, "x", "y", false, true);
+  if (use_winograd(&v, g))
+    emit_winograd(e, g, node, &v, "x", "y", false, true);
+  else
+    emit_conv_product(e, g, node, &v, "x", "y", false, true);
 }
 
 /* --report: the forward product's choice, for v and for dx_conv(). */
-static const char *product_choice(Arena *a, const Conv *v) {
+static const char *product_choice(const Graph *g, const Conv *v) {
+  Arena *a = g->ctx->arena;
   long panels = (fwd_pixels(v) + NN_NR - 1) / NN_NR;
+  if (use_winograd(v, g))
+    return arena_printf(a, "Winograd F(4x4,3x3): %ld tiles of 4x4 pixels per sample, in panels "
+                           "of %d; 36 products of %d x %d filters by %d x %d tiles per panel "
+                           "(4x fewer multiply-adds than direct%s)",
+                        wino_tiles(v), NN_NR, v->o, v->c, v->c, NN_NR,
+                        v->ho % 4 || v->wo % 4 ? ", some tile pixels dropped at the edges" : "");
   if (in_place(v))
     return arena_printf(a, "in place: %d filter panels x %ld pixel panels read from the padded "
                            "input (%.0f%% of the pixels computed are dropped)",
@@ -379,7 +519,7 @@ static const char *product_choice(Arena *a, const Conv *v) {
 
 static const char *conv2d_kernel(const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->in[0])->shape, &val(g, node->out[0])->shape);
-  return product_choice(g->ctx->arena, &v);
+  return product_choice(g, &v);
 }
 
 static const char *conv2d_dx_kernel(const Graph *g, const Node *node) {
@@ -387,13 +527,17 @@ static const char *conv2d_dx_kernel(const Graph *g, const Node *node) {
   Conv t = dx_conv(&v);
   if (dx_as_conv(&v))
     return arena_printf(g->ctx->arena, "the convolution of dy by the flipped filters, %s",
-                        product_choice(g->ctx->arena, &t));
+                        product_choice(g, &t));
   return arena_printf(g->ctx->arena, "columns of %d samples at a time, then col2im (stride %d)",
                       col_chunk(&v, g->max_batch), v.s);
 }
 
 static const char *conv2d_dw_kernel(const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->in[1])->shape, &val(g, node->in[0])->shape);
+  if (use_winograd(&v, g))
+    return arena_printf(g->ctx->arena, "Winograd F(4x4,3x3): dU = sum over tiles of (A dy A^T) . "
+                        "(B^T x B), 36 products of K = %ld tiles a chunk, dw = G^T dU G",
+                        wino_chunk(&v, g->max_batch));
   return arena_printf(g->ctx->arena, "%dx%d dot products over the columns of %d samples at a time",
                       NN_DR, NN_DR, dw_chunk(&v, g->max_batch));
 }
@@ -419,7 +563,10 @@ static void conv2d_dx_emit(Emit *e, const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->out[0])->shape, &val(g, node->in[0])->shape);
   if (dx_as_conv(&v)) {
     Conv t = dx_conv(&v);
-    emit_conv_product(e, g, node, &t, "dy", "dx", true, false);
+    if (use_winograd(&t, g))
+      emit_winograd(e, g, node, &t, "dy", "dx", true, false);
+    else
+      emit_conv_product(e, g, node, &t, "dy", "dx", true, false);
     return;
   }
   int rt = (int)((v.fsize + NN_MR - 1) / NN_MR), pt = (int)((v.howo + NN_NR - 1) / NN_NR);
@@ -479,8 +626,58 @@ static void conv2d_dx_emit(Emit *e, const Graph *g, const Node *node) {
  * owns NN_DR taps of dw and adds the chunk's products into them, the dot
  * products running over the pixels of all its samples in batch order (a
  * small plane alone would leave the vector lanes' sums too short). */
+/* Winograd dw (see wino_chunk): the transforms of a chunk's panels are
+ * shared among the threads, then each owns tiles of dU^T (NN_MR channels
+ * by NN_NR filters, for one xi) and adds the chunk's product into them,
+ * chunk after chunk: every sum runs in tile order whatever the thread
+ * count.  B's columns past O read the next row (or the NN_NR reals past
+ * the end): computed, never stored. */
+static void emit_winograd_dw(Emit *e, const Graph *g, const Conv *v) {
+  int tw = (v->wo + 3) / 4, th = (v->ho + 3) / 4, ct = wino_ct(v), ot = wino_ot(v);
+  long chunk = wino_chunk(v, g->max_batch);
+  emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
+  emitln(e, "real *const du = ws, *const vt = ws + %ldL, *const wt = vt + %ldL;",
+         wino_du_reals(v), 36L * v->c * chunk);
+  emitln(e, "const long tiles = (long)n * %ld;", wino_tiles(v));
+  emit_region(e, g->max_threads);
+  emitln(e, "for (long t0 = 0; t0 < tiles; t0 += %ld) {", chunk);
+  emitln(e, "const long np = (tiles - t0 < %ld ? tiles - t0 + NN_NR - 1 : %ld) / NN_NR;", chunk,
+         chunk);
+  emit_omp(e, "for schedule(static)");
+  emitln(e, "for (long pn = 0; pn < np; pn++) {");
+  emitln(e, "const long tile0 = t0 + pn * NN_NR;");
+  emitln(e, "const int nt = tiles - tile0 < NN_NR ? (int)(tiles - tile0) : NN_NR;");
+  emitln(e, "nn_wino_input(vt + pn * NN_NR, %ld, x, %ld, %d, %d, %d, %d, %d, %d, tile0, nt);",
+         chunk, (long)v->c * v->hw, v->c, v->h, v->w, v->p, th, tw);
+  emitln(e, "nn_wino_dy(wt + pn * NN_NR * %d, %ld, dy, %ld, %d, %d, %d, %d, %d, tile0, nt);",
+         v->o, chunk, (long)v->o * v->howo, v->o, v->ho, v->wo, th, tw);
+  emitln(e, "}");
+  emit_omp(e, "for schedule(static)");
+  emitln(e, "for (int task = 0; task < %d; task++) {", 36 * ct * ot);
+  emitln(e, "const int xi = task / %d, c0 = task / %d %% %d * NN_MR, o0 = task %% %d * NN_NR;",
+         ct * ot, ot, ct, ot);
+  emitln(e, "ukr(du + (long)task * NN_MR * NN_NR, vt + ((long)xi * %d + c0) * %ld, %ld, 1, "
+            "wt + (long)xi * %ld + o0, (int)(np * NN_NR), 1, %d, 0, t0 > 0);",
+         v->c, chunk, chunk, chunk * v->o, v->o);
+  emitln(e, "}");
+  emitln(e, "}");
+  /* dU(o, c) at tile (xi, c / NN_MR, o / NN_NR), row c % NN_MR, column o % NN_NR */
+  emit_omp(e, "for");
+  emitln(e, "for (int oc = 0; oc < %d; oc++) {", v->o * v->c);
+  emitln(e, "const int o = oc / %d, c = oc %% %d;", v->c, v->c);
+  emitln(e, "nn_wino_filter_grad(dw + (long)oc * 9, du + ((long)(c / NN_MR) * %d + o / NN_NR) * "
+            "NN_MR * NN_NR + c %% NN_MR * NN_NR + o %% NN_NR, %ld);",
+         ot, (long)ct * ot * NN_MR * NN_NR);
+  emitln(e, "}");
+  emitln(e, "}");
+}
+
 static void conv2d_dw_emit(Emit *e, const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->in[1])->shape, &val(g, node->in[0])->shape);
+  if (use_winograd(&v, g)) {
+    emit_winograd_dw(e, g, &v);
+    return;
+  }
   int rt = (int)((v.fsize + NN_DR - 1) / NN_DR), nb = dw_chunk(&v, g->max_batch);
   emitln(e, "const nn_ukr_nt_fn dot = nn_ukr_nt_pick();");
   emit_region(e, g->max_threads);
