@@ -31,6 +31,8 @@ static const char usage[] =
     "                       one but prologue, which is opt-in)\n"
     "  --no-fuse            same as --fuse=none\n"
     "  --no-plan            give every tensor its own buffer (no memory reuse)\n"
+    "  --no-winograd        3x3 stride-1 convolutions as direct products, not\n"
+    "                       Winograd F(4x4,3x3): slower, 10-30x less f32 error\n"
     "  --input-grad         train graph also computes d(loss)/d(input) (gradient checks)\n"
     "  --main=train|infer|bench  add a main(): ./model train IMAGES LABELS, ./model infer\n"
     "                       WEIGHTS IMAGES [LABELS], ./model bench (IDX files, one\n"
@@ -123,6 +125,8 @@ const char *options_line(Arena *a, const Options *o) {
     s = arena_printf(a, "%s --no-plan", s);
   if (o->input_grad)
     s = arena_printf(a, "%s --input-grad", s);
+  if (o->no_winograd)
+    s = arena_printf(a, "%s --no-winograd", s);
   if (o->main_kind)
     s = arena_printf(a, "%s --main=%s", s, o->main_kind);
   if (o->weights)
@@ -174,6 +178,8 @@ int parse_options(int argc, char **argv, Options *o) {
       return usage_error("%s", "--main needs a value: --main=train, --main=infer or --main=bench");
     } else if (!strcmp(a, "--input-grad")) {
       o->input_grad = true;
+    } else if (!strcmp(a, "--no-winograd")) {
+      o->no_winograd = true;
     } else if (!strncmp(a, "--emit-ir", 9) && (a[9] == '\0' || a[9] == '=')) {
       if (!(o->emit_ir = after_pass(a, "--emit-ir")))
         return usage_error("bad pass in '%s' (see --help)", a);
