@@ -5,6 +5,7 @@
  * test fails if a table and one of its uses drift apart.
  */
 #include <criterion/criterion.h>
+#include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,4 +230,51 @@ Test(tables, prelude_helpers_are_emitted_and_reserved) {
   PRELUDE_MATH(MATH)
 #undef MATH
   done(&ctx, &r);
+}
+
+/* ---- the floors: every include arrow points down (docs/design.md) ------- */
+
+/* The floor of a directory or of one of its headers; -1 for others (system
+ * and generated headers). */
+static int floor_of(const char *name) {
+  static const struct {
+    const char *dir, *headers[4];
+  } floors[] = {
+      {"ir", {"nncc.h", "emit.h", "ops.def"}},
+      {"codegen", {"codegen.h"}},
+      {"passes", {NULL}},
+      {"frontend", {"ast.h", "onnx.h", "print_nn.h"}},
+      {"driver", {"driver.h"}},
+  };
+  for (int f = 0; f < (int)(sizeof floors / sizeof *floors); f++) {
+    if (!strcmp(name, floors[f].dir) || (!strncmp(name, "ir/", 3) && f == 0))
+      return f;
+    for (int k = 0; floors[f].headers[k]; k++)
+      if (!strcmp(name, floors[f].headers[k]))
+        return f;
+  }
+  return -1;
+}
+
+Test(tables, every_include_points_down) {
+  static const char *const dirs[] = {"ir", "ir/ops", "codegen", "passes", "frontend", "driver"};
+  for (size_t d = 0; d < sizeof dirs / sizeof *dirs; d++) {
+    char pattern[600];
+    snprintf(pattern, sizeof pattern, "%s/%s/*.[ch]", NNCC_SOURCE_DIR, dirs[d]);
+    glob_t g;
+    cr_assert_eq(glob(pattern, 0, NULL, &g), 0, "%s", pattern);
+    int here = floor_of(dirs[d]);
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+      char *text = read_text(g.gl_pathv[i]);
+      for (const char *p = text; (p = strstr(p, "#include \"")); p++) {
+        const char *name = p + strlen("#include \"");
+        char header[64];
+        snprintf(header, sizeof header, "%.*s", (int)strcspn(name, "\""), name);
+        int there = floor_of(header);
+        cr_expect(there <= here, "%s includes %s, a floor above it", g.gl_pathv[i], header);
+      }
+      free(text);
+    }
+    globfree(&g);
+  }
 }
