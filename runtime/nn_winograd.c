@@ -88,48 +88,50 @@ static NN_UNUSED inline void nn_wino_at(real *restrict o, long os, const real *r
   }
 }
 
+/* Copies plane src (h x w) into pad (rows of wp) at row r0, column c0;
+ * the rest of pad is left as it is (zero: see nn_wino_input). */
+static NN_UNUSED void nn_wino_pad(real *restrict pad, long wp, const real *restrict src, int h,
+                                  int w, int r0, int c0) {
+  for (int y = 0; y < h; y++)
+    for (int x = 0; x < w; x++)
+      pad[(y + r0) * wp + c0 + x] = src[(long)y * w + x];
+}
+
 /* The input transform of one panel: for the tiles tile0 .. tile0 + nt - 1
  * of a batch (tile = (sample * th + ty) * tw + tx; its 6x6 window starts
  * at row 4 ty - p, column 4 tx - p, zeros outside the image), and every
  * channel c < nc of x (samples xs apart, planes h x w),
  * v[(xi * nc + c) * ld + j] = (B^T d B)[xi] of tile tile0 + j; lanes from
- * nt on are zero. */
+ * nt on are zero.  pad holds (4 th + 2) x (4 tw + 2) reals: each plane is
+ * copied into it with p zeros before, so that every window lies inside. */
 static NN_UNUSED void nn_wino_input(real *restrict v, long ld, const real *restrict x, long xs,
                                     int nc, int h, int w, int p, int th, int tw, long tile0,
-                                    int nt) {
+                                    int nt, real *restrict pad) {
   real d[36 * NN_NR], t[36 * NN_NR];
-  long at[NN_NR];   /* the window's first pixel in its sample's plane, or -1 if it is cut */
-  int y0[NN_NR], x0[NN_NR];
-  const real *base[NN_NR];
+  const long hp = 4L * th + 2, wp = 4L * tw + 2, per = (long)th * tw;
+  long at[NN_NR], sample[NN_NR];   /* the window's first pixel in pad; the tile's sample */
   for (int j = 0; j < NN_NR; j++) {
     const long tile = tile0 + (j < nt ? j : 0);
-    const long s = tile / ((long)th * tw);
-    const int r = (int)(tile % ((long)th * tw));
-    y0[j] = r / tw * 4 - p, x0[j] = r % tw * 4 - p;
-    base[j] = x + s * xs;
-    at[j] = y0[j] >= 0 && y0[j] + 6 <= h && x0[j] >= 0 && x0[j] + 6 <= w
-                ? (long)y0[j] * w + x0[j] : -1;
+    const int r = (int)(tile % per);
+    sample[j] = tile / per;
+    at[j] = r / tw * 4 * wp + r % tw * 4;
   }
+  for (long i = 0; i < hp * wp; i++)
+    pad[i] = 0;
   const long hw = (long)h * w;
   for (int c = 0; c < nc; c++) {
     for (int j = 0; j < NN_NR; j++) {
-      const real *restrict src = base[j] + c * hw;
       if (j >= nt) {
         for (int e = 0; e < 36; e++)
           d[e * NN_NR + j] = 0;
-      } else if (at[j] >= 0) {
-        for (int a = 0; a < 6; a++)
-          for (int b = 0; b < 6; b++)
-            d[(a * 6 + b) * NN_NR + j] = src[at[j] + (long)a * w + b];
-      } else {   /* zeros, then the rows [a0, a1) and columns [b0, b1) inside */
-        const int a0 = y0[j] < 0 ? -y0[j] : 0, a1 = h - y0[j] < 6 ? h - y0[j] : 6;
-        const int b0 = x0[j] < 0 ? -x0[j] : 0, b1 = w - x0[j] < 6 ? w - x0[j] : 6;
-        for (int e = 0; e < 36; e++)
-          d[e * NN_NR + j] = 0;
-        for (int a = a0; a < a1; a++)
-          for (int b = b0; b < b1; b++)
-            d[(a * 6 + b) * NN_NR + j] = src[(long)(y0[j] + a) * w + x0[j] + b];
+        continue;
       }
+      if (j == 0 || sample[j] != sample[j - 1])
+        nn_wino_pad(pad, wp, x + sample[j] * xs + c * hw, h, w, p, p);
+      const real *restrict src = pad + at[j];
+      for (int a = 0; a < 6; a++)
+        for (int b = 0; b < 6; b++)
+          d[(a * 6 + b) * NN_NR + j] = src[a * wp + b];
     }
     for (int b = 0; b < 6; b++)   /* t = B^T d, column by column */
       nn_wino_bt(t + b * NN_NR, 6 * NN_NR, d + b * NN_NR, 6 * NN_NR);
@@ -182,26 +184,34 @@ static NN_UNUSED inline void nn_wino_a(real *restrict o, long os, const real *re
  * A^T)[xi] of tile tile0 + j (so that each tile's channels are a row of
  * the micro-kernel's B); tiles from nt on are zero. */
 static NN_UNUSED void nn_wino_dy(real *restrict w, long ld, const real *restrict dy, long ys,
-                                 int no, int ho, int wo, int th, int tw, long tile0, int nt) {
+                                 int no, int ho, int wo, int th, int tw, long tile0, int nt,
+                                 real *restrict pad) {
   real m[36 * NN_NR];
   real d[16 * NN_NR], t[24 * NN_NR];
-  long at[NN_NR];
-  int rows[NN_NR], cols[NN_NR];
+  const long wp = 4L * tw, per = (long)th * tw;
+  long at[NN_NR], sample[NN_NR];
   for (int j = 0; j < NN_NR; j++) {
     const long tile = tile0 + (j < nt ? j : 0);
-    const long s = tile / ((long)th * tw);
-    const int r = (int)(tile % ((long)th * tw)), y0 = r / tw * 4, x0 = r % tw * 4;
-    at[j] = s * ys + (long)y0 * wo + x0;
-    rows[j] = j >= nt ? 0 : ho - y0 < 4 ? ho - y0 : 4;
-    cols[j] = wo - x0 < 4 ? wo - x0 : 4;
+    const int r = (int)(tile % per);
+    sample[j] = tile / per;
+    at[j] = r / tw * 4 * wp + r % tw * 4;
   }
+  for (long i = 0; i < 4L * th * wp; i++)
+    pad[i] = 0;
   const long howo = (long)ho * wo;
   for (int o = 0; o < no; o++) {
     for (int j = 0; j < NN_NR; j++) {
-      const real *restrict src = dy + at[j] + o * howo;
+      if (j >= nt) {
+        for (int e = 0; e < 16; e++)
+          d[e * NN_NR + j] = 0;
+        continue;
+      }
+      if (j == 0 || sample[j] != sample[j - 1])
+        nn_wino_pad(pad, wp, dy + sample[j] * ys + o * howo, ho, wo, 0, 0);
+      const real *restrict src = pad + at[j];
       for (int a = 0; a < 4; a++)
         for (int b = 0; b < 4; b++)
-          d[(a * 4 + b) * NN_NR + j] = a < rows[j] && b < cols[j] ? src[(long)a * wo + b] : 0;
+          d[(a * 4 + b) * NN_NR + j] = src[a * wp + b];
     }
     for (int b = 0; b < 4; b++)   /* t = A dY, column by column: t[a * 4 + b] */
       nn_wino_a(t + b * NN_NR, 4 * NN_NR, d + b * NN_NR, 4 * NN_NR);

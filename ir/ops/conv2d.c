@@ -241,12 +241,18 @@ static bool use_winograd(const Conv *v, const Graph *g) {
 
 /* Its workspace: the transformed filters, 36 x MT panels of NN_MR rows by
  * C, then per thread slot the transformed input of one panel (36 x C x
- * NN_NR), its 36 products for one row panel (36 x NN_MR x NN_NR) and one
- * row's 4x4 outputs (16 x NN_NR). */
+ * NN_NR), its 36 products for one row panel (36 x NN_MR x NN_NR), one
+ * row's 4x4 outputs (16 x NN_NR) and a padded input plane. */
 static long wino_u_reals(const Conv *v) { return 36L * fwd_mt(v) * NN_MR * v->c; }
 
+/* The zero-padded plane nn_wino_input (and nn_wino_dy, smaller) copies
+ * each input plane into. */
+static long wino_pad_reals(const Conv *v) {
+  return (4L * ((v->ho + 3) / 4) + 2) * (4L * ((v->wo + 3) / 4) + 2);
+}
+
 static long wino_slot_reals(const Conv *v) {
-  return 36L * v->c * NN_NR + 36L * NN_MR * NN_NR + 16L * NN_NR;
+  return 36L * v->c * NN_NR + 36L * NN_MR * NN_NR + 16L * NN_NR + wino_pad_reals(v);
 }
 
 static int wino_slots(const Conv *v, const Graph *g) {
@@ -299,7 +305,8 @@ static long wino_du_reals(const Conv *v) {
 }
 
 static long wino_dw_reals(const Conv *v, const Graph *g) {
-  return wino_du_reals(v) + 36L * (v->c + v->o) * wino_chunk(v, g->max_batch) + NN_NR;
+  return wino_du_reals(v) + 36L * (v->c + v->o) * wino_chunk(v, g->max_batch) + NN_NR +
+         (long)g->max_threads * wino_pad_reals(v);
 }
 
 /* Gives node (forward, dx or dw of a convolution with dims v) its
@@ -433,8 +440,8 @@ static void emit_winograd(Emit *e, const Graph *g, const Node *node, const Conv 
   emit_region(e, wino_slots(v, g));
   emitln(e, "real *const v = ws + %ldL + (long)nn_thread_id() * %ld;", wino_u_reals(v),
          wino_slot_reals(v));
-  emitln(e, "real *const m = v + %ldL, *const yt = m + %ld;", 36L * v->c * NN_NR,
-         36L * NN_MR * NN_NR);
+  emitln(e, "real *const m = v + %ldL, *const yt = m + %ld, *const pad = yt + %d;",
+         36L * v->c * NN_NR, 36L * NN_MR * NN_NR, 16 * NN_NR);
   /* U(xi) panel mt, row i, column c at ws + (xi * MT + mt) * NN_MR * C + c * NN_MR + i */
   emit_omp(e, "for");
   emitln(e, "for (int oc = 0; oc < %ld; oc++) {", up);
@@ -456,7 +463,7 @@ static void emit_winograd(Emit *e, const Graph *g, const Node *node, const Conv 
   emitln(e, "for (long pn = 0; pn < (tiles + NN_NR - 1) / NN_NR; pn++) {");
   emitln(e, "const long tile0 = pn * NN_NR;");
   emitln(e, "const int nt = tiles - tile0 < NN_NR ? (int)(tiles - tile0) : NN_NR;");
-  emitln(e, "nn_wino_input(v, NN_NR, %s, %ld, %d, %d, %d, %d, %d, %d, tile0, nt);", x,
+  emitln(e, "nn_wino_input(v, NN_NR, %s, %ld, %d, %d, %d, %d, %d, %d, tile0, nt, pad);", x,
          (long)v->c * v->hw, v->c, v->h, v->w, v->p, th, tw);
   emitln(e, "long at[NN_NR];   /* the tile's first output pixel in y, -1 past the batch */");
   emitln(e, "int rows[NN_NR], cols[NN_NR];   /* of its 4x4 pixels, those in the image */");
@@ -640,6 +647,8 @@ static void emit_winograd_dw(Emit *e, const Graph *g, const Conv *v) {
          wino_du_reals(v), 36L * v->c * chunk);
   emitln(e, "const long tiles = (long)n * %ld;", wino_tiles(v));
   emit_region(e, g->max_threads);
+  emitln(e, "real *const pad = wt + %ldL + (long)nn_thread_id() * %ld;",
+         36L * v->o * chunk + NN_NR, wino_pad_reals(v));
   emitln(e, "for (long t0 = 0; t0 < tiles; t0 += %ld) {", chunk);
   emitln(e, "const long np = (tiles - t0 < %ld ? tiles - t0 + NN_NR - 1 : %ld) / NN_NR;", chunk,
          chunk);
@@ -647,9 +656,9 @@ static void emit_winograd_dw(Emit *e, const Graph *g, const Conv *v) {
   emitln(e, "for (long pn = 0; pn < np; pn++) {");
   emitln(e, "const long tile0 = t0 + pn * NN_NR;");
   emitln(e, "const int nt = tiles - tile0 < NN_NR ? (int)(tiles - tile0) : NN_NR;");
-  emitln(e, "nn_wino_input(vt + pn * NN_NR, %ld, x, %ld, %d, %d, %d, %d, %d, %d, tile0, nt);",
+  emitln(e, "nn_wino_input(vt + pn * NN_NR, %ld, x, %ld, %d, %d, %d, %d, %d, %d, tile0, nt, pad);",
          chunk, (long)v->c * v->hw, v->c, v->h, v->w, v->p, th, tw);
-  emitln(e, "nn_wino_dy(wt + pn * NN_NR * %d, %ld, dy, %ld, %d, %d, %d, %d, %d, tile0, nt);",
+  emitln(e, "nn_wino_dy(wt + pn * NN_NR * %d, %ld, dy, %ld, %d, %d, %d, %d, %d, tile0, nt, pad);",
          v->o, chunk, (long)v->o * v->howo, v->o, v->ho, v->wo, th, tw);
   emitln(e, "}");
   emit_omp(e, "for schedule(static)");
