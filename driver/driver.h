@@ -31,6 +31,8 @@ typedef struct Options {
   bool input_grad;           /* also compute d(input) in train (grad checks) */
   bool no_winograd;          /* --no-winograd: 3x3 convolutions as direct products */
   const char *weights;       /* --weights FILE.safetensors: bake into model_weights.c */
+  bool emit_nn;              /* --emit-nn: print the model as .nn text */
+  const char *emit_weights;  /* --emit-weights FILE: an ONNX model's weights */
 } Options;
 
 /* The defaults of the command line. */
@@ -55,6 +57,8 @@ const char *options_line(Arena *a, const Options *o);
 typedef struct Result {
   Buf c, h;               /* model.c, model.h */
   Buf ir, dot, report;    /* --emit-ir, --emit-dot, --report */
+  Buf nn;                 /* --emit-nn */
+  Buf onnx_weights;       /* --emit-weights: safetensors bytes */
   Buf weights;            /* model_weights.c (--weights), else empty */
   Graph *infer, *train;   /* the final graphs (train is NULL without a loss) */
 } Result;

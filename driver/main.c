@@ -120,6 +120,20 @@ static bool write_outputs(Ctx *ctx, const char *c_path, bool weights, const Resu
   return ok;
 }
 
+/* One file written atomically, as write_outputs writes each (--emit-weights). */
+static bool write_one(Ctx *ctx, const char *path, const Buf *b) {
+  const char *tmp;
+  if (is_directory(ctx, path) || !write_temp(ctx, path, &tmp, b))
+    return false;
+  if (rename(tmp, path) != 0) {
+    error_plain(ctx, "cannot write '%s': %s", path, strerror(errno));
+    unlink(tmp);
+    return false;
+  }
+  sync_dir(ctx, path);
+  return true;
+}
+
 static void put(const Buf *b) {
   if (b->len)
     fwrite(b->data, 1, b->len, stdout);
@@ -131,7 +145,7 @@ int main(int argc, char **argv) {
   if (status)
     return status;
   Ctx ctx = {.arena = new_arena()};
-  bool listing = opt.emit_ir || opt.emit_dot || opt.report;
+  bool listing = opt.emit_ir || opt.emit_dot || opt.emit_nn || opt.report || opt.emit_weights;
   const char *c_path = opt.output ? opt.output : with_ext(ctx.arena, opt.input, ".c");
   if (strlen(c_path) < 3 || strcmp(c_path + strlen(c_path) - 2, ".c") != 0) {
     free_arena(ctx.arena);
@@ -140,12 +154,15 @@ int main(int argc, char **argv) {
   Result r = {0};
   bool ok = nncc_compile(&ctx, &opt, &r);
   if (ok) {
+    put(&r.nn);
     put(&r.ir);
     put(&r.dot);
     if (opt.report)
       put(&r.report);
-    if (opt.output || !listing)
-      ok = write_outputs(&ctx, c_path, opt.weights != NULL, &r);
+    if (opt.emit_weights)
+      ok = write_one(&ctx, opt.emit_weights, &r.onnx_weights);
+    if (ok && (opt.output || !listing))
+      ok = write_outputs(&ctx, c_path, r.weights.len > 0, &r);
   }
   if (ctx.diag.len)
     fwrite(ctx.diag.data, 1, ctx.diag.len, stderr);

@@ -9,12 +9,15 @@
 #include <string.h>
 
 #include "driver.h"
+#include "onnx.h"
 
 static const char usage[] =
-    "usage: nncc MODEL.nn [-o MODEL.c] [options]\n"
+    "usage: nncc MODEL.nn|MODEL.onnx [-o MODEL.c] [options]\n"
     "\n"
     "Compiles a neural-network description into standalone C: MODEL.c and MODEL.h\n"
     "(the header is written next to the .c file, with the same base name).\n"
+    "An ONNX model (torch.onnx.export, opsets 13-17) is translated into a .nn\n"
+    "program and compiled with its weights baked into MODEL_weights.c.\n"
     "\n"
     "options:\n"
     "  -o FILE              output C file (default: MODEL.c beside the input)\n"
@@ -40,12 +43,14 @@ static const char usage[] =
     "  --emit-ir[=after:PASS]   print the IR (after the last pass, or after PASS)\n"
     "  --emit-dot[=after:PASS]  print the IR as GraphViz dot\n"
     "                       PASS: lower derive_backward fuse eliminate_dead plan_memory\n"
+    "  --emit-nn            print the model as .nn text (an ONNX model as imported)\n"
+    "  --emit-weights FILE  write an ONNX model's weights as safetensors (no -o)\n"
     "  --report             print fusion decisions and memory sizes\n"
     "  --verify             parse the emitted C with libclang; fail on any diagnostic\n"
     "  -h, --help           show this help\n"
     "  --version            show the version\n"
     "\n"
-    "With --emit-ir, --emit-dot or --report and no -o, no C is written.\n";
+    "With --emit-ir, --emit-dot, --emit-nn or --report and no -o, no C is written.\n";
 
 int usage_error(const char *fmt, const char *arg) {
   fprintf(stderr, "nncc: error: ");
@@ -144,7 +149,8 @@ int parse_options(int argc, char **argv, Options *o) {
       printf("nncc %s\n", NNCC_VERSION);
       exit(0);
     } else if (!strcmp(a, "-o") || !strcmp(a, "--batch") || !strcmp(a, "--dtype") ||
-               !strcmp(a, "--weights") || !strcmp(a, "--threads")) {
+               !strcmp(a, "--weights") || !strcmp(a, "--threads") ||
+               !strcmp(a, "--emit-weights")) {
       if (i + 1 == argc)
         return usage_error("option '%s' needs a value", a);
       const char *v = argv[++i];
@@ -152,6 +158,8 @@ int parse_options(int argc, char **argv, Options *o) {
         o->output = v;
       else if (!strcmp(a, "--weights"))
         o->weights = v;
+      else if (!strcmp(a, "--emit-weights"))
+        o->emit_weights = v;
       else if (!strcmp(a, "--batch") && !parse_int(v, 1, 1 << 20, &o->max_batch))
         return usage_error("--batch takes a whole number from 1 to 1048576, not '%s'", v);
       else if (!strcmp(a, "--threads") && !parse_int(v, 1, 1024, &o->max_threads))
@@ -186,6 +194,8 @@ int parse_options(int argc, char **argv, Options *o) {
     } else if (!strncmp(a, "--emit-dot", 10) && (a[10] == '\0' || a[10] == '=')) {
       if (!(o->emit_dot = after_pass(a, "--emit-dot")))
         return usage_error("bad pass in '%s' (see --help)", a);
+    } else if (!strcmp(a, "--emit-nn")) {
+      o->emit_nn = true;
     } else if (!strcmp(a, "--report")) {
       o->report = true;
     } else if (!strcmp(a, "--verify")) {
@@ -200,6 +210,9 @@ int parse_options(int argc, char **argv, Options *o) {
   }
   if (!o->input)
     return usage_error("%s", "no model file given");
+  if (o->emit_weights && (!is_onnx_path(o->input) || o->output))
+    return usage_error("%s", "--emit-weights writes the weights of an ONNX model and no C: "
+                             "give a .onnx model and no -o");
   if (o->weights && o->infer_only && o->main_kind && !strcmp(o->main_kind, "infer"))
     return usage_error("%s", "--main=infer loads its weights from a file: drop --weights or --infer");
   return 0;

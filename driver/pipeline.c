@@ -2,6 +2,7 @@
  * pipeline.c: the compiler as a flat list of passes, the one place that
  * reads the options: each stage gets what it needs as arguments.
  *
+ *   read (a .nn file, or an ONNX file translated by frontend/onnx.c)
  *   parse -> lower (infer)            -> fuse -> eliminate_dead -> plan_memory
  *         -> lower (train) -> derive_backward -> fuse -> eliminate_dead -> plan_memory
  *   -> emit_weights (--weights) -> emit_c -> verify_c (--verify)
@@ -14,6 +15,8 @@
 #include <string.h>
 
 #include "driver.h"
+#include "onnx.h"
+#include "print_nn.h"
 
 static const char *const pass_names[] = {"lower", "derive_backward", "fuse", "eliminate_dead",
                                          "plan_memory", NULL};
@@ -61,12 +64,20 @@ static Graph *build(Ctx *ctx, const Options *o, const Program *prog, Mode mode, 
 }
 
 bool nncc_compile(Ctx *ctx, const Options *o, Result *out) {
-  Source *src = read_source(ctx, o->input);
+  const char *weights = o->weights;   /* an ONNX model brings its own */
+  bool onnx = is_onnx_path(o->input);
+  Source *src = onnx ? onnx_source(ctx, o->input, o->dtype, &weights,
+                                   o->emit_weights ? &out->onnx_weights : NULL)
+                     : read_source(ctx, o->input);
   if (!src)
     return false;
   Program *prog = parse_program(ctx, src);
   if (!prog)
     return false;
+  if (o->emit_nn && onnx)
+    buf_puts(&out->nn, src->text);
+  else if (o->emit_nn)
+    print_program(&out->nn, prog);
   Graph *infer = out->infer = build(ctx, o, prog, MODE_INFER, out);
   if (!infer)
     return false;
@@ -78,9 +89,9 @@ bool nncc_compile(Ctx *ctx, const Options *o, Result *out) {
   }
   if (o->report)
     report(&out->report, infer, train);
-  EmitConfig cfg = {.output = o->output, .main_kind = o->main_kind, .weights = o->weights,
+  EmitConfig cfg = {.output = o->output, .main_kind = o->main_kind, .weights = weights,
                     .options = options_line(ctx->arena, o)};
-  if (o->weights && !emit_weights(ctx, &cfg, train ? train : infer, &out->weights))
+  if (weights && !emit_weights(ctx, &cfg, train ? train : infer, &out->weights))
     return false;
   if (!emit_c(ctx, &cfg, infer, train, &out->c, &out->h))
     return false;
@@ -90,7 +101,7 @@ bool nncc_compile(Ctx *ctx, const Options *o, Result *out) {
     if (!verify_c(ctx, c_name, out->c.data, h_name, out->h.data))
       return false;
     const char *w_name = arena_printf(ctx->arena, "%.*s_weights.c", (int)strlen(h_name) - 2, h_name);
-    if (o->weights && !verify_c(ctx, w_name, out->weights.data, h_name, out->h.data))
+    if (weights && !verify_c(ctx, w_name, out->weights.data, h_name, out->h.data))
       return false;
   }
   return true;
@@ -102,5 +113,7 @@ void free_result(Result *r) {
   buf_free(&r->ir);
   buf_free(&r->dot);
   buf_free(&r->report);
+  buf_free(&r->nn);
+  buf_free(&r->onnx_weights);
   buf_free(&r->weights);
 }

@@ -1188,8 +1188,8 @@ static bool check_model(Imp *m, const Onnx__ModelProto *model) {
   if (!model->graph)
     return fail(m, "the model has no graph");
   if (m->opset < 7 || m->opset > 18)
-    return fail(m, "opset %d of the default domain: opsets 13 to 17 are supported "
-                "(as torch.onnx.export writes them)", m->opset);
+    return fail(m, "opset %d of the default domain: opsets 7 to 18 are read (13 to 17, as "
+                "torch.onnx.export writes them, are tested)", m->opset);
   return true;
 }
 
