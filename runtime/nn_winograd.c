@@ -107,7 +107,7 @@ static NN_UNUSED void nn_wino_pad(real *restrict pad, long wp, const real *restr
 static NN_UNUSED void nn_wino_input(real *restrict v, long ld, const real *restrict x, long xs,
                                     int nc, int h, int w, int p, int th, int tw, long tile0,
                                     int nt, real *restrict pad) {
-  real d[36 * NN_NR], t[36 * NN_NR];
+  real d[36 * NN_NR], t[36 * NN_NR], u[36 * NN_NR];
   const long hp = 4L * th + 2, wp = 4L * tw + 2, per = (long)th * tw;
   long at[NN_NR], sample[NN_NR];   /* the window's first pixel in pad; the tile's sample */
   for (int j = 0; j < NN_NR; j++) {
@@ -136,14 +136,18 @@ static NN_UNUSED void nn_wino_input(real *restrict v, long ld, const real *restr
     for (int b = 0; b < 6; b++)   /* t = B^T d, column by column */
       nn_wino_bt(t + b * NN_NR, 6 * NN_NR, d + b * NN_NR, 6 * NN_NR);
     for (int a = 0; a < 6; a++)   /* (t B)[a][b] = (B^T t^T)[b][a] */
-      nn_wino_bt(v + ((long)(a * 6) * nc + c) * ld, nc * ld, t + a * 6 * NN_NR, NN_NR);
+      nn_wino_bt(u + a * 6 * NN_NR, NN_NR, t + a * 6 * NN_NR, NN_NR);
+    for (int xi = 0; xi < 36; xi++)   /* (constant strides above: vectorized) */
+      for (int j = 0; j < NN_NR; j++)
+        v[((long)xi * nc + c) * ld + j] = u[xi * NN_NR + j];
   }
 }
 
-/* The output transform of one row of the products: m[xi * ms + j] for the
- * 36 positions xi and NN_NR tiles j, into y[e * NN_NR + j], e = 4 row +
- * column of the tile's 4x4 outputs. */
-static NN_UNUSED void nn_wino_output(real *restrict y, const real *restrict m, long ms) {
+/* The output transform of one row of the micro-kernel's tiles: m[xi * NN_MR
+ * * NN_NR + j] for the 36 positions xi and NN_NR tiles j, into y[e * NN_NR +
+ * j], e = 4 row + column of the tile's 4x4 outputs. */
+static NN_UNUSED void nn_wino_output(real *restrict y, const real *restrict m) {
+  const long ms = NN_MR * NN_NR;
   real t[24 * NN_NR];
   for (int b = 0; b < 6; b++)   /* t = A^T m, column by column: t[a * 6 + b] */
     nn_wino_at(t + b * NN_NR, 6 * NN_NR, m + b * ms, 6 * ms);

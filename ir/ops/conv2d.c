@@ -485,7 +485,7 @@ static void emit_winograd(Emit *e, const Graph *g, const Node *node, const Conv 
          mt, (long)NN_MR * v->c, (long)v->c * NN_NR, v->c);
   emitln(e, "for (int i = 0; i < mr; i++) {");
   emitln(e, "const int o = o0 + i;");
-  emitln(e, "nn_wino_output(yt, m + i * NN_NR, NN_MR * NN_NR);");
+  emitln(e, "nn_wino_output(yt, m + i * NN_NR);");
   emitln(e, "for (int j = 0; j < nt; j++)");
   emitln(e, "    for (int a = 0; a < rows[j]; a++)");
   emitln(e, "        for (int c = 0; c < cols[j]; c++) {");
