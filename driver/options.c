@@ -35,7 +35,7 @@ static const char usage[] =
     "  --no-fuse            same as --fuse=none\n"
     "  --no-plan            give every tensor its own buffer (no memory reuse)\n"
     "  --no-winograd        3x3 stride-1 convolutions as direct products, not\n"
-    "                       Winograd F(4x4,3x3): slower, 10-30x less f32 error\n"
+    "                       Winograd F(4x4,3x3): slower, ~8x smaller f32 error\n"
     "  --input-grad         train graph also computes d(loss)/d(input) (gradient checks)\n"
     "  --main=train|infer|bench  add a main(): ./model train IMAGES LABELS, ./model infer\n"
     "                       WEIGHTS IMAGES [LABELS], ./model bench (IDX files, one\n"
