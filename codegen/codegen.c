@@ -250,9 +250,30 @@ static void kernel_params(CG *cg, Emit *e, const Graph *g, const Node *node, Buf
   buf_puts(sig, "int n");
 }
 
-static void kernel_comment(CG *cg, const Graph *g, const Node *node, Buf *b) {
+/* text into out, broken after ", " so that lines stay within 100 columns;
+ * a continuation line is `indent` spaces and `lead`. */
+static void put_wrapped(Buf *out, const char *text, int indent, const char *lead) {
+  int col = 0, start = indent + (int)strlen(lead);
+  for (const char *p = text; *p;) {
+    const char *comma = strstr(p, ", ");
+    int len = comma ? (int)(comma - p) + 1 : (int)strlen(p);   /* a piece and its comma */
+    if (p != text && col > start && col + 1 + len > 100) {
+      buf_printf(out, "\n%*s%s", indent, "", lead);
+      col = start;
+    } else if (p != text) {
+      buf_puts(out, " ");
+      col++;
+    }
+    buf_printf(out, "%.*s", len, p);
+    col += len;
+    p += len + (p[len] == ' ');
+  }
+}
+
+static void kernel_comment(CG *cg, const Graph *g, const Node *node, Buf *out) {
   const OpDef *def = op_def(node->op);
   Emit e = {.ctx = cg->ctx, .g = g};
+  Buf text = {0}, *b = &text;
   buf_printf(b, "/* %s (%s, model line %d): ", c_string(cg->a, node->name) , def->name,
              node->loc.line);
   for (int j = 0; j < node->nin; j++)
@@ -269,7 +290,10 @@ static void kernel_comment(CG *cg, const Graph *g, const Node *node, Buf *b) {
                op_def(node_at(g, node->prologue)->op)->name);
   if (drops_arg(g, node, node->nout))
     buf_printf(b, "; in place: %s is %s", arg_name(&e, node, 0), arg_name(&e, node, node->nout));
-  buf_puts(b, " */\n");
+  buf_puts(b, " */");
+  put_wrapped(out, text.data, 1, "* ");
+  buf_puts(out, "\n");
+  buf_free(&text);
 }
 
 /* conv1_forward; backward kernels by op: conv1_conv2d_dx, fc2_add. */
@@ -329,7 +353,9 @@ static void emit_kernel(CG *cg, const Graph *g, const Node *node) {
   cg->kernel_of[node->id] = name;
   Buf text = {0};
   kernel_comment(cg, g, node, &text);
-  buf_printf(&text, "static void %s(%s)\n{\n%s}\n\n", name, sig.data, body.data);
+  const char *head = arena_printf(cg->a, "static void %s(%s)", name, sig.data);
+  put_wrapped(&text, head, (int)strlen(name) + 13, "");
+  buf_printf(&text, "\n{\n%s}\n\n", body.data);
   vec_push(cg->a, cg->kernels, ((Kernel){key, name, node->name, arena_strdup(cg->a, text.data)}));
   buf_free(&text);
 done:
@@ -618,24 +644,16 @@ const char *tensor_ref(const CG *cg, const Graph *g, int id) {
   return cg->tensor_of[id] ? cg->tensor_of[id] : value_ptr(cg, g, val(g, id));
 }
 
-/* "    f(a, b, n);" and a note, continued under the first argument past 100
- * columns. */
+/* "    f(a, b, n);" and a note, continued under the first argument. */
 static void emit_call(Buf *c, const char *fn, const char *const *args, int nargs,
                       const char *note) {
-  int indent = 4 + (int)strlen(fn) + 1, col = indent;
-  buf_printf(c, "    %s(", fn);
-  for (int k = 0; k < nargs; k++) {
-    int len = (int)strlen(args[k]) + 2;
-    if (k > 0 && col + len > 100) {
-      buf_printf(c, ",\n%*s", indent, "");
-      col = indent;
-    } else if (k > 0) {
-      buf_puts(c, ", ");
-    }
-    buf_puts(c, args[k]);
-    col += len;
-  }
-  buf_printf(c, ");%s\n", note);
+  Buf line = {0};
+  buf_printf(&line, "    %s(", fn);
+  for (int k = 0; k < nargs; k++)
+    buf_printf(&line, "%s%s", args[k], k + 1 < nargs ? ", " : ");");
+  put_wrapped(c, line.data, 4 + (int)strlen(fn) + 1, "");
+  buf_printf(c, "%s\n", note);
+  buf_free(&line);
 }
 
 /* One call per emitted node, after the tensors' declarations; a comment
