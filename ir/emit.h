@@ -2,8 +2,8 @@
  * emit.h: the emit kit, what the op files (ir/ops/) need to write kernels.
  *
  * It sits beside the IR so that the ops never include codegen: codegen
- * calls the ops' emitters, the ops call only this kit.  ir/emit.c holds
- * it, but for the packed product, which is codegen/product.c.
+ * calls the ops' emitters, the ops call only this kit: ir/emit.c, and
+ * ir/product.c for the loops of a packed product.
  *
  * Kernel conventions.  codegen writes, for every live node, a function
  *

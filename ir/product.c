@@ -11,7 +11,7 @@
  * emit_product() and emit_product_end(), with r0, c0 (the tile's first row
  * and column) and mr, nr (its rows and columns in C) in scope.
  */
-#include "codegen.h"
+#include "emit.h"
 
 long product_reals(const Product *p) {
   long mt = (p->max_m + NN_MR - 1) / NN_MR, nt = (p->n + NN_NR - 1) / NN_NR;

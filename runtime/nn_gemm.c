@@ -35,7 +35,7 @@
  * the work is split among the threads.
  */
 
-/* NN_MR, NN_NR and NN_DR are #defined by the prelude from codegen/codegen.h. */
+/* NN_MR, NN_NR and NN_DR are #defined by the prelude from ir/emit.h. */
 #ifdef _OPENMP
 #include <omp.h>
 #endif
