@@ -770,10 +770,13 @@ static const struct {
     {NULL, 0, NULL},
 };
 
+/* The failure codes: every status but NN_OK (0), the table's first row. */
+#define FAILURES (statuses + 1)
+
 static void emit_status_checks(CG *cg) {
-  for (int i = 0; statuses[i].name; i++)
+  for (int i = 0; FAILURES[i].name; i++)
     buf_printf(cg->c, "_Static_assert(%s_%s == NN_%s, \"status codes\");\n", cg->M,
-               statuses[i].name, statuses[i].name);
+               FAILURES[i].name, FAILURES[i].name);
   buf_puts(cg->c, "\n");
 }
 
@@ -799,9 +802,9 @@ static void emit_header(CG *cg) {
   }
   buf_printf(h, "\ntypedef struct %s %s;\n\n", m, m);
   buf_printf(h, "/* Status codes: 0 on success, negative on failure; see %s_strerror. */\n", m);
-  for (int i = 0; statuses[i].name; i++)
-    buf_printf(h, "#define %s_%s (%d)   /* %s */\n", M, statuses[i].name, statuses[i].value,
-               statuses[i].what);
+  for (int i = 0; FAILURES[i].name; i++)
+    buf_printf(h, "#define %s_%s (%d)   /* %s */\n", M, FAILURES[i].name, FAILURES[i].value,
+               FAILURES[i].what);
   buf_puts(h, "\n");
   buf_printf(h, "size_t %s_memory_size(void);   /* bytes for %s_init_in, any alignment */\n", m, m);
   buf_printf(h, "%s *%s_init_in(void *mem, uint64_t seed);   /* caller owns mem */\n", m, m);
