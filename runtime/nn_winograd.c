@@ -97,6 +97,42 @@ static NN_UNUSED void nn_wino_pad(real *restrict pad, long wp, const real *restr
       pad[(y + r0) * wp + c0 + x] = src[(long)y * w + x];
 }
 
+/* For the tiles tile0 + j of a panel (tile = (sample * th + ty) * tw + tx;
+ * lanes from nt on repeat tile0): the sample, and the first pixel of the
+ * window in a plane of rows wp (row 4 ty, column 4 tx). */
+static NN_UNUSED void nn_wino_tiles(long *at, long *sample, long wp, int th, int tw, long tile0,
+                                    int nt) {
+  const long per = (long)th * tw;
+  for (int j = 0; j < NN_NR; j++) {
+    const long tile = tile0 + (j < nt ? j : 0);
+    const int r = (int)(tile % per);
+    sample[j] = tile / per;
+    at[j] = r / tw * 4 * wp + r % tw * 4;
+  }
+}
+
+/* The k x k windows of a panel's tiles, d[(a * k + b) * NN_NR + j]: each
+ * sample's plane (base + sample * xs, h x w) copied into pad at row and
+ * column off (pad's other cells stay zero), then read at at[j]; lanes from
+ * nt on are zero. */
+static NN_UNUSED inline void nn_wino_gather(real *restrict d, int k, real *restrict pad, long wp,
+                                            const real *restrict base, long xs, int h, int w,
+                                            int off, const long *at, const long *sample, int nt) {
+  for (int j = 0; j < NN_NR; j++) {
+    if (j >= nt) {
+      for (int e = 0; e < k * k; e++)
+        d[e * NN_NR + j] = 0;
+      continue;
+    }
+    if (j == 0 || sample[j] != sample[j - 1])
+      nn_wino_pad(pad, wp, base + sample[j] * xs, h, w, off, off);
+    const real *restrict src = pad + at[j];
+    for (int a = 0; a < k; a++)
+      for (int b = 0; b < k; b++)
+        d[(a * k + b) * NN_NR + j] = src[a * wp + b];
+  }
+}
+
 /* The input transform of one panel: for the tiles tile0 .. tile0 + nt - 1
  * of a batch (tile = (sample * th + ty) * tw + tx; its 6x6 window starts
  * at row 4 ty - p, column 4 tx - p, zeros outside the image), and every
@@ -108,31 +144,13 @@ static NN_UNUSED void nn_wino_input(real *restrict v, long ld, const real *restr
                                     int nc, int h, int w, int p, int th, int tw, long tile0,
                                     int nt, real *restrict pad) {
   real d[36 * NN_NR], t[36 * NN_NR], u[36 * NN_NR];
-  const long hp = 4L * th + 2, wp = 4L * tw + 2, per = (long)th * tw;
-  long at[NN_NR], sample[NN_NR];   /* the window's first pixel in pad; the tile's sample */
-  for (int j = 0; j < NN_NR; j++) {
-    const long tile = tile0 + (j < nt ? j : 0);
-    const int r = (int)(tile % per);
-    sample[j] = tile / per;
-    at[j] = r / tw * 4 * wp + r % tw * 4;
-  }
+  const long hp = 4L * th + 2, wp = 4L * tw + 2;
+  long at[NN_NR], sample[NN_NR];
+  nn_wino_tiles(at, sample, wp, th, tw, tile0, nt);
   for (long i = 0; i < hp * wp; i++)
     pad[i] = 0;
-  const long hw = (long)h * w;
   for (int c = 0; c < nc; c++) {
-    for (int j = 0; j < NN_NR; j++) {
-      if (j >= nt) {
-        for (int e = 0; e < 36; e++)
-          d[e * NN_NR + j] = 0;
-        continue;
-      }
-      if (j == 0 || sample[j] != sample[j - 1])
-        nn_wino_pad(pad, wp, x + sample[j] * xs + c * hw, h, w, p, p);
-      const real *restrict src = pad + at[j];
-      for (int a = 0; a < 6; a++)
-        for (int b = 0; b < 6; b++)
-          d[(a * 6 + b) * NN_NR + j] = src[a * wp + b];
-    }
+    nn_wino_gather(d, 6, pad, wp, x + (long)c * h * w, xs, h, w, p, at, sample, nt);
     for (int b = 0; b < 6; b++)   /* t = B^T d, column by column */
       nn_wino_bt(t + b * NN_NR, 6 * NN_NR, d + b * NN_NR, 6 * NN_NR);
     for (int a = 0; a < 6; a++)   /* (t B)[a][b] = (B^T t^T)[b][a] */
@@ -192,31 +210,13 @@ static NN_UNUSED void nn_wino_dy(real *restrict w, long ld, const real *restrict
                                  real *restrict pad) {
   real m[36 * NN_NR];
   real d[16 * NN_NR], t[24 * NN_NR];
-  const long wp = 4L * tw, per = (long)th * tw;
+  const long wp = 4L * tw;
   long at[NN_NR], sample[NN_NR];
-  for (int j = 0; j < NN_NR; j++) {
-    const long tile = tile0 + (j < nt ? j : 0);
-    const int r = (int)(tile % per);
-    sample[j] = tile / per;
-    at[j] = r / tw * 4 * wp + r % tw * 4;
-  }
+  nn_wino_tiles(at, sample, wp, th, tw, tile0, nt);
   for (long i = 0; i < 4L * th * wp; i++)
     pad[i] = 0;
-  const long howo = (long)ho * wo;
   for (int o = 0; o < no; o++) {
-    for (int j = 0; j < NN_NR; j++) {
-      if (j >= nt) {
-        for (int e = 0; e < 16; e++)
-          d[e * NN_NR + j] = 0;
-        continue;
-      }
-      if (j == 0 || sample[j] != sample[j - 1])
-        nn_wino_pad(pad, wp, dy + sample[j] * ys + o * howo, ho, wo, 0, 0);
-      const real *restrict src = pad + at[j];
-      for (int a = 0; a < 4; a++)
-        for (int b = 0; b < 4; b++)
-          d[(a * 4 + b) * NN_NR + j] = src[a * wp + b];
-    }
+    nn_wino_gather(d, 4, pad, wp, dy + (long)o * ho * wo, ys, ho, wo, 0, at, sample, nt);
     for (int b = 0; b < 4; b++)   /* t = A dY, column by column: t[a * 4 + b] */
       nn_wino_a(t + b * NN_NR, 4 * NN_NR, d + b * NN_NR, 4 * NN_NR);
     for (int a = 0; a < 6; a++)   /* (t A^T)[a][b] = (A t^T)[b][a] */
