@@ -918,11 +918,14 @@ static void emit_init(CG *cg) {
   if (baked(cg))
     emit_baked_init(cg);
   int stream = 0;
-  for (int i = 0; !baked(cg) && i < g->values.len; i++) {
+  for (int i = 0; i < g->values.len; i++) {   /* those the baked weights do not hold */
     const Value *v = &g->values.items[i];
     if (!is_persistent(v))
       continue;
-    buf_printf(c, "    nn_rng_seed(&r, seed, %d);   /* %s */\n", stream++, c_string(cg->a, v->name));
+    int s = stream++;   /* a tensor's stream does not depend on what is baked */
+    if (is_baked_value(cg->cfg, v))
+      continue;
+    buf_printf(c, "    nn_rng_seed(&r, seed, %d);   /* %s */\n", s, c_string(cg->a, v->name));
     init_call(cg, v);
   }
   buf_puts(c, "    (void)r;\n    (void)m;\n    (void)seed;\n}\n\n");

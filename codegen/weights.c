@@ -74,8 +74,8 @@ static long block_reals(long size) { return size > 0 ? size : 1; }
 
 /* The table nn_st_load fills: the model's tensors point into the blocks,
  * optional optimizer state into one scratch area (read, then dropped). */
-static nn_tensor *weight_table(Ctx *ctx, const Graph *g, Baked *bk, unsigned char *scratch,
-                               int *count) {
+static nn_tensor *weight_table(Ctx *ctx, const EmitConfig *cfg, const Graph *g, Baked *bk,
+                               unsigned char *scratch, int *count) {
   const char *slots[NUM_OPTIMIZERS * MAX_SLOTS];
   int nslots = state_slots(slots), cap = 1;
   for (int i = 0; i < g->values.len; i++)
@@ -85,7 +85,7 @@ static nn_tensor *weight_table(Ctx *ctx, const Graph *g, Baked *bk, unsigned cha
   int n = 0;
   for (int i = 0; i < g->values.len; i++) {
     const Value *v = &g->values.items[i];
-    if (!is_weight(v))
+    if (!is_weight(v) || !is_baked_value(cfg, v))
       continue;
     /* finite, and a variance >= 0: as the generated load checks */
     size_t len = strlen(v->name);
@@ -110,7 +110,8 @@ static nn_tensor *weight_table(Ctx *ctx, const Graph *g, Baked *bk, unsigned cha
 }
 
 /* Reads the file `path` into bk; reports "nncc: error: FILE: why" on failure. */
-static bool read_weights(Ctx *ctx, const char *path, const Graph *g, Baked *bk) {
+static bool read_weights(Ctx *ctx, const EmitConfig *cfg, const Graph *g, Baked *bk) {
+  const char *path = cfg->weights;
   bk->esize = g->dtype == DT_F64 ? 8 : 4;
   /* checked: a product that does not fit size_t is out of memory */
   bool fits = !__builtin_mul_overflow((size_t)block_reals(g->params_size), bk->esize,
@@ -132,7 +133,7 @@ static bool read_weights(Ctx *ctx, const char *path, const Graph *g, Baked *bk) 
     error_plain(ctx, "%s: out of memory", path);
   char err[512] = "";
   int count = 0;
-  nn_tensor *t = ok ? weight_table(ctx, g, bk, scratch, &count) : NULL;
+  nn_tensor *t = ok ? weight_table(ctx, cfg, g, bk, scratch, &count) : NULL;
   if (ok && nn_st_load(path, t, count, err, sizeof err) != NN_OK) {
     error_plain(ctx, "%s: %s", path, err);
     ok = false;
@@ -189,7 +190,7 @@ static void emit_block(const Graph *g, Buf *b, const char *block, const unsigned
 
 bool emit_weights(Ctx *ctx, const EmitConfig *cfg, const Graph *g, Buf *out) {
   Baked bk = {0};
-  bool ok = read_weights(ctx, cfg->weights, g, &bk);
+  bool ok = read_weights(ctx, cfg, g, &bk);
   if (ok) {
     const char *h = header_name(ctx, cfg->output, g->model);
     /* names are display text here: the -o path is the user's, not the model's */
@@ -217,7 +218,23 @@ bool emit_weights(Ctx *ctx, const EmitConfig *cfg, const Graph *g, Buf *out) {
 
 bool baked(const CG *cg) { return cg->cfg->weights; }
 
-bool baked_readonly(const CG *cg) { return baked(cg) && !cg->train; }
+bool is_baked_value(const EmitConfig *cfg, const Value *v) {
+  for (int i = 0; cfg->weights_only && i < cfg->nweights_only; i++)
+    if (!strcmp(cfg->weights_only[i], v->name))
+      return true;
+  return cfg->weights && !cfg->weights_only;
+}
+
+/* Whether every param and buffer comes from the file. */
+static bool all_baked(const CG *cg) {
+  const Graph *g = cg->layout;
+  for (int i = 0; i < g->values.len; i++)
+    if (is_weight(&g->values.items[i]) && !is_baked_value(cg->cfg, &g->values.items[i]))
+      return false;
+  return true;
+}
+
+bool baked_readonly(const CG *cg) { return baked(cg) && !cg->train && all_baked(cg); }
 
 void emit_baked_decls(CG *cg) {
   const Graph *g = cg->layout;

@@ -3,6 +3,7 @@
  * reads the options: each stage gets what it needs as arguments.
  *
  *   read (a .nn file, or an ONNX file translated by frontend/onnx.c)
+ *   (the initializers of an ONNX file or of a .nn file's imports are baked)
  *   parse -> lower (infer)            -> fuse -> eliminate_dead -> plan_memory
  *         -> lower (train) -> derive_backward -> fuse -> eliminate_dead -> plan_memory
  *   -> emit_weights (--weights) -> emit_c -> verify_c (--verify)
@@ -74,6 +75,17 @@ bool nncc_compile(Ctx *ctx, const Options *o, Result *out) {
   Program *prog = parse_program(ctx, src);
   if (!prog)
     return false;
+  /* a .nn file's imports start from their initializers, unless --weights */
+  int nimported;
+  const OnnxWeight *imported = program_imported_weights(prog, &nimported);
+  const char **only = NULL;
+  if (nimported && !weights) {
+    only = arena_alloc(ctx->arena, sizeof *only * (size_t)nimported);
+    for (int k = 0; k < nimported; k++)
+      only[k] = imported[k].name;
+    if (!onnx_weights_file(ctx, o->input, imported, nimported, o->dtype, &weights, NULL))
+      return false;
+  }
   if (o->emit_nn && onnx)
     buf_puts(&out->nn, src->text);
   else if (o->emit_nn)
@@ -90,7 +102,8 @@ bool nncc_compile(Ctx *ctx, const Options *o, Result *out) {
   if (o->report)
     report(&out->report, infer, train);
   EmitConfig cfg = {.output = o->output, .main_kind = o->main_kind, .weights = weights,
-                    .options = options_line(ctx->arena, o)};
+                    .options = options_line(ctx->arena, o), .weights_only = only,
+                    .nweights_only = only ? nimported : 0};
   if (weights && !emit_weights(ctx, &cfg, train ? train : infer, &out->weights))
     return false;
   if (!emit_c(ctx, &cfg, infer, train, &out->c, &out->h))

@@ -10,6 +10,7 @@
 #define AST_H
 
 #include "nncc.h"
+#include "onnx.h"
 
 #define MAX_NAME 64      /* identifiers, layer names */
 #define MAX_MODEL_NAME 40
@@ -123,6 +124,15 @@ typedef struct TrainItem {
   int nargs;
 } TrainItem;
 
+/* `import "net.onnx"`: the graph's text is parsed in place of the statement,
+ * its inputs and statements becoming items [first, first + count). */
+typedef struct Import {
+  Loc loc;               /* the file name */
+  int end_line;          /* the statement's last line */
+  const char *path;      /* resolved against the .nn file's directory */
+  int first, count;
+} Import;
+
 /* Top-level items in program order: declarations interleave statements. */
 typedef struct Item {
   Decl *decl;            /* exactly one of decl and stmt is set */
@@ -138,6 +148,8 @@ struct Program {
   bool has_loss, has_train;
   VEC(TrainItem) train_items;
   TrainConfig train;     /* train_items checked, defaults filled in */
+  VEC(Import) imports;
+  VEC(OnnxWeight) imported;   /* the imports' initializers, their initial weights */
 };
 
 /* train.c: checks the train items and fills prog->train; false on error. */

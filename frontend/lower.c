@@ -762,7 +762,12 @@ static LVal run_stmts(Lower *L, Stmt **body, int n) {
 /* ---- declarations and the program --------------------------------------------- */
 
 static void declare(Lower *L, const Decl *d, int *ninputs, int *ntargets) {
-  if (lookup(L, d->name))
+  const Binding *b = lookup(L, d->name);
+  const Loc *imported = b && b->val.loc.src ? b->val.loc.src->imported_at : NULL;
+  if (imported)
+    fail(L, d->loc, "'%s' is already defined by the import at line %d (rename it there: "
+         "(%s=new_name))", d->name, imported->line, d->name);
+  if (b)
     fail(L, d->loc, "'%s' is already defined", d->name);
   api_name(L, d->name, d->loc, d->kind == DECL_INPUT ? "input" : "target");
   use_name(L, d->name, d->loc);

@@ -72,6 +72,8 @@ typedef struct Imp {
   Names layers, idents;         /* layer names; .nn identifiers */
   int nprefix, nvars;            /* counters for fallback names, h1 h2 ... */
   int opset;
+  const OnnxImport *imp;         /* `import` in a .nn file; NULL for a .onnx input */
+  Names inputs, outputs;         /* the default names of the graph's inputs and outputs */
 } Imp;
 
 /* ---- errors ------------------------------------------------------------------ */
@@ -500,6 +502,30 @@ static const char *ident(Imp *m, const char *s, const char *fallback) {
   return ident_of(m, s, fallback, false);
 }
 
+/* The name of a graph input or output: its default name `def` (recorded,
+ * so that `import` can check the names it is asked to rename) or the
+ * import's new name for it. */
+static const char *io_name(Imp *m, Names *set, const char *def) {
+  vec_push(m->ctx->arena, *set, def);
+  for (int k = 0; m->imp && k < m->imp->nrename; k++)
+    if (!strcmp(m->imp->rename_from[k], def))
+      return m->imp->rename_to[k];
+  return def;
+}
+
+/* Whether `import (freeze=...)` freezes the layer: all of them, or the one
+ * named by the prefix and those under it ("features" takes "features.0"). */
+static bool frozen(const Imp *m, const char *layer) {
+  const char *f = m->imp ? m->imp->freeze : NULL;
+  size_t n = f ? strlen(f) : 0;
+  return f && (!n || (!strncmp(layer, f, n) && (!layer[n] || layer[n] == '.')));
+}
+
+/* The end of a layer's call: its name, freeze=true if the import freezes it. */
+static void end_layer(Imp *m, const char *layer) {
+  buf_printf(&m->nn, ", name=\"%s\"%s)\n", layer, frozen(m, layer) ? ", freeze=true" : "");
+}
+
 /* The shortest decimal that reads back as the same float. */
 static const char *num(Imp *m, double x) {
   for (int prec = 6; prec < 17; prec++) {
@@ -640,7 +666,7 @@ static bool im_conv(Imp *m) {
     buf_puts(&m->nn, ", bias=false");
   if (groups != 1)
     buf_printf(&m->nn, ", groups=%lld", (long long)groups);
-  buf_printf(&m->nn, ", name=\"%s\")\n", layer);
+  end_layer(m, layer);
   add_weight(m, layer, "weight", shape_of(4, (int)o, (int)w->dim[1], k, k), w->f);
   if (b)
     add_weight(m, layer, "bias", shape_of(1, (int)o), b->f);
@@ -665,8 +691,8 @@ static bool im_batchnorm(Imp *m) {
   const char *layer = layer_name(m, w[0], "bn");
   const char *xv = x->var;
   result(m, layer, x->rank, x->dim);
-  buf_printf(&m->nn, "batchnorm(%s, momentum=%.6g, eps=%s, name=\"%s\")\n", xv, mom,
-             num(m, eps), layer);
+  buf_printf(&m->nn, "batchnorm(%s, momentum=%.6g, eps=%s", xv, mom, num(m, eps));
+  end_layer(m, layer);
   static const char *const suffix[] = {"weight", "bias", "running_mean", "running_var"};
   for (int j = 0; j < 4; j++)
     add_weight(m, layer, suffix[j], shape_of(1, c), w[j]->f);
@@ -714,7 +740,8 @@ static bool im_prelu(Imp *m) {
   const char *layer = layer_name(m, w, "prelu");
   const char *xv = x->var;
   result(m, layer, x->rank, x->dim);
-  buf_printf(&m->nn, "prelu(%s, name=\"%s\")\n", xv, layer);
+  buf_printf(&m->nn, "prelu(%s", xv);
+  end_layer(m, layer);
   add_weight(m, layer, "weight", shape_of(1, c), w->f);
   return true;
 }
@@ -791,8 +818,8 @@ static bool dense(Imp *m, Val *x, const Val *w, bool transposed, double alpha, c
   const char *xv = x->var;
   int64_t d[2] = {1, units};
   result(m, layer, 2, d);
-  buf_printf(&m->nn, "dense(%s, %lld%s, name=\"%s\")\n", xv, (long long)units,
-             b ? "" : ", bias=false", layer);
+  buf_printf(&m->nn, "dense(%s, %lld%s", xv, (long long)units, b ? "" : ", bias=false");
+  end_layer(m, layer);
   float *wt = arena_alloc(m->ctx->arena, (size_t)(units * k) * sizeof *wt);
   for (int64_t u = 0; u < units; u++)
     for (int64_t i = 0; i < k; i++)
@@ -988,7 +1015,8 @@ static bool im_layernorm(Imp *m) {
   const char *layer = layer_name(m, w, "ln");
   const char *xv = x->var;
   result(m, layer, x->rank, x->dim);
-  buf_printf(&m->nn, "layernorm(%s, eps=%s, name=\"%s\")\n", xv, num(m, eps), layer);
+  buf_printf(&m->nn, "layernorm(%s, eps=%s", xv, num(m, eps));
+  end_layer(m, layer);
   Shape s = {x->rank - 1, {0}};
   for (int d = 1; d < x->rank; d++)
     s.dim[d - 1] = (int)x->dim[d];
@@ -1224,8 +1252,14 @@ static bool translate(Imp *m, const Onnx__ModelProto *model) {
     if (!v || !load_const(m, g->initializer[k], v))
       return false;
   }
-  buf_printf(&m->nn, "# imported by nncc %s from an ONNX model (opset %d)\nmodel %s\n\n",
-             NNCC_VERSION, m->opset, model_name(m));
+  if (m->imp)   /* the text goes in place of the import statement */
+    buf_printf(&m->nn, "# imported by nncc %s from %s (opset %d)\n", NNCC_VERSION,
+               shown(m, m->path), m->opset);
+  else
+    buf_printf(&m->nn, "# imported by nncc %s from an ONNX model (opset %d)\nmodel %s\n\n",
+               NNCC_VERSION, m->opset, model_name(m));
+  for (int k = 0; m->imp && k < m->imp->nrename; k++)   /* kept from the graph's names */
+    take_name(m, &m->idents, m->imp->rename_to[k]);
   int ninputs = 0;
   for (size_t k = 0; k < g->n_input; k++) {
     if (find(m, str(g->input[k]->name)))   /* an initializer listed as input */
@@ -1233,20 +1267,22 @@ static bool translate(Imp *m, const Onnx__ModelProto *model) {
     if (!add_input(m, g->input[k]))
       return false;
     Val *v = find(m, str(g->input[k]->name));
-    v->var = ident_of(m, v->name, "x", true);
+    v->var = io_name(m, &m->inputs, ident_of(m, v->name, "x", true));
     buf_printf(&m->nn, "input %s: f32%s\n", v->var, shape_text(m, v));
     ninputs++;
   }
   if (!ninputs)
     return fail(m, "the graph has no input");
-  buf_puts(&m->nn, "\n");
+  if (!m->imp)
+    buf_puts(&m->nn, "\n");
   if (!check_order(m) || !mark_live(m))
     return false;
   for (size_t k = 0; k < g->n_node; k++)
     if (m->live[k] && !m->done[k] && !translate_node(m, k))
       return false;
   m->node = NULL;
-  buf_puts(&m->nn, "\n");
+  if (!m->imp)
+    buf_puts(&m->nn, "\n");
   for (size_t k = 0; k < g->n_output; k++) {
     Val *v = find(m, str(g->output[k]->name));
     if (v->is_const || !v->var || v->rank == 0)
@@ -1254,7 +1290,9 @@ static bool translate(Imp *m, const Onnx__ModelProto *model) {
     for (size_t j = 0; j < k; j++)
       if (!strcmp(str(g->output[j]->name), v->name))
         return fail(m, "graph output '%s' is listed twice", shown(m, v->name));
-    buf_printf(&m->nn, "output %s = %s\n", ident_of(m, v->name, "y", true), v->var);
+    /* imported, the outputs are names the .nn file goes on from */
+    buf_printf(&m->nn, "%s%s = %s\n", m->imp ? "" : "output ",
+               io_name(m, &m->outputs, ident_of(m, v->name, "y", true)), v->var);
   }
   return true;
 }
@@ -1264,8 +1302,8 @@ bool is_onnx_path(const char *path) {
   return n > 5 && !strcmp(path + n - 5, ".onnx");
 }
 
-bool onnx_import(Ctx *ctx, const char *path, OnnxModel *out) {
-  Imp m = {.ctx = ctx, .path = path};
+bool onnx_import(Ctx *ctx, const char *path, const OnnxImport *imp, OnnxModel *out) {
+  Imp m = {.ctx = ctx, .path = path, .imp = imp};
   Onnx__ModelProto *model = read_model(&m);
   bool ok = model && check_model(&m, model) && translate(&m, model);
   if (model)
@@ -1274,6 +1312,10 @@ bool onnx_import(Ctx *ctx, const char *path, OnnxModel *out) {
     out->nn = arena_strdup(ctx->arena, m.nn.data);
     out->weights = m.weights.items;
     out->nweights = m.weights.len;
+    out->inputs = m.inputs.items;
+    out->ninputs = m.inputs.len;
+    out->outputs = m.outputs.items;
+    out->noutputs = m.outputs.len;
   }
   buf_free(&m.nn);
   return ok;
@@ -1281,20 +1323,19 @@ bool onnx_import(Ctx *ctx, const char *path, OnnxModel *out) {
 
 /* ---- the weights as safetensors ---------------------------------------------------- */
 
-/* m's weights as the bytes of a safetensors file of reals of esize bytes:
- * the header padded with spaces to a multiple of 8, then the tensors in
- * order, little-endian.  The caller frees b->data. */
-static void safetensors(Buf *b, const OnnxModel *m, int esize) {
+/* The weights w[0..n) as the bytes of a safetensors file of reals of esize
+ * bytes: the header padded with spaces to a multiple of 8, then the tensors
+ * in order, little-endian.  The caller frees b->data. */
+static void safetensors(Buf *b, const OnnxWeight *w, int n, int esize) {
   Buf h = {0};
   buf_puts(&h, "{");
   size_t data = 0;
-  for (int k = 0; k < m->nweights; k++) {
-    const OnnxWeight *w = &m->weights[k];
-    size_t bytes = (size_t)shape_numel(&w->shape) * (size_t)esize;
-    buf_printf(&h, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[", k ? "," : "", w->name,
+  for (int k = 0; k < n; k++) {
+    size_t bytes = (size_t)shape_numel(&w[k].shape) * (size_t)esize;
+    buf_printf(&h, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[", k ? "," : "", w[k].name,
                esize == 8 ? "F64" : "F32");
-    for (int d = 0; d < w->shape.rank; d++)
-      buf_printf(&h, "%s%d", d ? "," : "", w->shape.dim[d]);
+    for (int d = 0; d < w[k].shape.rank; d++)
+      buf_printf(&h, "%s%d", d ? "," : "", w[k].shape.dim[d]);
     buf_printf(&h, "],\"data_offsets\":[%zu,%zu]}", data, data + bytes);
     data += bytes;
   }
@@ -1310,34 +1351,30 @@ static void safetensors(Buf *b, const OnnxModel *m, int esize) {
   memcpy(p, h.data, h.len);
   p += h.len;
   buf_free(&h);
-  for (int k = 0; k < m->nweights; k++) {
-    const OnnxWeight *w = &m->weights[k];
-    for (long i = 0; i < shape_numel(&w->shape); i++) {
+  for (int k = 0; k < n; k++)
+    for (long i = 0; i < shape_numel(&w[k].shape); i++) {
       uint64_t bits;
       if (esize == 8) {
-        double x = w->data[i];
+        double x = w[k].data[i];
         memcpy(&bits, &x, 8);
       } else {
         uint32_t b32;
-        memcpy(&b32, &w->data[i], 4);
+        memcpy(&b32, &w[k].data[i], 4);
         bits = b32;
       }
       for (int k8 = 0; k8 < esize; k8++)
         *p++ = (unsigned char)(bits >> (8 * k8));
     }
-  }
 }
 
-/* The anonymous temporary files onnx_source wrote: open until nncc exits,
- * when the system removes them. */
+/* The anonymous temporary files onnx_weights_file wrote: open until nncc
+ * exits, when the system removes them. */
 static FILE *weight_files[8];
 
-Source *onnx_source(Ctx *ctx, const char *path, DType dtype, const char **weights, Buf *save) {
-  OnnxModel m;
-  if (!onnx_import(ctx, path, &m))
-    return NULL;
+bool onnx_weights_file(Ctx *ctx, const char *path, const OnnxWeight *w, int n, DType dtype,
+                       const char **weights, Buf *save) {
   Buf st = {0};
-  safetensors(&st, &m, dtype == DT_F64 ? 8 : 4);
+  safetensors(&st, w, n, dtype == DT_F64 ? 8 : 4);
   if (!*weights) {
     int slot = 0;
     while (slot < 8 && weight_files[slot])
@@ -1349,7 +1386,7 @@ Source *onnx_source(Ctx *ctx, const char *path, DType dtype, const char **weight
       if (f)
         fclose(f);
       buf_free(&st);
-      return NULL;
+      return false;
     }
     weight_files[slot] = f;
     *weights = arena_printf(ctx->arena, "/dev/fd/%d", fileno(f));
@@ -1358,5 +1395,13 @@ Source *onnx_source(Ctx *ctx, const char *path, DType dtype, const char **weight
     *save = st;
   else
     buf_free(&st);
+  return true;
+}
+
+Source *onnx_source(Ctx *ctx, const char *path, DType dtype, const char **weights, Buf *save) {
+  OnnxModel m;
+  if (!onnx_import(ctx, path, NULL, &m) ||
+      !onnx_weights_file(ctx, path, m.weights, m.nweights, dtype, weights, save))
+    return NULL;
   return source_from_string(ctx, path, m.nn);
 }

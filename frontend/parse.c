@@ -532,6 +532,137 @@ static void train(Parser *P, Loc loc) {
   end_of_statement(P);
 }
 
+/* The import's file name: relative paths count from the .nn file's directory. */
+static const char *import_path(Parser *P, const char *name) {
+  const char *base = P->prog->src->path, *slash = strrchr(base, '/');
+  if (name[0] == '/' || !slash)
+    return name;
+  return arena_printf(P->ctx->arena, "%.*s%s", (int)(slash - base + 1), base, name);
+}
+
+/* The options of an import: freeze=true|false|"layer", and renames
+ * old=new of the graph's inputs and outputs. */
+static void import_options(Parser *P, const Expr *args, OnnxImport *opt) {
+  Arena *a = P->ctx->arena;
+  opt->rename_from = arena_alloc(a, sizeof(char *) * (size_t)(args->nargs + 1));
+  opt->rename_to = arena_alloc(a, sizeof(char *) * (size_t)(args->nargs + 1));
+  for (int i = 0; i < args->nargs; i++) {
+    const Arg *g = &args->args[i];
+    if (!g->key)
+      fail_at(P, g->val->loc, "import takes only named options: freeze= and renames "
+              "such as logits=scores");
+    for (int j = 0; j < i; j++)
+      if (!strcmp(args->args[j].key, g->key))
+        fail_at(P, g->key_loc, "option '%s' is given twice", g->key);
+    if (!strcmp(g->key, "freeze")) {
+      if (g->val->kind == EX_BOOL)
+        opt->freeze = g->val->num ? "" : NULL;
+      else if (g->val->kind == EX_STR && *g->val->name &&
+               strspn(g->val->name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                    "0123456789_.") == strlen(g->val->name))
+        opt->freeze = g->val->name;
+      else
+        fail_at(P, g->val->loc, "freeze must be true, false or a layer name such as "
+                "\"features\"");
+      continue;
+    }
+    if (g->val->kind != EX_NAME)
+      fail_at(P, g->val->loc, "expected the new name for '%s', a bare word", g->key);
+    for (int j = 0; j < opt->nrename; j++)
+      if (!strcmp(opt->rename_to[j], g->val->name))
+        fail_at(P, g->val->loc, "two names are renamed to '%s'", g->val->name);
+    opt->rename_from[opt->nrename] = g->key;
+    opt->rename_to[opt->nrename++] = g->val->name;
+  }
+}
+
+/* ", " between the names of a list, for messages. */
+static const char *name_list(Parser *P, const char **names, int n) {
+  const char *s = n ? names[0] : "none";
+  for (int i = 1; i < n; i++)
+    s = arena_printf(P->ctx->arena, "%s, %s", s, names[i]);
+  return s;
+}
+
+/* Every rename names an input or an output of the graph. */
+static void check_renames(Parser *P, const Expr *args, const OnnxModel *m, const char *path) {
+  for (int i = 0; i < args->nargs; i++) {
+    const char *key = args->args[i].key;
+    bool found = !strcmp(key, "freeze");
+    for (int k = 0; !found && k < m->ninputs; k++)
+      found = !strcmp(m->inputs[k], key);
+    for (int k = 0; !found && k < m->noutputs; k++)
+      found = !strcmp(m->outputs[k], key);
+    if (!found)
+      fail_at(P, args->args[i].key_loc, "'%s' has no input or output '%s' (inputs: %s; "
+              "outputs: %s)", path, key, name_list(P, m->inputs, m->ninputs),
+              name_list(P, m->outputs, m->noutputs));
+  }
+}
+
+/* An import's error ("net.onnx: error: node ..." or "nncc: error: cannot
+ * open ...") as the message of an error at the import. */
+static const char *import_message(Parser *P, const Buf *diag) {
+  const char *s = diag->data ? diag->data : "cannot import the file";
+  const char *e = strstr(s, ": error: ");
+  const char *nl = strchr(s, '\n');
+  size_t n = nl ? (size_t)(nl - s) : strlen(s);
+  if (!e || e > s + n)
+    return arena_strndup(P->ctx->arena, s, n);
+  if (!strncmp(s, "nncc: error: ", 13))
+    return arena_strndup(P->ctx->arena, s + 13, n - 13);
+  return arena_printf(P->ctx->arena, "%.*s: %.*s", (int)(e - s), s,
+                      (int)(n - (size_t)(e + 9 - s)), e + 9);
+}
+
+/* import = "import" STRING [ "(" args ")" ] eos
+ * The ONNX graph is translated (frontend/onnx.c) and its text parsed here,
+ * in place of the statement: its inputs are declared, its layers built, its
+ * outputs bound as names. */
+static void import(Parser *P) {
+  Token *file = P->tok++;
+  Expr args = {0};
+  if (consume(P, "("))
+    call_args(P, &args, NULL);
+  int end_line = P->tok[-1].loc.line;
+  end_of_statement(P);
+  OnnxImport opt = {0};
+  import_options(P, &args, &opt);
+  const char *path = import_path(P, file->str);
+  Ctx sub = {.arena = P->ctx->arena};
+  OnnxModel m;
+  bool ok = onnx_import(&sub, path, &opt, &m);
+  const char *msg = ok ? NULL : import_message(P, &sub.diag);
+  buf_free(&sub.diag);
+  if (!ok)
+    fail_at(P, file->loc, "%s", msg);
+  check_renames(P, &args, &m, path);
+  Loc *at = arena_alloc(P->ctx->arena, sizeof *at);
+  *at = file->loc;
+  Source *src = source_from_string(P->ctx, path, m.nn);
+  src->imported_at = at;
+  int ntok;
+  Token *toks = tokenize(P->ctx, src, &ntok);
+  if (!toks)
+    longjmp(P->fail, 1);
+  Import imp = {file->loc, end_line, path, P->prog->items.len, 0};
+  Token *resume = P->tok;
+  P->tok = toks;
+  for (skip_separators(P); P->tok->kind != TK_EOF; skip_separators(P)) {
+    Item it = {0};
+    if (consume(P, "input"))
+      it.decl = decl(P, true);
+    else
+      it.stmt = stmt(P);
+    vec_push(P->ctx->arena, P->prog->items, it);
+  }
+  P->tok = resume;
+  imp.count = P->prog->items.len - imp.first;
+  vec_push(P->ctx->arena, P->prog->imports, imp);
+  for (int k = 0; k < m.nweights; k++)
+    vec_push(P->ctx->arena, P->prog->imported, m.weights[k]);
+}
+
 /* model = "model" NAME eos */
 static void model(Parser *P) {
   skip_separators(P);
@@ -549,7 +680,7 @@ static void model(Parser *P) {
   end_of_statement(P);
 }
 
-/* program = model (input | target | block | train | stmt)* EOF */
+/* program = model (input | target | block | train | import | stmt)* EOF */
 static void program(Parser *P) {
   model(P);
   for (;;) {
@@ -562,6 +693,9 @@ static void program(Parser *P) {
       vec_push(P->ctx->arena, P->prog->items, it);
     } else if (consume(P, "block")) {
       block(P);
+    } else if (is(t, "import") && t[1].kind == TK_STR) {
+      P->tok++;
+      import(P);
     } else if (consume(P, "train")) {
       train(P, t->loc);
     } else if (is(t, "model")) {
@@ -589,5 +723,10 @@ Program *parse_program(Ctx *ctx, const Source *src) {
 }
 
 const char *program_name(const Program *prog) { return prog->name; }
+
+const OnnxWeight *program_imported_weights(const Program *prog, int *n) {
+  *n = prog->imported.len;
+  return prog->imported.items;
+}
 bool program_has_loss(const Program *prog) { return prog->has_loss; }
 const TrainConfig *program_train_config(const Program *prog) { return &prog->train; }

@@ -23,6 +23,8 @@ typedef struct Printer {
   int line;        /* the output line being written, 1-based */
   bool bol;        /* nothing written on it yet */
   bool cont;       /* the last token lets the statement go on after a newline */
+  bool free;       /* an import's text: one statement a line, wherever it falls */
+  int shift;       /* source line + shift = output line, past the imports */
 } Printer;
 
 static void put(Printer *p, const char *s, bool cont) {
@@ -37,9 +39,10 @@ static void newline(Printer *p) {
   p->bol = true;
 }
 
-/* Moves on to `line` where a break is allowed (always when `force`). */
+/* Moves on to source line `line` where a break is allowed (always when
+ * `force`). */
 static void sync(Printer *p, int line, bool force) {
-  while (p->line < line && (force || p->cont || p->bol))
+  while (!p->free && p->line < line + p->shift && (force || p->cont || p->bol))
     newline(p);
 }
 
@@ -156,10 +159,14 @@ static void stmts(Printer *p, Stmt *const *s, int n);
 /* Starts a statement or declaration on `line`: on a new line if it is
  * further down, after "; " if the source had two on one line. */
 static void begin(Printer *p, int line) {
-  if (!p->bol && p->line >= line)
+  if (p->free && !p->bol)
+    newline(p);
+  if (p->free)
+    return;
+  if (!p->bol && p->line >= line + p->shift)
     put(p, "; ", false);
   sync(p, line, true);
-  if (!p->bol && p->line < line)
+  if (!p->bol && p->line < line + p->shift)
     newline(p);
 }
 
@@ -263,8 +270,34 @@ static void train(Printer *p, const Program *prog) {
   put(p, "}", false);
 }
 
+/* The import whose text item i is, or NULL. */
+static const Import *import_of(const Program *prog, int i) {
+  for (int k = 0; k < prog->imports.len; k++)
+    if (i >= prog->imports.items[k].first &&
+        i < prog->imports.items[k].first + prog->imports.items[k].count)
+      return &prog->imports.items[k];
+  return NULL;
+}
+
+/* An import, expanded: a comment naming the file, then the statements of
+ * its text, one a line; the lines of the source after it move down. */
+static void expand_import(Printer *p, const Program *prog, const Import *imp) {
+  begin(p, imp->loc.line);
+  buf_printf(p->b, "# import %s, expanded (nncc %s --emit-weights FILE writes its weights)",
+             imp->path, imp->path);
+  p->bol = false;
+  p->free = true;
+  for (int i = imp->first; i < imp->first + imp->count; i++)
+    if (prog->items.items[i].decl)
+      decl(p, prog->items.items[i].decl);
+    else
+      stmt(p, prog->items.items[i].stmt);
+  p->free = false;
+  p->shift = p->line - imp->end_line;
+}
+
 void print_program(Buf *b, const Program *prog) {
-  Printer p = {b, 1, true, false};
+  Printer p = {b, 1, true, false, false, 0};
   if (prog->name_loc.line > 1)
     put(&p, "# printed by nncc --emit-nn: comments dropped, every line where it was", false);
   sync(&p, prog->name_loc.line, true);
@@ -274,10 +307,11 @@ void print_program(Buf *b, const Program *prog) {
   int bi = 0;
   bool trained = !prog->has_train;
   for (int i = 0; i <= prog->items.len; i++) {
-    int line = i < prog->items.len ? (prog->items.items[i].decl
-                                          ? prog->items.items[i].decl->loc.line
-                                          : prog->items.items[i].stmt->loc.line)
-                                   : 1 << 30;
+    const Import *imp = i < prog->items.len ? import_of(prog, i) : NULL;
+    int line = i == prog->items.len ? 1 << 30
+               : imp ? imp->loc.line
+               : prog->items.items[i].decl ? prog->items.items[i].decl->loc.line
+                                           : prog->items.items[i].stmt->loc.line;
     for (; bi < prog->blocks.len && prog->blocks.items[bi]->loc.line < line; bi++)
       block(&p, prog->blocks.items[bi]);
     if (!trained && (!prog->train_items.len || prog->train_items.items[0].kind_loc.line < line)) {
@@ -286,7 +320,10 @@ void print_program(Buf *b, const Program *prog) {
     }
     if (i == prog->items.len)
       break;
-    if (prog->items.items[i].decl)
+    if (imp) {
+      expand_import(&p, prog, imp);
+      i = imp->first + imp->count - 1;
+    } else if (prog->items.items[i].decl)
       decl(&p, prog->items.items[i].decl);
     else
       stmt(&p, prog->items.items[i].stmt);

@@ -12,7 +12,8 @@
  * multiple of 8; the echoed line has tabs expanded so the caret lines up,
  * non-printable bytes replaced by '?', and very long lines cut to a window
  * around the column.  Each `from` link of a location (a block expansion) adds
- * a "note: in block expanded here" with its own line and caret.
+ * a "note: in block expanded here" with its own line and caret; a place in
+ * the text of an `import` adds "note: in the graph imported here".
  *
  * Only the first error of a compilation is formatted: the frontend stops at
  * it, and later errors would be consequences.  Ctx.nerrors still counts all.
@@ -126,6 +127,12 @@ void error_at(Ctx *ctx, Loc loc, const char *fmt, ...) {
     buf_printf(&ctx->diag, "%s:%d:%d: note: in block expanded here\n", f->src->path,
                f->line, f->col);
     show_line(&ctx->diag, *f);
+  }
+  if (loc.src->imported_at) {
+    const Loc *at = loc.src->imported_at;
+    buf_printf(&ctx->diag, "%s:%d:%d: note: in the graph imported here\n", at->src->path,
+               at->line, at->col);
+    show_line(&ctx->diag, *at);
   }
 }
 

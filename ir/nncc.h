@@ -70,6 +70,7 @@ typedef struct Source {
   const char *path;     /* as given on the command line */
   const char *text;     /* NUL-terminated copy of the file */
   size_t len;
+  const struct Loc *imported_at;   /* the text of an `import`: the statement */
 } Source;
 
 /* A place in a source file.  `from` chains block expansions: a layer created
@@ -457,6 +458,10 @@ typedef struct EmitConfig {
   const char *main_kind;     /* --main=train|infer|bench, NULL */
   const char *weights;       /* --weights FILE.safetensors, NULL */
   const char *options;       /* the compile options, for the header comment */
+  /* weights from an `import`: the tensors the file holds (the others keep
+   * their initializers); NULL: every param and buffer */
+  const char *const *weights_only;
+  int nweights_only;
 } EmitConfig;
 
 /* The header's file name as model.c includes it: the -o path's base name
@@ -467,9 +472,12 @@ const char *header_name(Ctx *ctx, const char *output, const char *model);
 bool emit_c(Ctx *ctx, const EmitConfig *cfg, const Graph *infer, const Graph *train,
             Buf *c_out, Buf *h_out);
 
-/* weights.c: reads cfg->weights (strictly: every param and buffer of g, its
- * dtype and shape, nothing else) and writes model_weights.c text. */
+/* weights.c: reads cfg->weights (strictly: every param and buffer of g, or
+ * those of cfg->weights_only, its dtype and shape, nothing else) and writes
+ * model_weights.c text. */
 bool emit_weights(Ctx *ctx, const EmitConfig *cfg, const Graph *g, Buf *out);
+/* Whether the weights file holds v (a param or buffer). */
+bool is_baked_value(const EmitConfig *cfg, const Value *v);
 
 /* ---- print.c: IR text and GraphViz ---------------------------------------- */
 

@@ -41,15 +41,7 @@ static bool nothing_written(const char *dir) {
   return none;
 }
 
-static float *read_f32(const char *path, size_t n) {
-  float *x = malloc(n * sizeof *x);
-  FILE *f = fopen(path, "rb");
-  cr_assert(f && x, "cannot open %s", path);
-  size_t got = fread(x, sizeof *x, n, f);
-  fclose(f);
-  cr_assert_eq(got, n, "%s holds %zu floats, expected %zu", path, got, n);
-  return x;
-}
+static float *read_f32(const char *path, size_t n) { return read_values(path, n, 4); }
 
 typedef struct Fixture {
   const char *name;

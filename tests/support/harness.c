@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <unistd.h>
 
 static int vrun(char *out, size_t cap, const char *fmt, va_list ap) {
   char cmd[8192];
@@ -99,25 +100,47 @@ static const char *model_cflags(void) {
 void compile_model(Compiled *cm, const char *name, const char *model, const char *opts,
                    const char *cflags) {
   memset(cm, 0, sizeof *cm);
-  snprintf(cm->name, sizeof cm->name, "%s", name);
   scratch_dir(cm->dir, sizeof cm->dir, name);
-  char nn[600], so[600];
+  char nn[600];
   snprintf(nn, sizeof nn, "%s/%s.nn", cm->dir, name);
+  write_file(nn, model);
+  compile_model_file(cm, name, nn, opts, cflags);
+}
+
+void compile_model_file(Compiled *cm, const char *name, const char *nn, const char *opts,
+                  const char *cflags) {
+  snprintf(cm->name, sizeof cm->name, "%s", name);
+  if (!cm->dir[0])
+    scratch_dir(cm->dir, sizeof cm->dir, name);
+  char so[600], weights[700] = "";
   snprintf(cm->c_path, sizeof cm->c_path, "%s/%s.c", cm->dir, name);
   snprintf(so, sizeof so, "%s/%s.so", cm->dir, name);
-  write_file(nn, model);
   static char log[1 << 16];
   int st = run_capture(log, sizeof log, "%s %s -o %s %s", NNCC_BIN, nn, cm->c_path,
                        opts ? opts : "");
   cr_assert(st == 0, "nncc failed (%d) on %s:\n%s", st, name, log);
+  snprintf(weights, sizeof weights, "%s/%s_weights.c", cm->dir, name);
+  if (access(weights, R_OK) != 0)
+    weights[0] = '\0';
   st = run_capture(log, sizeof log,
-                   "%s -std=c11 -Wall -Wextra -Werror -shared -fPIC %s %s %s -o %s %s -lm", NNCC_CC,
-                   cflags ? cflags : "-O1", model_cflags(), model_sanitize(), so, cm->c_path);
+                   "%s -std=c11 -Wall -Wextra -Werror -shared -fPIC %s %s %s -o %s %s %s -lm",
+                   NNCC_CC, cflags ? cflags : "-O1", model_cflags(), model_sanitize(), so,
+                   cm->c_path, weights);
   cr_assert(st == 0, "cc failed on %s:\n%s", cm->c_path, log);
   /* NODELETE: unmapping a model built with -fopenmp would pull the OpenMP
    * runtime out from under its idle worker threads. */
   cm->lib = dlopen(so, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
   cr_assert(cm->lib, "dlopen %s: %s", so, dlerror());
+}
+
+void *read_values(const char *path, size_t n, size_t size) {
+  void *x = malloc(n * size);
+  FILE *f = fopen(path, "rb");
+  cr_assert(f && x, "cannot open %s", path);
+  size_t got = fread(x, size, n, f);
+  fclose(f);
+  cr_assert_eq(got, n, "%s holds %zu values, expected %zu", path, got, n);
+  return x;
 }
 
 void *api(const Compiled *cm, const char *fn) {

@@ -27,6 +27,9 @@ void scratch_dir(char *dir, size_t cap, const char *tag);
  * not assumed: the caller passes path). */
 void write_file(const char *path, const char *text);
 char *read_text(const char *path);   /* malloc'd, NULL if missing */
+/* n raw values of `size` bytes from path, malloc'd; fails the test unless
+ * the file holds at least that many. */
+void *read_values(const char *path, size_t n, size_t size);
 
 /* Emits `model` (source text, model name `name`) with nncc `opts`, compiles
  * it with `cflags` into a shared object and loads it.  In a sanitized build
@@ -35,6 +38,11 @@ char *read_text(const char *path);   /* malloc'd, NULL if missing */
  * Criterion test on any error, printing the diagnostics. */
 void compile_model(Compiled *cm, const char *name, const char *model, const char *opts,
                    const char *cflags);
+/* The same for the model file at path `nn` (model name `name`), compiled
+ * into cm->dir (a new scratch directory unless the caller set one), with
+ * <name>_weights.c when nncc wrote one. */
+void compile_model_file(Compiled *cm, const char *name, const char *nn, const char *opts,
+                  const char *cflags);
 /* The generated function <name>_<fn>; fails the test if missing. */
 void *api(const Compiled *cm, const char *fn);
 /* Through the model's API function `fn` ("tensor" or "grad"), the tensor
