@@ -251,3 +251,31 @@ ParameterizedTest(int *i, import, bad_imports_are_errors) {
   snprintf(path, sizeof path, "%s/m.c", dir);
   cr_expect(!read_text(path), "m.c written");
 }
+
+/* Layers the program adds start from their own initializers (create's
+ * seed); the imported ones from the graph's, whatever the seed.  With
+ * them the build is not read-only (--infer). */
+Test(import, added_layers_are_initialized) {
+  Compiled cm;
+  compile_model(&cm, "hd",
+                "model hd\nimport \"" FIXTURES "/ft.onnx\" (freeze=true)\n"
+                "output probs = relu(logits) |> dense(3, name=\"head\")\n",
+                "--infer", NULL);
+  void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
+  void *a = create(1), *b = create(2);
+  size_t n, k;
+  float *wa = tensor_by_name(&cm, a, "tensor", "head.weight", &n);
+  float *wb = tensor_by_name(&cm, b, "tensor", "head.weight", NULL);
+  float *fa = tensor_by_name(&cm, a, "tensor", "classifier.weight", &k);
+  float *fb = tensor_by_name(&cm, b, "tensor", "classifier.weight", NULL);
+  cr_assert(wa && wb && fa && fb);
+  cr_expect(memcmp(wa, wb, n * sizeof *wa), "head.weight does not depend on the seed");
+  cr_expect(!memcmp(fa, fb, k * sizeof *fa), "classifier.weight depends on the seed");
+  double norm = 0;
+  for (size_t i = 0; i < n; i++)
+    norm += wa[i] * wa[i];
+  cr_expect(norm > 0.1, "head.weight is not initialized (sum of squares %g)", norm);
+  void (*destroy)(void *) = (void (*)(void *))api(&cm, "destroy");
+  destroy(a), destroy(b);
+  close_model(&cm);
+}
