@@ -1,6 +1,7 @@
 /*
  * train_mnist.c: trains the LeNet-5 of examples/lenet5.nn on the MNIST digits
- * that scripts/get-mnist writes to data/, using only the generated lenet5.h.
+ * that scripts/get-mnist writes to data/, using only the generated lenet5.h
+ * (or another model's, see MODEL below).
  *
  *   scripts/get-mnist
  *   nncc examples/lenet5.nn -o lenet5.c
@@ -39,13 +40,27 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "lenet5.h"
+/* The model: examples/lenet5.nn, or any model with the same API shape (input
+ * x: f32[1, 28, 28], target y: class[10], output probs of 10) named at build
+ * time, as examples/from_pytorch/run does:
+ *   cc -DMODEL=mnist_ft -DMODEL_UC=MNIST_FT ... train_mnist.c mnist_ft.c */
+#ifndef MODEL
+#define MODEL lenet5
+#define MODEL_UC LENET5
+#endif
+#define STR_(x) #x
+#define STR(x) STR_(x)
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#define API(fn) CAT(MODEL, fn)          /* API(forward): lenet5_forward */
+#define MACRO(name) CAT(MODEL_UC, name) /* MACRO(MAX_BATCH): MACRO(MAX_BATCH) */
+#include STR(MODEL.h)
 
 #define SIDE 28
 #define PIXELS (SIDE * SIDE)
 #define N_VALID 1000
 #define N_TRAIN_ACC 2000 /* training accuracy is measured on this many training digits */
-#define BATCH_MAX LENET5_MAX_BATCH
+#define BATCH_MAX MACRO(MAX_BATCH)
 
 typedef struct {
   int epochs, batch, shift, patience;
@@ -182,17 +197,17 @@ static double now(void) {
 }
 
 /* Fraction of samples first..first+n-1 of s whose most likely class is right. */
-static double accuracy(lenet5 *m, const Set *s, int first, int n) {
-  static float probs[BATCH_MAX * LENET5_PROBS_SIZE];
+static double accuracy(MODEL *m, const Set *s, int first, int n) {
+  static float probs[BATCH_MAX * MACRO(PROBS_SIZE)];
   int right = 0;
   for (int b = 0; b < n; b += BATCH_MAX) {
     int k = n - b < BATCH_MAX ? n - b : BATCH_MAX;
-    if (lenet5_forward(m, k, s->x + (size_t)(first + b) * PIXELS, probs) != 0)
+    if (API(forward)(m, k, s->x + (size_t)(first + b) * PIXELS, probs) != 0)
       return -1;
     for (int i = 0; i < k; i++) {
       int best = 0;
-      for (int c = 1; c < LENET5_PROBS_SIZE; c++)
-        if (probs[i * LENET5_PROBS_SIZE + c] > probs[i * LENET5_PROBS_SIZE + best])
+      for (int c = 1; c < MACRO(PROBS_SIZE); c++)
+        if (probs[i * MACRO(PROBS_SIZE) + c] > probs[i * MACRO(PROBS_SIZE) + best])
           best = c;
       right += best == s->y[first + b + i];
     }
@@ -209,7 +224,7 @@ static void progress_bar(int done, int total, double loss, double ips) {
 
 /* One pass over samples 0..n_train-1 of s in a fresh order; returns the
  * mean loss, or a negative value after printing the error. */
-static double train_epoch(lenet5 *m, const Set *s, int n_train, const Options *o, int epoch,
+static double train_epoch(MODEL *m, const Set *s, int n_train, const Options *o, int epoch,
                           int tty) {
   static float xb[BATCH_MAX * PIXELS];
   static int32_t yb[BATCH_MAX];
@@ -234,10 +249,10 @@ static double train_epoch(lenet5 *m, const Set *s, int n_train, const Options *o
       yb[i] = s->y[idx[b + i]];
     }
     float loss;
-    int st = lenet5_train_step(m, k, xb, yb, &loss);
+    int st = API(train_step)(m, k, xb, yb, &loss);
     if (st != 0) {
-      fprintf(stderr, "\ntrain_mnist: train_step: %s (%s)\n", lenet5_strerror(st),
-              lenet5_last_error(m));
+      fprintf(stderr, "\ntrain_mnist: train_step: %s (%s)\n", API(strerror)(st),
+              API(last_error)(m));
       free(idx);
       return -1;
     }
@@ -396,7 +411,7 @@ static const char usage[] =
     "  --seed N        weights, order and shifts (default 1)\n"
     "  --shift N       random shifts of up to N pixels (default 2; 0 = off)\n"
     "  --patience N    stop after N epochs without a better validation accuracy (default 12)\n"
-    "  --out FILE      best checkpoint (default lenet5.safetensors)\n"
+    "  --out FILE      best checkpoint (default " STR(MODEL.safetensors) ")\n"
     "  --resume FILE   continue from a checkpoint\n"
     "  --csv FILE      learning curves (default curves.csv)\n"
     "  --svg FILE      plot of the learning curves (default curves.svg)\n";
@@ -440,24 +455,24 @@ static int parse_args(int argc, char **argv, Options *o) {
 
 /* ---- main ------------------------------------------------------------------ */
 
-static int fail_model(lenet5 *m, int status, const char *what) {
-  fprintf(stderr, "train_mnist: %s: %s (%s)\n", what, lenet5_strerror(status),
-          lenet5_last_error(m));
+static int fail_model(MODEL *m, int status, const char *what) {
+  fprintf(stderr, "train_mnist: %s: %s (%s)\n", what, API(strerror)(status),
+          API(last_error)(m));
   return 1;
 }
 
 /* Trains, keeps the best model in o->out, scores it on the test digits;
  * returns the exit status. */
-static int run(const Options *o, const Set *train, const Set *test, lenet5 *m, Row *rows) {
+static int run(const Options *o, const Set *train, const Set *test, MODEL *m, Row *rows) {
   int n_train = train->n - N_VALID, steps_per_epoch = (n_train + o->batch - 1) / o->batch;
   int st;
-  if (o->resume && (st = lenet5_load(m, o->resume)) != 0)
+  if (o->resume && (st = API(load)(m, o->resume)) != 0)
     return fail_model(m, st, o->resume);
-  if (o->lr > 0 && (st = lenet5_set(m, "lr", o->lr)) != 0)
+  if (o->lr > 0 && (st = API(set)(m, "lr", o->lr)) != 0)
     return fail_model(m, st, "--lr");
-  lenet5_set(m, "sched_steps", (double)o->epochs * steps_per_epoch); /* no schedule: ignored */
+  API(set)(m, "sched_steps", (double)o->epochs * steps_per_epoch); /* no schedule: ignored */
 
-  int first = (int)(lenet5_step(m) / steps_per_epoch) + 1, tty = isatty(fileno(stderr));
+  int first = (int)(API(step)(m) / steps_per_epoch) + 1, tty = isatty(fileno(stderr));
   double best = o->resume ? accuracy(m, train, n_train, N_VALID) : -1;
   int best_epoch = first - 1, saved = 0, nrows = 0;
   printf("training on %d digits, validating on %d, testing on %d; batch %d, shift %d, "
@@ -469,7 +484,7 @@ static int run(const Options *o, const Set *train, const Set *test, lenet5 *m, R
       return 1;
     double secs = now() - t0;
     Row r = {epoch, loss, accuracy(m, train, 0, n_train < N_TRAIN_ACC ? n_train : N_TRAIN_ACC),
-             accuracy(m, train, n_train, N_VALID), lenet5_lr(m), secs, n_train / secs};
+             accuracy(m, train, n_train, N_VALID), API(lr)(m), secs, n_train / secs};
     rows[nrows++] = r;
     int better = r.valid_acc > best;
     printf("%5d  %6.4f  %6.2f  %6.2f  %6.0f  %.2e%s\n", epoch, loss, 100 * r.train_acc,
@@ -478,14 +493,14 @@ static int run(const Options *o, const Set *train, const Set *test, lenet5 *m, R
     if (better) {
       best = r.valid_acc;
       best_epoch = epoch;
-      if ((st = lenet5_save(m, o->out)) != 0)
+      if ((st = API(save)(m, o->out)) != 0)
         return fail_model(m, st, o->out);
       saved = 1;
     }
   }
   if (nrows && !(write_csv(o->csv, rows, nrows) && write_svg(o->svg, rows, nrows)))
     fprintf(stderr, "train_mnist: cannot write %s or %s\n", o->csv, o->svg);
-  if ((saved || o->resume) && (st = lenet5_load(m, saved ? o->out : o->resume)) != 0)
+  if ((saved || o->resume) && (st = API(load)(m, saved ? o->out : o->resume)) != 0)
     return fail_model(m, st, o->out);
   printf("best validation accuracy %.2f%% (epoch %d), saved in %s\n", 100 * best, best_epoch,
          saved ? o->out : o->resume ? o->resume : "(nothing)");
@@ -496,7 +511,7 @@ static int run(const Options *o, const Set *train, const Set *test, lenet5 *m, R
 }
 
 int main(int argc, char **argv) {
-  Options o = {30, 64, 2, 12, 0, 1, "data", "lenet5.safetensors", NULL, "curves.csv",
+  Options o = {30, 64, 2, 12, 0, 1, "data", STR(MODEL.safetensors), NULL, "curves.csv",
                "curves.svg"};
   if (argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
     printf(usage, BATCH_MAX);
@@ -507,7 +522,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   Set train = {0, NULL, NULL}, test = {0, NULL, NULL};
-  lenet5 *m = NULL;
+  MODEL *m = NULL;
   Row *rows = NULL;
   int status = 1;
   if (!load_set(o.data, "train", &train) || !load_set(o.data, "test", &test))
@@ -517,7 +532,7 @@ int main(int argc, char **argv) {
             N_VALID);
     goto done;
   }
-  m = lenet5_create(o.seed);
+  m = API(create)(o.seed);
   rows = calloc((size_t)o.epochs + 1, sizeof *rows);
   if (!m || !rows) {
     fprintf(stderr, "train_mnist: out of memory\n");
@@ -525,7 +540,7 @@ int main(int argc, char **argv) {
   }
   status = run(&o, &train, &test, m, rows);
 done: /* every path frees everything: clean under LeakSanitizer */
-  lenet5_destroy(m);
+  API(destroy)(m);
   free(rows);
   free_set(&train);
   free_set(&test);
