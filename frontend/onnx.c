@@ -23,13 +23,15 @@
  * before use, names reach the .nn text only sanitised, and errors quote
  * names with non-printable bytes replaced.
  */
-#define _POSIX_C_SOURCE 200809L  /* strcasecmp, fileno */
+#define _POSIX_C_SOURCE 200809L  /* strcasecmp, fileno, open, fdopen */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "ast.h"
 #include "onnx.h"
@@ -1181,7 +1183,11 @@ static bool translate_node(Imp *m, size_t k) {
 /* ---- the whole model ------------------------------------------------------------- */
 
 static Onnx__ModelProto *read_model(Imp *m) {
-  FILE *f = fopen(m->path, "rb");
+  /* O_NONBLOCK: a FIFO named by an import must not hang the open */
+  int fd = open(m->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
+  if (!f && fd >= 0)
+    close(fd);
   if (!f) {
     error_plain(m->ctx, "cannot open '%s': %s", m->path, strerror(errno));
     return NULL;

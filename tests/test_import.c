@@ -203,8 +203,8 @@ typedef struct BadImport {
   const char *error;   /* the first line of stderr after "<dir>/m.nn:" */
 } BadImport;
 
-/* The model's directory holds copies of ft.onnx and bad_pads.onnx; %s is
- * that directory. */
+/* The model's directory holds copies of ft.onnx and bad_pads.onnx, and a
+ * FIFO (whose open must not wait for a writer); %s is that directory. */
 static const BadImport bad_imports[] = {
     {"import \"none.onnx\"", "2:8: error: cannot open '%s/none.onnx': No such file or directory"},
     {"import \"bad_pads.onnx\"",
@@ -220,19 +220,21 @@ static const BadImport bad_imports[] = {
      "3:8: error: 'logits' is already defined by the import at line 2 (rename it there: "
      "(logits=new_name))"},
     {"input x: f32[3]\nimport \"ft.onnx\"", NULL},   /* ft.onnx:2:7, a note at m.nn:3:8 */
+    {"import \"fifo.onnx\"", "2:8: error: %s/fifo.onnx: not a regular file of at most 1 GiB"},
 };
 
-static int bad_index[] = {0, 1, 2, 3, 4, 5, 6};
+static int bad_index[] = {0, 1, 2, 3, 4, 5, 6, 7};
 
 ParameterizedTestParameters(import, bad_imports_are_errors) {
   return cr_make_param_array(int, bad_index, sizeof bad_imports / sizeof *bad_imports);
 }
 
-ParameterizedTest(int *i, import, bad_imports_are_errors) {
+ParameterizedTest(int *i, import, bad_imports_are_errors, .timeout = 60) {
   const BadImport *b = &bad_imports[*i];
   char dir[512], path[700], text[1024], want[2048];
   scratch_dir(dir, sizeof dir, "badimport");
-  cr_assert_eq(run("cp %s/ft.onnx %s/bad_pads.onnx %s", FIXTURES, FIXTURES, dir), 0);
+  cr_assert_eq(run("cp %s/ft.onnx %s/bad_pads.onnx %s && mkfifo %s/fifo.onnx", FIXTURES,
+                   FIXTURES, dir, dir), 0);
   snprintf(path, sizeof path, "%s/m.nn", dir);
   snprintf(text, sizeof text, "model m\n%s\noutput o = relu(logits)\n", b->line);
   write_file(path, text);
