@@ -281,3 +281,26 @@ Test(import, added_layers_are_initialized) {
   destroy(a), destroy(b);
   close_model(&cm);
 }
+
+/* --emit-nn prints the program with the import expanded; that text, with
+ * the graph's weights from --emit-weights, compiles to the same model.h and
+ * model_weights.c (model.c differs in the kernels' "model line" comments:
+ * the expansion moves the lines). */
+Test(import, emit_nn_expands_the_import) {
+  char dir[512];
+  scratch_dir(dir, sizeof dir, "emitimport");
+  int st = run_capture(log_text, sizeof log_text,
+                       "cd %s && mkdir a b && %s %s/ft.nn --emit-nn > b/ft.nn && "
+                       "%s %s/ft.onnx --emit-weights w.st && %s %s/ft.nn -o a/ft.c && "
+                       "%s b/ft.nn --weights w.st -o b/ft.c && cmp a/ft.h b/ft.h && "
+                       "cmp a/ft_weights.c b/ft_weights.c && cat b/ft.nn", dir, NNCC_BIN,
+                       FIXTURES, NNCC_BIN, FIXTURES, NNCC_BIN, FIXTURES, NNCC_BIN);
+  cr_assert_eq(st, 0, "%s", log_text);
+  static const char *const want[] = {
+      "model ft\n", "input x: f32[1, 8, 8]\n",
+      "features_0 = conv2d(x, 4, kernel=3, pad=1, name=\"features.0\")\n",
+      "classifier = dense(h4, 10, name=\"classifier\")\nlogits = classifier\n",
+      "target y: class[10]\n", "output probs = softmax(logits)\n"};
+  for (size_t i = 0; i < sizeof want / sizeof *want; i++)
+    cr_expect(strstr(log_text, want[i]), "missing '%s' in:\n%s", want[i], log_text);
+}
