@@ -44,7 +44,7 @@ typedef enum {
   EX_NUM,     /* 3, 0.5 */
   EX_BOOL,    /* true */
   EX_STR,     /* "conv_a" */
-  EX_LIST,    /* [1, 2] */
+  EX_LIST,    /* [1, 2], or the tuple (1, 2) */
   EX_CALL,    /* conv2d(x, 6, kernel=5) */
   EX_BINOP,   /* a + b: op is '+', '-', '*' or '/' */
   EX_NEG,     /* -a */
@@ -64,6 +64,7 @@ struct Expr {
   const char *name;      /* EX_NAME, EX_CALL callee, EX_STR text */
   double num;            /* EX_NUM, EX_BOOL */
   bool is_int;           /* EX_NUM */
+  bool tuple;            /* EX_LIST written (a, b) */
   int op;                /* EX_BINOP */
   Expr *lhs, *rhs;       /* EX_BINOP, EX_NEG (lhs) */
   Arg *args;             /* EX_CALL; EX_LIST uses args[i].val */

@@ -38,7 +38,7 @@ typedef struct LVal {
   int v;                 /* LV_TENSOR: value id; -1 for a target in MODE_INFER */
   bool target;           /* LV_TENSOR declared by `target` */
   double num;            /* LV_NUM, LV_BOOL */
-  bool is_int;           /* LV_NUM */
+  bool is_int;           /* LV_NUM; LV_LIST: every item is an integer */
   const char *s;         /* LV_STR, LV_IDENT */
   const double *list;    /* LV_LIST */
   int n;
@@ -302,12 +302,13 @@ static AttrVal default_attr(Lower *L, const AttrSpec *spec, Loc loc) {
 
 static const char *attr_type_text[] = {
     [ATTR_INT] = "an integer", [ATTR_FLOAT] = "a number", [ATTR_BOOL] = "true or false",
-    [ATTR_IDENT] = "an identifier", [ATTR_LIST] = "a list of numbers"};
+    [ATTR_IDENT] = "an identifier", [ATTR_LIST] = "a list of numbers",
+    [ATTR_INTS] = "an integer or a tuple of integers"};
 
 /* Checks value v (written as expression e) against spec. */
 static AttrVal to_attr(Lower *L, const OpDef *def, const AttrSpec *spec, const LVal *v,
                        const Expr *e) {
-  AttrVal a = {.set = true, .loc = at(L, e->loc)};
+  AttrVal a = {.set = true, .given = true, .loc = at(L, e->loc)};
   bool ok = false;
   switch (spec->type) {
   case ATTR_INT:
@@ -328,6 +329,15 @@ static AttrVal to_attr(Lower *L, const OpDef *def, const AttrSpec *spec, const L
     a.list = v->list;
     a.nlist = v->n;
     break;
+  case ATTR_INTS:
+    ok = v->kind == LV_NUM ? v->is_int && fabs(v->num) <= INT_MAX
+                           : v->kind == LV_LIST && v->is_int && v->n > 0;
+    for (int i = 0; ok && v->kind == LV_LIST && i < v->n; i++)
+      if (fabs(v->list[i]) > INT_MAX)
+        fail(L, e->loc, "%s: argument '%s' is out of range", def->name, spec->name);
+    a.list = v->kind == LV_LIST ? v->list : NULL;
+    a.nlist = v->kind == LV_LIST ? v->n : 0;
+    break;
   }
   a.num = v->num;
   if (ok)
@@ -335,8 +345,11 @@ static AttrVal to_attr(Lower *L, const OpDef *def, const AttrSpec *spec, const L
   if (v->kind == LV_IDENT)
     fail(L, e->loc, "%s: argument '%s' must be %s; '%s' is not defined", def->name,
          spec->name, attr_type_text[spec->type], v->s);
-  if (v->kind == LV_NUM && spec->type == ATTR_INT && v->is_int)
+  if (v->kind == LV_NUM && (spec->type == ATTR_INT || spec->type == ATTR_INTS) && v->is_int)
     fail(L, e->loc, "%s: argument '%s' is out of range", def->name, spec->name);
+  if (v->kind == LV_LIST && spec->type == ATTR_INTS)
+    fail(L, e->loc, "%s: argument '%s' must be %s, not a tuple with %s", def->name, spec->name,
+         attr_type_text[spec->type], v->n ? "a number that is not an integer" : "no values");
   fail(L, e->loc, "%s: argument '%s' must be %s, not %s", def->name, spec->name,
        attr_type_text[spec->type], kind_text(v));
 }
@@ -606,13 +619,16 @@ static LVal list_val(Lower *L, const Expr *e) {
   if (e->nargs > MAX_LIST)
     fail(L, e->loc, "list is too long (the limit is %d numbers)", MAX_LIST);
   double *items = arena_alloc(L->ctx->arena, (size_t)(e->nargs + 1) * sizeof *items);
+  bool ints = true;
   for (int i = 0; i < e->nargs; i++) {
     LVal v = eval(L, e->args[i].val, false);
     if (v.kind != LV_NUM)
-      fail(L, e->args[i].val->loc, "list items must be numbers, not %s", kind_text(&v));
+      fail(L, e->args[i].val->loc, "%s items must be numbers, not %s",
+           e->tuple ? "tuple" : "list", kind_text(&v));
     items[i] = v.num;
+    ints = ints && v.is_int;
   }
-  return (LVal){.kind = LV_LIST, .list = items, .n = e->nargs, .loc = e->loc};
+  return (LVal){.kind = LV_LIST, .list = items, .n = e->nargs, .is_int = ints, .loc = e->loc};
 }
 
 /* An argument: like eval, but an undefined bare name is an identifier. */

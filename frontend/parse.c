@@ -198,8 +198,23 @@ static Expr *list(Parser *P) {
   return e;
 }
 
+/* The rest of a tuple after "(" first: ("," expr)+ ")". */
+static Expr *tuple(Parser *P, Loc loc, Expr *first) {
+  Expr *e = new_expr(P, EX_LIST, loc);
+  e->tuple = true;
+  VEC(Arg) items = {0};
+  vec_push(P->ctx->arena, items, ((Arg){.val = first}));
+  while (consume(P, ","))
+    vec_push(P->ctx->arena, items, ((Arg){.val = expr(P)}));
+  expect(P, ")");
+  e->args = items.items;
+  e->nargs = items.len;
+  return e;
+}
+
 /* primary = NUM | STR | "true" | "false" | list | "(" expr ")"
- *         | IDENT ["(" args ")"] */
+ *         | "(" expr "," expr ("," expr)* ")" | IDENT ["(" args ")"]
+ * A tuple is a list written in parentheses, kernel=(10, 4); (a) is a. */
 static Expr *primary(Parser *P) {
   Token *t = P->tok;
   if (t->kind == TK_NUM || t->kind == TK_STR) {
@@ -220,7 +235,10 @@ static Expr *primary(Parser *P) {
     return list(P);
   if (consume(P, "(")) {
     Expr *e = expr(P);
-    expect(P, ")");
+    if (!is(P->tok, ","))
+      expect(P, ")");
+    else
+      e = tuple(P, t->loc, e);
     return e;
   }
   if (t->kind != TK_IDENT || is_reserved_word(t->text, t->len))

@@ -129,13 +129,13 @@ static void expr(Printer *p, const Expr *e) {
     put(p, "\"", false);
     break;
   case EX_LIST:
-    put(p, "[", true);
+    put(p, e->tuple ? "(" : "[", true);
     for (int i = 0; i < e->nargs; i++) {
       if (i)
         put(p, ", ", true);
       expr(p, e->args[i].val);
     }
-    put(p, "]", false);
+    put(p, e->tuple ? ")" : "]", false);
     break;
   case EX_CALL:
     call(p, e);

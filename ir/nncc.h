@@ -218,13 +218,16 @@ typedef enum {
   NUM_OPS
 } OpKind;
 
-typedef enum { ATTR_INT, ATTR_FLOAT, ATTR_BOOL, ATTR_IDENT, ATTR_LIST } AttrType;
+/* ATTR_INTS: an integer, or a tuple of integers such as kernel=(10, 4); the op
+ * checks how many it takes. */
+typedef enum { ATTR_INT, ATTR_FLOAT, ATTR_BOOL, ATTR_IDENT, ATTR_LIST, ATTR_INTS } AttrType;
 
 typedef struct AttrVal {
   bool set;              /* given by the user, or filled from the default */
-  double num;            /* ATTR_INT, ATTR_FLOAT, ATTR_BOOL */
+  bool given;            /* given by the user */
+  double num;            /* ATTR_INT, ATTR_FLOAT, ATTR_BOOL; ATTR_INTS written as one */
   const char *ident;     /* ATTR_IDENT */
-  int nlist;             /* ATTR_LIST */
+  int nlist;             /* ATTR_LIST; ATTR_INTS written as a tuple (else 0) */
   const double *list;
   Loc loc;               /* where the user wrote it, for errors */
 } AttrVal;
@@ -396,6 +399,37 @@ int attr_index(const OpDef *def, const char *name);
 int attr_int(const Node *node, int i);
 double attr_num(const Node *node, int i);
 bool attr_bool(const Node *node, int i);
+
+/* ---- window.c: the sliding window of conv2d and the pools ------------------
+ * kernel=k | (kh, kw), stride=s | (sh, sw), dilation=d | (dh, dw),
+ * pad=p | (ph, pw) | (top, bottom, left, right), padding=same | valid. */
+
+typedef struct Window {
+  int kh, kw, sh, sw, dh, dw;   /* kernel, stride, dilation */
+  int pt, pb, pl, pr;           /* zero padding: top, bottom, left, right */
+} Window;
+
+/* Where an op keeps its window attributes (-1: it has none, so 1, or 0 for
+ * pads); stride 0 (the pools' default) means the kernel's size. */
+typedef struct WindowAttrs {
+  int kernel, stride, dilation, pad, padding;
+  bool pad_le_half;       /* pools: each pad at most half the kernel, as PyTorch */
+} WindowAttrs;
+
+/* Checks the attributes against each other and the input plane h x w and
+ * reports the first problem; then *q is the window and *ho, *wo the output
+ * plane. */
+bool window_check(Graph *g, const Node *node, const WindowAttrs *wa, int h, int w, Window *q,
+                  long *ho, long *wo);
+/* The window of a node whose attributes passed window_check. */
+Window window_of(const Node *node, const WindowAttrs *wa, int h, int w);
+/* The rows (or columns) of output from `in` rows: kernel k, stride s,
+ * dilation d and pads a + b; < 1 when the kernel does not fit. */
+long window_out(long in, int k, int s, int d, int a, int b);
+/* "kernel 10x4, stride 2x2, pad (4, 5, 1, 2)" (pads as pad= takes them: one
+ * count, (rows, columns) or (top, bottom, left, right); the dilation when
+ * not 1) for the kernels' comments and --report. */
+const char *window_str(Arena *a, const Window *q);
 
 /* ---- frontend: lex.c, parse.c, lower.c ----------------------------------- */
 

@@ -40,6 +40,15 @@ static void print_attrs(Buf *b, const Node *node) {
     case ATTR_IDENT:
       buf_puts(b, a->ident ? a->ident : "?");
       break;
+    case ATTR_INTS:
+      if (!a->nlist) {
+        buf_printf(b, "%d", (int)a->num);
+        break;
+      }
+      for (int k = 0; k < a->nlist; k++)
+        buf_printf(b, k ? ", %d" : "(%d", (int)a->list[k]);
+      buf_puts(b, ")");
+      break;
     case ATTR_LIST:
       buf_puts(b, "[");
       for (int k = 0; k < a->nlist; k++)

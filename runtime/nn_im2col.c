@@ -1,11 +1,12 @@
 /*
  * nn_im2col.c: the column matrix of a convolution, and its adjoint.
  *
- * For one input channel x (h, w), a kernel k x k, stride s and zero padding
- * p, the columns are k*k rows of ho*wo: row (kh, kw) holds, for every output
- * pixel (oh, ow), the input pixel its window sees through that tap,
+ * For one input channel x (h, w) and a window (nn_window: a kernel KH x KW,
+ * strides, dilations, zero padding pt above and pl left), the columns are
+ * KH*KW rows of ho*wo: row (kh, kw) holds, for every output pixel (oh, ow),
+ * the input pixel its window sees through that tap,
  *
- *   col[kh*k + kw][oh*wo + ow] = x[oh*s - p + kh][ow*s - p + kw]  (0 outside),
+ *   col[kh*KW + kw][oh*wo + ow] = x[oh*sh - pt + kh*dh][ow*sw - pl + kw*dw]  (0 outside),
  *
  * so a convolution is a matrix product of its filters with the columns of
  * all the channels of a group.  Padding is written as zeros here, once,
@@ -16,8 +17,15 @@
  * input that stride-1 convolutions read in place.
  */
 
-/* The output columns [lo, hi) whose tap at offset `off` (kw - p) lands in
- * [0, size): 0 <= ow*s + off < size. */
+/* The window of a convolution: kernel kh x kw, stride sh x sw, dilation dh
+ * x dw, and the zero padding above (pt) and left of (pl) the input; the
+ * padding below and right is implied by the output size. */
+typedef struct nn_window {
+  int kh, kw, sh, sw, dh, dw, pt, pl;
+} nn_window;
+
+/* The output columns [lo, hi) whose tap at offset `off` (kw * dw - pl)
+ * lands in [0, size): 0 <= ow*s + off < size. */
 static NN_UNUSED void nn_tap_range(int off, int s, int size, int out, int *lo, int *hi) {
   *lo = off >= 0 ? 0 : (-off + s - 1) / s;
   *hi = off >= size ? 0 : (size - 1 - off) / s + 1;
@@ -28,25 +36,26 @@ static NN_UNUSED void nn_tap_range(int off, int s, int size, int out, int *lo, i
 }
 
 static NN_UNUSED void nn_im2col(real *restrict col, const real *restrict x, int h, int w,
-                                int k, int s, int p, int ho, int wo) {
-  for (int kh = 0; kh < k; kh++)
-    for (int kw = 0; kw < k; kw++) {
-      real *restrict row = col + (long)(kh * k + kw) * ho * wo;
+                                const nn_window *q, int ho, int wo) {
+  for (int kh = 0; kh < q->kh; kh++)
+    for (int kw = 0; kw < q->kw; kw++) {
+      real *restrict row = col + (long)(kh * q->kw + kw) * ho * wo;
+      const int off = kw * q->dw - q->pl;
       int lo, hi;
-      nn_tap_range(kw - p, s, w, wo, &lo, &hi);
+      nn_tap_range(off, q->sw, w, wo, &lo, &hi);
       for (int oh = 0; oh < ho; oh++) {
         real *restrict dst = row + (long)oh * wo;
-        const int ih = oh * s - p + kh;
+        const int ih = oh * q->sh - q->pt + kh * q->dh;
         if (ih < 0 || ih >= h) {
           for (int ow = 0; ow < wo; ow++)
             dst[ow] = 0;
           continue;
         }
-        const long base = (long)ih * w + kw - p;   /* may be < 0: ow >= lo is not */
+        const long base = (long)ih * w + off;   /* may be < 0: ow >= lo is not */
         for (int ow = 0; ow < lo; ow++)
           dst[ow] = 0;
         for (int ow = lo; ow < hi; ow++)
-          dst[ow] = x[base + (long)ow * s];
+          dst[ow] = x[base + (long)ow * q->sw];
         for (int ow = hi; ow < wo; ow++)
           dst[ow] = 0;
       }
@@ -55,48 +64,50 @@ static NN_UNUSED void nn_im2col(real *restrict col, const real *restrict x, int 
 
 /* x (h, w) = the sum of col's taps over the pixels they came from. */
 static NN_UNUSED void nn_col2im(real *restrict x, const real *restrict col, int h, int w,
-                                int k, int s, int p, int ho, int wo) {
+                                const nn_window *q, int ho, int wo) {
   for (long i = 0; i < (long)h * w; i++)
     x[i] = 0;
-  for (int kh = 0; kh < k; kh++)
-    for (int kw = 0; kw < k; kw++) {
-      const real *restrict row = col + (long)(kh * k + kw) * ho * wo;
+  for (int kh = 0; kh < q->kh; kh++)
+    for (int kw = 0; kw < q->kw; kw++) {
+      const real *restrict row = col + (long)(kh * q->kw + kw) * ho * wo;
+      const int off = kw * q->dw - q->pl;
       int lo, hi;
-      nn_tap_range(kw - p, s, w, wo, &lo, &hi);
+      nn_tap_range(off, q->sw, w, wo, &lo, &hi);
       for (int oh = 0; oh < ho; oh++) {
-        const int ih = oh * s - p + kh;
+        const int ih = oh * q->sh - q->pt + kh * q->dh;
         if (ih < 0 || ih >= h)
           continue;
         const real *restrict src = row + (long)oh * wo;
-        const long base = (long)ih * w + kw - p;
+        const long base = (long)ih * w + off;
         for (int ow = lo; ow < hi; ow++)
-          x[base + (long)ow * s] += src[ow];
+          x[base + (long)ow * q->sw] += src[ow];
       }
     }
 }
 
 /* One tap's row of the column matrix, for the output pixels [p0, p0 + np):
- * dst[q * ds] = col[(kh, kw)][p0 + q] of channel x (h, w).  The pixels are
+ * dst[i * ds] = col[(kh, kw)][p0 + i] of channel x (h, w).  The pixels are
  * cut into runs along output rows; within a run the tap reads a strided
  * (for stride 1, contiguous) stretch of one input row, zeros outside. */
 static NN_UNUSED void nn_tap_pixels(real *restrict dst, long ds, const real *restrict x, int h,
-                                    int w, int kh, int kw, int s, int p, int wo, long p0,
+                                    int w, int kh, int kw, const nn_window *q, int wo, long p0,
                                     long np) {
-  long q = 0;
-  while (q < np) {
-    const int oh = (int)((p0 + q) / wo), ow0 = (int)((p0 + q) % wo);
-    const int len = wo - ow0 < np - q ? wo - ow0 : (int)(np - q);
-    real *restrict d = dst + q * ds;
-    const int ih = oh * s - p + kh;
+  const int s = q->sw, off = kw * q->dw - q->pl;
+  long i = 0;
+  while (i < np) {
+    const int oh = (int)((p0 + i) / wo), ow0 = (int)((p0 + i) % wo);
+    const int len = wo - ow0 < np - i ? wo - ow0 : (int)(np - i);
+    real *restrict d = dst + i * ds;
+    const int ih = oh * q->sh - q->pt + kh * q->dh;
     int lo = 0, hi = 0;
     if (ih >= 0 && ih < h) {
-      nn_tap_range(kw - p, s, w, wo, &lo, &hi);
+      nn_tap_range(off, s, w, wo, &lo, &hi);
       lo = lo < ow0 ? 0 : lo - ow0 > len ? len : lo - ow0;
       hi = hi < ow0 ? 0 : hi - ow0 > len ? len : hi - ow0;
       if (lo > hi)
         lo = hi;
     }
-    const long base = (long)ih * w + (long)ow0 * s + kw - p;   /* x[base + j * s] */
+    const long base = (long)ih * w + (long)ow0 * s + off;   /* x[base + j * s] */
     for (int j = 0; j < lo; j++)
       d[j * ds] = 0;
     if (s == 1 && ds == 1) {
@@ -108,7 +119,7 @@ static NN_UNUSED void nn_tap_pixels(real *restrict dst, long ds, const real *res
     }
     for (int j = hi; j < len; j++)
       d[j * ds] = 0;
-    q += len;
+    i += len;
   }
 }
 
@@ -118,12 +129,12 @@ static NN_UNUSED void nn_tap_pixels(real *restrict dst, long ds, const real *res
  * j >= np.  This is im2col straight into the packed layout: the column
  * matrix is never stored whole. */
 static NN_UNUSED void nn_pack_cols(real *restrict bp, const real *restrict x, int c, int h,
-                                   int w, int k, int s, int p, int wo, long p0, int np) {
+                                   int w, const nn_window *q, int wo, long p0, int np) {
   for (int ci = 0; ci < c; ci++)
-    for (int kh = 0; kh < k; kh++)
-      for (int kw = 0; kw < k; kw++) {
-        real *restrict d = bp + ((long)(ci * k + kh) * k + kw) * NN_NR;
-        nn_tap_pixels(d, 1, x + (long)ci * h * w, h, w, kh, kw, s, p, wo, p0, np);
+    for (int kh = 0; kh < q->kh; kh++)
+      for (int kw = 0; kw < q->kw; kw++) {
+        real *restrict d = bp + ((long)(ci * q->kh + kh) * q->kw + kw) * NN_NR;
+        nn_tap_pixels(d, 1, x + (long)ci * h * w, h, w, kh, kw, q, wo, p0, np);
         for (int j = np; j < NN_NR; j++)
           d[j] = 0;
       }

@@ -20,22 +20,44 @@
 
 #define MAX_BATCH 5
 
+/* A case with a square window: kernel k, stride s, pad p. */
 typedef struct Conv {
   const char *name;
   int c, h, w, o, k, s, p, g;
   bool bias;
 } Conv;
 
-static int out_h(const Conv *v) { return (v->h + 2 * v->p - v->k) / v->s + 1; }
-static int out_w(const Conv *v) { return (v->w + 2 * v->p - v->k) / v->s + 1; }
+/* Any window: as written in `win` (kernel=..., stride=..., dilation=...,
+ * pad=... or padding=...; NULL: the square one of kh, sh and pt), and its
+ * geometry, the pads worked out by hand. */
+typedef struct Geo {
+  const char *name;
+  int c, h, w, o, g;
+  bool bias;
+  const char *win;
+  int kh, kw, sh, sw, dh, dw, pt, pb, pl, pr;
+} Geo;
+
+static Geo geo(const Conv *v) {
+  return (Geo){v->name, v->c, v->h, v->w, v->o, v->g, v->bias, NULL,
+               v->k, v->k, v->s, v->s, 1, 1, v->p, v->p, v->p, v->p};
+}
+
+static int out_h(const Geo *v) { return (v->h + v->pt + v->pb - (v->kh - 1) * v->dh - 1) / v->sh + 1; }
+static int out_w(const Geo *v) { return (v->w + v->pl + v->pr - (v->kw - 1) * v->dw - 1) / v->sw + 1; }
 
 /* A one-conv model with an mse loss; `post` is appended to the conv call. */
-static void model_text(char *buf, size_t cap, const Conv *v, const char *post) {
+static void model_text(char *buf, size_t cap, const Geo *v, const char *post) {
+  char win[200];
+  if (v->win)
+    snprintf(win, sizeof win, "%s", v->win);
+  else
+    snprintf(win, sizeof win, "kernel=%d, stride=%d, pad=%d", v->kh, v->sh, v->pt);
   snprintf(buf, cap,
            "model %s\ninput x: f32[%d, %d, %d]\ntarget t: f32[%d, %d, %d]\n"
-           "out = conv2d(x, %d, kernel=%d, stride=%d, pad=%d, bias=%s, groups=%d)%s\n"
+           "out = conv2d(x, %d, %s, bias=%s, groups=%d)%s\n"
            "output out\nloss mse(out, t)\n",
-           v->name, v->c, v->h, v->w, v->o, out_h(v), out_w(v), v->o, v->k, v->s, v->p,
+           v->name, v->c, v->h, v->w, v->o, out_h(v), out_w(v), v->o, win,
            v->bias ? "true" : "false", v->g, post);
 }
 
@@ -43,7 +65,7 @@ static void model_text(char *buf, size_t cap, const Conv *v, const char *post) {
  * mag gets the sum of the magnitudes of the terms of each output, the scale
  * against which f32 rounding of the sum is measured. */
 static void reference(double *y, double *mag, const float *x, const float *w, const float *b,
-                      int n, const Conv *v, bool relu) {
+                      int n, const Geo *v, bool relu) {
   int ho = out_h(v), wo = out_w(v), cpg = v->c / v->g, opg = v->o / v->g;
   for (int s = 0; s < n; s++)
     for (int o = 0; o < v->o; o++)
@@ -51,13 +73,13 @@ static void reference(double *y, double *mag, const float *x, const float *w, co
         for (int j = 0; j < wo; j++) {
           double acc = b ? b[o] : 0, sum_abs = fabs(acc);
           for (int cl = 0; cl < cpg; cl++)
-            for (int kh = 0; kh < v->k; kh++)
-              for (int kw = 0; kw < v->k; kw++) {
-                int ih = i * v->s - v->p + kh, iw = j * v->s - v->p + kw;
+            for (int kh = 0; kh < v->kh; kh++)
+              for (int kw = 0; kw < v->kw; kw++) {
+                int ih = i * v->sh - v->pt + kh * v->dh, iw = j * v->sw - v->pl + kw * v->dw;
                 int c = o / opg * cpg + cl;
                 if (ih < 0 || ih >= v->h || iw < 0 || iw >= v->w)
                   continue;
-                double term = (double)w[((o * cpg + cl) * v->k + kh) * v->k + kw] *
+                double term = (double)w[((o * cpg + cl) * v->kh + kh) * v->kw + kw] *
                               x[((s * v->c + c) * v->h + ih) * v->w + iw];
                 acc += term;
                 sum_abs += fabs(term);
@@ -87,7 +109,11 @@ typedef void (*destroy_fn)(void *);
 typedef int (*forward_fn)(void *, int, const float *, float *);
 typedef int (*tensor_count_fn)(void);
 
-static void check_forward_with(const Conv *v, bool relu, double tol, const char *flags);
+static void forward_case(const Geo *v, bool relu, double tol, const char *flags);
+static void check_forward_with(const Conv *c, bool relu, double tol, const char *flags) {
+  Geo v = geo(c);
+  forward_case(&v, relu, tol, flags);
+}
 static void check_forward(const Conv *v, bool relu) {
   check_forward_with(v, relu, 1e-5, "--batch 5");
 }
@@ -95,7 +121,12 @@ static void check_forward_tol(const Conv *v, bool relu, double tol) {
   check_forward_with(v, relu, tol, "--batch 5");
 }
 
-static void check_forward_with(const Conv *v, bool relu, double tol, const char *flags) {
+static void forward_geo(const Geo *v, bool relu) { forward_case(v, relu, 1e-5, "--batch 5"); }
+static void forward_tol(const Geo *v, bool relu, double tol) {
+  forward_case(v, relu, tol, "--batch 5");
+}
+
+static void forward_case(const Geo *v, bool relu, double tol, const char *flags) {
   char text[1024];
   model_text(text, sizeof text, v, relu ? " |> relu" : "");
   Compiled cm;
@@ -105,7 +136,7 @@ static void check_forward_with(const Conv *v, bool relu, double tol, const char 
   size_t wn = 0, bn = 0;
   float *w = tensor_by_name(&cm, m, "tensor", "conv1.weight", &wn);
   float *b = tensor_by_name(&cm, m, "tensor", "conv1.bias", &bn);
-  cr_assert(w && wn == (size_t)v->o * (v->c / v->g) * v->k * v->k, "%s: weight", v->name);
+  cr_assert(w && wn == (size_t)v->o * (v->c / v->g) * v->kh * v->kw, "%s: weight", v->name);
   cr_assert(v->bias ? b && bn == (size_t)v->o : !b, "%s: bias", v->name);
   if (b)
     fill_uniform(b, bn, 11, -0.5f, 0.5f);
@@ -185,13 +216,90 @@ Test(conv2d_forward, direct_1x1_many_channels) { check_forward(&(Conv){"d1", 37,
 Test(conv2d_forward, direct_1x1_groups) { check_forward(&(Conv){"d1g", 6, 5, 5, 9, 1, 1, 0, 3, false}, false); }
 Test(conv2d_forward, fused_relu_groups) { check_forward(&(Conv){"relug", 4, 7, 6, 4, 3, 2, 1, 2, false}, true); }
 
+/* ---- windows: non-square kernels, strides, dilation, per-side pads ------- */
+
+/* The fields after `win` are the geometry worked out by hand from the
+ * window as written: kh kw sh sw dh dw, then pads top bottom left right.
+ * padding=same is TensorFlow's rule: DS-CNN's first layer, 10x4 at stride 2
+ * on 49x10, outputs 25x5 and pads 9 rows (4 above, 5 below) and 2 columns
+ * (1 and 1); stride 2 on an even size pads 0 before and 1 after. */
+#define DSCNN "kernel=(10, 4), stride=(2, 2), padding=same", 10, 4, 2, 2, 1, 1, 4, 5, 1, 1
+Test(conv2d_window, dscnn_same) {
+  forward_geo(&(Geo){"wds", 1, 49, 10, 6, 1, true, DSCNN}, true);
+}
+Test(conv2d_window, same_stride2_even) {
+  forward_geo(&(Geo){"wse", 3, 8, 6, 4, 1, true,
+                        "kernel=3, stride=2, padding=same", 3, 3, 2, 2, 1, 1, 0, 1, 0, 1}, false);
+}
+/* Stride 1 and a square kernel: the in-place product, its padded copy
+ * uneven on every side. */
+Test(conv2d_window, pads_per_side_in_place) {
+  forward_geo(&(Geo){"wpi", 3, 7, 6, 5, 1, true,
+                        "kernel=3, pad=(0, 2, 1, 0)", 3, 3, 1, 1, 1, 1, 0, 2, 1, 0}, false);
+}
+Test(conv2d_window, pads_rows_cols) {
+  forward_geo(&(Geo){"wrc", 2, 6, 9, 3, 1, true,
+                        "kernel=(3, 5), stride=(1, 2), pad=(1, 2)", 3, 5, 1, 2, 1, 1, 1, 1, 2, 2},
+                false);
+}
+Test(conv2d_window, dilation) {
+  forward_geo(&(Geo){"wdl", 3, 9, 8, 4, 1, true,
+                        "kernel=3, dilation=2, pad=2", 3, 3, 1, 1, 2, 2, 2, 2, 2, 2}, true);
+}
+Test(conv2d_window, dilation_pair_strided) {
+  forward_geo(&(Geo){"wdp", 2, 11, 9, 4, 2, true,
+                        "kernel=(3, 2), stride=(2, 1), dilation=(2, 3), pad=(1, 2, 0, 1)",
+                        3, 2, 2, 1, 2, 3, 1, 2, 0, 1}, false);
+}
+Test(conv2d_window, depthwise_same_stride2) {
+  forward_geo(&(Geo){"wdw", 4, 8, 7, 4, 4, false,
+                        "kernel=3, stride=2, padding=same", 3, 3, 2, 2, 1, 1, 0, 1, 1, 1}, false);
+}
+Test(conv2d_window, k1_strided) {
+  forward_geo(&(Geo){"wk1", 5, 7, 6, 3, 1, true,
+                        "kernel=1, stride=(2, 1)", 1, 1, 2, 1, 1, 1, 0, 0, 0, 0}, false);
+}
+/* Winograd takes a 3x3 layer whose pads above and on the left are equal
+ * (its input copy offsets the plane by one count), and no other. */
+Test(conv2d_window, winograd_pads_per_side) {
+  forward_tol(&(Geo){"wwg", 8, 10, 9, 8, 1, true,
+                            "kernel=3, pad=(1, 2, 1, 0)", 3, 3, 1, 1, 1, 1, 1, 2, 1, 0},
+                    true, 1e-4);
+}
+Test(conv2d_window, winograd_declined) {
+  forward_geo(&(Geo){"wnw", 8, 10, 9, 8, 1, true,
+                        "kernel=3, pad=(0, 1, 1, 1)", 3, 3, 1, 1, 1, 1, 0, 1, 1, 1}, false);
+}
+
+/* --report names the kernel each window got. */
+static void expect_report(const char *name, const char *win, const char *want, bool present) {
+  char dir[512], nn[600], out[16384], text[512];
+  scratch_dir(dir, sizeof dir, name);
+  snprintf(nn, sizeof nn, "%s/m.nn", dir);
+  snprintf(text, sizeof text, "model m\ninput x: f32[8, 10, 9]\noutput y = conv2d(x, 8, %s)\n",
+           win);
+  write_file(nn, text);
+  int st = run_capture(out, sizeof out, "%s %s --infer --report -o %s/m.c", NNCC_BIN, nn, dir);
+  cr_assert(st == 0, "%s", out);
+  cr_expect(!strstr(out, want) == !present, "%s: '%s' %s in:\n%s", win, want,
+            present ? "missing" : "unexpected", out);
+}
+
+Test(conv2d_window, kernel_choice) {
+  expect_report("kc1", "kernel=3, pad=(1, 2, 1, 0)", "Winograd", true);
+  expect_report("kc2", "kernel=3, pad=(0, 1, 1, 1)", "Winograd", false);
+  expect_report("kc3", "kernel=3, pad=2, dilation=2", "(dilated)", true);
+  expect_report("kc4", "kernel=(3, 1), pad=(1, 0)", "(non-square kernel)", true);
+}
+
 /* The relu really ran inside the conv kernel. */
 Test(conv2d_forward, relu_is_fused) {
   char dir[512], nn[600], out[8192];
   scratch_dir(dir, sizeof dir, "fusedrelu");
   snprintf(nn, sizeof nn, "%s/m.nn", dir);
   char text[1024];
-  model_text(text, sizeof text, &(Conv){"m", 3, 8, 8, 4, 3, 1, 1, 1, true}, " |> relu");
+  Geo v = geo(&(Conv){"m", 3, 8, 8, 4, 3, 1, 1, 1, true});
+  model_text(text, sizeof text, &v, " |> relu");
   write_file(nn, text);
   int st = run_capture(out, sizeof out, "%s %s --report", NNCC_BIN, nn);
   cr_assert(st == 0, "%s", out);
@@ -237,11 +345,15 @@ static void grad_case(const char *name, const char *text, size_t x_per, size_t t
   close_model(&cm);
 }
 
-static void check_grad(const Conv *v) {
+static void grad_geo(const Geo *v) {
   char text[1024];
   model_text(text, sizeof text, v, "");
   grad_case(v->name, text, (size_t)v->c * v->h * v->w, (size_t)v->o * out_h(v) * out_w(v),
             v->bias ? 2 : 1);
+}
+static void check_grad(const Conv *c) {
+  Geo v = geo(c);
+  grad_geo(&v);
 }
 
 Test(conv2d_grad, k3_pad1) { check_grad(&(Conv){"gk3", 2, 6, 6, 3, 3, 1, 1, 1, true}); }
@@ -251,6 +363,30 @@ Test(conv2d_grad, k5_nopad) { check_grad(&(Conv){"gk5", 2, 7, 6, 2, 5, 1, 0, 1, 
 Test(conv2d_grad, groups2_no_bias) { check_grad(&(Conv){"gg2", 4, 5, 5, 6, 3, 1, 1, 2, false}); }
 Test(conv2d_grad, depthwise_stride2) { check_grad(&(Conv){"gdw", 3, 6, 7, 3, 3, 2, 1, 3, true}); }
 Test(conv2d_grad, kernel_larger_than_input) { check_grad(&(Conv){"gkl", 2, 3, 4, 2, 6, 1, 2, 1, true}); }
+
+/* dx through col2im (strides, dilation) and as the convolution of dy with
+ * the flipped filters (stride 1: pads per side become K-1-pad per side). */
+Test(conv2d_grad, window_dscnn_same) {
+  grad_geo(&(Geo){"gwds", 1, 13, 6, 2, 1, true,
+                     "kernel=(4, 3), stride=(2, 2), padding=same", 4, 3, 2, 2, 1, 1, 1, 2, 1, 1});
+}
+Test(conv2d_grad, window_pads_per_side) {
+  grad_geo(&(Geo){"gwpp", 2, 6, 5, 3, 1, true,
+                     "kernel=3, pad=(0, 2, 1, 0)", 3, 3, 1, 1, 1, 1, 0, 2, 1, 0});
+}
+Test(conv2d_grad, window_nonsquare_stride1) {
+  grad_geo(&(Geo){"gwns", 2, 6, 7, 3, 1, true,
+                     "kernel=(2, 4), pad=(1, 0, 2, 1)", 2, 4, 1, 1, 1, 1, 1, 0, 2, 1});
+}
+Test(conv2d_grad, window_dilation) {
+  grad_geo(&(Geo){"gwdl", 2, 7, 8, 2, 2, true,
+                     "kernel=(3, 2), stride=(1, 2), dilation=(2, 3), pad=(2, 1, 0, 2)",
+                     3, 2, 1, 2, 2, 3, 2, 1, 0, 2});
+}
+Test(conv2d_grad, window_depthwise_same) {
+  grad_geo(&(Geo){"gwdw", 3, 6, 5, 3, 3, false,
+                     "kernel=3, stride=2, padding=same", 3, 3, 2, 2, 1, 1, 0, 1, 1, 1});
+}
 
 /* conv -> relu (fused) -> conv: the second conv's dx feeds relu_dx, whose
  * result feeds the first conv's dw and dx. */
@@ -274,10 +410,10 @@ static void mse_dy(double *dy, const double *y, const double *t, size_t len) {
 /* dx, dw, db of one conv in double, from dy (n, O, Ho, Wo): the adjoints of
  * `reference` written out tap by tap. */
 static void reference_grads(double *dx, double *dw, double *db, const double *dy,
-                            const double *x, const double *w, int n, const Conv *v) {
+                            const double *x, const double *w, int n, const Geo *v) {
   int ho = out_h(v), wo = out_w(v), cpg = v->c / v->g, opg = v->o / v->g;
   memset(dx, 0, sizeof *dx * (size_t)n * v->c * v->h * v->w);
-  memset(dw, 0, sizeof *dw * (size_t)v->o * cpg * v->k * v->k);
+  memset(dw, 0, sizeof *dw * (size_t)v->o * cpg * v->kh * v->kw);
   memset(db, 0, sizeof *db * (size_t)v->o);
   for (int s = 0; s < n; s++)
     for (int o = 0; o < v->o; o++)
@@ -286,12 +422,12 @@ static void reference_grads(double *dx, double *dw, double *db, const double *dy
           double d = dy[(((size_t)s * v->o + o) * ho + i) * wo + j];
           db[o] += d;
           for (int cl = 0; cl < cpg; cl++)
-            for (int kh = 0; kh < v->k; kh++)
-              for (int kw = 0; kw < v->k; kw++) {
-                int ih = i * v->s - v->p + kh, iw = j * v->s - v->p + kw;
+            for (int kh = 0; kh < v->kh; kh++)
+              for (int kw = 0; kw < v->kw; kw++) {
+                int ih = i * v->sh - v->pt + kh * v->dh, iw = j * v->sw - v->pl + kw * v->dw;
                 if (ih < 0 || ih >= v->h || iw < 0 || iw >= v->w)
                   continue;
-                size_t wi = (((size_t)o * cpg + cl) * v->k + kh) * v->k + kw;
+                size_t wi = (((size_t)o * cpg + cl) * v->kh + kh) * v->kw + kw;
                 size_t xi = (((size_t)s * v->c + o / opg * cpg + cl) * v->h + ih) * v->w + iw;
                 dw[wi] += d * x[xi];
                 dx[xi] += d * w[wi];
@@ -304,7 +440,7 @@ typedef int (*gradients_d_fn)(void *, int, const double *, const double *, doubl
 /* Convolutions whose columns fill most of the workspace: the batch runs in
  * chunks of one or a few samples, so a chunk that is skipped, repeated or
  * added twice into dw shows.  In f64 against reference_grads. */
-static void check_chunked(const Conv *v) {
+static void chunked_geo(const Geo *v) {
   char text[1024];
   model_text(text, sizeof text, v, "");
   Compiled cm;
@@ -313,7 +449,7 @@ static void check_chunked(const Conv *v) {
   cr_assert(m);
   int n = MAX_BATCH;
   size_t xl = (size_t)n * v->c * v->h * v->w, yl = (size_t)n * v->o * out_h(v) * out_w(v);
-  size_t wl = (size_t)v->o * (v->c / v->g) * v->k * v->k;
+  size_t wl = (size_t)v->o * (v->c / v->g) * v->kh * v->kw;
   double *x = malloc(xl * sizeof *x), *t = malloc(yl * sizeof *t), *y = malloc(yl * sizeof *y);
   double *dy = malloc(yl * sizeof *dy), *dx = malloc(xl * sizeof *dx), *got = malloc(xl * sizeof *got);
   double *dw = malloc(wl * sizeof *dw), *db = malloc(v->o * sizeof *db);
@@ -342,6 +478,11 @@ static void check_chunked(const Conv *v) {
   close_model(&cm);
 }
 
+static void check_chunked(const Conv *c) {
+  Geo v = geo(c);
+  chunked_geo(&v);
+}
+
 /* A chunk holds what fits in 2^18 values, or up to 4 samples within 2^20
  * (conv2d.c, chunk_samples).  16*25*2304 = 921,600 column values per
  * sample: one sample per chunk. */
@@ -368,6 +509,23 @@ Test(conv2d_winograd, dw_two_chunks) {
   check_chunked(&(Conv){"wgch", 256, 12, 12, 256, 3, 1, 1, 1, true});
 }
 Test(conv2d_winograd, grad) { check_grad(&(Conv){"gwg", 8, 10, 10, 9, 3, 1, 1, 1, true}); }
+
+/* Winograd's dx and dw with pads per side (pt == pl), in f64. */
+Test(conv2d_winograd, pads_per_side_f64) {
+  chunked_geo(&(Geo){"wgpp", 8, 11, 10, 9, 1, true,
+                        "kernel=3, pad=(2, 0, 2, 1)", 3, 3, 1, 1, 1, 1, 2, 0, 2, 1});
+}
+/* The flipped filters of a non-square kernel, and col2im of a dilated
+ * strided one, in f64 against reference_grads. */
+Test(conv2d_chunked, window_nonsquare) {
+  chunked_geo(&(Geo){"chns", 3, 9, 8, 5, 1, true,
+                        "kernel=(2, 3), pad=(1, 0, 2, 1)", 2, 3, 1, 1, 1, 1, 1, 0, 2, 1});
+}
+Test(conv2d_chunked, window_dilated_strided) {
+  chunked_geo(&(Geo){"chds", 4, 12, 11, 6, 2, true,
+                        "kernel=(3, 2), stride=(2, 3), dilation=2, pad=(1, 0)",
+                        3, 2, 2, 3, 2, 2, 1, 1, 0, 0});
+}
 
 /* dx and dw of a layer with seven filter panels: dx reads the padded dy in
  * place through many filter panels of the transposed filters. */
@@ -520,5 +678,59 @@ Test(conv2d_errors, wrong_rank) {
 
 Test(conv2d_errors, huge_pad) {
   expect_error("1, 2, 2", "out = conv2d(x, 1, kernel=1, stride=1000000000, pad=1500000000)", 53,
-               "conv2d: padded input 3000000002x3000000002 is too large");
+               "conv2d: the padded input 3000000002x3000000002 is too large");
+}
+
+/* ---- window errors: each names the attribute as written ------------------ */
+
+Test(conv2d_errors, kernel_arity) {
+  expect_error("3, 8, 8", "out = conv2d(x, 4, kernel=(3, 3, 3))", 27,
+               "conv2d: kernel must be an integer or (kh, kw), got 3 values");
+}
+
+Test(conv2d_errors, pad_arity) {
+  expect_error("3, 8, 8", "out = conv2d(x, 4, kernel=3, pad=(1, 1, 1))", 34,
+               "conv2d: pad must be an integer, (ph, pw) or (top, bottom, left, right), got 3 "
+               "values");
+}
+
+Test(conv2d_errors, stride_tuple_not_positive) {
+  expect_error("3, 8, 8", "out = conv2d(x, 4, kernel=3, stride=(2, 0))", 37,
+               "conv2d: stride must be positive, got (2, 0)");
+}
+
+Test(conv2d_errors, dilation_not_positive) {
+  expect_error("3, 8, 8", "out = conv2d(x, 4, kernel=3, dilation=0)", 39,
+               "conv2d: dilation must be positive, got 0");
+}
+
+Test(conv2d_errors, pad_side_negative) {
+  expect_error("3, 8, 8", "out = conv2d(x, 4, kernel=3, pad=(1, 1, -1, 0))", 34,
+               "conv2d: pad must be >= 0, got (1, 1, -1, 0)");
+}
+
+Test(conv2d_errors, pad_and_padding) {
+  expect_error("3, 8, 8", "out = conv2d(x, 4, kernel=3, pad=1, padding=same)", 45,
+               "conv2d: pad and padding=same cannot both be given");
+}
+
+Test(conv2d_errors, padding_unknown) {
+  expect_error("3, 8, 8", "out = conv2d(x, 4, kernel=3, padding=full)", 38,
+               "conv2d: padding must be same or valid, got 'full'");
+}
+
+Test(conv2d_errors, kernel_not_integer) {
+  expect_error("3, 8, 8", "out = conv2d(x, 4, kernel=(3, 2.5))", 27,
+               "conv2d: argument 'kernel' must be an integer or a tuple of integers, not a "
+               "tuple with a number that is not an integer");
+}
+
+Test(conv2d_errors, dilated_kernel_too_large) {
+  expect_error("3, 8, 8", "out = conv2d(x, 4, kernel=(3, 2), dilation=(4, 1))", 27,
+               "conv2d: kernel 3x2 dilated to 9x2 is larger than the padded input 8x8");
+}
+
+Test(conv2d_errors, nonsquare_kernel_too_large) {
+  expect_error("3, 8, 8", "out = conv2d(x, 4, kernel=(2, 11), pad=(0, 1))", 27,
+               "conv2d: kernel 2x11 is larger than the padded input 8x10");
 }

@@ -27,12 +27,23 @@ typedef struct Cfg {
   int kh, kw, s, p;   /* global: kh = h, kw = w, s = 1, p = 0 */
 } Cfg;
 
-static int ho_of(const Cfg *q) { return (q->h + 2 * q->p - q->kh) / q->s + 1; }
-static int wo_of(const Cfg *q) { return (q->w + 2 * q->p - q->kw) / q->s + 1; }
+/* Any window: strides per axis, pads per side (worked out by hand for
+ * padding=same). */
+typedef struct Win {
+  int c, h, w;
+  int kh, kw, sh, sw, pt, pb, pl, pr;
+} Win;
+
+static Win win_of(const Cfg *q) {
+  return (Win){q->c, q->h, q->w, q->kh, q->kw, q->s, q->s, q->p, q->p, q->p, q->p};
+}
+
+static int win_ho(const Win *q) { return (q->h + q->pt + q->pb - q->kh) / q->sh + 1; }
+static int win_wo(const Win *q) { return (q->w + q->pl + q->pr - q->kw) / q->sw + 1; }
 
 /* The naive reference: every window cell by cell, skipping padding. */
-static void ref_pool(int kind, const Cfg *q, int n, const float *x, double *y) {
-  int ho = ho_of(q), wo = wo_of(q);
+static void ref_win(int kind, const Win *q, int n, const float *x, double *y) {
+  int ho = win_ho(q), wo = win_wo(q);
   for (int b = 0; b < n; b++)
     for (int c = 0; c < q->c; c++)
       for (int oh = 0; oh < ho; oh++)
@@ -41,7 +52,7 @@ static void ref_pool(int kind, const Cfg *q, int n, const float *x, double *y) {
           int cells = 0;
           for (int i = 0; i < q->kh; i++)
             for (int j = 0; j < q->kw; j++) {
-              int hh = oh * q->s - q->p + i, ww = ow * q->s - q->p + j;
+              int hh = oh * q->sh - q->pt + i, ww = ow * q->sw - q->pl + j;
               if (hh < 0 || hh >= q->h || ww < 0 || ww >= q->w)
                 continue;
               double v = x[((b * q->c + c) * q->h + hh) * q->w + ww];
@@ -55,16 +66,21 @@ static void ref_pool(int kind, const Cfg *q, int n, const float *x, double *y) {
 
 typedef int (*Fwd4)(void *, int, const float *, float *, float *, float *, float *);
 
-/* All four pools of one geometry in one model, checked at batch 1, 3, max. */
-static void check_forward(const char *name, const Cfg *q) {
+static void ref_pool(int kind, const Cfg *q, int n, const float *x, double *y) {
+  Win v = win_of(q);
+  ref_win(kind, &v, n, x, y);
+}
+
+/* All four pools of one window (as written in `win`) in one model, checked
+ * at batch 1, 3, max. */
+static void forward_win(const char *name, const char *win, const Win *q) {
   char model[1024];
   snprintf(model, sizeof model,
            "model %s\ninput x: f32[%d, %d, %d]\n"
-           "ya = maxpool(x, %d, stride=%d, pad=%d)\nyb = minpool(x, %d, stride=%d, pad=%d)\n"
-           "yc = avgpool(x, %d, stride=%d, pad=%d)\nyd = sumpool(x, %d, stride=%d, pad=%d)\n"
+           "ya = maxpool(x, %s)\nyb = minpool(x, %s)\n"
+           "yc = avgpool(x, %s)\nyd = sumpool(x, %s)\n"
            "output ya\noutput yb\noutput yc\noutput yd\n",
-           name, q->c, q->h, q->w, q->kh, q->s, q->p, q->kh, q->s, q->p, q->kh, q->s, q->p,
-           q->kh, q->s, q->p);
+           name, q->c, q->h, q->w, win, win, win, win);
   Compiled cm;
   compile_model(&cm, name, model, "--batch 5", "-O1");
   void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
@@ -72,7 +88,7 @@ static void check_forward(const char *name, const Cfg *q) {
   Fwd4 forward = (Fwd4)api(&cm, "forward");
   void *m = create(1);
   cr_assert(m);
-  size_t xs = (size_t)q->c * q->h * q->w, ys = (size_t)q->c * ho_of(q) * wo_of(q);
+  size_t xs = (size_t)q->c * q->h * q->w, ys = (size_t)q->c * win_ho(q) * win_wo(q);
   float *x = malloc(MAXB * xs * sizeof *x), *y[NKINDS];
   double *want = malloc(MAXB * ys * sizeof *want);
   for (int k = 0; k < NKINDS; k++)
@@ -83,7 +99,7 @@ static void check_forward(const char *name, const Cfg *q) {
     fill_uniform(x, (size_t)n * xs, 100 + (uint64_t)t, -2, 2);
     cr_assert_eq(forward(m, n, x, y[0], y[1], y[2], y[3]), 0);
     for (int k = 0; k < NKINDS; k++) {
-      ref_pool(k, q, n, x, want);
+      ref_win(k, q, n, x, want);
       /* max/min select an input: exact.  avg/sum round in f32 (a window of
        * up to 25 terms); a wrong window is off by far more than 1e-4. */
       double err = max_rel_err(y[k], want, (size_t)n * ys);
@@ -99,12 +115,35 @@ static void check_forward(const char *name, const Cfg *q) {
   close_model(&cm);
 }
 
+static void check_forward(const char *name, const Cfg *q) {
+  char win[100];
+  snprintf(win, sizeof win, "%d, stride=%d, pad=%d", q->kh, q->s, q->p);
+  Win v = win_of(q);
+  forward_win(name, win, &v);
+}
+
 Test(pool_forward, k2_s2) { check_forward("pf_k2s2", &(Cfg){3, 8, 8, 2, 2, 2, 0}); }
 Test(pool_forward, k3_s1_p1) { check_forward("pf_k3s1p1", &(Cfg){2, 6, 6, 3, 3, 1, 1}); }
 Test(pool_forward, k3_s2) { check_forward("pf_k3s2", &(Cfg){2, 7, 7, 3, 3, 2, 0}); }
 Test(pool_forward, k3_s2_p1_7x5) { check_forward("pf_7x5", &(Cfg){3, 7, 5, 3, 3, 2, 1}); }
 Test(pool_forward, k2_s1_7x5) { check_forward("pf_7x5s1", &(Cfg){2, 7, 5, 2, 2, 1, 0}); }
 Test(pool_forward, k5_s3_p2_uneven) { check_forward("pf_k5", &(Cfg){1, 9, 6, 5, 5, 3, 2}); }
+
+/* Windows as tuples; padding=same pads as TensorFlow: stride 2 on 8 rows
+ * pads 0 above and 1 below; the default stride (the kernel, 2x3) on 7x7
+ * pads 0 and 1 rows, 1 and 1 columns. */
+#define SAME_S2 "kernel=3, stride=2, padding=same", &(Win){2, 8, 6, 3, 3, 2, 2, 0, 1, 0, 1}
+#define SAME_K "kernel=(2, 3), padding=same", &(Win){2, 7, 7, 2, 3, 2, 3, 0, 1, 1, 1}
+#define SIDES "kernel=(3, 4), stride=(1, 2), pad=(1, 0, 2, 1)", &(Win){2, 6, 9, 3, 4, 1, 2, 1, 0, 2, 1}
+Test(pool_forward, window_nonsquare) {
+  forward_win("pf_ns", "kernel=(4, 3), stride=(2, 1)", &(Win){3, 9, 7, 4, 3, 2, 1, 0, 0, 0, 0});
+}
+Test(pool_forward, window_same_stride2) { forward_win("pf_ss2", SAME_S2); }
+Test(pool_forward, window_same_default_stride) { forward_win("pf_ssk", SAME_K); }
+Test(pool_forward, window_pads_per_side) { forward_win("pf_sides", SIDES); }
+Test(pool_forward, window_pads_rows_cols) {
+  forward_win("pf_rc", "(3, 2), pad=(1, 0)", &(Win){2, 7, 6, 3, 2, 3, 2, 1, 1, 0, 0});
+}
 
 /* stride=0 (the default) means stride = kernel. */
 Test(pool_forward, default_stride_is_kernel) {
@@ -167,16 +206,16 @@ static void fill_distinct(double *x, size_t n, uint64_t seed) {
   free(u);
 }
 
-static void check_grad(const char *name, const char *call, const Cfg *q) {
+static void grad_win(const char *name, const char *call, const Win *q) {
   char model[512];
   snprintf(model, sizeof model,
            "model %s\ninput x: f32[%d, %d, %d]\ntarget t: f32[%d, %d, %d]\n"
            "y = %s\noutput y\nloss mse(y, t)\n",
-           name, q->c, q->h, q->w, q->c, ho_of(q), wo_of(q), call);
+           name, q->c, q->h, q->w, q->c, win_ho(q), win_wo(q), call);
   Compiled cm;
   compile_model(&cm, name, model, "--dtype f64 --input-grad --batch 4", "-O1");
   const int n = 3;
-  size_t xl = (size_t)n * q->c * q->h * q->w, tl = (size_t)n * q->c * ho_of(q) * wo_of(q);
+  size_t xl = (size_t)n * q->c * q->h * q->w, tl = (size_t)n * q->c * win_ho(q) * win_wo(q);
   double *x = malloc(xl * sizeof *x), *t = malloc(tl * sizeof *t);
   fill_distinct(x, xl, 5);
   /* Targets far from the outputs (within +-1) keep every gradient well
@@ -188,6 +227,11 @@ static void check_grad(const char *name, const char *call, const Cfg *q) {
   free(x);
   free(t);
   close_model(&cm);
+}
+
+static void check_grad(const char *name, const char *call, const Cfg *q) {
+  Win v = win_of(q);
+  grad_win(name, call, &v);
 }
 
 #define GRAD_TESTS(kind)                                                                   \
@@ -203,6 +247,14 @@ static void check_grad(const char *name, const char *call, const Cfg *q) {
   /* Windows that tile the plane but leave its last row and column out. */                 \
   Test(pool_grad, kind##_k2_s2_odd) {                                                      \
     check_grad(#kind "_g4", #kind "(x, 2)", &(Cfg){2, 7, 5, 2, 2, 2, 0});                   \
+  }                                                                                        \
+  Test(pool_grad, kind##_same_stride2) {                                                   \
+    grad_win(#kind "_g5", #kind "(x, kernel=3, stride=2, padding=same)",                   \
+             &(Win){2, 8, 6, 3, 3, 2, 2, 0, 1, 0, 1});                                     \
+  }                                                                                        \
+  Test(pool_grad, kind##_pads_per_side) {                                                  \
+    grad_win(#kind "_g6", #kind "(x, kernel=(3, 4), stride=(1, 2), pad=(1, 0, 2, 1))",     \
+             &(Win){1, 5, 7, 3, 4, 1, 2, 1, 0, 2, 1});                                     \
   }
 
 GRAD_TESTS(maxpool)
@@ -277,12 +329,12 @@ static void expect_error(const char *body, const char *want) {
 
 Test(pool_errors, kernel_larger_than_input) {
   expect_error(HEAD "y = maxpool(x, 3)\noutput y\n",
-               "3:5: error: maxpool: kernel 3x3 is larger than the padded input 2x2");
+               "3:16: error: maxpool: kernel 3x3 is larger than the padded input 2x2");
 }
 
 Test(pool_errors, kernel_larger_than_padded_nonsquare) {
   expect_error("model bad\ninput x: f32[1, 8, 3]\ny = avgpool(x, 6, pad=1)\noutput y\n",
-               "3:5: error: avgpool: kernel 6x6 is larger than the padded input 10x5");
+               "3:16: error: avgpool: kernel 6x6 is larger than the padded input 10x5");
 }
 
 Test(pool_errors, kernel_not_positive) {
@@ -325,4 +377,26 @@ Test(pool_errors, global_takes_no_kernel) {
 Test(pool_errors, padded_input_too_large) {
   expect_error(HEAD "y = maxpool(x, 2147483647, pad=1073741823)\noutput y\n",
                "3:32: error: maxpool: the padded input 2147483648x2147483648 is too large");
+}
+
+Test(pool_errors, kernel_arity) {
+  expect_error(HEAD "y = maxpool(x, (2, 2, 2))\noutput y\n",
+               "3:16: error: maxpool: kernel must be an integer or (kh, kw), got 3 values");
+}
+
+Test(pool_errors, stride_tuple_zero) {
+  expect_error(HEAD "y = avgpool(x, 2, stride=(0, 1))\noutput y\n",
+               "3:26: error: avgpool: stride must be positive (or 0 for stride = kernel), "
+               "got (0, 1)");
+}
+
+Test(pool_errors, pad_side_over_half_kernel) {
+  expect_error(HEAD "y = maxpool(x, (2, 4), pad=(0, 0, 0, 3))\noutput y\n",
+               "3:28: error: maxpool: pad (0, 0, 0, 3) must be between 0 and half the kernel "
+               "2x4 on each side");
+}
+
+Test(pool_errors, pad_and_padding) {
+  expect_error(HEAD "y = maxpool(x, 2, padding=valid, pad=1)\noutput y\n",
+               "3:27: error: maxpool: pad and padding=valid cannot both be given");
 }

@@ -2,8 +2,10 @@
  * conv2d.c: 2-D convolution (cross-correlation, as PyTorch's Conv2d) and its
  * backward kernels.
  *
- *   x (N, C, H, W), w (O, C/G, K, K) as PyTorch's Conv2d.weight (OIHW),
- *   bias (O), y (N, O, Ho, Wo) with Ho = (H + 2P - K) / S + 1 (same for W).
+ *   x (N, C, H, W), w (O, C/G, KH, KW) as PyTorch's Conv2d.weight (OIHW),
+ *   bias (O), y (N, O, Ho, Wo) with Ho = (H + PT + PB - (KH-1)*DH - 1) / SH + 1
+ *   (the same for W): the window of ir/window.c, whose pads may differ per
+ *   side (padding=same: TensorFlow's rule).
  *   G groups: output channel o reads input channels [g*C/G, (g+1)*C/G) with
  *   g = o / (O/G); G == C is a depthwise convolution.
  *
@@ -21,12 +23,16 @@
 
 #include "emit.h"
 
-enum { A_CHANNELS, A_KERNEL, A_STRIDE, A_PAD, A_BIAS, A_GROUPS, NATTR };
+enum { A_CHANNELS, A_KERNEL, A_STRIDE, A_PAD, A_BIAS, A_GROUPS, A_DILATION, A_PADDING, NATTR };
 
 static const AttrSpec conv2d_attrs[NATTR] = {
-    {"channels", ATTR_INT, NULL}, {"kernel", ATTR_INT, NULL}, {"stride", ATTR_INT, "1"},
-    {"pad", ATTR_INT, "0"},       {"bias", ATTR_BOOL, "true"}, {"groups", ATTR_INT, "1"},
+    {"channels", ATTR_INT, NULL},     {"kernel", ATTR_INTS, NULL},
+    {"stride", ATTR_INTS, "1"},       {"pad", ATTR_INTS, "0"},
+    {"bias", ATTR_BOOL, "true"},      {"groups", ATTR_INT, "1"},
+    {"dilation", ATTR_INTS, "1"},     {"padding", ATTR_IDENT, "valid"},
 };
+
+static const WindowAttrs conv_window = {A_KERNEL, A_STRIDE, A_DILATION, A_PAD, A_PADDING, false};
 
 static const char *const fwd_in[] = {"x", "w", "bias", NULL};
 static const char *const fwd_out[] = {"y", "ws", NULL};
@@ -35,24 +41,37 @@ static const char *const fwd_out[] = {"y", "ws", NULL};
 typedef struct Conv {
   int c, h, w;      /* input channels and size */
   int o, ho, wo;    /* output channels and size */
-  int k, s, p, g;   /* kernel, stride, pad, groups */
+  Window q;         /* kernel, stride, dilation, pads */
+  int g;            /* groups */
   int cpg, opg;     /* input and output channels per group */
   long hw, howo;    /* plane sizes; long: a plane may hold 2^31 elements */
-  long kk, fsize;   /* K*K, and one filter C/G*K*K */
+  long kk, fsize;   /* KH*KW, and one filter C/G*KH*KW */
 } Conv;
 
 static Conv conv_dims(const Node *node, const Shape *x, const Shape *y) {
   Conv v = {.c = x->dim[0], .h = x->dim[1], .w = x->dim[2],
             .o = y->dim[0], .ho = y->dim[1], .wo = y->dim[2],
-            .k = attr_int(node, A_KERNEL), .s = attr_int(node, A_STRIDE),
-            .p = attr_int(node, A_PAD), .g = attr_int(node, A_GROUPS)};
+            .q = window_of(node, &conv_window, x->dim[1], x->dim[2]),
+            .g = attr_int(node, A_GROUPS)};
   v.cpg = v.c / v.g;
   v.opg = v.o / v.g;
   v.hw = (long)v.h * v.w;
   v.howo = (long)v.ho * v.wo;
-  v.kk = (long)v.k * v.k;
+  v.kk = (long)v.q.kh * v.q.kw;
   v.fsize = v.cpg * v.kk;
   return v;
+}
+
+/* The window as the runtime's nn_window, a compound literal for a call. */
+static const char *window_arg(Emit *e, const Conv *v) {
+  const Window *q = &v->q;
+  return arena_printf(e->ctx->arena, "&(const nn_window){%d, %d, %d, %d, %d, %d, %d, %d}",
+                      q->kh, q->kw, q->sh, q->sw, q->dh, q->dw, q->pt, q->pl);
+}
+
+/* The first line of each kernel's body: the window it computes. */
+static void emit_window_comment(Emit *e, const Conv *v) {
+  emitln(e, "/* %s */", window_str(e->ctx->arena, &v->q));
 }
 
 typedef enum { WS_FWD, WS_DX, WS_DW } WsKind;
@@ -61,7 +80,7 @@ static bool conv_workspace(Graph *g, Node *node, const Conv *v, WsKind kind);
 /* ---- shape rule ---------------------------------------------------------- */
 
 static bool check_attrs(Graph *g, const Node *node) {
-  static const int positive[] = {A_CHANNELS, A_KERNEL, A_STRIDE, A_GROUPS};
+  static const int positive[] = {A_CHANNELS, A_GROUPS};
   for (size_t i = 0; i < sizeof positive / sizeof positive[0]; i++) {
     int a = positive[i], v = attr_int(node, a);
     if (v <= 0) {
@@ -69,11 +88,6 @@ static bool check_attrs(Graph *g, const Node *node) {
                conv2d_attrs[a].name, v);
       return false;
     }
-  }
-  if (attr_int(node, A_PAD) < 0) {
-    error_at(g->ctx, node->attr[A_PAD].loc, "conv2d: pad must be >= 0, got %d",
-             attr_int(node, A_PAD));
-    return false;
   }
   return true;
 }
@@ -88,24 +102,6 @@ static bool check_groups(Graph *g, const Node *node, int c) {
   return what == NULL;
 }
 
-/* One output dimension; reports an error and returns -1 when the kernel
- * does not fit.  The padded size is bounded so emitted int indices hold. */
-static long out_dim(Graph *g, const Node *node, int in_h, int in_w, bool is_h) {
-  long k = attr_int(node, A_KERNEL), s = attr_int(node, A_STRIDE), p = attr_int(node, A_PAD);
-  long ph = in_h + 2 * p, pw = in_w + 2 * p;
-  if (k > ph || k > pw) {
-    error_at(g->ctx, node->attr[A_KERNEL].loc,
-             "conv2d: kernel %ldx%ld is larger than the padded input %ldx%ld", k, k, ph, pw);
-    return -1;
-  }
-  if (ph > INT_MAX || pw > INT_MAX) {
-    error_at(g->ctx, node->attr[A_PAD].loc, "conv2d: padded input %ldx%ld is too large",
-             ph, pw);
-    return -1;
-  }
-  return ((is_h ? ph : pw) - k) / s + 1;
-}
-
 static bool conv2d_build(Graph *g, Node *node) {
   const Value *x = val(g, node->in[0]);
   if (x->shape.rank != 3) {
@@ -114,17 +110,16 @@ static bool conv2d_build(Graph *g, Node *node) {
     return false;
   }
   int c = x->shape.dim[0], h = x->shape.dim[1], w = x->shape.dim[2];
-  if (!check_attrs(g, node) || !check_groups(g, node, c))
+  Window q;
+  long ho, wo;
+  if (!check_attrs(g, node) || !check_groups(g, node, c) ||
+      !window_check(g, node, &conv_window, h, w, &q, &ho, &wo))
     return false;
-  long ho = out_dim(g, node, h, w, true), wo = out_dim(g, node, h, w, false);
-  if (ho < 0 || wo < 0)
-    return false;
-  int o = attr_int(node, A_CHANNELS), k = attr_int(node, A_KERNEL);
-  int groups = attr_int(node, A_GROUPS);
-  Shape ws = shape_of(4, o, c / groups, k, k), ys = shape_of(3, o, (int)ho, (int)wo);
+  int o = attr_int(node, A_CHANNELS), groups = attr_int(node, A_GROUPS);
+  Shape ws = shape_of(4, o, c / groups, q.kh, q.kw), ys = shape_of(3, o, (int)ho, (int)wo);
   if (!check_shape(g, node, ws) || !check_shape(g, node, ys))
     return false;
-  long kk = (long)k * k;
+  long kk = (long)q.kh * q.kw;
   if (c / groups * kk > INT_MAX || o / groups * kk > INT_MAX) {
     error_at(g->ctx, node->attr[A_KERNEL].loc, "conv2d: filter %s is too large",
              shape_str(g->ctx->arena, &ws));
@@ -174,28 +169,37 @@ static int min_int(long a, long b) { return (int)(a < b ? a : b); }
  * 32x32 layers and 1.5x faster on resnet20 (whose small planes make many
  * short runs to pack).  dw does not: its dot products along the pixels
  * read the windows unaligned, and written columns were 1.1-1.2x faster. */
-static bool in_place(const Conv *v) { return v->s == 1; }
+static bool in_place(const Conv *v) {
+  const Window *q = &v->q;   /* the micro-kernel's taps are a square of dilation 1 */
+  return q->sh == 1 && q->sw == 1 && q->kh == q->kw && q->dh == 1 && q->dw == 1;
+}
 
 /* The padded, flattened input of one group: cpg planes of (H + 2P) x wp,
  * then a tail of zeros for the last panel's reach past the last plane. */
-static long pad_wp(const Conv *v) { return (long)v->w + 2L * v->p; }
-static long pad_plane(const Conv *v) { return ((long)v->h + 2L * v->p) * pad_wp(v); }
-static long pad_tail(const Conv *v) { return NN_NR + v->k; }
+static long pad_wp(const Conv *v) { return (long)v->w + v->q.pl + v->q.pr; }
+static long pad_plane(const Conv *v) { return ((long)v->h + v->q.pt + v->q.pb) * pad_wp(v); }
+static long pad_tail(const Conv *v) { return NN_NR + v->q.kw; }
 static long pad_reals(const Conv *v, int channels) {
   return channels * pad_plane(v) + pad_tail(v);
 }
 static long flat_pixels(const Conv *v) { return (long)v->ho * pad_wp(v); }   /* Ho x wp */
 
 /* The dx of a stride-1 convolution is itself a convolution: of dy (O
- * channels, Ho x Wo) with pad K-1-P back to H x W, with the filters
- * w'(c, o, kh, kw) = w(o, c, K-1-kh, K-1-kw) in groups of O/G inputs and
- * C/G outputs. */
-static bool dx_as_conv(const Conv *v) { return v->s == 1 && v->p <= v->k - 1; }
+ * channels, Ho x Wo) with pads KH-1-PT above, KH-1-PB below (KW-1-PL and
+ * KW-1-PR at the sides) back to H x W, with the filters w'(c, o, kh, kw) =
+ * w(o, c, KH-1-kh, KW-1-kw) in groups of O/G inputs and C/G outputs. */
+static bool dx_as_conv(const Conv *v) {
+  const Window *q = &v->q;
+  return q->sh == 1 && q->sw == 1 && q->dh == 1 && q->dw == 1 && q->pt < q->kh &&
+         q->pb < q->kh && q->pl < q->kw && q->pr < q->kw;
+}
 
 static Conv dx_conv(const Conv *v) {
   Conv t = *v;
   t.c = v->o, t.h = v->ho, t.w = v->wo, t.o = v->c, t.ho = v->h, t.wo = v->w;
-  t.p = v->k - 1 - v->p, t.cpg = v->opg, t.opg = v->cpg;
+  t.q.pt = v->q.kh - 1 - v->q.pt, t.q.pb = v->q.kh - 1 - v->q.pb;
+  t.q.pl = v->q.kw - 1 - v->q.pl, t.q.pr = v->q.kw - 1 - v->q.pr;
+  t.cpg = v->opg, t.opg = v->cpg;
   t.hw = v->howo, t.howo = v->hw, t.fsize = v->opg * v->kk;
   return t;
 }
@@ -220,7 +224,10 @@ static long fwd_slot_reals(const Conv *v) {
   return in_place(v) ? pad_reals(v, v->cpg) : v->fsize * NN_NR;
 }
 
-/* Winograd F(4x4, 3x3) (runtime/nn_winograd.c): 3x3, stride 1, one group;
+/* Winograd F(4x4, 3x3) (runtime/nn_winograd.c): 3x3, stride 1, dilation
+ * 1, one group, as many pad rows above as pad columns on the left (its
+ * input copy pads the plane by one count, pt == pl, before it: the pads
+ * below and on the right follow from the output size);
  * output tiles of 4x4 pixels, NN_NR tiles of the batch per panel.  It
  * needs 36 products of K = C per panel where the direct product needs 9
  * per NN_NR pixels; the transforms cost about as much as the products at
@@ -233,7 +240,9 @@ static long wino_panels(const Conv *v, int batch) {
 }
 
 static bool use_winograd(const Conv *v, const Graph *g) {
-  if (g->no_winograd || v->k != 3 || v->s != 1 || v->g != 1 || v->c < 8 || v->o < 8)
+  const Window *q = &v->q;
+  if (g->no_winograd || q->kh != 3 || q->kw != 3 || q->sh != 1 || q->sw != 1 || q->dh != 1 ||
+      q->dw != 1 || q->pt != q->pl || v->g != 1 || v->c < 8 || v->o < 8)
     return false;
   long direct = 9L * g->max_batch * ((flat_pixels(v) + NN_NR - 1) / NN_NR);
   return 2 * 36 * wino_panels(v, g->max_batch) < direct;
@@ -390,7 +399,7 @@ static void emit_conv_product(Emit *e, const Graph *g, const Node *node, const C
     emitln(e, "if (padded != (long)b * %d + g) {", v->g);
     emitln(e, "padded = (long)b * %d + g;", v->g);
     emitln(e, "nn_pad_planes(slot, %s, %d, %d, %d, %d, %d, %ld, %ld, %ld);", from, v->cpg, v->h,
-           v->w, v->p, v->p, wp, pad_plane(v), pad_tail(v));
+           v->w, v->q.pt, v->q.pl, wp, pad_plane(v), pad_tail(v));
     emitln(e, "}");
     emitln(e, "for (int j = 0; j < NN_NR; j++) {");
     emitln(e, "const long q = q0 + j, oh = q / %ld, ow = q %% %ld;", wp, wp);
@@ -398,8 +407,8 @@ static void emit_conv_product(Emit *e, const Graph *g, const Node *node, const C
     emitln(e, "}");
   } else {
     emitln(e, "const int np = %ld - q0 < NN_NR ? (int)(%ld - q0) : NN_NR;", pixels, pixels);
-    emitln(e, "nn_pack_cols(slot, %s, %d, %d, %d, %d, %d, %d, %d, q0, np);", from, v->cpg, v->h,
-           v->w, v->k, v->s, v->p, v->wo);
+    emitln(e, "nn_pack_cols(slot, %s, %d, %d, %d, %s, %d, q0, np);", from, v->cpg, v->h, v->w,
+           window_arg(e, v), v->wo);
     emitln(e, "for (int j = 0; j < NN_NR; j++)");
     emitln(e, "    at[j] = j < np ? q0 + j : -1;");
   }
@@ -409,7 +418,7 @@ static void emit_conv_product(Emit *e, const Graph *g, const Node *node, const C
   emitln(e, "real t[NN_MR * NN_NR];");
   if (in_place(v))
     emitln(e, "ukr(t, ws + (long)mt * %ld, 1, NN_MR, slot + q0, %d, %d, %ld, %ld, 0);", NN_MR * v->fsize,
-           v->cpg, v->k, pad_plane(v), wp);
+           v->cpg, v->q.kh, pad_plane(v), wp);
   else
     emitln(e, "ukr(t, ws + (long)mt * %ld, 1, NN_MR, slot, %ld, 1, NN_NR, 0, 0);", NN_MR * v->fsize,
            v->fsize);
@@ -464,7 +473,7 @@ static void emit_winograd(Emit *e, const Graph *g, const Node *node, const Conv 
   emitln(e, "const long tile0 = pn * NN_NR;");
   emitln(e, "const int nt = tiles - tile0 < NN_NR ? (int)(tiles - tile0) : NN_NR;");
   emitln(e, "nn_wino_input(v, NN_NR, %s, %ld, %d, %d, %d, %d, %d, %d, tile0, nt, pad);", x,
-         (long)v->c * v->hw, v->c, v->h, v->w, v->p, th, tw);
+         (long)v->c * v->hw, v->c, v->h, v->w, v->q.pt, th, tw);
   emitln(e, "long at[NN_NR];   /* the tile's first output pixel in y, -1 past the batch */");
   emitln(e, "int rows[NN_NR], cols[NN_NR];   /* of its 4x4 pixels, those in the image */");
   emitln(e, "for (int j = 0; j < NN_NR; j++) {");
@@ -498,6 +507,7 @@ static void emit_winograd(Emit *e, const Graph *g, const Node *node, const Conv 
 
 static void conv2d_emit(Emit *e, const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->in[0])->shape, &val(g, node->out[0])->shape);
+  emit_window_comment(e, &v);
   if (use_winograd(&v, g))
     emit_winograd(e, g, node, &v, "x", "y", false, true);
   else
@@ -521,7 +531,10 @@ static const char *product_choice(const Graph *g, const Conv *v) {
                         100.0 * (1 - (double)v->howo / ((double)panels * NN_NR)));
   return arena_printf(a, "packed columns: %ld pixel panels per sample, each shared by %d filter "
                          "panels%s",
-                      panels, fwd_mt(v), v->s > 1 ? " (stride > 1)" : "");
+                      panels, fwd_mt(v),
+                      v->q.sh > 1 || v->q.sw > 1 ? " (stride > 1)"
+                      : v->q.dh > 1 || v->q.dw > 1 ? " (dilated)"
+                      : v->q.kh != v->q.kw ? " (non-square kernel)" : "");
 }
 
 static const char *conv2d_kernel(const Graph *g, const Node *node) {
@@ -535,8 +548,8 @@ static const char *conv2d_dx_kernel(const Graph *g, const Node *node) {
   if (dx_as_conv(&v))
     return arena_printf(g->ctx->arena, "the convolution of dy by the flipped filters, %s",
                         product_choice(g, &t));
-  return arena_printf(g->ctx->arena, "columns of %d samples at a time, then col2im (stride %d)",
-                      col_chunk(&v, g->max_batch), v.s);
+  return arena_printf(g->ctx->arena, "columns of %d samples at a time, then col2im (%s)",
+                      col_chunk(&v, g->max_batch), window_str(g->ctx->arena, &v.q));
 }
 
 static const char *conv2d_dw_kernel(const Graph *g, const Node *node) {
@@ -568,6 +581,7 @@ static double conv2d_backward_flops(const Graph *g, const Node *node) {
  * each (sample, channel) plane, tap by tap in a fixed order. */
 static void conv2d_dx_emit(Emit *e, const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->out[0])->shape, &val(g, node->in[0])->shape);
+  emit_window_comment(e, &v);
   if (dx_as_conv(&v)) {
     Conv t = dx_conv(&v);
     if (use_winograd(&t, g))
@@ -619,7 +633,7 @@ static void conv2d_dx_emit(Emit *e, const Graph *g, const Node *node) {
   emitln(e, "for (int c = 0; c < %d; c++) {", v.c);
   emitln(e, "nn_col2im(dx + ((long)(b0 + bi) * %d + c) * %ld, col + (long)bi * %ld + (long)c * %ld,",
          v.c, v.hw, col_reals(&v), v.kk * v.howo);
-  emitln(e, "          %d, %d, %d, %d, %d, %d, %d);", v.h, v.w, v.k, v.s, v.p, v.ho, v.wo);
+  emitln(e, "          %d, %d, %s, %d, %d);", v.h, v.w, window_arg(e, &v), v.ho, v.wo);
   emitln(e, "}");
   emitln(e, "}");
   emitln(e, "}");
@@ -657,7 +671,7 @@ static void emit_winograd_dw(Emit *e, const Graph *g, const Conv *v) {
   emitln(e, "const long tile0 = t0 + pn * NN_NR;");
   emitln(e, "const int nt = tiles - tile0 < NN_NR ? (int)(tiles - tile0) : NN_NR;");
   emitln(e, "nn_wino_input(vt + pn * NN_NR, %ld, x, %ld, %d, %d, %d, %d, %d, %d, tile0, nt, pad);",
-         chunk, (long)v->c * v->hw, v->c, v->h, v->w, v->p, th, tw);
+         chunk, (long)v->c * v->hw, v->c, v->h, v->w, v->q.pt, th, tw);
   emitln(e, "nn_wino_dy(wt + pn * NN_NR * %d, %ld, dy, %ld, %d, %d, %d, %d, %d, tile0, nt, pad);",
          v->o, chunk, (long)v->o * v->howo, v->o, v->ho, v->wo, th, tw);
   emitln(e, "}");
@@ -683,6 +697,7 @@ static void emit_winograd_dw(Emit *e, const Graph *g, const Conv *v) {
 
 static void conv2d_dw_emit(Emit *e, const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->in[1])->shape, &val(g, node->in[0])->shape);
+  emit_window_comment(e, &v);
   if (use_winograd(&v, g)) {
     emit_winograd_dw(e, g, &v);
     return;
@@ -697,7 +712,7 @@ static void conv2d_dw_emit(Emit *e, const Graph *g, const Node *node) {
   emitln(e, "for (int c = 0; c < %d; c++) {", v.c);
   emitln(e, "nn_im2col(ws + (long)bi * %ld + (long)c * %ld, x + ((long)(b0 + bi) * %d + c) * %ld,",
          col_reals(&v), v.kk * v.howo, v.c, v.hw);
-  emitln(e, "          %d, %d, %d, %d, %d, %d, %d);", v.h, v.w, v.k, v.s, v.p, v.ho, v.wo);
+  emitln(e, "          %d, %d, %s, %d, %d);", v.h, v.w, window_arg(e, &v), v.ho, v.wo);
   emitln(e, "}");
   emitln(e, "}");
   emit_omp(e, "for schedule(static)");

@@ -1,14 +1,17 @@
 /*
  * pool.c: pooling over (N, C, H, W): maxpool, minpool, avgpool, sumpool with
- * a square kernel k, stride s (0 = k) and zero padding p, and global_avgpool
- * (the whole plane, giving (N, C, 1, 1)); with their backward kernels.
+ * a kernel kh x kw, stride sh x sw (0 = the kernel) and zero padding per
+ * side (the window of ir/window.c, padding=same included), and
+ * global_avgpool (the whole plane, giving (N, C, 1, 1)); with their
+ * backward kernels.
  *
- *   Ho = (H + 2p - k) / s + 1,  Wo = (W + 2p - k) / s + 1
+ *   Ho = (H + pt + pb - kh) / sh + 1,  Wo = (W + pl + pr - kw) / sw + 1
  *
  * Padding cells never take part: max/min pooling skip them (as if they were
  * -inf/+inf), sumpool adds nothing for them, and avgpool divides by the number
- * of real cells in the window (PyTorch's count_include_pad=False).  With
- * p <= k/2 (PyTorch's rule) every window holds at least one real cell.
+ * of real cells in the window (PyTorch's count_include_pad=False, TF's 'same').
+ * With every pad at most half its kernel (PyTorch's rule) every window holds
+ * at least one real cell.
  *
  * Every kernel walks the (n, c) planes in parallel and, inside a plane, the
  * output windows in order; global_avgpool is the H x W window at stride 1.
@@ -44,70 +47,41 @@ static const PoolInfo *info_of(OpKind op) {
   unreachable();
 }
 
-enum { A_KERNEL, A_STRIDE, A_PAD };
+enum { A_KERNEL, A_STRIDE, A_PAD, A_PADDING };
 
 static const AttrSpec pool_attrs[] = {
-    {"kernel", ATTR_INT, NULL},
-    {"stride", ATTR_INT, "0"},
-    {"pad", ATTR_INT, "0"},
+    {"kernel", ATTR_INTS, NULL},
+    {"stride", ATTR_INTS, "0"},
+    {"pad", ATTR_INTS, "0"},
+    {"padding", ATTR_IDENT, "valid"},
 };
+
+static const WindowAttrs pool_window = {A_KERNEL, A_STRIDE, -1, A_PAD, A_PADDING, true};
 
 /* Window geometry of one node; x is the (C, H, W) input plane shape. */
 typedef struct Geom {
   int c, h, w, ho, wo;
-  int kh, kw, sh, sw, pad;
+  int kh, kw, sh, sw;
+  int pt, pl;          /* pads above and on the left */
+  bool pad;            /* any pad: windows are clipped */
+  Window win;          /* as written, for the kernels' comments */
 } Geom;
 
 static Geom geom_of(const Node *node, const Shape *x) {
   Geom q = {.c = x->dim[0], .h = x->dim[1], .w = x->dim[2]};
-  if (info_of(node->op)->global) {
-    q.kh = q.h, q.kw = q.w, q.sh = q.sw = 1;
-  } else {
-    int k = attr_int(node, A_KERNEL), s = attr_int(node, A_STRIDE);
-    q.kh = q.kw = k;
-    q.sh = q.sw = s ? s : k;
-    q.pad = attr_int(node, A_PAD);
-  }
-  /* In long: h + 2 * pad may pass INT_MAX although the result is at most h + 1. */
-  q.ho = (int)(((long)q.h + 2L * q.pad - q.kh) / q.sh + 1);
-  q.wo = (int)(((long)q.w + 2L * q.pad - q.kw) / q.sw + 1);
+  Window win = {.kh = q.h, .kw = q.w, .sh = 1, .sw = 1, .dh = 1, .dw = 1};
+  if (!info_of(node->op)->global)
+    win = window_of(node, &pool_window, q.h, q.w);
+  q.kh = win.kh, q.kw = win.kw, q.sh = win.sh, q.sw = win.sw;
+  q.pt = win.pt, q.pl = win.pl;
+  q.pad = win.pt || win.pb || win.pl || win.pr;
+  q.win = win;
+  q.ho = (int)window_out(q.h, q.kh, q.sh, 1, win.pt, win.pb);
+  q.wo = (int)window_out(q.w, q.kw, q.sw, 1, win.pl, win.pr);
   return q;
 }
 
 /* ---- shape rule ------------------------------------------------------------ */
-
-/* Checks kernel, stride and pad against each other and the input plane. */
-static bool check_window(Graph *g, const Node *node, const Shape *x) {
-  const char *op = op_def(node->op)->name;
-  long k = attr_int(node, A_KERNEL), s = attr_int(node, A_STRIDE), p = attr_int(node, A_PAD);
-  if (k <= 0) {
-    error_at(g->ctx, node->attr[A_KERNEL].loc, "%s: kernel must be positive, got %ld", op, k);
-    return false;
-  }
-  if (s < 0) {
-    error_at(g->ctx, node->attr[A_STRIDE].loc,
-             "%s: stride must be positive (or 0 for stride = kernel), got %ld", op, s);
-    return false;
-  }
-  if (p < 0 || p > k / 2) {
-    error_at(g->ctx, node->attr[A_PAD].loc,
-             "%s: pad must be between 0 and kernel/2 = %ld, got %ld", op, k / 2, p);
-    return false;
-  }
-  long ph = x->dim[1] + 2 * p, pw = x->dim[2] + 2 * p;
-  if (ph < k || pw < k) {
-    error_at(g->ctx, node->loc, "%s: kernel %ldx%ld is larger than the padded input %ldx%ld",
-             op, k, k, ph, pw);
-    return false;
-  }
-  /* The emitted window bounds are ints below H + pad and W + pad. */
-  if (ph > MAX_ELEMS / pw) {
-    error_at(g->ctx, node->attr[A_PAD].loc, "%s: the padded input %ldx%ld is too large", op,
-             ph, pw);
-    return false;
-  }
-  return true;
-}
 
 static bool pool_build(Graph *g, Node *node) {
   const Value *x = val(g, node->in[0]);
@@ -117,7 +91,10 @@ static bool pool_build(Graph *g, Node *node) {
              x->dtype == DT_I32 ? " (class labels)" : "");
     return false;
   }
-  if (!info_of(node->op)->global && !check_window(g, node, &x->shape))
+  Window win;
+  long ho, wo;
+  if (!info_of(node->op)->global &&
+      !window_check(g, node, &pool_window, x->shape.dim[1], x->shape.dim[2], &win, &ho, &wo))
     return false;
   Geom q = geom_of(node, &x->shape);
   Shape y = shape_of(3, q.c, q.ho, q.wo);
@@ -135,10 +112,12 @@ static double pool_flops(const Graph *g, const Node *node) {
 /* ---- the window walker -------------------------------------------------------- */
 
 /* Opens the loop over the planes p of (n, C): pointers xp (H*W) and yp
- * (Ho*Wo) into the two named tensors, the first one written. */
+ * (Ho*Wo) into the two named tensors, the first one written.  A comment
+ * first says what window the kernel slides. */
 static void open_planes(Emit *e, const Geom *q, const char *big, const char *small,
                         bool big_is_out) {
   long hw = (long)q->h * q->w, ohw = (long)q->ho * q->wo;
+  emitln(e, "/* %s */", window_str(e->ctx->arena, &q->win));
   emit_omp_for(e, "");
   emitln(e, "for (long p = 0; p < (long)n * %d; p++) {", q->c);
   if (big_is_out) {
@@ -157,7 +136,7 @@ static void open_planes(Emit *e, const Geom *q, const char *big, const char *sma
 static void open_windows(Emit *e, const Geom *q) {
   emitln(e, "for (int oh = 0; oh < %d; oh++) {", q->ho);
   if (q->pad) {
-    emitln(e, "const int h0 = oh * %d - %d;", q->sh, q->pad);
+    emitln(e, "const int h0 = oh * %d - %d;", q->sh, q->pt);
     emitln(e, "const int i0 = h0 > 0 ? h0 : 0, i1 = h0 + %d < %d ? h0 + %d : %d;", q->kh,
            q->h, q->kh, q->h);
   } else {
@@ -165,7 +144,7 @@ static void open_windows(Emit *e, const Geom *q) {
   }
   emitln(e, "for (int ow = 0; ow < %d; ow++) {", q->wo);
   if (q->pad) {
-    emitln(e, "const int w0 = ow * %d - %d;", q->sw, q->pad);
+    emitln(e, "const int w0 = ow * %d - %d;", q->sw, q->pl);
     emitln(e, "const int j0 = w0 > 0 ? w0 : 0, j1 = w0 + %d < %d ? w0 + %d : %d;", q->kw,
            q->w, q->kw, q->w);
   } else {
@@ -251,7 +230,7 @@ static void extreme_dx_tiled(Emit *e, const Geom *q) {
 static void pool_dx_emit(Emit *e, const Graph *g, const Node *node) {
   PoolKind kind = info_of(node->op)->kind;
   Geom q = geom_of(node, &val(g, node->out[0])->shape);
-  bool tiled = q.sh == q.kh && q.sw == q.kw && q.pad == 0;
+  bool tiled = q.sh == q.kh && q.sw == q.kw && !q.pad;
   if ((kind == POOL_MAX || kind == POOL_MIN) && tiled) {
     extreme_dx_tiled(e, &q);
     return;
@@ -302,13 +281,13 @@ static const char *const dx_in[] = {"dy", NULL}, *const dx_out[] = {"dx", NULL};
       .out_names = dx_out, .roles = ROLE_INTERNAL, .emit = pool_dx_emit,                 \
   }
 
-POOL_OP(maxpool, "maxpool", "pool", 3);
-POOL_OP(minpool, "minpool", "pool", 3);
-POOL_OP(avgpool, "avgpool", "pool", 3);
-POOL_OP(sumpool, "sumpool", "pool", 3);
+POOL_OP(maxpool, "maxpool", "pool", 4);
+POOL_OP(minpool, "minpool", "pool", 4);
+POOL_OP(avgpool, "avgpool", "pool", 4);
+POOL_OP(sumpool, "sumpool", "pool", 4);
 POOL_OP(global_avgpool, "global_avgpool", "gap", 0);
-POOL_DX_OP(maxpool_dx, "maxpool_dx", 3, dx_ext_in);
-POOL_DX_OP(minpool_dx, "minpool_dx", 3, dx_ext_in);
-POOL_DX_OP(avgpool_dx, "avgpool_dx", 3, dx_in);
-POOL_DX_OP(sumpool_dx, "sumpool_dx", 3, dx_in);
+POOL_DX_OP(maxpool_dx, "maxpool_dx", 4, dx_ext_in);
+POOL_DX_OP(minpool_dx, "minpool_dx", 4, dx_ext_in);
+POOL_DX_OP(avgpool_dx, "avgpool_dx", 4, dx_in);
+POOL_DX_OP(sumpool_dx, "sumpool_dx", 4, dx_in);
 POOL_DX_OP(global_avgpool_dx, "global_avgpool_dx", 0, dx_in);
