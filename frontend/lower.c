@@ -329,12 +329,9 @@ static AttrVal to_attr(Lower *L, const OpDef *def, const AttrSpec *spec, const L
     a.list = v->list;
     a.nlist = v->n;
     break;
-  case ATTR_INTS:
+  case ATTR_INTS:   /* a tuple's integers are in range: the lexer and arith() bound them */
     ok = v->kind == LV_NUM ? v->is_int && fabs(v->num) <= INT_MAX
                            : v->kind == LV_LIST && v->is_int && v->n > 0;
-    for (int i = 0; ok && v->kind == LV_LIST && i < v->n; i++)
-      if (fabs(v->list[i]) > INT_MAX)
-        fail(L, e->loc, "%s: argument '%s' is out of range", def->name, spec->name);
     a.list = v->kind == LV_LIST ? v->list : NULL;
     a.nlist = v->kind == LV_LIST ? v->n : 0;
     break;

@@ -279,6 +279,29 @@ Test(frontend, pipes_span_lines_and_numbers_compute) {
   cr_assert_eq(find_value(g, "y")->kind, V_OUTPUT);
 }
 
+/* Tuples: a kernel per axis, pads per side, a tuple as a block default;
+ * padding=same sizes the output as ceil(in / stride). */
+Test(frontend, window_tuples) {
+  Graph *g = lower("model m\ninput x: f32[2, 49, 10]\n"
+                   "block b(h, k=(3, 1)) { return conv2d(h, 4, kernel=k, padding=same) }\n"
+                   "h = conv2d(x, 4, kernel=(10, 4), stride=(2, 2), padding=same)\n"
+                   "h = b(h)\n"
+                   "output y = avgpool(h, (5, 5), stride=(1, 5), pad=(2, 0))\n",
+                   MODE_INFER);
+  const Node *c = find_node(g, "conv1"), *bc = find_node(g, "b1.conv1");
+  const Node *p = find_node(g, "pool1");
+  cr_assert(c && bc && p);
+  cr_assert_eq(c->attr[1].nlist, 2);
+  cr_assert_eq(c->attr[1].list[0], 10);
+  cr_assert_eq(c->attr[1].list[1], 4);
+  cr_assert_eq(c->attr[1].loc.col, 25);
+  cr_assert_str_eq(out_shape(g, c), "[4, 25, 5]");
+  cr_assert_str_eq(shape_str(g->ctx->arena, &val(g, c->in[1])->shape), "[4, 2, 10, 4]");
+  cr_assert_str_eq(out_shape(g, bc), "[4, 25, 5]");
+  cr_assert_str_eq(shape_str(g->ctx->arena, &val(g, bc->in[1])->shape), "[4, 4, 3, 1]");
+  cr_assert_str_eq(out_shape(g, p), "[4, 25, 1]");
+}
+
 Test(frontend, plus_on_tensors_is_add) {
   Graph *g = lower("model m\ninput a: f32[4]\ninput b: f32[4]\noutput s = a + b; "
                    "output t = add(a, b, relu(a))\n", MODE_INFER);
@@ -547,6 +570,18 @@ static Bad bad[] = {
      "t.nn:4:3: error: expected 'optimizer', 'schedule', 'decay' or 'decay_all' before "
      "'learning_rate'"},
     {"model m\nmodel n\n", "t.nn:2:1: error: 'model' may appear only once, at the start"},
+    {M "output y = conv2d(x, 2, kernel=(3,))\n",
+     "t.nn:3:35: error: expected an expression before ')'"},
+    {M "output y = conv2d(x, 2, kernel=(3 3))\n", "t.nn:3:35: error: expected ')' before '3'"},
+    {M "output y = conv2d(x, 2, kernel=(3, x))\n",
+     "t.nn:3:36: error: tuple items must be numbers, not a tensor"},
+    {M "output y = conv2d(x, 2, kernel=[])\n",
+     "t.nn:3:32: error: conv2d: argument 'kernel' must be an integer or a tuple of integers, "
+     "not a tuple with no values"},
+    {M "output y = maxpool(x, kernel=(2, 2), stride=[1, 1, 1])\n",
+     "t.nn:3:45: error: maxpool: stride must be an integer or (sh, sw), got 3 values"},
+    {M "output y = avgpool(x, 2, padding=\"same\")\n",
+     "t.nn:3:34: error: avgpool: argument 'padding' must be an identifier, not a string"},
     {"model m\ninput x: f32[4]\noutput y = relu(x)\nloss cross_entropy(y, y)\n"
      "loss cross_entropy(y, y)\n",
      "t.nn:5:1: error: the model already has a loss"},

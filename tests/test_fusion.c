@@ -121,9 +121,8 @@ static void compare_runs(const char *file, const char *fuse, const Run *fused, c
   cr_expect(compared > 0, "%s %s: no gradients compared", file, fuse);
 }
 
-static void compare_example(const char *file) {
-  char path[600], name[128];
-  snprintf(path, sizeof path, "%s/examples/%s", NNCC_SOURCE_DIR, file);
+static void compare_model(const char *path, const char *file) {
+  char name[128];
   char *text = read_text(path);
   cr_assert(text, "cannot read %s", path);
   Shapes s = shapes_of(path);
@@ -154,6 +153,30 @@ static void compare_example(const char *file) {
   free(x);
   free(t);
   free(text);
+}
+
+static void compare_example(const char *file) {
+  char path[600];
+  snprintf(path, sizeof path, "%s/examples/%s", NNCC_SOURCE_DIR, file);
+  compare_model(path, file);
+}
+
+/* Windows per axis and side: batchnorm folded into a conv of a 10x4 kernel
+ * at stride 2 with TF's 'same' pads, relu epilogues on a depthwise conv
+ * with 'same' pads and a dilated conv with pads per side. */
+Test(fusion, windows_same_outputs_and_gradients) {
+  char path[600];
+  snprintf(path, sizeof path, "%s/fusion_windows_%ld.nn", NNCC_TEST_TMP, (long)getpid());
+  write_file(path, "model fwin\ninput x: f32[1, 13, 10]\ntarget y: class[3]\n"
+                   "h = conv2d(x, 6, kernel=(4, 3), stride=(2, 2), padding=same) |> batchnorm "
+                   "|> relu\n"
+                   "h = conv2d(h, 6, kernel=3, groups=6, padding=same) |> batchnorm |> relu\n"
+                   "h = conv2d(h, 4, kernel=(2, 3), dilation=(2, 1), pad=(1, 0, 1, 2)) |> relu\n"
+                   "h = avgpool(h, (3, 2), pad=(1, 0)) |> flatten\n"
+                   "logits = dense(h, 3)\noutput p = softmax(logits)\n"
+                   "loss cross_entropy(logits, y)\n");
+  compare_model(path, "fusion_windows");
+  remove(path);
 }
 
 Test(fusion, every_example_same_outputs_and_gradients, .timeout = 900) {

@@ -194,6 +194,24 @@ Test(emit_nn, tricky_program) {
             log_text);
 }
 
+/* Windows as tuples and padding=same print back as written. */
+Test(emit_nn, windows) {
+  char dir[512], path[600];
+  scratch_dir(dir, sizeof dir, "windows");
+  snprintf(path, sizeof path, "%s/w.nn", dir);
+  static const char text[] =
+      "model w\ninput x: f32[1, 49, 10]\n"
+      "h = conv2d(x, 4, kernel=(10, 4), stride=(2, 2), padding=same)\n"
+      "h = conv2d(h, 4, kernel=(3,\n  1), dilation=(2, 1), pad=(1, 2, 0, 0), groups=4)\n"
+      "output y = maxpool(h, (3, 2), stride=(1, 2), pad=(1, 0)) |> avgpool(2, padding=valid)\n";
+  write_file(path, text);
+  cr_expect(same_c(dir, path), "--emit-nn of w.nn does not compile to the same C:\n%s", log_text);
+  int st = run_capture(log_text, sizeof log_text, "%s %s --emit-nn", NNCC_BIN, path);
+  cr_assert_eq(st, 0, "%s", log_text);
+  cr_expect(strstr(log_text, "kernel=(10, 4), stride=(2, 2), padding=same"), "%s", log_text);
+  cr_expect(strstr(log_text, "pad=(1, 2, 0, 0)"), "%s", log_text);
+}
+
 /* An ONNX model's --emit-nn text with its --emit-weights file compiles to
  * the C of the model itself: model.h and model_weights.c byte for byte,
  * model.c but for the options in its header comment (--weights FILE). */
