@@ -43,8 +43,12 @@ static Geo geo(const Conv *v) {
                v->k, v->k, v->s, v->s, 1, 1, v->p, v->p, v->p, v->p};
 }
 
-static int out_h(const Geo *v) { return (v->h + v->pt + v->pb - (v->kh - 1) * v->dh - 1) / v->sh + 1; }
-static int out_w(const Geo *v) { return (v->w + v->pl + v->pr - (v->kw - 1) * v->dw - 1) / v->sw + 1; }
+static int out_h(const Geo *v) {
+  return (v->h + v->pt + v->pb - (v->kh - 1) * v->dh - 1) / v->sh + 1;
+}
+static int out_w(const Geo *v) {
+  return (v->w + v->pl + v->pr - (v->kw - 1) * v->dw - 1) / v->sw + 1;
+}
 
 /* A one-conv model with an mse loss; `post` is appended to the conv call. */
 static void model_text(char *buf, size_t cap, const Geo *v, const char *post) {
@@ -229,46 +233,46 @@ Test(conv2d_window, dscnn_same) {
 }
 Test(conv2d_window, same_stride2_even) {
   forward_geo(&(Geo){"wse", 3, 8, 6, 4, 1, true,
-                        "kernel=3, stride=2, padding=same", 3, 3, 2, 2, 1, 1, 0, 1, 0, 1}, false);
+              "kernel=3, stride=2, padding=same", 3, 3, 2, 2, 1, 1, 0, 1, 0, 1}, false);
 }
 /* Stride 1 and a square kernel: the in-place product, its padded copy
  * uneven on every side. */
 Test(conv2d_window, pads_per_side_in_place) {
   forward_geo(&(Geo){"wpi", 3, 7, 6, 5, 1, true,
-                        "kernel=3, pad=(0, 2, 1, 0)", 3, 3, 1, 1, 1, 1, 0, 2, 1, 0}, false);
+              "kernel=3, pad=(0, 2, 1, 0)", 3, 3, 1, 1, 1, 1, 0, 2, 1, 0}, false);
 }
 Test(conv2d_window, pads_rows_cols) {
   forward_geo(&(Geo){"wrc", 2, 6, 9, 3, 1, true,
-                        "kernel=(3, 5), stride=(1, 2), pad=(1, 2)", 3, 5, 1, 2, 1, 1, 1, 1, 2, 2},
+              "kernel=(3, 5), stride=(1, 2), pad=(1, 2)", 3, 5, 1, 2, 1, 1, 1, 1, 2, 2},
                 false);
 }
 Test(conv2d_window, dilation) {
   forward_geo(&(Geo){"wdl", 3, 9, 8, 4, 1, true,
-                        "kernel=3, dilation=2, pad=2", 3, 3, 1, 1, 2, 2, 2, 2, 2, 2}, true);
+              "kernel=3, dilation=2, pad=2", 3, 3, 1, 1, 2, 2, 2, 2, 2, 2}, true);
 }
 Test(conv2d_window, dilation_pair_strided) {
   forward_geo(&(Geo){"wdp", 2, 11, 9, 4, 2, true,
-                        "kernel=(3, 2), stride=(2, 1), dilation=(2, 3), pad=(1, 2, 0, 1)",
-                        3, 2, 2, 1, 2, 3, 1, 2, 0, 1}, false);
+              "kernel=(3, 2), stride=(2, 1), dilation=(2, 3), pad=(1, 2, 0, 1)",
+              3, 2, 2, 1, 2, 3, 1, 2, 0, 1}, false);
 }
 Test(conv2d_window, depthwise_same_stride2) {
   forward_geo(&(Geo){"wdw", 4, 8, 7, 4, 4, false,
-                        "kernel=3, stride=2, padding=same", 3, 3, 2, 2, 1, 1, 0, 1, 1, 1}, false);
+              "kernel=3, stride=2, padding=same", 3, 3, 2, 2, 1, 1, 0, 1, 1, 1}, false);
 }
 Test(conv2d_window, k1_strided) {
   forward_geo(&(Geo){"wk1", 5, 7, 6, 3, 1, true,
-                        "kernel=1, stride=(2, 1)", 1, 1, 2, 1, 1, 1, 0, 0, 0, 0}, false);
+              "kernel=1, stride=(2, 1)", 1, 1, 2, 1, 1, 1, 0, 0, 0, 0}, false);
 }
 /* Winograd takes a 3x3 layer whose pads above and on the left are equal
  * (its input copy offsets the plane by one count), and no other. */
 Test(conv2d_window, winograd_pads_per_side) {
   forward_tol(&(Geo){"wwg", 8, 10, 9, 8, 1, true,
-                            "kernel=3, pad=(1, 2, 1, 0)", 3, 3, 1, 1, 1, 1, 1, 2, 1, 0},
+              "kernel=3, pad=(1, 2, 1, 0)", 3, 3, 1, 1, 1, 1, 1, 2, 1, 0},
                     true, 1e-4);
 }
 Test(conv2d_window, winograd_declined) {
   forward_geo(&(Geo){"wnw", 8, 10, 9, 8, 1, true,
-                        "kernel=3, pad=(0, 1, 1, 1)", 3, 3, 1, 1, 1, 1, 0, 1, 1, 1}, false);
+              "kernel=3, pad=(0, 1, 1, 1)", 3, 3, 1, 1, 1, 1, 0, 1, 1, 1}, false);
 }
 
 /* --report names the kernel each window got. */
@@ -368,24 +372,24 @@ Test(conv2d_grad, kernel_larger_than_input) { check_grad(&(Conv){"gkl", 2, 3, 4,
  * the flipped filters (stride 1: pads per side become K-1-pad per side). */
 Test(conv2d_grad, window_dscnn_same) {
   grad_geo(&(Geo){"gwds", 1, 13, 6, 2, 1, true,
-                     "kernel=(4, 3), stride=(2, 2), padding=same", 4, 3, 2, 2, 1, 1, 1, 2, 1, 1});
+           "kernel=(4, 3), stride=(2, 2), padding=same", 4, 3, 2, 2, 1, 1, 1, 2, 1, 1});
 }
 Test(conv2d_grad, window_pads_per_side) {
   grad_geo(&(Geo){"gwpp", 2, 6, 5, 3, 1, true,
-                     "kernel=3, pad=(0, 2, 1, 0)", 3, 3, 1, 1, 1, 1, 0, 2, 1, 0});
+           "kernel=3, pad=(0, 2, 1, 0)", 3, 3, 1, 1, 1, 1, 0, 2, 1, 0});
 }
 Test(conv2d_grad, window_nonsquare_stride1) {
   grad_geo(&(Geo){"gwns", 2, 6, 7, 3, 1, true,
-                     "kernel=(2, 4), pad=(1, 0, 2, 1)", 2, 4, 1, 1, 1, 1, 1, 0, 2, 1});
+           "kernel=(2, 4), pad=(1, 0, 2, 1)", 2, 4, 1, 1, 1, 1, 1, 0, 2, 1});
 }
 Test(conv2d_grad, window_dilation) {
   grad_geo(&(Geo){"gwdl", 2, 7, 8, 2, 2, true,
-                     "kernel=(3, 2), stride=(1, 2), dilation=(2, 3), pad=(2, 1, 0, 2)",
-                     3, 2, 1, 2, 2, 3, 2, 1, 0, 2});
+           "kernel=(3, 2), stride=(1, 2), dilation=(2, 3), pad=(2, 1, 0, 2)",
+           3, 2, 1, 2, 2, 3, 2, 1, 0, 2});
 }
 Test(conv2d_grad, window_depthwise_same) {
   grad_geo(&(Geo){"gwdw", 3, 6, 5, 3, 3, false,
-                     "kernel=3, stride=2, padding=same", 3, 3, 2, 2, 1, 1, 0, 1, 1, 1});
+           "kernel=3, stride=2, padding=same", 3, 3, 2, 2, 1, 1, 0, 1, 1, 1});
 }
 
 /* conv -> relu (fused) -> conv: the second conv's dx feeds relu_dx, whose
@@ -513,18 +517,18 @@ Test(conv2d_winograd, grad) { check_grad(&(Conv){"gwg", 8, 10, 10, 9, 3, 1, 1, 1
 /* Winograd's dx and dw with pads per side (pt == pl), in f64. */
 Test(conv2d_winograd, pads_per_side_f64) {
   chunked_geo(&(Geo){"wgpp", 8, 11, 10, 9, 1, true,
-                        "kernel=3, pad=(2, 0, 2, 1)", 3, 3, 1, 1, 1, 1, 2, 0, 2, 1});
+              "kernel=3, pad=(2, 0, 2, 1)", 3, 3, 1, 1, 1, 1, 2, 0, 2, 1});
 }
 /* The flipped filters of a non-square kernel, and col2im of a dilated
  * strided one, in f64 against reference_grads. */
 Test(conv2d_chunked, window_nonsquare) {
   chunked_geo(&(Geo){"chns", 3, 9, 8, 5, 1, true,
-                        "kernel=(2, 3), pad=(1, 0, 2, 1)", 2, 3, 1, 1, 1, 1, 1, 0, 2, 1});
+              "kernel=(2, 3), pad=(1, 0, 2, 1)", 2, 3, 1, 1, 1, 1, 1, 0, 2, 1});
 }
 Test(conv2d_chunked, window_dilated_strided) {
   chunked_geo(&(Geo){"chds", 4, 12, 11, 6, 2, true,
-                        "kernel=(3, 2), stride=(2, 3), dilation=2, pad=(1, 0)",
-                        3, 2, 2, 3, 2, 2, 1, 1, 0, 0});
+              "kernel=(3, 2), stride=(2, 3), dilation=2, pad=(1, 0)",
+              3, 2, 2, 3, 2, 2, 1, 1, 0, 0});
 }
 
 /* dx and dw of a layer with seven filter panels: dx reads the padded dy in
