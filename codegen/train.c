@@ -308,8 +308,9 @@ static const char *state_params(int slots) {
  * to the chunk's. */
 static void emit_opt_block(Emit *e, const Rule *r, int slots) {
   emitln(e, "/* %s on n <= NN_UB elements; lane sums of u^2 and of p^2 after the step are\n"
-            " * added to du and pp. */", r->name);
-  emitln(e, "static void nn_opt_block(real *restrict p, const real *restrict g%s, long n,",
+            " * added to du and pp.  NN_CLONES: vector code for this CPU in any build. */",
+         r->name);
+  emitln(e, "NN_CLONES static void nn_opt_block(real *restrict p, const real *restrict g%s, long n,",
          state_params(slots));
   emitln(e, "                         const struct nn_opt_k *k, double du[NN_VL], double pp[NN_VL])");
   emitln(e, "{");

@@ -347,6 +347,8 @@ enum {
                                  weights (its params named "weight") */
   ROLE_INIT_THROUGH = 1 << 13, /* batchnorm: passes a rectifier's request on to the
                                   layer feeding it; its own weight stays as built */
+  ROLE_PRODUCT = 1 << 14,     /* the kernel's work is on the micro-kernels, which pick their
+                                 ISA at run time; the others are built per ISA (NN_CLONES) */
 };
 
 typedef struct OpDef {

@@ -68,6 +68,16 @@ static NN_UNUSED void nn_ukr_c(real *restrict t, const real *restrict ap, long a
 #define NN_X86 1
 #include <immintrin.h>
 
+/* Loops that compilers vectorize for the target they are given: with -O2
+ * and no -march that is SSE2.  On x86 Linux gcc builds a function marked
+ * NN_CLONES also for AVX-512 and AVX2 (target_clones: the loader picks one
+ * by cpuid, as nn_ukr_pick does for the micro-kernels; the parallel regions
+ * inside are cloned with it); clang 14 refuses target_clones beside
+ * `unused`.  A build for AVX-512 already (-march=native here) needs none. */
+#if defined(__linux__) && !defined(NN_FORCE_ISA) && !defined(__clang__) && !defined(__AVX512F__)
+#define NN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+
 /* One pass computes NN_MR rows x two vectors of columns (12 accumulators,
  * enough to hide the FMA latency; 15 of the 16 registers AVX2 has); a
  * tile takes NN_NR / (2 * lanes) passes.  V is the vector type, the other
@@ -159,6 +169,9 @@ nn_ukr_avx2(real *restrict t, const real *restrict ap, long ars, long acs,
   NN_UKR_256
 }
 #endif
+#ifndef NN_CLONES
+#define NN_CLONES
+#endif
 
 /* The dot-product micro-kernel, for products whose operands both run along
  * k (conv2d's dw: rows of dy . rows of columns, k = the pixels of every
@@ -185,9 +198,9 @@ static NN_UNUSED void nn_dot_store(real *restrict t, long ldt, int mr, int nr, i
 }
 
 /* The tails: k from kv on, sample by sample, into s. */
-static NN_UNUSED void nn_dot_tails(real s[NN_DR][NN_DR], int nb, long kv, long kc,
-                                   const real *const a[NN_DR], long sa, const real *const *b,
-                                   long sb) {
+static NN_UNUSED inline void nn_dot_tails(real s[NN_DR][NN_DR], int nb, long kv, long kc,
+                                          const real *const a[NN_DR], long sa,
+                                          const real *const *b, long sb) {
   for (int q = 0; q < nb; q++)
     for (long k = kv; k < kc; k++)
       for (int i = 0; i < NN_DR; i++)

@@ -31,15 +31,8 @@
  */
 
 /* The transforms of a panel are loops over NN_NR lanes that compilers
- * vectorize for the target they are given: with -O2 and no -march that is
- * SSE2.  On x86 Linux gcc builds each of them also for AVX-512 and AVX2
- * (target_clones: the loader picks one by cpuid, as nn_ukr_pick does for
- * the micro-kernels); clang 14 refuses target_clones beside `unused`. */
-#if defined(NN_X86) && defined(__linux__) && !defined(NN_FORCE_ISA) && !defined(__clang__)
-#define NN_WINO_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define NN_WINO_CLONES
-#endif
+ * vectorize for the target they are given; NN_CLONES (nn_gemm.c) builds
+ * them for AVX-512 and AVX2 too. */
 
 /* The 36 transformed values u[xi * su] of one 3x3 filter g (row-major; with
  * `flip` read rotated by 180 degrees, as the dx of a convolution needs). */
@@ -151,7 +144,7 @@ static NN_UNUSED inline void nn_wino_gather(real *restrict d, int k, real *restr
  * v[(xi * nc + c) * ld + j] = (B^T d B)[xi] of tile tile0 + j; lanes from
  * nt on are zero.  pad holds (4 th + 2) x (4 tw + 2) reals: each plane is
  * copied into it with p zeros before, so that every window lies inside. */
-NN_WINO_CLONES static NN_UNUSED void nn_wino_input(real *restrict v, long ld, const real *restrict x, long xs,
+NN_CLONES static NN_UNUSED void nn_wino_input(real *restrict v, long ld, const real *restrict x, long xs,
                                     int nc, int h, int w, int p, int th, int tw, long tile0,
                                     int nt, real *restrict pad) {
   real d[36 * NN_NR], t[36 * NN_NR], u[36 * NN_NR];
@@ -175,7 +168,7 @@ NN_WINO_CLONES static NN_UNUSED void nn_wino_input(real *restrict v, long ld, co
 /* The output transform of one row of the micro-kernel's tiles: m[xi * NN_MR
  * * NN_NR + j] for the 36 positions xi and NN_NR tiles j, into y[e * NN_NR +
  * j], e = 4 row + column of the tile's 4x4 outputs. */
-NN_WINO_CLONES static NN_UNUSED void nn_wino_output(real *restrict y, const real *restrict m) {
+NN_CLONES static NN_UNUSED void nn_wino_output(real *restrict y, const real *restrict m) {
   const long ms = NN_MR * NN_NR;
   real t[24 * NN_NR];
   for (int b = 0; b < 6; b++)   /* t = A^T m, column by column: t[a * 6 + b] */
@@ -216,7 +209,7 @@ static NN_UNUSED inline void nn_wino_a(real *restrict o, long os, const real *re
  * column 4 tx, zeros past the edge), w[(xi * ld + j) * no + o] = (A dY
  * A^T)[xi] of tile tile0 + j (so that each tile's channels are a row of
  * the micro-kernel's B); tiles from nt on are zero. */
-NN_WINO_CLONES static NN_UNUSED void nn_wino_dy(real *restrict w, long ld, const real *restrict dy, long ys,
+NN_CLONES static NN_UNUSED void nn_wino_dy(real *restrict w, long ld, const real *restrict dy, long ys,
                                  int no, int ho, int wo, int th, int tw, long tile0, int nt,
                                  real *restrict pad) {
   real m[36 * NN_NR];

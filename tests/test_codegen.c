@@ -257,3 +257,53 @@ Test(codegen, contents_point_at_sections) {
   cr_expect_eq(rows, 7, "runtime, tables, kernels, forward, training, API, main");
   free(text);
 }
+
+/* ---- plain -O2 (issue #12) ------------------------------------------------- */
+
+/* The text of asm function `name` (its label to its .size line) in s, or NULL. */
+static char *asm_function(const char *s, const char *name) {
+  char label[160];
+  snprintf(label, sizeof label, "\n%s:\n", name);
+  const char *start = strstr(s, label), *end = start ? strstr(start, "\t.size\t") : NULL;
+  if (!end)
+    return NULL;
+  char *body = malloc((size_t)(end - start) + 1);
+  memcpy(body, start, (size_t)(end - start));
+  body[end - start] = '\0';
+  return body;
+}
+
+/* Built with gcc -O2 and no -march, as an embedder may: the per-channel
+ * kernels also exist for AVX-512 (NN_CLONES), and those clones are vector
+ * code; the product kernels, whose micro-kernels pick their ISA at run
+ * time, are built once, and their epilogue (rows of contiguous stores) is
+ * vector code even for SSE2.  Without the prelude's cost-model pragma
+ * gcc 12 leaves all of these loops scalar at -O2. */
+Test(codegen, plain_O2_vectorizes) {
+#if !defined(__x86_64__) || !defined(__linux__)
+  cr_skip_test("x86-64 Linux only (target_clones)");
+#endif
+  char dir[512], out[1 << 12];
+  scratch_dir(dir, sizeof dir, "plain_o2");
+  if (run_capture(out, sizeof out, "gcc --version") != 0)
+    cr_skip_test("no gcc");
+  cr_assert_eq(run_capture(out, sizeof out, "%s %s/examples/lenet5.nn -o %s/l5.c", NNCC_BIN,
+                           NNCC_SOURCE_DIR, dir),
+               0, "%s", out);
+  cr_assert_eq(run_capture(out, sizeof out, "cd %s && gcc -std=c11 -O2 -fopenmp -S l5.c -o l5.s", dir),
+               0, "%s", out);
+  char path[600];
+  snprintf(path, sizeof path, "%s/l5.s", dir);
+  char *s = read_text(path);
+  cr_assert(s);
+  char *bn = asm_function(s, "bn1_batchnorm_dx._omp_fn.0.avx512f");
+  cr_assert(bn, "no AVX-512 clone of bn1's batchnorm_dx");
+  cr_expect(strstr(bn, "%zmm"), "bn1's batchnorm_dx clone is not AVX-512 vector code");
+  cr_expect(!strstr(s, "\nconv1_forward._omp_fn.0.avx512f:\n"), "a product kernel was cloned");
+  char *conv = asm_function(s, "conv1_forward._omp_fn.0");
+  cr_assert(conv);
+  cr_expect(strstr(conv, "addps"), "conv1's epilogue (bias, relu) is not vector code");
+  free(conv);
+  free(bn);
+  free(s);
+}

@@ -394,7 +394,11 @@ static void emit_conv_product(Emit *e, const Graph *g, const Node *node, const C
   emitln(e, "const long q0 = (long)(gp %% %ld) * NN_NR;", pt);
   const char *from = arena_printf(e->ctx->arena, "%s + ((long)b * %d + (long)g * %d) * %ld", x,
                                   v->c, v->cpg, v->hw);
-  emitln(e, "long at[NN_NR];   /* the output pixel of each column, -1 if dropped */");
+  /* The columns that are output pixels, as runs: columns [rj0, rj1) are
+   * the pixels from rp on.  Contiguous stores, so the epilogue vectorizes
+   * even where the ISA has no masked store (SSE2, gcc -O2). */
+  emitln(e, "int nrun = 0, rj0[NN_NR], rj1[NN_NR];");
+  emitln(e, "long rp[NN_NR];");
   if (in_place(v)) {
     emitln(e, "if (padded != (long)b * %d + g) {", v->g);
     emitln(e, "padded = (long)b * %d + g;", v->g);
@@ -403,14 +407,17 @@ static void emit_conv_product(Emit *e, const Graph *g, const Node *node, const C
     emitln(e, "}");
     emitln(e, "for (int j = 0; j < NN_NR; j++) {");
     emitln(e, "const long q = q0 + j, oh = q / %ld, ow = q %% %ld;", wp, wp);
-    emitln(e, "at[j] = q < %ld && ow < %d ? oh * %d + ow : -1;", pixels, v->wo, v->wo);
+    emitln(e, "if (q >= %ld || ow >= %d)", pixels, v->wo);
+    emitln(e, "    continue;");
+    emitln(e, "if (nrun == 0 || rj1[nrun - 1] != j)");
+    emitln(e, "    rj0[nrun] = j, rp[nrun] = oh * %d + ow, nrun++;", v->wo);
+    emitln(e, "rj1[nrun - 1] = j + 1;");
     emitln(e, "}");
   } else {
     emitln(e, "const int np = %ld - q0 < NN_NR ? (int)(%ld - q0) : NN_NR;", pixels, pixels);
     emitln(e, "nn_pack_cols(slot, %s, %d, %d, %d, %s, %d, q0, np);", from, v->cpg, v->h, v->w,
            window_arg(e, v), v->wo);
-    emitln(e, "for (int j = 0; j < NN_NR; j++)");
-    emitln(e, "    at[j] = j < np ? q0 + j : -1;");
+    emitln(e, "rj0[0] = 0, rj1[0] = np, rp[0] = q0, nrun = 1;");
   }
   emitln(e, "for (int mt = g * %d; mt < (g + 1) * %d; mt++) {", mt, mt);
   emitln(e, "const int o0 = g * %d + mt %% %d * NN_MR;", v->opg, mt);
@@ -425,13 +432,13 @@ static void emit_conv_product(Emit *e, const Graph *g, const Node *node, const C
   emitln(e, "for (int i = 0; i < mr; i++) {");
   emitln(e, "const int o = o0 + i;");
   emitln(e, "const long yo = ((long)b * %d + o) * %ld;", v->o, v->howo);
-  emitln(e, "for (int j = 0; j < NN_NR; j++) {");
-  emitln(e, "if (at[j] < 0)");
-  emitln(e, "    continue;");
-  emitln(e, "const long yi = yo + at[j];");
+  emitln(e, "for (int r = 0; r < nrun; r++) {");
+  emitln(e, "const long yr = yo + rp[r] - rj0[r];");
+  emitln(e, "for (int j = rj0[r]; j < rj1[r]; j++) {");
+  emitln(e, "const long yi = yr + j;");
   emitln(e, "const real acc = t[i * NN_NR + j]%s;", bias ? " + bias[o]" : "");
   emitln(e, "%s[yi] = %s;", y, fused ? epilogue_expr(e, node, "acc", "o", "yi") : "acc");
-  for (int k = 0; k < 6; k++)
+  for (int k = 0; k < 7; k++)
     emitln(e, "}");
 }
 
@@ -773,7 +780,7 @@ static void conv2d_backward(Graph *g, Node *node, const int *dout, const bool *n
 const OpDef op_conv2d = {
     .name = "conv2d", .prefix = "conv", .min_in = 1, .max_in = 1,
     .attrs = conv2d_attrs, .nattr = NATTR, .in_names = fwd_in, .out_names = fwd_out,
-    .roles = ROLE_ANCHOR, .fold_weight_in = 1, .fold_bias_in = 2,
+    .roles = ROLE_ANCHOR | ROLE_PRODUCT, .fold_weight_in = 1, .fold_bias_in = 2,
     .build = conv2d_build, .emit = conv2d_emit, .backward = conv2d_backward,
     .flops = conv2d_flops, .kernel = conv2d_kernel,
 };
@@ -784,12 +791,12 @@ static const char *const db_in[] = {"dy", NULL}, *const db_out[] = {"db", NULL};
 
 const OpDef op_conv2d_dx = {
     .name = "conv2d_dx", .attrs = conv2d_attrs, .nattr = NATTR, .in_names = dx_in,
-    .out_names = dx_out, .roles = ROLE_INTERNAL, .emit = conv2d_dx_emit,
+    .out_names = dx_out, .roles = ROLE_INTERNAL | ROLE_PRODUCT, .emit = conv2d_dx_emit,
     .flops = conv2d_backward_flops, .kernel = conv2d_dx_kernel,
 };
 const OpDef op_conv2d_dw = {
     .name = "conv2d_dw", .attrs = conv2d_attrs, .nattr = NATTR, .in_names = dw_in,
-    .out_names = dw_out, .roles = ROLE_INTERNAL, .emit = conv2d_dw_emit,
+    .out_names = dw_out, .roles = ROLE_INTERNAL | ROLE_PRODUCT, .emit = conv2d_dw_emit,
     .flops = conv2d_backward_flops, .kernel = conv2d_dw_kernel,
 };
 const OpDef op_conv2d_db = {

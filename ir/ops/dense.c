@@ -225,7 +225,7 @@ static void dense_backward(Graph *g, Node *node, const int *dout, const bool *ne
 const OpDef op_dense = {
     .name = "dense", .prefix = "fc", .min_in = 1, .max_in = 1,
     .attrs = dense_attrs, .nattr = 2, .in_names = fwd_in, .out_names = fwd_out,
-    .roles = ROLE_ANCHOR, .fold_weight_in = 1, .fold_bias_in = 2,
+    .roles = ROLE_ANCHOR | ROLE_PRODUCT, .fold_weight_in = 1, .fold_bias_in = 2,
     .build = dense_build, .emit = dense_emit, .backward = dense_backward,
     .flops = dense_flops, .kernel = dense_kernel,
 };
@@ -236,12 +236,12 @@ static const char *const db_in[] = {"dy", NULL}, *const db_out[] = {"db", NULL};
 
 const OpDef op_dense_dx = {
     .name = "dense_dx", .attrs = dense_attrs, .nattr = 2, .in_names = dx_in,
-    .out_names = dx_out, .roles = ROLE_INTERNAL, .emit = dense_dx_emit,
+    .out_names = dx_out, .roles = ROLE_INTERNAL | ROLE_PRODUCT, .emit = dense_dx_emit,
     .flops = dense_flops, .kernel = dense_dx_kernel,
 };
 const OpDef op_dense_dw = {
     .name = "dense_dw", .attrs = dense_attrs, .nattr = 2, .in_names = dw_in,
-    .out_names = dw_out, .roles = ROLE_INTERNAL, .emit = dense_dw_emit,
+    .out_names = dw_out, .roles = ROLE_INTERNAL | ROLE_PRODUCT, .emit = dense_dw_emit,
     .flops = dense_dw_flops, .kernel = dense_dw_kernel,
 };
 const OpDef op_dense_db = {
