@@ -16,6 +16,8 @@
  *           exercises batchnorm folding).  One test, as the two share the
  *           costly -O2 compile.
  *
+ * The models of examples/imagenet/ get the build test only (imagenet_build).
+ *
  * The .nn file is read only for its declarations (model, input, target,
  * output, loss, train); everything else is nncc's business.
  *
@@ -255,6 +257,38 @@ ParameterizedTest(int *index, examples, build, .timeout = 300) {
       }
   }
   free_example(&ex);
+}
+
+/* The ImageNet-size models of examples/imagenet/ (ResNet-50: 24 GFLOP per
+ * training sample) are too big to gradient-check and train here; they get
+ * the build test alone, and tests/torch/check.py --models resnet50 checks
+ * them against PyTorch. */
+Test(examples, imagenet_build, .timeout = 600) {
+  DIR *d = opendir(EXAMPLES "/imagenet");
+  cr_assert(d, "cannot open %s/imagenet", EXAMPLES);
+  int count = 0;
+  char dir[512], log[1 << 14];
+  scratch_dir(dir, sizeof dir, "imagenet");
+  for (struct dirent *e; (e = readdir(d));) {
+    size_t len = strlen(e->d_name);
+    if (len < 4 || strcmp(e->d_name + len - 3, ".nn") != 0)
+      continue;
+    count++;
+    const char *modes[] = {"", "--infer --batch 1"};
+    for (int m = 0; m < 2; m++) {
+      int st = run_capture(log, sizeof log, "%s %s/imagenet/%s -o %s/m%d.c --verify %s", NNCC_BIN,
+                           EXAMPLES, e->d_name, dir, m, modes[m]);
+      cr_assert(st == 0, "%s: nncc --verify %s failed:\n%s", e->d_name, modes[m], log);
+      const char *ccs[] = {"gcc", "clang"};
+      for (int c = 0; c < 2; c++) {
+        st = run_capture(log, sizeof log, "%s " STRICT " -fopenmp -fsyntax-only %s/m%d.c", ccs[c],
+                         dir, m);
+        cr_expect(st == 0, "%s %s: %s failed:\n%s", e->d_name, modes[m], ccs[c], log);
+      }
+    }
+  }
+  closedir(d);
+  cr_expect(count >= 1, "no model in examples/imagenet/");
 }
 
 /* ---- gradient check ----------------------------------------------------- */

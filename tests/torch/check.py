@@ -718,8 +718,8 @@ def cases(args):
             args.missing.append(name)
             continue
         path = os.path.join(ROOT, "examples", f"{name}.nn")
-        if not os.path.exists(path):      # bench/resnet50.nn: on request only (--models resnet50)
-            path = os.path.join(ROOT, "bench", f"{name}.nn")
+        if not os.path.exists(path):      # examples/imagenet/resnet50.nn: on request only
+            path = os.path.join(ROOT, "examples", "imagenet", f"{name}.nn")
         src = open(path).read()
         sections = [("own", None)]
         if name in args.matrix:

@@ -319,7 +319,7 @@ class Autoencoder(nn.Module):
 
 class Bottleneck(nn.Module):
     """torchvision's Bottleneck (v1.5: stride on the 3x3), blocks bottleneck / bottleneck_down of
-    bench/resnet50.nn."""
+    examples/imagenet/resnet50.nn."""
 
     def __init__(self, cin, c, stride=1, down=False):
         super().__init__()
@@ -337,7 +337,7 @@ class Bottleneck(nn.Module):
 
 
 class Resnet50(Classifier):
-    """bench/resnet50.nn: torchvision's resnet50 with its parameter names."""
+    """examples/imagenet/resnet50.nn: torchvision's resnet50 with its parameter names."""
     in_shape, target = (3, 224, 224), ("class", 1000)
 
     def __init__(self):
