@@ -119,6 +119,16 @@ const char *epilogue_expr(Emit *e, const Node *node, const char *acc, const char
   return expr;
 }
 
+bool epilogue_reads_batched(const Graph *g, const Node *node) {
+  for (int k = 0; k < node->nepilogue; k++) {
+    const Node *ep = node_at(g, node->epilogue[k]);
+    for (int j = 1; j < ep->nin; j++)
+      if (val(g, ep->in[j])->batched)
+        return true;
+  }
+  return false;
+}
+
 /* The kernel of every ROLE_ELEMENTWISE op: y[i] = scalar(inputs).  Inputs are
  * batched tensors of the output's shape (indexed by i), or unbatched
  * per-channel vectors of length dim[0] (indexed by c), or scalars [1]. */

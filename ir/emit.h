@@ -82,6 +82,9 @@ const char *lit(Emit *e, double v);
  * it once per block, right before the store that uses its result. */
 const char *epilogue_expr(Emit *e, const Node *node, const char *acc, const char *c,
                           const char *i);
+/* Whether node's epilogue reads a batched tensor (a residual add): then it
+ * needs the flat index i of each value, not just its channel. */
+bool epilogue_reads_batched(const Graph *g, const Node *node);
 /* The expression reading input j of node at flat index i (channel c):
  * "dy[i]", or for a ROLE_PROLOGUE kernel with a fused prologue, that
  * elementwise op recomputed from its own inputs ("(y[i] > 0 ? dy[i] : 0)",
