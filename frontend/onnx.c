@@ -7,8 +7,8 @@
  * The translation is a table of ONNX ops (`importers` below), each mapped
  * to the language's op that computes the same function: Conv to conv2d,
  * Gemm to dense, MatMul + Add to one dense, and so on.  An attribute value
- * the language cannot express (asymmetric pads, dilations, a non-square
- * kernel) is an error naming the node, never silently dropped.  The
+ * the language cannot express (ceil_mode, a pool's dilations, a shared PReLU
+ * slope) is an error naming the node, never silently dropped.  The
  * importer tracks every value's shape itself, so a weight that does not fit
  * its layer is reported here, naming the node and the initializer, before
  * the program is compiled.
@@ -599,42 +599,114 @@ static const char *shape_text(Imp *m, const Val *v) {
 
 /* ---- the ops ------------------------------------------------------------------- */
 
-/* Square kernel, equal strides, symmetric equal pads, no dilation: what
- * conv2d and the pools take.  k is from the weight or kernel_shape. */
-static bool window(Imp *m, const Val *x, int64_t kh, int64_t kw, int *k, int *s, int *p) {
-  int64_t ks[2], st[2], pads[4], dil[2];
+/* The window of a Conv or pool node, as conv2d and the pools take it:
+ * kernel, strides, dilations, pads per side (ONNX's [top, left, bottom,
+ * right] order becomes the language's (top, bottom, left, right)), and
+ * auto_pad: SAME_UPPER is TensorFlow's 'same' (padding=same), SAME_LOWER
+ * puts the larger half before (explicit pads). */
+typedef struct Win {
+  int64_t k[2], s[2], d[2];
+  int64_t pad[4];         /* top, bottom, left, right */
+  bool same;              /* SAME_UPPER: written padding=same */
+  int64_t out[2];         /* the output plane */
+} Win;
+
+static bool auto_pad_is(const Onnx__AttributeProto *ap, const char *s) {
+  return ap->s.len == strlen(s) && !memcmp(ap->s.data, s, ap->s.len);
+}
+
+/* ONNX's SAME_*: out = ceil(in / s) and the total pad to get there. */
+static void same_pads(int64_t in, int64_t k, int64_t s, int64_t d, bool upper, int64_t *before,
+                      int64_t *after) {
+  int64_t out = (in + s - 1) / s, total = (out - 1) * s + (k - 1) * d + 1 - in;
+  if (total < 0)
+    total = 0;
+  *before = upper ? total / 2 : total - total / 2;
+  *after = total - *before;
+}
+
+/* k is the kernel from the weight (conv) or kernel_shape (pools); `pool`:
+ * no dilation, and every pad at most half its kernel. */
+static bool window(Imp *m, const Val *x, int64_t kh, int64_t kw, bool pool, Win *w) {
+  int64_t ks[2], pads[4];
   const Onnx__AttributeProto *ap = attr(m->node, "auto_pad");
-  if (ap && ap->has_s && !(ap->s.len == 6 && !memcmp(ap->s.data, "NOTSET", 6)) &&
-      !(ap->s.len == 5 && !memcmp(ap->s.data, "VALID", 5)))
-    return fail(m, "auto_pad SAME_UPPER/SAME_LOWER is not supported (use explicit pads)");
-  if (!attr_ints(m, "kernel_shape", 2, kh, ks) || !attr_ints(m, "strides", 2, 1, st) ||
-      !attr_ints(m, "pads", 4, 0, pads) || !attr_ints(m, "dilations", 2, 1, dil))
+  bool upper = ap && ap->has_s && auto_pad_is(ap, "SAME_UPPER");
+  bool lower = ap && ap->has_s && auto_pad_is(ap, "SAME_LOWER");
+  if (ap && ap->has_s && !upper && !lower && !auto_pad_is(ap, "NOTSET") &&
+      !auto_pad_is(ap, "VALID"))
+    return fail(m, "auto_pad '%s' is not NOTSET, VALID, SAME_UPPER or SAME_LOWER",
+                shown(m, arena_strndup(m->ctx->arena, (const char *)ap->s.data, ap->s.len)));
+  if (!attr_ints(m, "kernel_shape", 2, kh, ks) || !attr_ints(m, "strides", 2, 1, w->s) ||
+      !attr_ints(m, "pads", 4, 0, pads) || !attr_ints(m, "dilations", 2, 1, w->d))
     return false;
   if (ks[0] != kh || ks[1] != kw)
     return fail(m, "kernel_shape [%lld, %lld] does not match the weight's [%lld, %lld]",
                 (long long)ks[0], (long long)ks[1], (long long)kh, (long long)kw);
-  if (kh != kw)
-    return fail(m, "kernel %lldx%lld: only square kernels are supported (issue #16)",
-                (long long)kh, (long long)kw);
-  if (st[0] != st[1])
-    return fail(m, "strides [%lld, %lld]: only equal strides are supported (issue #16)",
-                (long long)st[0], (long long)st[1]);
-  if (pads[0] != pads[1] || pads[0] != pads[2] || pads[0] != pads[3])
-    return fail(m, "pads [%lld, %lld, %lld, %lld]: only the same padding on every side is "
-                "supported (issue #16)", (long long)pads[0], (long long)pads[1],
-                (long long)pads[2], (long long)pads[3]);
-  if (dil[0] != 1 || dil[1] != 1)
-    return fail(m, "dilations [%lld, %lld]: only dilation 1 is supported", (long long)dil[0],
-                (long long)dil[1]);
-  if (kh < 1 || kh > 65536 || st[0] < 1 || st[0] > 65536 || pads[0] < 0 || pads[0] > 65536)
-    return fail(m, "kernel %lld, stride %lld, pad %lld: out of range", (long long)kh,
-                (long long)st[0], (long long)pads[0]);
-  if (x->dim[2] + 2 * pads[0] < kh || x->dim[3] + 2 * pads[0] < kh)
-    return fail(m, "kernel %lldx%lld is larger than the padded input %lldx%lld", (long long)kh,
-                (long long)kh, (long long)(x->dim[2] + 2 * pads[0]),
-                (long long)(x->dim[3] + 2 * pads[0]));
-  *k = (int)kh, *s = (int)st[0], *p = (int)pads[0];
+  w->k[0] = kh, w->k[1] = kw;
+  for (int a = 0; a < 2; a++)
+    if (w->k[a] < 1 || w->k[a] > 65536 || w->s[a] < 1 || w->s[a] > 65536 || w->d[a] < 1 ||
+        w->d[a] > 65536 || pads[a] < 0 || pads[a] > 65536 || pads[a + 2] < 0 ||
+        pads[a + 2] > 65536)
+      return fail(m, "kernel [%lld, %lld], strides [%lld, %lld], dilations [%lld, %lld] or "
+                  "pads [%lld, %lld, %lld, %lld] out of range", (long long)kh, (long long)kw,
+                  (long long)w->s[0], (long long)w->s[1], (long long)w->d[0],
+                  (long long)w->d[1], (long long)pads[0], (long long)pads[1],
+                  (long long)pads[2], (long long)pads[3]);
+  if (pool && (w->d[0] != 1 || w->d[1] != 1))
+    return fail(m, "dilations [%lld, %lld]: pools take no dilation", (long long)w->d[0],
+                (long long)w->d[1]);
+  if ((upper || lower) && (pads[0] || pads[1] || pads[2] || pads[3]))
+    return fail(m, "auto_pad %s with pads: give one or the other", upper ? "SAME_UPPER"
+                                                                        : "SAME_LOWER");
+  w->same = upper;
+  w->pad[0] = pads[0], w->pad[1] = pads[2], w->pad[2] = pads[1], w->pad[3] = pads[3];
+  for (int a = 0; a < 2 && (upper || lower); a++)
+    same_pads(x->dim[2 + a], w->k[a], w->s[a], w->d[a], upper, &w->pad[2 * a],
+              &w->pad[2 * a + 1]);
+  for (int a = 0; a < 2; a++) {
+    int64_t padded = x->dim[2 + a] + w->pad[2 * a] + w->pad[2 * a + 1];
+    int64_t reach = (w->k[a] - 1) * w->d[a] + 1;
+    if (reach > padded)
+      return fail(m, "kernel [%lld, %lld] (dilations [%lld, %lld]) is larger than the padded "
+                  "input", (long long)kh, (long long)kw, (long long)w->d[0],
+                  (long long)w->d[1]);
+    if (pool && (2 * w->pad[2 * a] > w->k[a] || 2 * w->pad[2 * a + 1] > w->k[a]))
+      return fail(m, "pads [%lld, %lld, %lld, %lld]: a pool's pad may be at most half its "
+                  "kernel", (long long)pads[0], (long long)pads[1], (long long)pads[2],
+                  (long long)pads[3]);
+    w->out[a] = (padded - reach) / w->s[a] + 1;
+  }
   return true;
+}
+
+/* `key=v` or `key=(a, b)` for a pair, nothing when both are `skip`. */
+static void pair_arg(Imp *m, const char *key, const int64_t *v, int64_t skip) {
+  if (v[0] == skip && v[1] == skip)
+    return;
+  if (v[0] == v[1])
+    buf_printf(&m->nn, ", %s=%lld", key, (long long)v[0]);
+  else
+    buf_printf(&m->nn, ", %s=(%lld, %lld)", key, (long long)v[0], (long long)v[1]);
+}
+
+/* The window's arguments after the kernel, in the shortest form that says it. */
+static void window_args(Imp *m, const Win *w, bool pool) {
+  pair_arg(m, "stride", w->s, pool ? -1 : 1);   /* a pool's default stride is its kernel */
+  pair_arg(m, "dilation", w->d, 1);
+  const int64_t *p = w->pad;
+  if (w->same)
+    buf_puts(&m->nn, ", padding=same");
+  else if (p[0] == p[1] && p[2] == p[3])
+    pair_arg(m, "pad", (int64_t[]){p[0], p[2]}, 0);
+  else
+    buf_printf(&m->nn, ", pad=(%lld, %lld, %lld, %lld)", (long long)p[0], (long long)p[1],
+               (long long)p[2], (long long)p[3]);
+}
+
+static const char *kernel_arg(Imp *m, const Win *w) {
+  if (w->k[0] == w->k[1])
+    return arena_printf(m->ctx->arena, "%lld", (long long)w->k[0]);
+  return arena_printf(m->ctx->arena, "(%lld, %lld)", (long long)w->k[0], (long long)w->k[1]);
 }
 
 static bool im_conv(Imp *m) {
@@ -652,24 +724,22 @@ static bool im_conv(Imp *m) {
                 w->dim[1], w->dim[2], w->dim[3]}}), (long long)x->dim[1], (long long)groups);
   if (!weight(m, 2, o, true, &b))
     return false;
-  int k, s, p;
-  if (!window(m, x, w->dim[2], w->dim[3], &k, &s, &p))
+  Win win;
+  if (!window(m, x, w->dim[2], w->dim[3], false, &win))
     return false;
   const char *layer = layer_name(m, w, "conv");
-  int64_t d[4] = {1, o, (x->dim[2] + 2 * p - k) / s + 1, (x->dim[3] + 2 * p - k) / s + 1};
+  int64_t d[4] = {1, o, win.out[0], win.out[1]};
   const char *xv = x->var;
   result(m, layer, 4, d);
-  buf_printf(&m->nn, "conv2d(%s, %lld, kernel=%d", xv, (long long)o, k);
-  if (s != 1)
-    buf_printf(&m->nn, ", stride=%d", s);
-  if (p)
-    buf_printf(&m->nn, ", pad=%d", p);
+  buf_printf(&m->nn, "conv2d(%s, %lld, kernel=%s", xv, (long long)o, kernel_arg(m, &win));
+  window_args(m, &win, false);
   if (!b)
     buf_puts(&m->nn, ", bias=false");
   if (groups != 1)
     buf_printf(&m->nn, ", groups=%lld", (long long)groups);
   end_layer(m, layer);
-  add_weight(m, layer, "weight", shape_of(4, (int)o, (int)w->dim[1], k, k), w->f);
+  add_weight(m, layer, "weight", shape_of(4, (int)o, (int)w->dim[1], (int)win.k[0],
+                                          (int)win.k[1]), w->f);
   if (b)
     add_weight(m, layer, "bias", shape_of(1, (int)o), b->f);
   return true;
@@ -773,19 +843,19 @@ static bool pool(Imp *m, const char *op) {
     return false;
   if (attr_i(m->node, "ceil_mode", 0) || attr_i(m->node, "storage_order", 0))
     return fail(m, "ceil_mode=1 and storage_order=1 are not supported");
-  int k, s, p;
-  if (!window(m, x, ks[0], ks[1], &k, &s, &p))
+  Win win;
+  if (!window(m, x, ks[0], ks[1], true, &win))
     return false;
-  if (p > k / 2)
-    return fail(m, "pad %d is more than half the kernel %d", p, k);
-  if (p && !strcmp(op, "avgpool") && attr_i(m->node, "count_include_pad", 0))
+  bool padded = win.pad[0] || win.pad[1] || win.pad[2] || win.pad[3];
+  if (padded && !strcmp(op, "avgpool") && attr_i(m->node, "count_include_pad", 0))
     return fail(m, "count_include_pad=1 with padding is not supported: avgpool averages over "
                 "the real cells only (PyTorch's count_include_pad=False)");
-  int64_t d[4] = {1, x->dim[1], (x->dim[2] + 2 * p - k) / s + 1, (x->dim[3] + 2 * p - k) / s + 1};
+  int64_t d[4] = {1, x->dim[1], win.out[0], win.out[1]};
   const char *xv = x->var;
   result(m, NULL, 4, d);
-  buf_printf(&m->nn, "%s(%s, %d, stride=%d%s)\n", op, xv, k, s,
-             p ? arena_printf(m->ctx->arena, ", pad=%d", p) : "");
+  buf_printf(&m->nn, "%s(%s, %s", op, xv, kernel_arg(m, &win));
+  window_args(m, &win, true);
+  buf_puts(&m->nn, ")\n");
   return true;
 }
 

@@ -102,10 +102,10 @@ typedef struct Fixture {
 
 static const Fixture fixtures[] = {
     {"mlp", 20, 10}, {"convnet", 144, 5}, {"convnet_folded", 144, 5}, {"resnet", 108, 6},
-    {"lnmlp", 12, 3},
+    {"lnmlp", 12, 3}, {"windows", 130, 5},   /* windows: non-square, strided, dilated */
 };
 
-static int fixture_index[] = {0, 1, 2, 3, 4};
+static int fixture_index[] = {0, 1, 2, 3, 4, 5};
 
 ParameterizedTestParameters(import, gradients_match_pytorch) {
   return cr_make_param_array(int, fixture_index, sizeof fixtures / sizeof *fixtures);
@@ -208,8 +208,8 @@ typedef struct BadImport {
 static const BadImport bad_imports[] = {
     {"import \"none.onnx\"", "2:8: error: cannot open '%s/none.onnx': No such file or directory"},
     {"import \"bad_pads.onnx\"",
-     "2:8: error: %s/bad_pads.onnx: node 'conv' (Conv): pads [1, 1, 0, 0]: only the same "
-     "padding on every side is supported (issue #16)"},
+     "2:8: error: %s/bad_pads.onnx: node 'conv' (Conv): attribute 'pads' has 3 values, "
+     "expected 4"},
     {"import \"ft.onnx\" (logit=z)",
      "2:19: error: '%s/ft.onnx' has no input or output 'logit' (inputs: x; outputs: logits)"},
     {"import \"ft.onnx\" (freeze=2)",

@@ -56,6 +56,11 @@ static const Fixture fixtures[] = {
     {"resnet", 108, 6},           /* PRelu Elu Add Softplus Clip Concat GlobalAveragePool
                                      Shape Gather Unsqueeze Concat Reshape */
     {"lnmlp", 12, 3},             /* LayerNormalization (opset 17) MatMul + Add, Clip */
+    {"windows", 130, 5},          /* Conv and pools: non-square kernels, strides per axis,
+                                     dilations, pads per axis */
+    {"pads", 144, 32},            /* pads per side, auto_pad SAME_UPPER and SAME_LOWER on Conv,
+                                     MaxPool, AveragePool (a graph built by make-fixtures,
+                                     expected outputs from PyTorch's F.pad + layer) */
 };
 
 /* Compiles fixture f with `opts`, runs forward on its inputs, returns the
@@ -110,7 +115,7 @@ static double forward_error(const Fixture *f, const char *opts, bool f64) {
 
 /* Parameters are indices: criterion may run a test in a fresh process,
  * where pointers into the parent's data mean nothing. */
-static int fixture_index[] = {0, 1, 2, 3, 4};
+static int fixture_index[] = {0, 1, 2, 3, 4, 5, 6};
 
 ParameterizedTestParameters(onnx, matches_pytorch) {
   return cr_make_param_array(int, fixture_index, sizeof fixtures / sizeof *fixtures);
@@ -262,8 +267,7 @@ static const Bad bad_files[] = {
     {"bad_input_type", "input 'x' must be a float32 tensor"},
     {"bad_shape", "node 'fc' (Gemm): input 'x' has 4 features per sample but the weight "
                   "'fc.weight' is [3, 5]"},
-    {"bad_pads", "node 'conv' (Conv): pads [1, 1, 0, 0]: only the same padding on every side "
-                 "is supported (issue #16)"},
+    {"bad_pads", "node 'conv' (Conv): attribute 'pads' has 3 values, expected 4"},
     {"bad_unsupported", "node 'erf1' (Erf): unsupported op; supported: Conv, "
                         "BatchNormalization, Relu, LeakyRelu, PRelu, Elu, Sigmoid, Tanh, "
                         "Softplus, Clip, MaxPool, AveragePool, GlobalAveragePool, Gemm, MatMul, "
