@@ -139,20 +139,22 @@ static bool conv2d_build(Graph *g, Node *node) {
 /* ---- kernels ------------------------------------------------------------- */
 
 /* Every kernel is a product per sample and group on the micro-kernels of
- * runtime/nn_gemm.c (see docs/design.md, "Kernels"), with R = C/G*K*K taps
+ * runtime/nn_gemm.c (see docs/design.md, "Kernels"), with R = C/G*KH*KW taps
  * and P = Ho*Wo output pixels:
  *
  *   forward  y_g (O/G, P) = w_g (O/G, R) . col_g (R, P)
- *   dx       stride 1: a forward convolution of dy with the filters
- *            transposed and flipped and pad K-1-pad (no col2im, no scatter);
- *            otherwise col_g (R, P) = w_g^T . dy_g, then col2im
+ *   dx       stride and dilation 1: a forward convolution of dy with the
+ *            filters transposed and flipped and pads K-1-pad per side (no
+ *            col2im, no scatter); otherwise col_g (R, P) = w_g^T . dy_g,
+ *            then col2im
  *   dw       dw_g (O/G, R) = sum over samples of dy_g (O/G, P) . col_g^T
  *
  * The filters are packed once per call into NN_MR-row panels.  The columns
- * are never stored for stride 1: the input is padded and flattened with wp
- * = W + 2P pixels per row (nn_pad_planes), and the micro-kernels read each
+ * are never stored for stride 1 and a square kernel of dilation 1 (the
+ * micro-kernel's taps): the input is padded and flattened with wp = W + PL
+ * + PR pixels per row (nn_pad_planes), and the micro-kernels read each
  * tap's NN_NR pixels in place; outputs are computed for wp pixels per row
- * and the last wp - Wo of each are dropped.  For larger strides the
+ * and the last wp - Wo of each are dropped.  For any other window the
  * forward packs each NN_NR-pixel panel of columns (nn_pack_cols) and dw
  * writes the columns of a chunk of samples (im2col).  One parallel region
  * per kernel, of at most --threads threads (the slots of scratch the
@@ -174,7 +176,7 @@ static bool in_place(const Conv *v) {
   return q->sh == 1 && q->sw == 1 && q->kh == q->kw && q->dh == 1 && q->dw == 1;
 }
 
-/* The padded, flattened input of one group: cpg planes of (H + 2P) x wp,
+/* The padded, flattened input of one group: cpg planes of (H + PT + PB) x wp,
  * then a tail of zeros for the last panel's reach past the last plane. */
 static long pad_wp(const Conv *v) { return (long)v->w + v->q.pl + v->q.pr; }
 static long pad_plane(const Conv *v) { return ((long)v->h + v->q.pt + v->q.pb) * pad_wp(v); }
