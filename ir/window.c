@@ -52,6 +52,8 @@ static void same_pads(int in, int k, int s, int d, int *a, int *b) {
   long total = (out - 1) * s + ((long)k - 1) * d + 1 - in;
   if (total < 0)
     total = 0;
+  if (total > INT_MAX)   /* then the padded input is too large: window_check says so */
+    total = INT_MAX;
   *a = (int)(total / 2);
   *b = (int)(total - total / 2);
 }
@@ -173,8 +175,8 @@ bool window_check(Graph *g, const Node *node, const WindowAttrs *wa, int h, int 
   long ph = (long)h + q->pt + q->pb, pw = (long)w + q->pl + q->pr;
   /* The emitted window bounds and the padded planes' indices are ints. */
   if (ph > INT_MAX || pw > INT_MAX || ph * pw > MAX_ELEMS) {
-    error_at(g->ctx, attr_at(node, wa->pad)->loc, "%s: the padded input %ldx%ld is too large",
-             name, ph, pw);
+    const AttrVal *pad = attr_at(node, is_same(node, wa) ? wa->padding : wa->pad);
+    error_at(g->ctx, pad->loc, "%s: the padded input %ldx%ld is too large", name, ph, pw);
     return false;
   }
   long eh = ((long)q->kh - 1) * q->dh + 1, ew = ((long)q->kw - 1) * q->dw + 1;

@@ -738,3 +738,10 @@ Test(conv2d_errors, nonsquare_kernel_too_large) {
   expect_error("3, 8, 8", "out = conv2d(x, 4, kernel=(2, 11), pad=(0, 1))", 27,
                "conv2d: kernel 2x11 is larger than the padded input 8x10");
 }
+
+/* TF's 'same' on a kernel dilated past any int: the pads are too large, not
+ * wrapped around. */
+Test(conv2d_errors, same_pads_too_large) {
+  expect_error("3, 8, 8", "out = conv2d(x, 4, kernel=(2000000000, 1), dilation=2000000000, "
+               "padding=same)", 73, "conv2d: the padded input 2147483655x8 is too large");
+}
