@@ -149,6 +149,7 @@ static void emit_struct(CG *cg) {
   buf_puts(c, "    real *arena;    /* activations, offsets planned by nncc */\n");
   buf_puts(c, "    void *owned;    /* malloc'd by create(), freed by destroy() */\n");
   buf_puts(c, "    uint64_t seed;\n");
+  buf_puts(c, "    int64_t counters[NN_NUM_COUNTERS > 0 ? NN_NUM_COUNTERS : 1];   /* nn_counter_names */\n");
   if (cg->train)
     emit_train_fields(c);
   buf_puts(c, "    char error[256]; /* detail of the last failure */\n");
@@ -186,6 +187,15 @@ static void emit_tensor_table(CG *cg) {
   if (!count)
     buf_puts(c, "    {\"\", 0, 0L, 0, {0}},\n");
   buf_printf(c, "};\n#define NN_NUM_TENSORS %d\n\n", count);
+  buf_puts(c, "/* Counters (int64, shape [], PyTorch's <bn>.num_batches_tracked): counted up by\n"
+              " * each training forward, kept in checkpoints. */\n"
+              "static const char *const nn_counter_names[] = {\n");
+  for (int i = 0; i < g->values.len; i++)
+    if (g->values.items[i].kind == V_COUNTER)
+      buf_printf(c, "    %s,\n", c_string(cg->a, g->values.items[i].name));
+  if (!g->counters)
+    buf_puts(c, "    \"\",\n");
+  buf_printf(c, "};\n#define NN_NUM_COUNTERS %d\n\n", g->counters);
 }
 
 /* ---- kernels --------------------------------------------------------------------- */
@@ -512,6 +522,8 @@ const char *value_ptr(const CG *cg, const Graph *g, const Value *v) {
   case V_ACT:
   case V_LOSS:
     return arena_printf(a, "m->arena + %ld", v->offset);
+  case V_COUNTER: /* no kernel reads one: they are m->counters */
+    break;
   }
   unreachable();
 }
@@ -985,12 +997,16 @@ static void emit_io_api(CG *cg) {
               "        const size_t len = strlen(d->name);\n"
               "        e->check = d->block && len >= 12 && strcmp(d->name + len - 12, \".running_var\") == 0\n"
               "                       ? NN_CHECK_NONNEG : NN_CHECK_FINITE;\n    }\n");
+  buf_puts(c, "    /* optional: a file written before nncc kept them loads too */\n"
+              "    for (int i = 0; i < NN_NUM_COUNTERS; i++)\n"
+              "        t[count++] = (nn_tensor){nn_counter_names[i], \"I64\", 0, {0, 0, 0, 0}, &m->counters[i], 1,\n"
+              "                                 NN_CHECK_COUNT};\n");
   if (cg->train)
     buf_puts(c, "    count += nn_train_tensors(m, t + count);\n");
   buf_puts(c, "    return count;\n}\n\n");
   buf_printf(c, "int %s_save(%s *m, const char *path)\n{\n", m, m);
   buf_puts(c, "    if (!m || !path)\n        return NN_ERR_ARG;\n"
-              "    nn_tensor t[NN_NUM_TENSORS + NN_MAX_STATE + 1] = {{0}};   /* zeroed: a model without tensors */\n"
+              "    nn_tensor t[NN_NUM_TENSORS + NN_NUM_COUNTERS + NN_MAX_STATE + 1] = {{0}};   /* zeroed: a model without tensors */\n"
               "    int count = nn_tensor_table(m, t);\n");
   buf_printf(c, "    const char *meta[] = {\"format\", \"pt\", \"generator\", \"nncc %s\", \"model\", %s, NULL};\n",
              NNCC_VERSION, c_string(cg->a, cg->m));
@@ -1000,7 +1016,7 @@ static void emit_io_api(CG *cg) {
   if (baked_readonly(cg))
     buf_puts(c, "    return nn_fail(m, NN_ERR_ARG, \"the weights are baked in read-only (nncc --weights --infer)\");\n}\n");
   else
-    buf_printf(c, "    nn_tensor t[NN_NUM_TENSORS + NN_MAX_STATE + 2] = {{0}};   /* zeroed: a model without tensors */\n"
+    buf_printf(c, "    nn_tensor t[NN_NUM_TENSORS + NN_NUM_COUNTERS + NN_MAX_STATE + 2] = {{0}};   /* zeroed: a model without tensors */\n"
                   "    int count = nn_tensor_table(m, t);\n%s"
                   "    return nn_st_load(path, t, count, m->error, sizeof m->error);\n}\n",
                cg->train ? "" : "    /* a training checkpoint loads too: its optimizer state is skipped */\n"
@@ -1078,7 +1094,7 @@ bool emit_c(Ctx *ctx, const EmitConfig *cfg, const Graph *infer, const Graph *tr
   for (int i = 0; api[i]; i++)
     ident_reserve(cg.a, &cg.idents, arena_printf(cg.a, "%s_%s", cg.m, api[i]));
   const char *locals[] = {"m", "n", "loss", "nn_fail", "nn_block_bytes", "nn_init_tensors", "nn_tensor_table",
-                          "nn_tensor_descs", "nn_init_train", "p", "r", NULL};
+                          "nn_tensor_descs", "nn_counter_names", "nn_init_train", "p", "r", NULL};
   for (int i = 0; locals[i]; i++) {
     ident_reserve(cg.a, &cg.idents, locals[i]);
     ident_reserve(cg.a, &local, locals[i]);

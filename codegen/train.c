@@ -29,6 +29,7 @@ void emit_train_fields(Buf *c) {
   buf_puts(c, "    double opt_sums[NN_MAX_CHUNKS][2];   /* per optimizer chunk: sum u^2, sum p^2 */\n");
   buf_puts(c, "    real buffers_prev[NN_BUFFERS_SIZE > 0 ? NN_BUFFERS_SIZE : 1];   /* buffers before the\n"
               "                       last gradients(): restored when its step fails */\n");
+  buf_puts(c, "    int64_t counters_prev[NN_NUM_COUNTERS > 0 ? NN_NUM_COUNTERS : 1];   /* the same, counters */\n");
 }
 
 /* ---- the optimizer step ------------------------------------------------------
@@ -480,6 +481,11 @@ static void emit_gradients(CG *cg) {
               "    if (bad) {\n"
               "        memcpy(m->buffers, m->buffers_prev, sizeof(real) * (size_t)NN_BUFFERS_SIZE);\n"
               "        return nn_fail(m, NN_ERR_NONFINITE, bad);\n    }\n");
+  /* PyTorch counts num_batches_tracked in every training forward; saturating,
+   * so a count always loads back (load refuses only negative ones) */
+  buf_puts(c, "    memcpy(m->counters_prev, m->counters, sizeof m->counters);\n"
+              "    for (int i = 0; i < NN_NUM_COUNTERS; i++)\n"
+              "        m->counters[i] += m->counters[i] < INT64_MAX;\n");
   buf_puts(c, "    return NN_OK;\n}\n\n");
 }
 
@@ -501,8 +507,9 @@ static void emit_train_step(CG *cg) {
   for (int i = 0; i < io_count(g, V_INGRAD); i++)
     buf_puts(c, ", NULL");
   buf_printf(c, ");\n    if (status)\n        return status;\n    status = %s_update(m);\n", m);
-  buf_puts(c, "    if (status)   /* the weights are untouched: so are the running statistics */\n"
+  buf_puts(c, "    if (status) {   /* the weights are untouched: so are the running statistics */\n"
               "        memcpy(m->buffers, m->buffers_prev, sizeof(real) * (size_t)NN_BUFFERS_SIZE);\n"
+              "        memcpy(m->counters, m->counters_prev, sizeof m->counters);\n    }\n"
               "    return status;\n}\n\n");
 }
 

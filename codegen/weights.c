@@ -11,7 +11,8 @@
  *
  * The params and buffers blocks (same layout as in the model struct,
  * NN_PARAMS_SIZE and NN_BUFFERS_SIZE reals, gaps zero) become two const
- * unions in model_weights.c:
+ * unions in model_weights.c (and the batchnorm counters, num_batches_tracked,
+ * an int64_t array, 0 where the file has none):
  *
  *   const union lenet5_baked_params { unsigned char bytes[N * 4 + 1]; float r[N]; }
  *       lenet5_baked_params = {"\376\350\203=Yl..."};
@@ -65,6 +66,7 @@ typedef struct Baked {
   unsigned char *params, *buffers;   /* little-endian bytes of the two blocks */
   size_t params_bytes, buffers_bytes;
   size_t esize;                      /* bytes per real */
+  int64_t *counters;                 /* g->counters of them (num_batches_tracked) */
 } Baked;
 
 static bool is_weight(const Value *v) { return v->kind == V_PARAM || v->kind == V_BUFFER; }
@@ -79,12 +81,15 @@ static nn_tensor *weight_table(Ctx *ctx, const EmitConfig *cfg, const Graph *g, 
   const char *slots[NUM_OPTIMIZERS * MAX_SLOTS];
   int nslots = state_slots(slots), cap = 1;
   for (int i = 0; i < g->values.len; i++)
-    cap += is_weight(&g->values.items[i]) ? 1 + nslots : 0;
+    cap += is_weight(&g->values.items[i]) ? 1 + nslots : g->values.items[i].kind == V_COUNTER;
   nn_tensor *t = arena_alloc(ctx->arena, sizeof *t * (size_t)cap);
   const char *dtype = g->dtype == DT_F64 ? "F64" : "F32";
   int n = 0;
   for (int i = 0; i < g->values.len; i++) {
     const Value *v = &g->values.items[i];
+    if (v->kind == V_COUNTER) /* optional, as in the generated load */
+      t[n++] = (nn_tensor){v->name, "I64", 0, {0, 0, 0, 0}, &bk->counters[v->offset], 1,
+                           NN_CHECK_COUNT};
     if (!is_weight(v) || !is_baked_value(cfg, v))
       continue;
     /* finite, and a variance >= 0: as the generated load checks */
@@ -128,7 +133,8 @@ static bool read_weights(Ctx *ctx, const EmitConfig *cfg, const Graph *g, Baked 
   bk->params = fits ? calloc(1, bk->params_bytes) : NULL;
   bk->buffers = fits ? calloc(1, bk->buffers_bytes) : NULL;
   unsigned char *scratch = fits ? malloc(largest) : NULL;
-  bool ok = bk->params && bk->buffers && scratch;
+  bk->counters = calloc((size_t)g->counters + 1, sizeof *bk->counters);
+  bool ok = bk->params && bk->buffers && scratch && bk->counters;
   if (!ok)
     error_plain(ctx, "%s: out of memory", path);
   char err[512] = "";
@@ -208,9 +214,14 @@ bool emit_weights(Ctx *ctx, const EmitConfig *cfg, const Graph *g, Buf *out) {
                   "#pragma GCC diagnostic ignored \"-Woverlength-strings\"\n#endif\n\n");
     emit_block(g, out, "params", bk.params, bk.params_bytes);
     emit_block(g, out, "buffers", bk.buffers, bk.buffers_bytes);
+    buf_printf(out, "const int64_t %s_baked_counters[%d] = {", g->model, g->counters + 1);
+    for (int i = 0; i < g->counters; i++)
+      buf_printf(out, "%s%lld", i % 8 ? ", " : "\n    ", (long long)bk.counters[i]);
+    buf_puts(out, g->counters ? ", 0\n};\n" : "0};\n");
   }
   free(bk.params);
   free(bk.buffers);
+  free(bk.counters);
   return ok;
 }
 
@@ -246,10 +257,13 @@ void emit_baked_decls(CG *cg) {
              union_type(cg->a, g, "params", g->params_size), cg->m);
   buf_printf(cg->h, "extern const %s %s_baked_buffers;\n",
              union_type(cg->a, g, "buffers", g->buffers_size), cg->m);
+  buf_printf(cg->h, "extern const int64_t %s_baked_counters[%d];   /* num_batches_tracked */\n",
+             cg->m, g->counters + 1);
 }
 
 /* The body of nn_init_tensors: a training build starts from a copy. */
 void emit_baked_init(CG *cg) {
+  buf_printf(cg->c, "    memcpy(m->counters, %s_baked_counters, sizeof m->counters);\n", cg->m);
   if (baked_readonly(cg)) {
     buf_puts(cg->c, "    /* params and buffers point at the read-only baked weights */\n");
     return;

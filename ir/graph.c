@@ -113,6 +113,11 @@ int node_buffer(Graph *g, Node *node, const char *suffix, Shape shape, double fi
   return v;
 }
 
+int node_counter(Graph *g, Node *node, const char *suffix) {
+  const char *name = arena_printf(g->ctx->arena, "%s.%s", node->name, suffix);
+  return new_value(g, V_COUNTER, name, shape_of(0), false, g->dtype);
+}
+
 Shape shape_of(int rank, ...) {
   Shape s = {0};
   if (rank < 0 || rank > MAX_RANK)

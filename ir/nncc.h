@@ -118,6 +118,9 @@ typedef enum {
   V_OUTPUT,  /* model output in inference: caller memory */
   V_LOSS,    /* scalar loss: arena, reported through train_step */
   V_INGRAD,  /* gradient of a V_INPUT (--input-grad): caller memory */
+  V_COUNTER, /* persistent int64 scalar no kernel reads (batchnorm's num_batches_tracked):
+              * counted up by each training forward, kept in checkpoints; offset = its
+              * index among the counters */
 } ValueKind;
 
 typedef enum {
@@ -267,6 +270,7 @@ typedef struct Graph {
   TrainConfig train_config;  /* MODE_TRAIN: the model's train section */
   /* memory plan results, in elements of the real type */
   long arena_size, params_size, buffers_size;
+  int counters;              /* V_COUNTER values */
   long naive_size, lower_bound;
 } Graph;
 
@@ -293,6 +297,10 @@ int node_param(Graph *g, Node *node, const char *suffix, Shape shape, Init init,
                bool decay);
 /* Creates a buffer "<node name>.<suffix>" (filled with `fill`) as next input. */
 int node_buffer(Graph *g, Node *node, const char *suffix, Shape shape, double fill);
+/* Creates the counter "<node name>.<suffix>" (V_COUNTER, starts at 0); not an
+ * input of the node: the generated code counts it up once per training
+ * forward, as PyTorch counts num_batches_tracked. */
+int node_counter(Graph *g, Node *node, const char *suffix);
 /* For backward rules: a node of op `op` with the name, location and
  * attributes of node `like`, reading in[0..nin-1], with one output of the
  * given shape; returns that output value. */

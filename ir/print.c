@@ -11,10 +11,13 @@
 static const char *const kind_names[] = {
     [V_INPUT] = "input", [V_TARGET] = "target", [V_PARAM] = "param", [V_BUFFER] = "buffer",
     [V_ACT] = "act", [V_PGRAD] = "grad", [V_OUTPUT] = "output", [V_LOSS] = "loss",
-    [V_INGRAD] = "input_grad"};
+    [V_INGRAD] = "input_grad", [V_COUNTER] = "counter"};
 
 static void print_type(Buf *b, const Graph *g, const Value *v) {
-  buf_puts(b, v->dtype == DT_I32 ? "i32[" : g->dtype == DT_F64 ? "f64[" : "f32[");
+  buf_puts(b, v->kind == V_COUNTER    ? "i64["
+              : v->dtype == DT_I32    ? "i32["
+              : g->dtype == DT_F64    ? "f64["
+                                      : "f32[");
   if (v->batched)
     buf_puts(b, v->shape.rank ? "N, " : "N");
   for (int i = 0; i < v->shape.rank; i++)

@@ -70,9 +70,12 @@ static bool in_arena(const Value *v) { return v->kind == V_ACT || v->kind == V_L
 
 static bool place_persistent(Graph *g) {
   long params = 0, buffers = 0;
+  g->counters = 0;
   for (int i = 0; i < g->values.len; i++) {
     Value *v = &g->values.items[i];
-    if (v->kind == V_PARAM) {
+    if (v->kind == V_COUNTER) {
+      v->offset = g->counters++;
+    } else if (v->kind == V_PARAM) {
       v->offset = params;
       if (!add_size(&params, shape_numel(&v->shape)))
         return too_big(g, v, "brings the parameters past");

@@ -39,7 +39,8 @@ enum {
   NN_CHECK_NONE = 0,
   NN_CHECK_FINITE = 1, /* weights, first moments: no NaN or Inf */
   NN_CHECK_NONNEG = 2, /* variances, second moments (exp_avg_sq, ...): finite, >= 0 */
-  NN_CHECK_STEP = 3    /* the I64 step count: 0 <= step < INT64_MAX (it is incremented) */
+  NN_CHECK_STEP = 3,   /* the I64 step count: 0 <= step < INT64_MAX (it is incremented) */
+  NN_CHECK_COUNT = 4   /* an I64 counter (num_batches_tracked): >= 0 */
 };
 
 #define NN_ST_MAX_HEADER 100000000u /* largest header accepted, as in safetensors */
@@ -1002,6 +1003,8 @@ static NN_UNUSED int nn_st_check_values(const nn_tensor *t, const unsigned char 
     const char *bad = NULL;
     if (t->check == NN_CHECK_STEP)
       bad = is_int && iv >= 0 && iv < INT64_MAX ? NULL : "is not a step count in 0..2^63-2";
+    else if (t->check == NN_CHECK_COUNT)
+      bad = is_int && iv >= 0 ? NULL : "is not a count >= 0";
     else if (!isfinite(v))
       bad = "is not finite (NaN or Inf)";
     else if (t->check == NN_CHECK_NONNEG && v < 0)

@@ -738,6 +738,61 @@ Test(monitor, failed_step_leaves_all_state_unchanged) {
   close_model(&cm);
 }
 
+/* ---- num_batches_tracked ------------------------------------------------------ */
+
+/* PyTorch counts <bn>.num_batches_tracked in every training forward and
+ * keeps it in its state_dict; nncc keeps it, saves it (I64, shape []) and
+ * loads it, and a failed step leaves it as it was. */
+Test(checkpoint, num_batches_tracked) {
+  static const char *const model =
+      "model nbt\ninput x: f32[3]\ntarget y: class[2]\n"
+      "h = dense(x, 4) |> batchnorm |> relu\nh = dense(h, 4, name=\"fc2\") |> batchnorm(name=\"bn2\")\n"
+      "logits = dense(h, 2)\noutput logits\n"
+      "loss cross_entropy(logits, y)\ntrain {\noptimizer sgd(lr=0.01)\n}\n";
+  Api a;
+  load_api(&a, "nbt", model, "--dtype f64 --batch 8", "-O1");
+  char path[700], path2[700];
+  snprintf(path, sizeof path, "%s/nbt.safetensors", a.cm.dir);
+  snprintf(path2, sizeof path2, "%s/nbt2.safetensors", a.cm.dir);
+  void *m = a.create(1), *m2 = a.create(2);
+  cr_assert_eq(a.save(m, path), 0);
+  cr_expect_eq(st_read_i64(path, "bn2.num_batches_tracked"), 0);
+  train_steps(&a, m, 0, 3);
+  double x[NB * NX];
+  int32_t y[NB];
+  batch(3, x, y);
+  cr_assert_eq(a.gradients(m, NB, x, y, NULL), 0);   /* a training forward counts too */
+  cr_assert_eq(a.save(m, path), 0);
+  cr_expect_eq(st_read_i64(path, "bn2.num_batches_tracked"), 4);
+  cr_expect_eq(a.step(m), 3);
+  /* a failed step: a NaN input (gradients refuses) */
+  x[0] = NAN;
+  cr_expect_eq(a.train_step(m, NB, x, y, NULL), -5);
+  cr_assert_eq(a.save(m, path), 0);
+  cr_expect_eq(st_read_i64(path, "bn2.num_batches_tracked"), 4);
+  /* loads back: counts as in a PyTorch state_dict, one per layer */
+  st_write_i64(path, "bn2.num_batches_tracked", 123456789012LL);
+  cr_assert_eq(a.load(m2, path), 0);
+  cr_assert_eq(a.save(m2, path2), 0);
+  cr_expect_eq(st_read_i64(path2, "bn2.num_batches_tracked"), 123456789012LL);
+  /* the step count at its maximum: gradients counts, update refuses, and
+   * train_step puts the count back */
+  st_write_i64(path, "optimizer.step", INT64_MAX - 1);
+  cr_assert_eq(a.load(m2, path), 0);
+  batch(4, x, y);
+  cr_assert_eq(a.train_step(m2, NB, x, y, NULL), 0);
+  cr_expect_eq(a.train_step(m2, NB, x, y, NULL), -1);
+  cr_assert_eq(a.save(m2, path2), 0);
+  cr_expect_eq(st_read_i64(path2, "bn2.num_batches_tracked"), 123456789013LL);
+  /* load refuses a negative count, all or nothing */
+  st_write_i64(path, "bn2.num_batches_tracked", -1);
+  cr_expect_eq(a.load(m2, path), -7);
+  cr_assert_eq(a.save(m2, path2), 0);
+  cr_expect_eq(st_read_i64(path2, "bn2.num_batches_tracked"), 123456789013LL);
+  a.destroy(m), a.destroy(m2);
+  close_model(&a.cm);
+}
+
 /* ---- determinism and freezing ---------------------------------------------- */
 
 Test(train, deterministic) {

@@ -352,3 +352,43 @@ Test(weights, refuses_main_infer_with_baked_read_only_weights) {
   cr_assert(strstr(msg, "--main=infer loads its weights from a file"), "%s", msg);
   assert_no_outputs();
 }
+
+/* ---- batchnorm's num_batches_tracked ---------------------------------------- */
+
+/* A PyTorch state_dict of a batchnorm layer: four F32 [2] tensors and the
+ * I64 counter `count` (shape []). */
+static void write_bn_st(int64_t count) {
+  char path[700];
+  scratch_dir(dir, sizeof dir, "weights_bn");
+  snprintf(path, sizeof path, "%s/model.nn", dir);
+  write_file(path, "model tbn\ninput x: f32[2]\noutput y = batchnorm(x)\n");
+  struct { float w[2], b[2], mean[2], var[2]; int64_t count; } data = {
+      {1.5f, 2}, {0.25f, -1}, {3, 4}, {0.5f, 2}, count};
+  write_st("{\"bn1.weight\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+           "\"bn1.bias\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]},"
+           "\"bn1.running_mean\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[16,24]},"
+           "\"bn1.running_var\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[24,32]},"
+           "\"bn1.num_batches_tracked\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[32,40]}}",
+           &data, sizeof data);
+}
+
+/* The baked counter is the file's: a model built with --weights saves it. */
+Test(weights, bakes_num_batches_tracked) {
+  char msg[8192], path[700];
+  write_bn_st(41);
+  cr_assert_eq(nncc(msg, sizeof msg, "--infer --weights w.safetensors", "out"), 0, "%s", msg);
+  snprintf(path, sizeof path, "%s/main.c", dir);
+  write_file(path, "#include \"out.h\"\n"
+                   "static _Alignas(64) unsigned char mem[1 << 16];\n"
+                   "int main(void) {\n    return tbn_save(tbn_init_in(mem, 0), \"back.safetensors\");\n}\n");
+  int st = run_capture(msg, sizeof msg, "cd '%s' && '%s' -std=c11 -Wall -Wextra -Werror -pedantic "
+                       "main.c out.c out_weights.c -o main -lm && ./main", dir, NNCC_CC);
+  cr_assert_eq(st, 0, "%s", msg);
+  snprintf(path, sizeof path, "%s/back.safetensors", dir);
+  cr_expect_eq(st_read_i64(path, "bn1.num_batches_tracked"), 41);
+}
+
+Test(weights, refuses_a_negative_num_batches_tracked) {
+  write_bn_st(-3);
+  refused_file("bn1.num_batches_tracked: element 0 is not a count >= 0");
+}

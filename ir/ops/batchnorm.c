@@ -3,7 +3,9 @@
  * layers, as PyTorch's BatchNorm2d / BatchNorm1d.
  *
  * Parameters weight (gamma) [C] = 1 and bias (beta) [C] = 0, not decayed;
- * buffers running_mean [C] = 0 and running_var [C] = 1.
+ * buffers running_mean [C] = 0 and running_var [C] = 1; the counter
+ * num_batches_tracked (int64, as in PyTorch's state_dict), which the
+ * generated gradients() counts up with every training forward.
  *
  * Training: statistics of the batch over (N, H, W) per channel; the kernel
  * also updates the running statistics (momentum, unbiased variance as
@@ -120,6 +122,7 @@ static bool bn_build(Graph *g, Node *node) {
   node_param(g, node, "bias", per_channel, (Init){.kind = INIT_ZEROS}, false);
   node_buffer(g, node, "running_mean", per_channel, 0.0);
   node_buffer(g, node, "running_var", per_channel, 1.0);
+  node_counter(g, node, "num_batches_tracked");
   node = node_at(g, node->id);
   Shape xs = val(g, node->in[0])->shape;
   if (g->mode == MODE_INFER) {

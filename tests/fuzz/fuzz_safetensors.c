@@ -57,13 +57,12 @@ typedef struct {
 
 /* Data pointers are filled in per load (NULL stays NULL: an ignore pattern). */
 #define T(n, dt, r, ...) {.name = n, .dtype = dt, .rank = r, .shape = {__VA_ARGS__}, .data = (void *)1}
-#define OPTIONAL(n, dt, r, ...)                                                                \
-  {.name = n, .dtype = dt, .rank = r, .shape = {__VA_ARGS__}, .data = (void *)1, .optional = 1}
 static const Table tables[] = {
     {"conv", 2, {T("conv1.weight", "F32", 4, 2, 1, 3, 3), T("conv1.bias", "F32", 1, 2)}},
     {"mixed", 4,
      {T("attn.0", "F32", 3, 1, 2, 3), T("bn1.running_var", "F64", 1, 2),
-      OPTIONAL("bn1.num_batches_tracked", "I64", 0, 0),
+      {.name = "bn1.num_batches_tracked", .dtype = "I64", .data = (void *)1, .optional = 1,
+       .check = NN_CHECK_COUNT},
       {.name = "optimizer.*", .dtype = "F32", .optional = 1}}},
     {"empty", 0, {{0}}},
 };

@@ -208,3 +208,49 @@ double max_rel_err_d(const double *got, const double *want, size_t n) {
     worst = fmax(worst, isfinite(got[i]) ? rel(got[i], want[i], scale) : INFINITY);
   return worst;
 }
+
+/* ---- safetensors scalars ------------------------------------------------ */
+
+/* The file offset of the I64 scalar `name` in the safetensors file at path,
+ * read from the header as nncc writes it ("name":{"dtype":"I64","shape":[],
+ * "data_offsets":[b,e]}); -1 when it is not there. */
+static long st_i64_offset(const char *path, const char *name) {
+  char *text = read_text(path);
+  cr_assert(text, "cannot read %s", path);
+  uint64_t hlen = 0;
+  for (int i = 7; i >= 0; i--)
+    hlen = hlen << 8 | (unsigned char)text[i];
+  char key[128];
+  snprintf(key, sizeof key, "\"%s\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[", name);
+  const char *at = strstr(text + 8, key);
+  long begin = -1, end = -1;
+  if (at && at < text + 8 + hlen)
+    sscanf(at + strlen(key), "%ld,%ld", &begin, &end);
+  free(text);
+  cr_assert(begin < 0 || end - begin == 8, "%s: %ld bytes", name, end - begin);
+  return begin < 0 ? -1 : 8 + (long)hlen + begin;
+}
+
+int64_t st_read_i64(const char *path, const char *name) {
+  long off = st_i64_offset(path, name);
+  cr_assert(off >= 0, "%s has no I64 %s", path, name);
+  unsigned char b[8];
+  FILE *f = fopen(path, "rb");
+  cr_assert(f && fseek(f, off, SEEK_SET) == 0 && fread(b, 1, 8, f) == 8);
+  fclose(f);
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--)
+    v = v << 8 | b[i];
+  return (int64_t)v;
+}
+
+void st_write_i64(const char *path, const char *name, int64_t value) {
+  long off = st_i64_offset(path, name);
+  cr_assert(off >= 0, "%s has no I64 %s", path, name);
+  unsigned char b[8];
+  for (int i = 0; i < 8; i++)
+    b[i] = (unsigned char)((uint64_t)value >> (8 * i));
+  FILE *f = fopen(path, "r+b");
+  cr_assert(f && fseek(f, off, SEEK_SET) == 0 && fwrite(b, 1, 8, f) == 8);
+  fclose(f);
+}

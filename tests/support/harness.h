@@ -58,4 +58,9 @@ void fill_uniform_d(double *x, size_t n, uint64_t seed, double lo, double hi);
 double max_rel_err(const float *got, const double *want, size_t n);
 double max_rel_err_d(const double *got, const double *want, size_t n);
 
+/* The I64 scalar `name` (shape []) of the safetensors file at path, as nncc
+ * writes it: read, or overwritten in place.  Fail the test if it is not there. */
+int64_t st_read_i64(const char *path, const char *name);
+void st_write_i64(const char *path, const char *name, int64_t value);
+
 #endif

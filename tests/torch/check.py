@@ -546,7 +546,9 @@ def max_norm(weights, c):
 
 
 def state_dict_of(ckpt, dtype):
-    return {k: torch.from_numpy(v).to(dtype) for k, v in ckpt.items() if not k.startswith("optimizer.")}
+    """nncc's checkpoint as a state_dict: reals in dtype, num_batches_tracked kept int64."""
+    return {k: torch.from_numpy(v) if v.dtype == np.int64 else torch.from_numpy(v).to(dtype)
+            for k, v in ckpt.items() if not k.startswith("optimizer.")}
 
 
 def unit_names(model):
@@ -635,6 +637,8 @@ def check_case(args, chk, name, dtype, build, cfg, hyper, steps, label):
         for tname, t in model.state_dict().items():
             if "running" in tname:
                 chk.compare(where, f"buffer {tname}", after[tname], t)
+            elif tname.endswith("num_batches_tracked") and int(after[tname]) != int(t):
+                chk.failures.append(f"{where}: {tname} is {int(after[tname])}, PyTorch's {int(t)}")
         check_step(chk, where, cfg, k, ckpt, after, rec, params, tdt, real, decayed, units)
 
 
@@ -644,7 +648,7 @@ ST_NAMES = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64", np.dtype(n
 def write_safetensors(path, tensors):
     header, blobs, off = {}, [], 0
     for name, t in tensors.items():
-        a = np.ascontiguousarray(t.detach().numpy())
+        a = np.ascontiguousarray(t.detach().numpy()).reshape(tuple(t.shape))   # ndim >= 1 otherwise
         header[name] = {"dtype": ST_NAMES[a.dtype], "shape": list(a.shape),
                         "data_offsets": [off, off + a.nbytes]}
         blobs.append(a.tobytes())
@@ -665,6 +669,9 @@ def check_torch_state_dict(chk, build, name, dtype, label):
     build.run(0, {})
     ckpt = read_safetensors(os.path.join(build.dir, "ckpt0.safetensors"))
     model.load_state_dict(state_dict_of(ckpt, tdt), strict=True)
+    counts = [b for n, b in model.named_buffers() if n.endswith("num_batches_tracked")]
+    for i, b in enumerate(counts):      # a trained model's counts, one per layer
+        b.fill_(1000 + 7 * i)
     path = os.path.join(build.dir, "from_torch.safetensors")
     write_safetensors(path, model.state_dict())
     p = subprocess.run([build.exe, build.dir, "load", str(SEED), str(BATCH), path],
@@ -674,10 +681,13 @@ def check_torch_state_dict(chk, build, name, dtype, label):
         return
     back = read_safetensors(os.path.join(build.dir, "loaded.safetensors"))
     for tname, t in model.state_dict().items():
-        if tname in back:
-            chk.compare(label, f"loaded {tname}", back[tname], t)
-        elif not tname.endswith("num_batches_tracked"):
+        if tname not in back:
             chk.failures.append(f"{label}: {tname} missing after the load")
+        elif t.dtype == torch.int64:
+            if back[tname].dtype != np.int64 or int(back[tname]) != int(t):
+                chk.failures.append(f"{label}: {tname} is {back[tname]} after the load, not {int(t)}")
+        else:
+            chk.compare(label, f"loaded {tname}", back[tname], t)
 
 
 def write_data(build, name, dtype):
