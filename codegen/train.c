@@ -109,7 +109,7 @@ static void emit_update_chunks(CG *cg) {
 #define H(name, field) {name, offsetof(TrainConfig, field)}
 static const struct { const char *name; size_t field; } hypers[] = {
     H("lr", lr), H("momentum", momentum), H("beta1", beta1), H("beta2", beta2), H("eps", eps),
-    H("rho", rho), H("l2", l2), H("l1", l1), H("max_norm", max_norm),
+    H("rho", rho), H("dampening", dampening), H("l2", l2), H("l1", l1), H("max_norm", max_norm),
     H("sched_steps", sched_steps), H("sched_gamma", sched_gamma),
     H("sched_power", sched_power), H("lr_min", lr_min)};
 #undef H
@@ -178,10 +178,10 @@ void emit_train_decls(CG *cg) {
   buf_printf(h, "int %s_gradients(%s *m, int n%s, %s *loss%s);\n", m, m, args, R, dx);
   buf_printf(h, "int %s_update(%s *m);\n", m, m);
   buf_printf(h, "%s *%s_grad(%s *m, int i, size_t *numel);   /* gradient of tensor i */\n", R, m, m);
-  buf_printf(h, "/* Hyper-parameters by name: lr momentum beta1 beta2 eps rho l2 l1 max_norm\n"
-                " * sched_steps sched_gamma sched_power lr_min.  set returns %s_ERR_ARG (model\n"
-                " * unchanged) for an unknown name or a value the train section refuses: eps,\n"
-                " * lr > 0; beta1, beta2, momentum, rho in [0, 1); see docs/api.md. */\n", cg->M);
+  buf_printf(h, "/* Hyper-parameters by name: lr momentum beta1 beta2 eps rho dampening l2 l1\n"
+                " * max_norm sched_steps sched_gamma sched_power lr_min.  set returns %s_ERR_ARG\n"
+                " * (model unchanged) for an unknown name or a value the train section refuses:\n"
+                " * eps, lr > 0; beta1, beta2, momentum, rho in [0, 1); see docs/api.md. */\n", cg->M);
   buf_printf(h, "int %s_set(%s *m, const char *name, double value);\n", m, m);
   buf_printf(h, "double %s_get(const %s *m, const char *name);\n", m, m);
   buf_printf(h, "double %s_lr(const %s *m);        /* learning rate of the last step */\n", m, m);
@@ -246,9 +246,9 @@ typedef struct Rule {
 
 static const Rule rules[] = {
     {"sgd", false, {"const real u = k->lr * gi;"}},
-    {"momentum", false, {"const real s = k->mu * s0[i] + gi;", "s0[i] = s;",
+    {"momentum", false, {"const real s = k->mu * s0[i] + k->damp * gi;", "s0[i] = s;",
                          "const real u = k->lr * s;"}},
-    {"nesterov", false, {"const real s = k->mu * s0[i] + gi;", "s0[i] = s;",
+    {"nesterov", false, {"const real s = k->mu * s0[i] + k->damp * gi;", "s0[i] = s;",
                          "const real u = k->lr * (gi + k->mu * s);"}},
     {"adagrad", true, {"const real s = s0[i] + gi * gi;", "s0[i] = s;", "num[i] = k->lr * gi;",
                        "den[i] = s;"}},
@@ -294,7 +294,7 @@ static void emit_step_consts(Emit *e) {
          UPD_BLOCK);
   emitln(e, "/* One step's constants for one tensor, in the element type. */");
   emitln(e, "struct nn_opt_k {");
-  emitln(e, "real lr, eps, mu, rho, rho1, b1, c1, b2, c2, bc1, bc2, l2, l1;");
+  emitln(e, "real lr, eps, mu, damp, rho, rho1, b1, c1, b2, c2, bc1, bc2, l2, l1;");
   emitln(e, "};");
   buf_puts(e->b, "\n");
 }
@@ -409,6 +409,8 @@ static void emit_update_api(Emit *e, const CG *cg, const TrainConfig *tc) {
   emitln(e, "const double lr = nn_schedule_lr(h, (double)m->step), t1 = (double)(m->step + 1);");
   emitln(e, "const struct nn_opt_k k = {.lr = (real)lr, .eps = (real)h[NN_H_EPS],");
   emitln(e, "    .mu = (real)h[NN_H_MOMENTUM], .rho = (real)h[NN_H_RHO], .rho1 = (real)(1 - h[NN_H_RHO]),");
+  emitln(e, "    /* torch.optim.SGD: the first step's buffer is the gradient, undamped */");
+  emitln(e, "    .damp = (real)(m->step == 0 ? 1 : 1 - h[NN_H_DAMPENING]),");
   emitln(e, "    .b1 = (real)h[NN_H_BETA1], .c1 = (real)(1 - h[NN_H_BETA1]),");
   emitln(e, "    .bc1 = (real)(1 - pow(h[NN_H_BETA1], t1)), .b2 = (real)h[NN_H_BETA2],");
   emitln(e, "    .c2 = (real)(1 - h[NN_H_BETA2]), .bc2 = (real)(1 - pow(h[NN_H_BETA2], t1)),");

@@ -13,46 +13,66 @@
 
 #include "ast.h"
 
+typedef enum {
+  KEY_NUM,   /* a number into field */
+  KEY_BOOL,  /* true or false, as 1 or 0 into field */
+  KEY_PAIR,  /* two numbers, (a, b) or [a, b], into field and field2: the same
+              * fields as two other keys of the row (adam's betas = beta1, beta2) */
+} KeyKind;
+
 typedef struct TrainKey {
   const char *key;
   size_t field;          /* offsetof(TrainConfig, ...) */
-  double def;            /* NAN: required */
+  double def;            /* NAN: required (KEY_PAIR: the two keys' defaults apply) */
+  KeyKind kind;
+  size_t field2;         /* KEY_PAIR */
 } TrainKey;
+
+enum { MAX_KEYS = 6 };
 
 typedef struct TrainChoice {
   const char *kind, *name;
-  TrainKey keys[4];
+  TrainKey keys[MAX_KEYS];
 } TrainChoice;
 
+/* torch.optim's spellings: SGD's positional order (lr, momentum, dampening,
+ * weight_decay, nesterov); Adam's betas=(b1, b2); weight_decay everywhere. */
 #define F(x) offsetof(TrainConfig, x)
+#define K(key, field, def) {key, F(field), def, KEY_NUM, 0}
+#define WD K("weight_decay", weight_decay, 0)
 static const TrainChoice choices[] = {
-    {"optimizer", "sgd", {{"lr", F(lr), 0.01}}},
-    {"optimizer", "momentum", {{"lr", F(lr), 0.01}, {"momentum", F(momentum), 0.9}}},
-    {"optimizer", "nesterov", {{"lr", F(lr), 0.01}, {"momentum", F(momentum), 0.9}}},
-    {"optimizer", "adagrad", {{"lr", F(lr), 0.01}, {"eps", F(eps), 1e-10}}},
+    {"optimizer", "sgd",
+     {K("lr", lr, 0.01), K("momentum", momentum, 0), K("dampening", dampening, 0), WD,
+      {"nesterov", F(nesterov), 0, KEY_BOOL, 0}}},
+    {"optimizer", "momentum",
+     {K("lr", lr, 0.01), K("momentum", momentum, 0.9), K("dampening", dampening, 0), WD}},
+    {"optimizer", "nesterov", {K("lr", lr, 0.01), K("momentum", momentum, 0.9), WD}},
+    {"optimizer", "adagrad", {K("lr", lr, 0.01), K("eps", eps, 1e-10), WD}},
     {"optimizer", "rmsprop",
-     {{"lr", F(lr), 0.01}, {"rho", F(rho), 0.99}, {"eps", F(eps), 1e-8}}},
+     {K("lr", lr, 0.01), K("rho", rho, 0.99), K("eps", eps, 1e-8), WD}},
     {"optimizer", "adam",
-     {{"lr", F(lr), 1e-3}, {"beta1", F(beta1), 0.9},
-      {"beta2", F(beta2), 0.999}, {"eps", F(eps), 1e-8}}},
+     {K("lr", lr, 1e-3), K("beta1", beta1, 0.9), K("beta2", beta2, 0.999),
+      K("eps", eps, 1e-8), {"betas", F(beta1), NAN, KEY_PAIR, F(beta2)}, WD}},
     {"schedule", "constant", {{0}}},
     {"schedule", "step",
-     {{"every", F(sched_steps), NAN}, {"gamma", F(sched_gamma), 0.1}}},
-    {"schedule", "exp", {{"gamma", F(sched_gamma), NAN}}},
+     {K("every", sched_steps, NAN), K("gamma", sched_gamma, 0.1)}},
+    {"schedule", "exp", {K("gamma", sched_gamma, NAN)}},
     {"schedule", "inv",
-     {{"gamma", F(sched_gamma), NAN}, {"power", F(sched_power), 1}}},
+     {K("gamma", sched_gamma, NAN), K("power", sched_power, 1)}},
     {"schedule", "cosine",
-     {{"steps", F(sched_steps), NAN}, {"lr_min", F(lr_min), 0}}},
-    {"decay", "l2", {{"lambda", F(l2), NAN}}},
-    {"decay", "l1", {{"lambda", F(l1), NAN}}},
-    {"decay", "elastic", {{"l1", F(l1), NAN}, {"l2", F(l2), NAN}}},
-    {"decay", "maxnorm", {{"c", F(max_norm), NAN}}},
+     {K("steps", sched_steps, NAN), K("lr_min", lr_min, 0)}},
+    {"decay", "l2", {K("lambda", l2, NAN)}},
+    {"decay", "l1", {K("lambda", l1, NAN)}},
+    {"decay", "elastic", {K("l1", l1, NAN), K("l2", l2, NAN)}},
+    {"decay", "maxnorm", {K("c", max_norm, NAN)}},
 };
+#undef WD
+#undef K
 #undef F
 
 static int nkeys(const TrainChoice *c) {
   int n = 0;
-  while (n < 4 && c->keys[n].key)
+  while (n < MAX_KEYS && c->keys[n].key)
     n++;
   return n;
 }
@@ -83,33 +103,70 @@ static bool const_num(Ctx *ctx, const Expr *e, double *out) {
   }
 }
 
+/* A number into field `field` of tc, checked against its range. */
+static bool set_num(Ctx *ctx, TrainConfig *tc, const TrainChoice *c, const char *key,
+                    size_t field, const Expr *e) {
+  double v;
+  if (!const_num(ctx, e, &v))
+    return false;
+  const ValueRange *r = train_value_range(field);
+  if (!r)
+    internal_error(__FILE__, __LINE__, "%s has no row in TRAIN_RANGES", key);
+  if (!in_value_range(r, v)) {
+    error_at(ctx, e->loc, "%s: '%s' must be %s", c->name, key, r->text);
+    return false;
+  }
+  *(double *)((char *)tc + field) = v;
+  return true;
+}
+
+/* Key k of choice c from argument a; seen[j] is 1 + the key that set key
+ * j's field (a pair sets the fields of two keys), 0 while none has. */
 static bool set_key(Ctx *ctx, TrainConfig *tc, const TrainChoice *c, int k, const Arg *a,
-                    bool *seen) {
+                    int *seen) {
   const TrainKey *key = &c->keys[k];
   Loc loc = a->key ? a->key_loc : a->val->loc;
-  if (seen[k]) {
-    error_at(ctx, loc, "'%s' is given twice", key->key);
-    return false;
+  for (int j = 0; j < nkeys(c); j++) {
+    const TrainKey *o = &c->keys[j];
+    bool same = j == k || (key->kind == KEY_PAIR && (o->field == key->field || o->field == key->field2)) ||
+                (o->kind == KEY_PAIR && (key->field == o->field || key->field == o->field2));
+    if (same && seen[j]) {
+      if (seen[j] == k + 1)
+        error_at(ctx, loc, "'%s' is given twice", key->key);
+      else
+        error_at(ctx, loc, "'%s' and '%s' set the same option", c->keys[seen[j] - 1].key, key->key);
+      return false;
+    }
   }
-  seen[k] = true;
-  double v;
-  if (!const_num(ctx, a->val, &v))
-    return false;
-  const ValueRange *r = train_value_range(key->field);
-  if (!r)
-    internal_error(__FILE__, __LINE__, "%s has no row in TRAIN_RANGES", key->key);
-  if (!in_value_range(r, v)) {
-    error_at(ctx, a->val->loc, "%s: '%s' must be %s", c->name, key->key, r->text);
-    return false;
+  for (int j = 0; j < nkeys(c); j++) {
+    const TrainKey *o = &c->keys[j];
+    if (j == k || (key->kind == KEY_PAIR && (o->field == key->field || o->field == key->field2)))
+      seen[j] = k + 1;
   }
-  *(double *)((char *)tc + key->field) = v;
-  return true;
+  const Expr *e = a->val;
+  if (key->kind == KEY_BOOL) {
+    if (e->kind != EX_BOOL) {
+      error_at(ctx, e->loc, "%s: '%s' must be true or false", c->name, key->key);
+      return false;
+    }
+    *(double *)((char *)tc + key->field) = e->num;
+    return true;
+  }
+  if (key->kind == KEY_PAIR) {
+    if (e->kind != EX_LIST || e->nargs != 2) {
+      error_at(ctx, e->loc, "%s: '%s' must be two numbers, as (0.9, 0.999)", c->name, key->key);
+      return false;
+    }
+    return set_num(ctx, tc, c, key->key, key->field, e->args[0].val) &&
+           set_num(ctx, tc, c, key->key, key->field2, e->args[1].val);
+  }
+  return set_num(ctx, tc, c, key->key, key->field, e);
 }
 
 /* Applies one `optimizer|schedule|decay NAME(args)` line. */
 static bool apply_choice(Ctx *ctx, TrainConfig *tc, const TrainChoice *c,
                          const TrainItem *it) {
-  bool seen[4] = {0};
+  int seen[MAX_KEYS] = {0};
   int n = nkeys(c);
   for (int i = 0; i < it->nargs; i++) {
     const Arg *a = &it->args[i];
@@ -129,7 +186,7 @@ static bool apply_choice(Ctx *ctx, TrainConfig *tc, const TrainChoice *c,
       return false;
   }
   for (int k = 0; k < n; k++) {
-    if (seen[k])
+    if (seen[k] || c->keys[k].kind == KEY_PAIR)
       continue;
     if (isnan(c->keys[k].def)) {
       error_at(ctx, it->loc, "%s %s needs '%s'", c->kind, c->name, c->keys[k].key);
@@ -165,14 +222,53 @@ static bool apply_item(Ctx *ctx, TrainConfig *tc, const TrainItem *it) {
   return false;
 }
 
+/* Where option `key` is given by name on line it (else the line's name). */
+static Loc key_loc(const TrainItem *it, const char *key) {
+  for (int i = 0; i < it->nargs; i++)
+    if (it->args[i].key && !strcmp(it->args[i].key, key))
+      return it->args[i].key_loc;
+  return it->loc;
+}
+
+/* torch.optim's SGD spelled out, and weight_decay, into nncc's rules: sgd
+ * with momentum > 0 runs the momentum (or nesterov) rule; weight_decay is
+ * `decay l2` on every trained tensor (decay_all), so the two cannot be
+ * combined.  `opt` is the optimizer line (NULL when there is none). */
+static bool finish_optimizer(Ctx *ctx, TrainConfig *tc, const TrainItem *opt, bool decayed) {
+  if (!opt)
+    return true;
+  if (tc->nesterov && !(tc->momentum > 0 && tc->dampening == 0)) {
+    error_at(ctx, key_loc(opt, "nesterov"), "sgd: nesterov=true needs momentum > 0 and dampening=0 "
+                            "(as torch.optim.SGD)");
+    return false;
+  }
+  if (!strcmp(tc->optimizer, "sgd") && tc->momentum > 0)
+    tc->optimizer = tc->nesterov ? "nesterov" : "momentum";
+  if (tc->weight_decay > 0 && decayed) {
+    error_at(ctx, key_loc(opt, "weight_decay"), "weight_decay is torch.optim's L2 on every tensor: use it or "
+                            "'decay' lines with decay_all, not both");
+    return false;
+  }
+  if (tc->weight_decay > 0) {
+    tc->l2 = tc->weight_decay;
+    tc->decay_all = true;
+  }
+  return true;
+}
+
 bool build_train_config(Ctx *ctx, Program *prog) {
   TrainConfig *tc = &prog->train;
   *tc = (TrainConfig){.optimizer = "sgd", .lr = 0.01, .momentum = 0.9, .beta1 = 0.9,
                       .beta2 = 0.999, .eps = 1e-8, .rho = 0.99, .schedule = "constant",
                       .sched_gamma = 0.1, .sched_power = 1};
-  bool seen_opt = false, seen_sched = false;
+  bool seen_opt = false, seen_sched = false, decayed = false;
+  const TrainItem *opt = NULL;
   for (int i = 0; i < prog->train_items.len; i++) {
     const TrainItem *it = &prog->train_items.items[i];
+    if (!strcmp(it->kind, "optimizer"))
+      opt = it;
+    decayed |= !strcmp(it->kind, "decay_all") ||
+               (!strcmp(it->kind, "decay") && strcmp(it->name, "maxnorm") != 0);
     bool *seen = strcmp(it->kind, "optimizer") == 0  ? &seen_opt
                  : strcmp(it->kind, "schedule") == 0 ? &seen_sched
                                                      : NULL;
@@ -185,5 +281,5 @@ bool build_train_config(Ctx *ctx, Program *prog) {
     if (!apply_item(ctx, tc, it))
       return false;
   }
-  return true;
+  return finish_optimizer(ctx, tc, opt, decayed);
 }

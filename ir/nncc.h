@@ -139,6 +139,9 @@ typedef struct Init {
 typedef struct TrainConfig {
   const char *optimizer;     /* sgd momentum nesterov adagrad rmsprop adam */
   double lr, momentum, beta1, beta2, eps, rho;
+  double dampening;          /* momentum, nesterov: from the second step (torch.optim.SGD) */
+  double nesterov;           /* sgd's nesterov=true|false as 1 or 0 (then the nesterov rule) */
+  double weight_decay;       /* torch.optim's: l2 on every trained tensor (decay_all) */
   const char *schedule;      /* constant step exp inv cosine */
   double sched_steps, sched_gamma, sched_power, lr_min;
   double l2, l1, max_norm;
@@ -176,10 +179,11 @@ const OptimizerDef *optimizer_def(const char *name);
 
 /* The values each TrainConfig number may take, one row per field: the train
  * section refuses, and the generated set() refuses, what the row's kind of
- * range excludes (POS > 0, NONNEG >= 0, FRAC in [0, 1), COUNT a whole
- * number >= 1). */
+ * range excludes (POS > 0, NONNEG >= 0, FRAC in [0, 1), UNIT in [0, 1], COUNT
+ * a whole number >= 1). */
 #define TRAIN_RANGES(X)                                                               \
   X(lr, POS) X(momentum, FRAC) X(beta1, FRAC) X(beta2, FRAC) X(eps, POS) X(rho, FRAC) \
+  X(dampening, UNIT) X(weight_decay, NONNEG)                                          \
   X(sched_steps, COUNT) X(sched_gamma, POS) X(sched_power, POS) X(lr_min, NONNEG)     \
   X(l2, NONNEG) X(l1, NONNEG) X(max_norm, POS)
 typedef struct ValueRange {

@@ -23,11 +23,12 @@ const OptimizerDef *optimizer_def(const char *name) {
   return NULL;
 }
 
-enum { R_POS, R_NONNEG, R_FRAC, R_COUNT };
+enum { R_POS, R_NONNEG, R_FRAC, R_UNIT, R_COUNT };
 static const ValueRange ranges[] = {
     [R_POS] = {0, INFINITY, false, false, false, "a positive number"},
     [R_NONNEG] = {0, INFINITY, true, false, false, "a non-negative number"},
     [R_FRAC] = {0, 1, true, false, false, "a number in [0, 1)"},
+    [R_UNIT] = {0, 1, true, true, false, "a number in [0, 1]"},
     [R_COUNT] = {1, 1e15, true, true, true, "a positive integer"},
 };
 

@@ -141,21 +141,24 @@ typedef enum { O_SGD, O_MOMENTUM, O_NESTEROV, O_ADAGRAD, O_RMSPROP, O_ADAM } Opt
 
 typedef struct Hyper {
   double lr, mu, b1, b2, eps, rho;
+  double damp, wd;   /* torch.optim's dampening and weight_decay (every tensor) */
 } Hyper;
 
-/* One step of PyTorch's torch.optim rule on every element of s. */
+/* One step of PyTorch's torch.optim rule on every element of s (as in
+ * torch/optim/sgd.py and adam.py: weight_decay adds wd * p to the gradient
+ * first; the momentum buffer starts as the gradient, dampened from then on). */
 static void ref_step(Opt o, const Hyper *h, int t, Snap *s, double *s0, double *s1) {
   size_t n = s->off[s->count];
   for (size_t i = 0; i < n; i++) {
-    double g = s->g[i], *p = &s->p[i];
+    double *p = &s->p[i], g = s->g[i] + h->wd * *p;
     switch (o) {
     case O_SGD: *p -= h->lr * g; break;
     case O_MOMENTUM:
-      s0[i] = t == 1 ? g : h->mu * s0[i] + g;
+      s0[i] = t == 1 ? g : h->mu * s0[i] + (1 - h->damp) * g;
       *p -= h->lr * s0[i];
       break;
     case O_NESTEROV:
-      s0[i] = t == 1 ? g : h->mu * s0[i] + g;
+      s0[i] = t == 1 ? g : h->mu * s0[i] + (1 - h->damp) * g;
       *p -= h->lr * (g + h->mu * s0[i]);
       break;
     case O_ADAGRAD:
@@ -242,6 +245,28 @@ Test(optimizer, adam) {
 Test(optimizer, adam_defaults) {
   check_optimizer("o_adamd", "optimizer adam", O_ADAM,
                   (Hyper){.lr = 1e-3, .b1 = 0.9, .b2 = 0.999, .eps = 1e-8});
+}
+/* torch.optim's spellings: SGD's momentum, dampening, nesterov and
+ * weight_decay; Adam's betas and weight_decay. */
+Test(optimizer, torch_sgd_weight_decay) {
+  check_optimizer("o_tsgd", "optimizer sgd(lr=0.1, weight_decay=0.02)", O_SGD,
+                  (Hyper){.lr = 0.1, .wd = 0.02});
+}
+Test(optimizer, torch_sgd_momentum_dampening) {
+  check_optimizer("o_tmom", "optimizer sgd(lr=0.05, momentum=0.8, dampening=0.3, weight_decay=0.01)",
+                  O_MOMENTUM, (Hyper){.lr = 0.05, .mu = 0.8, .damp = 0.3, .wd = 0.01});
+}
+Test(optimizer, torch_sgd_nesterov) {
+  check_optimizer("o_tnes", "optimizer sgd(0.05, 0.7, 0, 1e-3, true)", O_NESTEROV,
+                  (Hyper){.lr = 0.05, .mu = 0.7, .wd = 1e-3});
+}
+Test(optimizer, torch_adam_betas_weight_decay) {
+  check_optimizer("o_tadam", "optimizer adam(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05)",
+                  O_ADAM, (Hyper){.lr = 0.01, .b1 = 0.8, .b2 = 0.99, .eps = 1e-6, .wd = 0.05});
+}
+Test(optimizer, momentum_dampening_big) {
+  check_optimizer_big("ob_tmom", "optimizer momentum(lr=0.05, momentum=0.8, dampening=0.5)",
+                      O_MOMENTUM, (Hyper){.lr = 0.05, .mu = 0.8, .damp = 0.5});
 }
 Test(optimizer, sgd_big) {
   check_optimizer_big("ob_sgd", "optimizer sgd(lr=0.1)", O_SGD, (Hyper){.lr = 0.1});

@@ -83,12 +83,14 @@ EXAMPLES = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "examples")) if 
 
 # Option defaults of docs/language.md section 9, in positional order.
 OPTIMIZERS = {
-    "sgd": [("lr", 0.01)],
-    "momentum": [("lr", 0.01), ("momentum", 0.9)],
-    "nesterov": [("lr", 0.01), ("momentum", 0.9)],
-    "adagrad": [("lr", 0.01), ("eps", 1e-10)],
-    "rmsprop": [("lr", 0.01), ("rho", 0.99), ("eps", 1e-8)],
-    "adam": [("lr", 1e-3), ("beta1", 0.9), ("beta2", 0.999), ("eps", 1e-8)],
+    "sgd": [("lr", 0.01), ("momentum", 0.0), ("dampening", 0.0), ("weight_decay", 0.0),
+            ("nesterov", False)],
+    "momentum": [("lr", 0.01), ("momentum", 0.9), ("dampening", 0.0), ("weight_decay", 0.0)],
+    "nesterov": [("lr", 0.01), ("momentum", 0.9), ("weight_decay", 0.0)],
+    "adagrad": [("lr", 0.01), ("eps", 1e-10), ("weight_decay", 0.0)],
+    "rmsprop": [("lr", 0.01), ("rho", 0.99), ("eps", 1e-8), ("weight_decay", 0.0)],
+    "adam": [("lr", 1e-3), ("beta1", 0.9), ("beta2", 0.999), ("eps", 1e-8), ("betas", None),
+             ("weight_decay", 0.0)],
 }
 SCHEDULES = {
     "constant": [],
@@ -114,6 +116,12 @@ MATRIX = [
 ]
 MATRIX_LR = {"sgd": 0.05, "momentum": 0.02, "nesterov": 0.02, "adagrad": 0.01, "rmsprop": 1e-3,
              "adam": 1e-3}
+# torch.optim's spellings (docs/language.md section 9), each as its own train section in the matrix.
+TORCH_SPELLINGS = [
+    "sgd(lr=0.02, momentum=0.9, dampening=0.3, weight_decay=1e-3)",
+    "sgd(0.02, 0.8, 0, 1e-2, true)",
+    "adam(lr=1e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-2)",
+]
 
 
 def fail_setup(msg):
@@ -124,14 +132,29 @@ def fail_setup(msg):
 # ---- the train section ---------------------------------------------------------------------------
 
 def parse_args_text(text):
-    """'lr=1e-3, 0.9' -> [(None, 0.9), ('lr', 0.001)] in order; numbers only (constant arithmetic
-    as in the examples is evaluated by Python's eval on digits and operators)."""
+    """'lr=1e-3, 0.9, betas=(0.8, 0.99), nesterov=true' -> [('lr', 0.001), (None, 0.9),
+    ('betas', (0.8, 0.99)), ('nesterov', True)] in order; numbers (constant arithmetic as in the
+    examples is evaluated by Python's eval on digits and operators), pairs and true/false."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
     out = []
-    for part in [p.strip() for p in text.split(",") if p.strip()]:
-        key, _, val = part.rpartition("=")
-        if not re.fullmatch(r"[0-9eE.+\-*/ ()]+", val):
+    for part in [p.strip() for p in parts if p.strip()]:
+        key, _, val = part.partition("=") if re.match(r"\w+\s*=", part) else ("", "", part)
+        val = val.strip()
+        if val in ("true", "false"):
+            out.append((key.strip() or None, val == "true"))
+            continue
+        if not re.fullmatch(r"[0-9eE.+\-*/ (),\[\]]+", val):
             fail_setup(f"cannot read train argument {part!r}")
-        out.append((key.strip() or None, float(eval(val))))
+        v = eval(val)
+        out.append((key.strip() or None, tuple(map(float, v)) if isinstance(v, (tuple, list)) else float(v)))
     return out
 
 
@@ -165,6 +188,12 @@ def train_config(src):
         if kind == "optimizer":
             cfg["optimizer"] = name
             cfg.update(bind(OPTIMIZERS[name], args))
+            if cfg.get("betas"):
+                cfg["beta1"], cfg["beta2"] = cfg["betas"]
+            if name == "sgd" and cfg["momentum"] > 0:     # torch's SGD(momentum=...) spelling
+                cfg["optimizer"] = "nesterov" if cfg["nesterov"] else "momentum"
+            if cfg["weight_decay"] > 0:                    # torch.optim's: every tensor
+                cfg["l2"], cfg["decay_all"] = cfg["weight_decay"], True
         elif kind == "schedule":
             cfg["schedule"] = name
             cfg.update(bind(SCHEDULES[name], args, SCHED_NAMES))
@@ -494,7 +523,8 @@ def make_optimizer(cfg, params, lr, decayed):
     if o == "sgd":
         return torch.optim.SGD(groups, lr=lr)
     if o in ("momentum", "nesterov"):
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg["momentum"], nesterov=o == "nesterov")
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg["momentum"],
+                               dampening=cfg.get("dampening", 0.0), nesterov=o == "nesterov")
     if o == "adagrad":
         return torch.optim.Adagrad(groups, lr=lr, eps=cfg["eps"])
     if o == "rmsprop":
@@ -523,6 +553,8 @@ def reference_step(cfg, k, ckpt, grads, tdt, decayed, units):
     for n, p in params.items():           # PyTorch's state from nncc's (the same slot names)
         st = {slot: torch.from_numpy(ckpt[f"optimizer.{n}.{slot}"]).to(tdt).clone()
               for slot in SLOTS[cfg["optimizer"]]}
+        if k == 0 and "momentum_buffer" in st:   # SGD's first step: no buffer yet (undamped)
+            del st["momentum_buffer"]
         if cfg["optimizer"] in ("adagrad", "rmsprop", "adam"):
             st["step"] = torch.tensor(float(k))
         if st:
@@ -737,6 +769,8 @@ def cases(args):
                 sections.append((f"{opt}+{sched.split('(')[0]}{'+decay_all' if dall else ''}",
                                  f"  optimizer {opt}(lr={MATRIX_LR[opt]})\n  schedule {sched}\n"
                                  f"  decay_all = {'true' if dall else 'false'}"))
+            for line in TORCH_SPELLINGS:
+                sections.append((line, f"  optimizer {line}"))
         for dtype in args.dtypes:
             for label, section in sections:
                 yield name, dtype, label, src if section is None else with_train_section(src, section)
