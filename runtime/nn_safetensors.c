@@ -18,7 +18,11 @@
  * a staging buffer, and only then are the model's tensors overwritten.
  * Files written by other tools (PyTorch's safetensors) keep their own tensor
  * order: names are matched, and offsets only have to cover the data section
- * without holes or overlaps.
+ * without holes or overlaps.  A real tensor (F32, F64 in the table) loads
+ * from any of F16, BF16, F32 and F64 in the file, converted to the table's
+ * dtype: exactly, except F64 to F32, which rounds to nearest even (a value
+ * beyond the F32 range is refused, as NaN and Inf are).  I64 only loads from
+ * I64.
  *
  * The file is untrusted: every size is checked before it is used, and names
  * from it are escaped before they go into an error message.
@@ -26,7 +30,7 @@
 
 typedef struct nn_tensor {
   const char *name;  /* e.g. "conv1.weight" */
-  const char *dtype; /* "F32", "F64" or "I64" */
+  const char *dtype; /* "F32", "F64" or "I64" (a file's F16, BF16 load into F32, F64) */
   int rank;          /* 0..4 */
   int64_t shape[4];
   void *data;   /* host byte order; converted to/from little-endian */
@@ -126,12 +130,24 @@ static NN_UNUSED int nn_msg_io(nn_msg *m, const char *what, const char *path, in
 
 /* ---- sizes and byte order ------------------------------------------------ */
 
+/* The dtypes read and written; a file's F16 and BF16 load by conversion. */
+enum { NN_ST_BAD, NN_ST_F16, NN_ST_BF16, NN_ST_F32, NN_ST_F64, NN_ST_I64 };
+
+static NN_UNUSED int nn_st_dtype_code(const char *dtype, size_t len) {
+  static const char *const names[] = {"", "F16", "BF16", "F32", "F64", "I64"};
+  for (int c = NN_ST_F16; c <= NN_ST_I64; c++)
+    if (len == strlen(names[c]) && memcmp(dtype, names[c], len) == 0)
+      return c;
+  return NN_ST_BAD;
+}
+
+static NN_UNUSED size_t nn_st_code_size(int code) {
+  static const size_t size[] = {0, 2, 2, 4, 8, 8};
+  return size[code];
+}
+
 static NN_UNUSED size_t nn_st_dtype_size(const char *dtype, size_t len) {
-  if (len == 3 && memcmp(dtype, "F32", 3) == 0)
-    return 4;
-  if (len == 3 && (memcmp(dtype, "F64", 3) == 0 || memcmp(dtype, "I64", 3) == 0))
-    return 8;
-  return 0;
+  return nn_st_code_size(nn_st_dtype_code(dtype, len));
 }
 
 /* Product of the dims times esize into *bytes; 0 if a dim is negative or
@@ -178,7 +194,8 @@ static NN_UNUSED int nn_st_check_table(const nn_tensor *t, size_t *esize, uint64
     nn_msg_quoted(m, t->name ? t->name : "(null)", t->name ? strlen(t->name) : 6);
     return NN_ERR_ARG;
   }
-  *esize = nn_st_dtype_size(t->dtype, strlen(t->dtype));
+  int code = nn_st_dtype_code(t->dtype, strlen(t->dtype)); /* the model's: F16, BF16 only load */
+  *esize = code == NN_ST_F32 || code == NN_ST_F64 || code == NN_ST_I64 ? nn_st_code_size(code) : 0;
   if (*esize == 0 || !nn_st_nbytes(t->rank, t->shape, *esize, bytes)) {
     nn_msg_name(m, t->name, strlen(t->name));
     nn_msg_str(m, ": unsupported dtype or bad shape in tensor table");
@@ -860,12 +877,13 @@ static NN_UNUSED int nn_st_by_offset(const void *a, const void *b) {
 /* Model tensor t against its file entry e. */
 static NN_UNUSED int nn_st_match_one(const nn_tensor *t, const nn_st_entry *e, nn_msg *m) {
   size_t esize = nn_st_dtype_size(t->dtype, strlen(t->dtype));
-  uint64_t bytes = 0;
-  nn_st_nbytes(t->rank, t->shape, esize, &bytes); /* checked by nn_st_check_table */
   int same = e->rank == t->rank;
   for (int d = 0; same && d < t->rank; d++)
     same = e->shape[d] == t->shape[d];
-  if (e->dtypelen != strlen(t->dtype) || memcmp(e->dtype, t->dtype, e->dtypelen) != 0) {
+  int from = nn_st_dtype_code(e->dtype, e->dtypelen), to = nn_st_dtype_code(t->dtype, strlen(t->dtype));
+  if (from != to && to != NN_ST_I64 && from != NN_ST_I64 && from != NN_ST_BAD)
+    esize = nn_st_dtype_size(e->dtype, e->dtypelen); /* a real: converted on load */
+  else if (from != to) {
     nn_msg_name(m, t->name, strlen(t->name));
     nn_msg_str(m, ": dtype ");
     nn_msg_name(m, e->dtype, e->dtypelen);
@@ -881,6 +899,8 @@ static NN_UNUSED int nn_st_match_one(const nn_tensor *t, const nn_st_entry *e, n
     nn_msg_shape(m, t->rank, t->shape);
     return NN_ERR_MISMATCH;
   }
+  uint64_t bytes = 0;
+  nn_st_nbytes(t->rank, t->shape, esize, &bytes); /* no larger than the table's F64 bytes */
   if (e->end - e->begin != bytes) {
     nn_msg_name(m, t->name, strlen(t->name));
     nn_msg_str(m, ": data_offsets span ");
@@ -974,41 +994,59 @@ static NN_UNUSED int nn_st_match(nn_st_entry *e, size_t n, nn_st_entry **idx,
 
 /* ---- loading ------------------------------------------------------------- */
 
-/* Element i of n bytes of dtype at p (host order) as a double, or as an
- * int64 for I64. */
-static NN_UNUSED double nn_st_value(const unsigned char *p, size_t esize, int is_int, size_t i,
-                                    int64_t *iv) {
-  if (is_int) {
+/* Element i of the host-order data p of dtype `code` as a double (exact for
+ * every real dtype), and as an int64 for I64. */
+static NN_UNUSED double nn_st_value(const unsigned char *p, int code, size_t i, int64_t *iv) {
+  uint16_t h;
+  float f;
+  double d;
+  switch (code) {
+  case NN_ST_I64:
     memcpy(iv, p + i * 8, 8);
     return (double)*iv;
+  case NN_ST_F16: { /* 1 sign, 5 exponent (bias 15), 10 fraction bits */
+    memcpy(&h, p + i * 2, 2);
+    int ex = h >> 10 & 31, fr = h & 1023;
+    d = ex == 31 ? (fr ? NAN : INFINITY) : ex ? ldexp(1024 + fr, ex - 25) : ldexp(fr, -24);
+    return h >> 15 ? -d : d;
   }
-  if (esize == 4) {
-    float f;
-    memcpy(&f, p + i * 4, 4);
+  case NN_ST_BF16: { /* the high half of an F32 */
+    memcpy(&h, p + i * 2, 2);
+    uint32_t bits = (uint32_t)h << 16;
+    memcpy(&f, &bits, 4);
     return f;
   }
-  double d;
-  memcpy(&d, p + i * 8, 8);
-  return d;
+  case NN_ST_F32:
+    memcpy(&f, p + i * 4, 4);
+    return f;
+  default:
+    memcpy(&d, p + i * 8, 8);
+    return d;
+  }
 }
 
-/* Tensor t's staged values (host order) against t->check. */
-static NN_UNUSED int nn_st_check_values(const nn_tensor *t, const unsigned char *p, size_t nbytes,
-                                        nn_msg *m) {
+/* Tensor t's staged values (host order, dtype `code` of the file) against
+ * t->check; a real that does not fit t's dtype (an F64 beyond the F32
+ * range) is refused too. */
+static NN_UNUSED int nn_st_check_values(const nn_tensor *t, int code, const unsigned char *p,
+                                        size_t nbytes, nn_msg *m) {
   size_t esize = nn_st_dtype_size(t->dtype, strlen(t->dtype));
-  int is_int = strcmp(t->dtype, "I64") == 0;
-  for (size_t i = 0; t->check != NN_CHECK_NONE && i < nbytes / esize; i++) {
+  int to_f32 = esize == 4, is_int = code == NN_ST_I64;
+  size_t n = nbytes / nn_st_code_size(code);
+  for (size_t i = 0; (t->check != NN_CHECK_NONE || to_f32) && i < n; i++) {
     int64_t iv = 0;
-    double v = nn_st_value(p, esize, is_int, i, &iv);
+    double v = nn_st_value(p, code, i, &iv);
     const char *bad = NULL;
     if (t->check == NN_CHECK_STEP)
       bad = is_int && iv >= 0 && iv < INT64_MAX ? NULL : "is not a step count in 0..2^63-2";
     else if (t->check == NN_CHECK_COUNT)
       bad = is_int && iv >= 0 ? NULL : "is not a count >= 0";
-    else if (!isfinite(v))
+    else if (t->check != NN_CHECK_NONE && !isfinite(v))
       bad = "is not finite (NaN or Inf)";
     else if (t->check == NN_CHECK_NONNEG && v < 0)
       bad = "is negative (a variance or second moment must be >= 0)";
+    else if (to_f32 && isfinite(v) && !isfinite((float)v))
+      bad = "is beyond the F32 range (the file's F64 does not round to a finite F32)";
     if (bad) {
       nn_msg_name(m, t->name, strlen(t->name));
       nn_msg_str(m, ": element ");
@@ -1021,6 +1059,28 @@ static NN_UNUSED int nn_st_check_values(const nn_tensor *t, const unsigned char 
   return NN_OK;
 }
 
+/* The staged values of t (file dtype `code`, host order) into t->data: as
+ * they are when the dtypes match, else each converted (exactly, or F64 to
+ * F32 rounded to nearest even by the cast). */
+static NN_UNUSED void nn_st_store(const nn_tensor *t, int code, const unsigned char *p,
+                                 size_t nbytes) {
+  int to = nn_st_dtype_code(t->dtype, strlen(t->dtype));
+  if (code == to) {
+    memcpy(t->data, p, nbytes);
+    return;
+  }
+  size_t n = nbytes / nn_st_code_size(code);
+  for (size_t i = 0; i < n; i++) {
+    int64_t iv;
+    double v = nn_st_value(p, code, i, &iv);
+    if (to == NN_ST_F32) {
+      float f = (float)v;
+      memcpy((unsigned char *)t->data + i * 4, &f, 4);
+    } else {
+      memcpy((unsigned char *)t->data + i * 8, &v, 8);
+    }
+  }
+}
 
 /* Read the header length and header; check sizes before allocating. */
 static NN_UNUSED int nn_st_read_header(FILE *f, const char *path, char **hdr, uint64_t *hlen,
@@ -1065,7 +1125,8 @@ static NN_UNUSED int nn_st_read_header(FILE *f, const char *path, char **hdr, ui
 
 /*
  * Load path into the tensors t[0..count): every non-optional tensor must be
- * in the file with the same dtype and shape, and the file must hold nothing
+ * in the file with the same shape and dtype (or a real dtype, converted; see
+ * the top of the file), and the file must hold nothing
  * else; every value must pass its tensor's check (NN_ERR_DATA if one does
  * not).  Returns NN_OK, NN_ERR_ARG, NN_ERR_IO, NN_ERR_FORMAT,
  * NN_ERR_MISMATCH, NN_ERR_DATA or NN_ERR_NOMEM; on failure no tensor has been
@@ -1117,13 +1178,15 @@ static NN_UNUSED int nn_st_load(const char *path, const nn_tensor *t, int count,
     if (n && e->table >= 0) {
       if (!nn_st_host_is_le())
         nn_st_swap(stage + e->begin, n, nn_st_dtype_size(e->dtype, e->dtypelen));
-      rc = nn_st_check_values(&t[e->table], stage + e->begin, n, &m);
+      rc = nn_st_check_values(&t[e->table], nn_st_dtype_code(e->dtype, e->dtypelen),
+                              stage + e->begin, n, &m);
     }
   }
   for (size_t i = 0; rc == NN_OK && i < ps.n; i++) {
     const nn_st_entry *e = &ps.e[i];
     if (e->end > e->begin && e->table >= 0)
-      memcpy(t[e->table].data, stage + e->begin, (size_t)(e->end - e->begin));
+      nn_st_store(&t[e->table], nn_st_dtype_code(e->dtype, e->dtypelen), stage + e->begin,
+                  (size_t)(e->end - e->begin));
   }
   fclose(f);
   free(stage);

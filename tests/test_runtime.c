@@ -914,9 +914,131 @@ ParameterizedTest(bad_json *c, safetensors, refuse_bad_json) {
 }
 
 Test(safetensors, refuse_wrong_dtype) {
-  refuse_header("{" GOOD_W ",\"conv1.bias\":{\"dtype\":\"F64\",\"shape\":[2],"
+  refuse_header("{" GOOD_W ",\"conv1.bias\":{\"dtype\":\"I64\",\"shape\":[2],"
                 "\"data_offsets\":[72,88]}}",
-                88, NN_ERR_MISMATCH, "conv1.bias: dtype F64 in file, model expects F32");
+                88, NN_ERR_MISMATCH, "conv1.bias: dtype I64 in file, model expects F32");
+  refuse_header("{" GOOD_W ",\"conv1.bias\":{\"dtype\":\"U16\",\"shape\":[2],"
+                "\"data_offsets\":[72,76]}}",
+                76, NN_ERR_MISMATCH, "conv1.bias: dtype U16 in file, model expects F32");
+  /* an F16 file's data_offsets span 2 bytes per element */
+  refuse_header("{" GOOD_W ",\"conv1.bias\":{\"dtype\":\"F16\",\"shape\":[2],"
+                "\"data_offsets\":[72,80]}}",
+                80, NN_ERR_FORMAT, "conv1.bias: data_offsets span 8 bytes, dtype and shape need 4");
+}
+
+/* ---- dtype conversion on load ---------------------------------------------
+ * F16, BF16, F32 and F64 load into F32 and F64 tensors.  The expected values
+ * are worked out by hand from the formats (IEEE 754 binary16: 1 sign, 5
+ * exponent bits biased by 15, 10 fraction bits; bfloat16: the top half of a
+ * binary32), not by the code under test. */
+
+static uint32_t f32_bits(float f) {
+  uint32_t b;
+  memcpy(&b, &f, 4);
+  return b;
+}
+
+Test(safetensors, load_converts_real_dtypes) {
+  const uint16_t f16[8] = {0x3C00, 0xC000, 0x0001, 0x7BFF, 0x3555, 0x8000, 0x0400, 0x03FF};
+  const double want16[8] = {1, -2, 0x1p-24, 65504, 0.333251953125, -0.0, 0x1p-14,
+                            1023 * 0x1p-24};
+  const uint16_t bf16[4] = {0x3F80, 0xC0A0, 0x3EAB, 0x0001};
+  const uint32_t want_bf16[4] = {0x3F800000u, 0xC0A00000u, 0x3EAB0000u, 0x00010000u};
+  /* F64 -> F32 rounds to nearest, ties to even: 1 + 2^-24 is halfway
+   * between 1 and 1 + 2^-23 (even: 1), 1 + 3 * 2^-24 halfway between
+   * 1 + 2^-23 and 1 + 2^-22 (even: 1 + 2^-22); 3.4028235e38 rounds to FLT_MAX,
+   * -1e-46 underflows to -0 */
+  const double f64[6] = {0.1, 1 + 0x1p-24, 1 + 3 * 0x1p-24, 3.4028235e38, -1e-46, 0.5};
+  const uint32_t want64[6] = {0x3DCCCCCDu, 0x3F800000u, 0x3F800002u, 0x7F7FFFFFu, 0x80000000u,
+                              0x3F000000u};
+  const float f32[3] = {0.1f, -3.5f, 1e-30f};
+  unsigned char data[16 + 8 + 48 + 12];
+  memcpy(data, f16, 16);
+  memcpy(data + 16, bf16, 8);
+  memcpy(data + 24, f64, 48);
+  memcpy(data + 72, f32, 12);
+  if (!nn_st_host_is_le()) { /* the file is little-endian */
+    nn_st_swap(data, 24, 2);
+    nn_st_swap(data + 24, 48, 8);
+    nn_st_swap(data + 72, 12, 4);
+  }
+  float a[8], b[4], c[6];
+  double d[3], a64[8];
+  nn_tensor t[5] = {
+      {"a", "F32", 1, {8}, a, 0, NN_CHECK_FINITE},  {"b", "F32", 1, {4}, b, 0, NN_CHECK_FINITE},
+      {"c", "F32", 1, {6}, c, 0, NN_CHECK_FINITE},  {"d", "F64", 1, {3}, d, 0, NN_CHECK_FINITE},
+      {"a64", "F64", 1, {8}, a64, 0, NN_CHECK_FINITE},
+  };
+  char path[512], err[256];
+  write_st(tmp_path(path, sizeof path, "convert.safetensors"),
+           "{\"a\":{\"dtype\":\"F16\",\"shape\":[8],\"data_offsets\":[0,16]},"
+           "\"b\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[16,24]},"
+           "\"c\":{\"dtype\":\"F64\",\"shape\":[6],\"data_offsets\":[24,72]},"
+           "\"d\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[72,84]}}",
+           data, sizeof data);
+  cr_assert_eq(nn_st_load(path, t, 4, err, sizeof err), NN_OK, "%s", err);
+  for (int i = 0; i < 8; i++)
+    cr_expect(f32_bits(a[i]) == f32_bits((float)want16[i]), "F16 %04x: got %a, want %a", f16[i],
+              (double)a[i], want16[i]);
+  for (int i = 0; i < 4; i++)
+    cr_expect_eq(f32_bits(b[i]), want_bf16[i], "BF16 %04x: got %08x", bf16[i], f32_bits(b[i]));
+  for (int i = 0; i < 6; i++)
+    cr_expect_eq(f32_bits(c[i]), want64[i], "F64 %a: got %08x, want %08x", f64[i],
+                 f32_bits(c[i]), want64[i]);
+  for (int i = 0; i < 3; i++)
+    cr_expect_eq(d[i], (double)f32[i], "F32 %a into F64: got %a", (double)f32[i], d[i]);
+  /* F16 into an F64 tensor: exact too */
+  t[4].name = "a";
+  nn_tensor u[4] = {t[4], t[1], t[2], t[3]};
+  cr_assert_eq(nn_st_load(path, u, 4, err, sizeof err), NN_OK, "%s", err);
+  for (int i = 0; i < 8; i++)
+    cr_expect(a64[i] == want16[i] && signbit(a64[i]) == signbit(want16[i]), "F16 %04x into F64: %a",
+              f16[i], a64[i]);
+  remove(path);
+}
+
+/* Non-finite values are refused whatever the file's dtype, and so is an F64
+ * that rounds to Inf in F32; nothing is written. */
+Test(safetensors, load_conversion_refusals) {
+  static const struct {
+    const char *dtype;
+    unsigned char bytes[8];
+    size_t n;
+    const char *msg;
+  } cases[] = {
+      {"F16", {0x00, 0x7C}, 2, "w: element 0 is not finite (NaN or Inf)"},   /* +Inf */
+      {"F16", {0x00, 0x7E}, 2, "w: element 0 is not finite (NaN or Inf)"},   /* NaN */
+      {"BF16", {0x80, 0xFF}, 2, "w: element 0 is not finite (NaN or Inf)"},  /* -Inf */
+      /* FLT_MAX + half an ulp (0x47EFFFFFF0000000): the tie goes to even, Inf */
+      {"F64", {0x00, 0x00, 0x00, 0xF0, 0xFF, 0xFF, 0xEF, 0x47}, 8,
+       "w: element 0 is beyond the F32 range"},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+    float w = 42;
+    nn_tensor t = {"w", "F32", 0, {0}, &w, 0, NN_CHECK_FINITE};
+    char path[512], err[256], hdr[128];
+    snprintf(hdr, sizeof hdr, "{\"w\":{\"dtype\":\"%s\",\"shape\":[],\"data_offsets\":[0,%zu]}}",
+             cases[k].dtype, cases[k].n);
+    write_st(tmp_path(path, sizeof path, "conv_refuse.safetensors"), hdr, cases[k].bytes,
+             cases[k].n);
+    cr_expect_eq(nn_st_load(path, &t, 1, err, sizeof err), NN_ERR_DATA, "%s: %s", cases[k].dtype,
+                 err);
+    cr_expect(strstr(err, cases[k].msg), "%s: message \"%s\" lacks \"%s\"", cases[k].dtype, err,
+              cases[k].msg);
+    cr_expect_eq(w, 42.0f, "%s: the tensor was written", cases[k].dtype);
+    remove(path);
+  }
+  /* I64 loads only from I64 */
+  int64_t step = 5;
+  nn_tensor st = {"optimizer.step", "I64", 0, {0}, &step, 0, NN_CHECK_STEP};
+  char path[512], err[256];
+  const float one = 1;
+  write_st(tmp_path(path, sizeof path, "conv_step.safetensors"),
+           "{\"optimizer.step\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4]}}", &one, 4);
+  cr_expect_eq(nn_st_load(path, &st, 1, err, sizeof err), NN_ERR_MISMATCH, "%s", err);
+  cr_expect(strstr(err, "optimizer.step: dtype F32 in file, model expects I64"), "%s", err);
+  cr_expect_eq(step, 5);
+  remove(path);
 }
 
 Test(safetensors, refuse_wrong_shape) {

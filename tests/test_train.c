@@ -646,6 +646,43 @@ Test(checkpoint, weights_only) {
   close_model(&a.cm);
 }
 
+/* The issue's case: an f64 build loads the checkpoint of an f32 build (every
+ * float converts exactly), optimizer state included. */
+Test(checkpoint, f32_file_into_f64_build) {
+  const char *text = mlp("ckd", "optimizer adam(lr=0.05)");
+  Api a;
+  Compiled c32;
+  load_api(&a, "ckd", text, "--dtype f64 --batch 8", "-O1");
+  compile_model(&c32, "ckd", text, "--batch 8", "-O1");
+  void *(*create32)(uint64_t) = (void *(*)(uint64_t))api(&c32, "create");
+  int (*save32)(void *, const char *) = (int (*)(void *, const char *))api(&c32, "save");
+  int (*step32)(void *, int, const float *, const int32_t *, float *) =
+      (int (*)(void *, int, const float *, const int32_t *, float *))api(&c32, "train_step");
+  float *(*tensor32)(void *, int, size_t *) = (float *(*)(void *, int, size_t *))api(&c32, "tensor");
+  void *m32 = create32(5), *m = a.create(6);
+  float x[NB * NX];
+  int32_t y[NB] = {0, 1, 0, 1, 1, 0, 0, 1};
+  fill_uniform(x, NB * NX, 9, -1, 1);
+  cr_assert_eq(step32(m32, NB, x, y, NULL), 0);
+  char path[700];
+  snprintf(path, sizeof path, "%s/f32.safetensors", c32.dir);
+  cr_assert_eq(save32(m32, path), 0);
+  cr_assert_eq(a.load(m, path), 0, "an f64 build refuses an f32 checkpoint");
+  cr_expect_eq(a.step(m), 1);
+  for (int t = 0; t < a.count(); t++) {
+    size_t n, n32;
+    const double *p = a.tensor(m, t, &n);
+    const float *q = tensor32(m32, t, &n32);
+    cr_assert_eq(n, n32);
+    for (size_t i = 0; i < n; i++)
+      cr_expect_eq(p[i], (double)q[i], "%s[%zu]: %a, saved %a", a.name(t), i, p[i], (double)q[i]);
+  }
+  a.destroy(m);
+  ((void (*)(void *))api(&c32, "destroy"))(m32);
+  close_model(&c32);
+  close_model(&a.cm);
+}
+
 /* ---- monitoring ------------------------------------------------------------- */
 
 Test(monitor, update_ratio) {

@@ -228,21 +228,22 @@ static void setup_tiny(void) {
   write_file(path, tiny);
 }
 
-Test(weights, tiny_model_gets_the_exact_values) {
+/* nncc `opts` bakes dir/w.safetensors into the tiny model (real: its C
+ * type); its output for a fixed input must be the exact one of tiny_w. */
+static void expect_tiny_values(const char *opts, const char *real) {
   char msg[8192], path[700];
-  setup_tiny();
-  write_st("{\"__metadata__\":{\"format\":\"pt\"}," TINY_W "," TINY_B "}", tiny_w, sizeof tiny_w);
-  cr_assert_eq(nncc(msg, sizeof msg, "--infer --weights w.safetensors", "out"), 0, "%s", msg);
+  cr_assert_eq(nncc(msg, sizeof msg, opts, "out"), 0, "%s", msg);
   snprintf(path, sizeof path, "%s/main.c", dir);
   write_file(path, "#include \"out.h\"\n#include <stdio.h>\n"
                    "static _Alignas(64) unsigned char mem[1 << 16];\n"
-                   "int main(void) {\n    const float x[3] = {2.0f, 1.0f, -4.0f};\n    float y[2];\n"
+                   "int main(void) {\n    const REAL x[3] = {2.0f, 1.0f, -4.0f};\n    REAL y[2];\n"
                    "    tiny *m = tiny_init_in(mem, 0);\n"
                    "    if (tiny_forward(m, 1, x, y) || tiny_load(m, \"w.safetensors\") == 0)\n"
                    "        return 1;\n"
-                   "    printf(\"%.9g %.9g\\n\", y[0], y[1]);\n    return 0;\n}\n");
+                   "    printf(\"%.17g %.17g\\n\", (double)y[0], (double)y[1]);\n    return 0;\n}\n");
   int st = run_capture(msg, sizeof msg, "cd '%s' && '%s' -std=c11 -Wall -Wextra -Werror -pedantic "
-                       "main.c out.c out_weights.c -o main -lm && ./main", dir, NNCC_CC);
+                       "-DREAL=%s main.c out.c out_weights.c -o main -lm && ./main", dir, NNCC_CC,
+                       real);
   cr_assert_eq(st, 0, "%s", msg);
   /* the exact values, in double: any wrong byte would be far off */
   double want[2] = {0.5 * 2 - 1.25 + (double)3.0e-8f * -4 + 0.0625,
@@ -252,6 +253,26 @@ Test(weights, tiny_model_gets_the_exact_values) {
   for (int i = 0; i < 2; i++)
     cr_assert_lt(fabs(got[i] - want[i]), 1e-6 * fabs(want[i]), "y%d = %.9g, want %.9g", i, got[i],
                  want[i]);
+}
+
+Test(weights, tiny_model_gets_the_exact_values) {
+  setup_tiny();
+  write_st("{\"__metadata__\":{\"format\":\"pt\"}," TINY_W "," TINY_B "}", tiny_w, sizeof tiny_w);
+  expect_tiny_values("--infer --weights w.safetensors", "float");
+}
+
+/* An F64 file bakes into an f32 build (every tiny_w value is a float: the
+ * rounding is exact), an F32 file into an f64 build. */
+Test(weights, converts_the_file_dtype) {
+  setup_tiny();
+  double w64[8];
+  for (int i = 0; i < 8; i++)
+    w64[i] = tiny_w[i];
+  write_st("{\"fc1.weight\":{\"dtype\":\"F64\",\"shape\":[2,3],\"data_offsets\":[0,48]},"
+           "\"fc1.bias\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[48,64]}}", w64, sizeof w64);
+  expect_tiny_values("--infer --weights w.safetensors", "float");
+  write_st("{" TINY_W "," TINY_B "}", tiny_w, sizeof tiny_w);
+  expect_tiny_values("--infer --dtype f64 --weights w.safetensors", "double");
 }
 
 /* No out.c, out.h, out_weights.c or temporary left in dir. */
@@ -304,10 +325,18 @@ Test(weights, refuses_a_wrong_shape) {
 
 Test(weights, refuses_a_wrong_dtype) {
   setup_tiny();
-  double w64[8] = {0};
+  int64_t w64[8] = {0};
+  write_st("{\"fc1.weight\":{\"dtype\":\"I64\",\"shape\":[2,3],\"data_offsets\":[0,48]},"
+           "\"fc1.bias\":{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[48,64]}}", w64, sizeof w64);
+  refused_file("dtype I64 in file, model expects F32");
+}
+
+Test(weights, refuses_an_f64_beyond_the_f32_range) {
+  setup_tiny();
+  double w64[8] = {0, 0, 1e39};
   write_st("{\"fc1.weight\":{\"dtype\":\"F64\",\"shape\":[2,3],\"data_offsets\":[0,48]},"
            "\"fc1.bias\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[48,64]}}", w64, sizeof w64);
-  refused_file("dtype F64 in file, model expects F32");
+  refused_file("fc1.weight: element 2 is beyond the F32 range");
 }
 
 Test(weights, refuses_a_truncated_file) {
