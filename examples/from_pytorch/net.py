@@ -9,9 +9,8 @@ import torch.nn as nn
 
 
 class Net(nn.Module):
-    """A small CNN for 28x28 digits.  No batchnorm: PyTorch's batchnorm adds
-    num_batches_tracked to the state_dict, which nncc does not write yet
-    (issue #13, item 1), so load_state_dict(strict=True) would refuse."""
+    """A small CNN for 28x28 digits, without batchnorm (nncc keeps a batchnorm's
+    num_batches_tracked, so one with it would load with strict=True too)."""
 
     def __init__(self):
         super().__init__()
