@@ -216,7 +216,8 @@ bool emit_weights(Ctx *ctx, const EmitConfig *cfg, const Graph *g, Buf *out) {
     emit_block(g, out, "buffers", bk.buffers, bk.buffers_bytes);
     buf_printf(out, "const int64_t %s_baked_counters[%d] = {", g->model, g->counters + 1);
     for (int i = 0; i < g->counters; i++)
-      buf_printf(out, "%s%lld", i % 8 ? ", " : "\n    ", (long long)bk.counters[i]);
+      buf_printf(out, "%s%lld", i == 0 ? "\n    " : i % 8 ? ", " : ",\n    ",
+                 (long long)bk.counters[i]);
     buf_puts(out, g->counters ? ", 0\n};\n" : "0};\n");
   }
   free(bk.params);
