@@ -802,19 +802,19 @@ static bool im_prelu(Imp *m) {
   if (!x || !weight(m, 1, -1, false, &w))
     return false;
   int c = (int)x->dim[1];
-  if (w->numel != c)
-    return fail(m, "slope '%s' has %ld values for %d channels: only one slope per channel "
-                "is supported (a shared slope, nn.PReLU(), is issue #13)", shown(m, w->name),
-                w->numel, c);
+  bool shared = w->numel == 1 && c > 1;   /* nn.PReLU(): one slope, (1) or (1, 1, 1) */
+  if (w->numel != c && !shared)
+    return fail(m, "slope '%s' has %ld values for %d channels: one per channel or one for "
+                "all is supported", shown(m, w->name), w->numel, c);
   for (int d = 0; d < w->rank; d++)   /* (C), (C, 1, 1), (1, C, 1, 1): channel-wise */
     if (w->dim[d] != 1 && w->dim[d] != c)
       return fail(m, "slope '%s' is not one value per channel", shown(m, w->name));
   const char *layer = layer_name(m, w, "prelu");
   const char *xv = x->var;
   result(m, layer, x->rank, x->dim);
-  buf_printf(&m->nn, "prelu(%s", xv);
+  buf_printf(&m->nn, "prelu(%s%s", xv, shared ? ", shared=true" : "");
   end_layer(m, layer);
-  add_weight(m, layer, "weight", shape_of(1, c), w->f);
+  add_weight(m, layer, "weight", shape_of(1, shared ? 1 : c), w->f);
   return true;
 }
 

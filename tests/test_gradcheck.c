@@ -82,6 +82,7 @@ static const OpCase op_cases[] = {
     {"hardtanh", CONV "out = hardtanh(h, min=-0.5, max=0.5)\n", 0, 64},
     {"clip", CONV "out = clip(h, min=-0.3, max=0.6)\n", 0, 64},
     {"prelu", CONV "out = prelu(h)\n", 0, 64},
+    {"prelu", CONV "out = prelu(h, shared=true)\n", 0, 64},
     {"maxout", CONV "out = maxout(h, 2)\n", 0, 32},
     {"dropout", CONV "out = dropout(h, 0.3)\n", 0, 64},
     {"flatten", CONV "out = flatten(h) |> dense(3)\n", 0, 3},

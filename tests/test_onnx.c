@@ -61,6 +61,7 @@ static const Fixture fixtures[] = {
     {"pads", 144, 32},            /* pads per side, auto_pad SAME_UPPER and SAME_LOWER on Conv,
                                      MaxPool, AveragePool (a graph built by make-fixtures,
                                      expected outputs from PyTorch's F.pad + layer) */
+    {"prelu_shared", 50, 6},      /* PRelu with one slope (nn.PReLU()), after Conv and Gemm */
 };
 
 /* Compiles fixture f with `opts`, runs forward on its inputs, returns the
@@ -115,7 +116,7 @@ static double forward_error(const Fixture *f, const char *opts, bool f64) {
 
 /* Parameters are indices: criterion may run a test in a fresh process,
  * where pointers into the parent's data mean nothing. */
-static int fixture_index[] = {0, 1, 2, 3, 4, 5, 6};
+static int fixture_index[] = {0, 1, 2, 3, 4, 5, 6, 7};
 
 ParameterizedTestParameters(onnx, matches_pytorch) {
   return cr_make_param_array(int, fixture_index, sizeof fixtures / sizeof *fixtures);

@@ -247,30 +247,32 @@ static float *tensor_f(const Compiled *cm, void *m, const char *want, size_t *nu
 }
 
 /* y[b, c, s] = x > 0 ? x : w[c] x, with w initialized to 0.25 and then set
- * per channel. */
-Test(activations, prelu_forward_per_channel) {
+ * per channel; shared: one w for all channels (PyTorch's nn.PReLU()). */
+static void check_prelu_forward(const char *name, bool shared) {
   Compiled cm;
-  compile_model(&cm, "pr", "model pr\ninput x: f32[4, 3]\nout = prelu(x)\noutput out\n",
-                "--batch 5", "-O1");
+  char model[256];
+  snprintf(model, sizeof model, "model %s\ninput x: f32[4, 3]\nout = prelu(x%s)\noutput out\n",
+           name, shared ? ", shared=true" : "");
+  compile_model(&cm, name, model, "--batch 5", "-O1");
   void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
   void (*destroy)(void *) = (void (*)(void *))api(&cm, "destroy");
   void *m = create(3);
-  size_t k;
+  size_t k, nw = shared ? 1 : C;
   float *w = tensor_f(&cm, m, "prelu1.weight", &k);
-  cr_assert_eq(k, C);
-  for (int c = 0; c < C; c++)
+  cr_assert_eq(k, nw);
+  for (size_t c = 0; c < nw; c++)
     cr_expect_eq(w[c], 0.25f, "initial slope %g", (double)w[c]);
   static const int batches[] = {1, 3, MAXB};
   for (int round = 0; round < 2; round++) {
     if (round)
-      fill_uniform(w, C, 9, -0.5f, 1.5f);
+      fill_uniform(w, nw, 9, -0.5f, 1.5f);
     for (int bi = 0; bi < 3; bi++) {
       int n = batches[bi];
       float x[MAXB * PER], y[MAXB * PER];
       fill_uniform(x, (size_t)n * PER, 30 + (uint64_t)n, -3, 3);
       cr_assert_eq(((Fwd32)api(&cm, "forward"))(m, n, x, y), 0);
       for (int i = 0; i < n * PER; i++) {
-        int c = (i / S) % C;
+        int c = shared ? 0 : (i / S) % C;
         double want = x[i] > 0 ? x[i] : (double)w[c] * x[i];
         cr_expect(rel_err(y[i], want, 1e-3) < 1e-6, "n=%d i=%d got %g want %g", n, i,
                   (double)y[i], want);
@@ -280,6 +282,9 @@ Test(activations, prelu_forward_per_channel) {
   destroy(m);
   close_model(&cm);
 }
+
+Test(activations, prelu_forward_per_channel) { check_prelu_forward("pr", false); }
+Test(activations, prelu_forward_shared) { check_prelu_forward("prs", true); }
 
 /* Both dx and dweight; prelu on the input (own kernels) and after dense
  * (C = dense units; fused into it in inference, not in training because
@@ -294,16 +299,22 @@ Test(activations, prelu_gradient) {
              "model prgd\ninput x: f32[4, 3]\ntarget t: f32[5]\nh = dense(x, 6) |> prelu\n"
              "out = dense(h, 5) |> prelu\noutput out\nloss mse(out, t)\n",
              kinks, 1, -2, 2);
+  grad_model("prgs",
+             "model prgs\ninput x: f32[4, 3]\ntarget t: f32[5]\nh = prelu(x, shared=true)\n"
+             "out = dense(h, 6) |> prelu(shared=true) |> dense(5)\noutput out\nloss mse(out, t)\n",
+             kinks, 1, -2, 2);
 }
 
 /* The weight gradient alone, against a hand-computed sum: loss = mse(y, 0)
- * over (n, C, S), dw[c] = sum over x <= 0 of 2 y x / (n C S). */
-Test(activations, prelu_weight_gradient_value) {
+ * over (n, C, S), dw[c] = sum over x <= 0 of 2 y x / (n C S); shared: one
+ * sum over every channel. */
+static void check_prelu_dweight(const char *name, bool shared) {
   Compiled cm;
-  compile_model(&cm, "prw",
-                "model prw\ninput x: f32[4, 3]\ntarget t: f32[4, 3]\nout = prelu(x)\n"
-                "output out\nloss mse(out, t)\n",
-                "--dtype f64 --batch 4", "-O1");
+  char model[256];
+  snprintf(model, sizeof model,
+           "model %s\ninput x: f32[4, 3]\ntarget t: f32[4, 3]\nout = prelu(x%s)\n"
+           "output out\nloss mse(out, t)\n", name, shared ? ", shared=true" : "");
+  compile_model(&cm, name, model, "--dtype f64 --batch 4", "-O1");
   void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
   void (*destroy)(void *) = (void (*)(void *))api(&cm, "destroy");
   int (*gradients)(void *, int, const double *, const double *, double *) =
@@ -313,29 +324,32 @@ Test(activations, prelu_weight_gradient_value) {
       (double *(*)(void *, int, size_t *))api(&cm, "tensor");
   void *m = create(3);
   int n = 4;
-  size_t k;
+  size_t k, nw = shared ? 1 : C;
   double *w = tensor(m, 0, &k);
-  for (int c = 0; c < C; c++)
-    w[c] = 0.1 * (c + 1);
-  double x[4 * PER], t[4 * PER] = {0}, loss;
+  cr_assert_eq(k, nw);
+  for (size_t c = 0; c < nw; c++)
+    w[c] = 0.1 * (double)(c + 1);
+  double x[4 * PER], t[4 * PER] = {0}, loss, want[C] = {0};
   fill_uniform_d(x, (size_t)n * PER, 5, -2, 2);
   cr_assert_eq(gradients(m, n, x, t, &loss), 0);
   double *dw = grad(m, 0, &k);
-  cr_assert(dw && k == C);
-  for (int c = 0; c < C; c++) {
-    double want = 0;
+  cr_assert(dw && k == nw);
+  for (int c = 0; c < C; c++)
     for (int b = 0; b < n; b++)
       for (int s = 0; s < S; s++) {
-        double v = x[(b * C + c) * S + s];
+        double v = x[(b * C + c) * S + s], wc = w[shared ? 0 : c];
         if (v <= 0)
-          want += 2 * (w[c] * v) * v / (n * PER);
+          want[shared ? 0 : c] += 2 * (wc * v) * v / (n * PER);
       }
-    cr_expect(rel_err(dw[c], want, 1e-12) < 1e-12, "dweight[%d] = %.17g, want %.17g", c, dw[c],
-              want);
-  }
+  for (size_t c = 0; c < nw; c++)
+    cr_expect(rel_err(dw[c], want[c], 1e-12) < 1e-12, "dweight[%zu] = %.17g, want %.17g", c, dw[c],
+              want[c]);
   destroy(m);
   close_model(&cm);
 }
+
+Test(activations, prelu_weight_gradient_value) { check_prelu_dweight("prw", false); }
+Test(activations, prelu_shared_weight_gradient_value) { check_prelu_dweight("prws", true); }
 
 /* ---- maxout --------------------------------------------------------------- */
 

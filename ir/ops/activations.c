@@ -16,8 +16,9 @@
  * previous op, so the text grows with the product of the uses.
  *
  * prelu has a learned slope per channel, weight (C) with C = dim 0 of the
- * per-sample shape; its weight gradient sums over the batch and positions
- * in prelu_dw, one thread per channel (deterministic for any thread count).
+ * per-sample shape (or one for all, shared=true); its weight gradient sums
+ * over the batch and positions in prelu_dw, one thread per channel
+ * (deterministic for any thread count).
  *
  * maxout(x, k) takes the maximum over groups of k consecutive channels:
  * x (N, C, ...) -> y (N, C/k, ...); the gradient goes to the first maximum.
@@ -323,8 +324,12 @@ const OpDef op_hardtanh_dx = {
 /* ---- prelu: y = x > 0 ? x : weight[c] x, weight (C) initialized to 0.25
  * as PyTorch's PReLU and never decayed.  dx = dy (x > 0 ? 1 : weight[c]);
  * dweight[c] = sum over the batch and positions of channel c of dy x where
- * x <= 0. ---------------------------------------------------------------------- */
+ * x <= 0.  With shared=true (PyTorch's default nn.PReLU()) weight is (1),
+ * one slope for every channel: the elementwise kernels read a (1) input as
+ * weight[0], and dweight[0] sums over everything. ------------------------------ */
 
+enum { A_SHARED };
+static const AttrSpec prelu_attrs[] = {{"shared", ATTR_BOOL, "false"}};
 static const char *const prelu_in[] = {"x", "weight", NULL};
 static const char *const prelu_dx_in[] = {"dy", "x", "weight", NULL};
 static const char *const prelu_dw_out[] = {"dweight", NULL};
@@ -335,7 +340,7 @@ static bool prelu_build(Graph *g, Node *node) {
     error_at(g->ctx, node->loc, "prelu: the input must be a batch of tensors");
     return false;
   }
-  Shape w = shape_of(1, x->shape.dim[0]);
+  Shape w = shape_of(1, attr_num(node, A_SHARED) != 0 ? 1 : x->shape.dim[0]);
   if (!check_shape(g, node, w))
     return false;
   node_param(g, node, "weight", w, (Init){.kind = INIT_CONST, .value = 0.25}, false);
@@ -353,12 +358,20 @@ static void prelu_dx_scalar(Buf *b, const Graph *g, const Node *node, const char
 }
 
 /* dweight (C) from dy, x (N, C, ...): a thread owns each channel and sums
- * over the batch in order. */
+ * over the batch in order.  A shared slope, dweight (1): one sum over all,
+ * in double, in order. */
 static void prelu_dw_emit(Emit *e, const Graph *g, const Node *node) {
   const Value *x = val(g, node->in[1]);
   long numel = shape_numel(&x->shape);
   int channels = x->shape.dim[0];
   long inner = numel / channels;
+  if (shape_numel(&val(g, node->out[0])->shape) == 1 && channels > 1) {
+    emitln(e, "double acc = 0;");
+    emitln(e, "for (long i = 0; i < (long)n * %ld; i++)", numel);
+    emitln(e, "    acc += x[i] > 0 ? 0 : (double)dy[i] * x[i];");
+    emitln(e, "dweight[0] = (real)acc;");
+    return;
+  }
   emit_omp_for(e, "");
   emitln(e, "for (int c = 0; c < %d; c++) {", channels);
   emitln(e, "real acc = 0;");
@@ -386,7 +399,7 @@ static void prelu_backward(Graph *g, Node *node, const int *dout, const bool *ne
 
 const OpDef op_prelu = {
     .name = "prelu", .prefix = "prelu", .min_in = 1, .max_in = 1,
-    .in_names = prelu_in, .out_names = y_names,
+    .attrs = prelu_attrs, .nattr = 1, .in_names = prelu_in, .out_names = y_names,
     .roles = ROLE_ELEMENTWISE | ROLE_INPLACE | ROLE_RECTIFIER,
     .build = prelu_build, .emit = emit_elementwise, .scalar = prelu_scalar,
     .backward = prelu_backward,
