@@ -968,32 +968,62 @@ static bool im_flatten(Imp *m) {
 
 /* Reshape to a constant shape: (N, -1) or (N, numel) is flatten, the
  * input's own shape is the identity; anything else needs a reshape op. */
+/* Reshape to a constant shape (ONNX's allowzero 0: a 0 copies the input's
+ * dimension): the identity is an alias, (N, -1) a flatten, anything else
+ * reshape(x, shape=[...]) with the per-sample part of the shape.  Its first
+ * entry must be the batch: 0, -1, the folded batch or 1 (a batch-1 export). */
 static bool im_reshape(Imp *m) {
   Val *x = act(m, 0, 2, MAX_DIMS), *s = in_val(m, 1);
   if (!x)
     return false;
   if (!s || !s->is_const || !s->i || s->rank != 1)
     return fail(m, "the target shape must be a constant int64 vector");
-  bool flat = s->numel == 2 && (s->i[1] == -1 || s->i[1] == x->numel) &&
-              (s->i[0] == -1 || s->i[0] == 0 || s->i[0] == 1 || s->i[0] == BATCH_DIM);
+  bool batch = s->numel >= 2 && (s->i[0] == -1 || s->i[0] == 0 || s->i[0] == 1 ||
+                                 s->i[0] == BATCH_DIM);
+  bool flat = batch && s->numel == 2 && (s->i[1] == -1 || s->i[1] == x->numel);
   bool same = s->numel == x->rank;
   for (int d = 1; same && d < x->rank; d++)
     same = s->i[d] == x->dim[d] || s->i[d] == 0;
   if (same)
     return alias(m, x);
-  if (!flat) {
+  int64_t d[MAX_DIMS] = {1};
+  int infer = s->i[0] == -1 ? 0 : -1;
+  long known = 1;
+  bool ok = batch && s->numel <= MAX_DIMS;
+  for (long k = 1; ok && k < s->numel; k++) {
+    int64_t v = s->i[k] == 0 && k < x->rank ? x->dim[k] : s->i[k];
+    if (v == -1 && infer <= 0)
+      infer = (int)k;   /* a -1 here makes the batch's -1 ambiguous: refused below */
+    else
+      ok = v >= 1 && v <= INT32_MAX && !__builtin_mul_overflow(known, (long)v, &known);
+    d[k] = v;
+  }
+  ok = ok && (infer > 0 ? s->i[0] != -1 && x->numel % known == 0 : known == x->numel);
+  if (!ok) {
     Buf b = {0};
     for (long k = 0; k < s->numel && k < 8; k++)
       buf_printf(&b, "%s%lld", k ? ", " : "", (long long)s->i[k]);
-    fail(m, "reshape of %s to [%s]: the language has no reshape op yet (issue #13); only "
-         "flattening to (N, -1) is supported", shape_text(m, x), b.data ? b.data : "");
+    fail(m, "reshape of %s to [%s]: the first dimension must be the batch (0, -1 or the "
+         "batch), the rest at most %d positive sizes (0 copies one, one -1 is inferred) "
+         "holding the same %ld elements per sample", shape_text(m, x), b.data ? b.data : "",
+         MAX_RANK, x->numel);
     buf_free(&b);
     return false;
   }
-  int64_t d[2] = {1, x->numel};
   const char *xv = x->var;
-  result(m, NULL, 2, d);
-  buf_printf(&m->nn, "flatten(%s)\n", xv);
+  if (flat) {
+    int64_t f[2] = {1, x->numel};
+    result(m, NULL, 2, f);
+    buf_printf(&m->nn, "flatten(%s)\n", xv);
+    return true;
+  }
+  if (infer > 0)
+    d[infer] = x->numel / known;
+  result(m, NULL, (int)s->numel, d);
+  buf_printf(&m->nn, "reshape(%s, shape=[", xv);
+  for (long k = 1; k < s->numel; k++)
+    buf_printf(&m->nn, "%s%lld", k > 1 ? ", " : "", (long long)d[k]);
+  buf_puts(&m->nn, "])\n");
   return true;
 }
 

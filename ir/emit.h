@@ -117,4 +117,10 @@ void emit_elementwise(Emit *e, const Graph *g, const Node *node);
  * the kernel then has no parameter for that input. */
 bool writes_over_input(const Graph *g, const Node *node);
 
+/* ir/ops/flatten.c, for every ROLE_VIEW op (flatten, reshape): the copy
+ * kernel, run only where the view is impossible (the output is a model
+ * output), and the gradient, the same op back to the input's shape. */
+void emit_view_copy(Emit *e, const Graph *g, const Node *node);
+void view_backward(Graph *g, Node *node, const int *dout, const bool *need, int *din);
+
 #endif

@@ -558,6 +558,20 @@ static Bad bad[] = {
     {M "output y = dense(x, 10, init_scale=2)\n",
      "t.nn:3:36: error: init_scale needs init=normal or init=sparse"},
     {M "output y = dense(x, 0)\n", "t.nn:3:21: error: dense: units must be positive, got 0"},
+    {M "output y = reshape(x, [3, -1, -1])\n",
+     "t.nn:3:23: error: reshape: dimension 2 is -1: each must be a positive integer, or -1 "
+     "(once) for the one inferred"},
+    {M "output y = reshape(x, shape=[-1, 7])\n",
+     "t.nn:3:29: error: reshape: [1, 8, 8] holds 64 elements per sample, which the shape cannot "
+     "hold"},
+    {M "output y = reshape(x, [4, 4])\n",
+     "t.nn:3:23: error: reshape: [1, 8, 8] holds 64 elements per sample, which the shape cannot "
+     "hold"},
+    {M "output y = reshape(x, [2, 0.5, 64])\n",
+     "t.nn:3:23: error: reshape: dimension 1 is 0.5: each must be a positive integer, or -1 "
+     "(once) for the one inferred"},
+    {M "output y = reshape(x, [1, 2, 4, 8, 1])\n",
+     "t.nn:3:23: error: reshape: the shape needs 1 to 4 dimensions, got 5"},
     {M "train {\n  optimizer adamw(lr=1)\n}\n", "t.nn:4:13: error: unknown optimizer 'adamw'"},
     {M "train {\n  optimizer adam(rate=1)\n}\n",
      "t.nn:4:18: error: optimizer adam has no option 'rate'"},

@@ -86,6 +86,8 @@ static const OpCase op_cases[] = {
     {"maxout", CONV "out = maxout(h, 2)\n", 0, 32},
     {"dropout", CONV "out = dropout(h, 0.3)\n", 0, 64},
     {"flatten", CONV "out = flatten(h) |> dense(3)\n", 0, 3},
+    {"reshape", CONV "out = reshape(h, [8, -1, 4]) |> conv2d(2, kernel=3, pad=1) |> reshape([4, 4])\n",
+     0, 16},
     {"add", CONV "g = conv2d(x, 4, kernel=1)\nout = add(h, g, x |> conv2d(4, kernel=3, pad=1))\n", 0, 64},
     {"maxpool", CONV "out = maxpool(h, 2)\n", 0, 16},
     {"minpool", CONV "out = minpool(h, 3, stride=1, pad=1)\n", 0, 64},

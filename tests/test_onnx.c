@@ -62,6 +62,8 @@ static const Fixture fixtures[] = {
                                      MaxPool, AveragePool (a graph built by make-fixtures,
                                      expected outputs from PyTorch's F.pad + layer) */
     {"prelu_shared", 50, 6},      /* PRelu with one slope (nn.PReLU()), after Conv and Gemm */
+    {"reshape", 72, 5},           /* Reshape to constant shapes (the batch folded, -1, -1 as
+                                     the batch) between Conv, Tanh and Gemm */
 };
 
 /* Compiles fixture f with `opts`, runs forward on its inputs, returns the
@@ -116,7 +118,7 @@ static double forward_error(const Fixture *f, const char *opts, bool f64) {
 
 /* Parameters are indices: criterion may run a test in a fresh process,
  * where pointers into the parent's data mean nothing. */
-static int fixture_index[] = {0, 1, 2, 3, 4, 5, 6, 7};
+static int fixture_index[] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
 
 ParameterizedTestParameters(onnx, matches_pytorch) {
   return cr_make_param_array(int, fixture_index, sizeof fixtures / sizeof *fixtures);
