@@ -674,7 +674,8 @@ def check_case(args, chk, name, dtype, build, cfg, hyper, steps, label):
         check_step(chk, where, cfg, k, ckpt, after, rec, params, tdt, real, decayed, units)
 
 
-ST_NAMES = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64", np.dtype(np.int64): "I64"}
+ST_NAMES = {np.dtype(np.float16): "F16", np.dtype(np.float32): "F32", np.dtype(np.float64): "F64",
+            np.dtype(np.int64): "I64"}
 
 
 def write_safetensors(path, tensors):
@@ -695,7 +696,8 @@ def check_torch_state_dict(chk, build, name, dtype, label):
     """PyTorch -> nncc: the PyTorch model's whole state_dict (num_batches_tracked included, as
     `safetensors.torch.save_file(model.state_dict(), ...)` writes it), holding nncc's initial
     weights, must load into nncc (docs/api.md: a weights-only file exported from PyTorch loads)
-    and come back unchanged."""
+    and come back unchanged; converted by PyTorch to F16 and to the other real dtype, it must
+    load as PyTorch rounds it."""
     tdt = torch.float64 if dtype == "f64" else torch.float32
     model = models.MODELS[name]().to(tdt)
     build.run(0, {})
@@ -704,22 +706,32 @@ def check_torch_state_dict(chk, build, name, dtype, label):
     counts = [b for n, b in model.named_buffers() if n.endswith("num_batches_tracked")]
     for i, b in enumerate(counts):      # a trained model's counts, one per layer
         b.fill_(1000 + 7 * i)
-    path = os.path.join(build.dir, "from_torch.safetensors")
-    write_safetensors(path, model.state_dict())
-    p = subprocess.run([build.exe, build.dir, "load", str(SEED), str(BATCH), path],
-                       capture_output=True, text=True)
-    if p.returncode != 0:
-        chk.failures.append(f"{label}: nncc cannot load PyTorch's state_dict: {p.stderr.strip()}")
-        return
-    back = read_safetensors(os.path.join(build.dir, "loaded.safetensors"))
-    for tname, t in model.state_dict().items():
-        if tname not in back:
-            chk.failures.append(f"{label}: {tname} missing after the load")
-        elif t.dtype == torch.int64:
-            if back[tname].dtype != np.int64 or int(back[tname]) != int(t):
-                chk.failures.append(f"{label}: {tname} is {back[tname]} after the load, not {int(t)}")
-        else:
-            chk.compare(label, f"loaded {tname}", back[tname], t)
+    # the state_dict as it is, and converted by PyTorch to other dtypes: nncc must load each and
+    # hold exactly PyTorch's rounding of it (F16 and, in f32 builds, F64 values about one f32
+    # ulp off the floats, where rounding to nearest and truncation differ; docs/api.md "dtypes")
+    state = model.state_dict()
+    other = torch.float32 if dtype == "f64" else torch.float64
+    variants = [("", lambda t: t), ("F16 ", lambda t: t.half()),
+                (f"{'F32' if dtype == 'f64' else 'F64'} ",
+                 lambda t: t.to(other) * (1 + 1e-7) if other == torch.float64 else t.to(other))]
+    for tag, conv in variants:
+        sent = {k: (conv(t) if t.is_floating_point() else t) for k, t in state.items()}
+        path = os.path.join(build.dir, "from_torch.safetensors")
+        write_safetensors(path, sent)
+        p = subprocess.run([build.exe, build.dir, "load", str(SEED), str(BATCH), path],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            chk.failures.append(f"{label}: nncc cannot load PyTorch's {tag}state_dict: "
+                                f"{p.stderr.strip()}")
+            continue
+        back = read_safetensors(os.path.join(build.dir, "loaded.safetensors"))
+        for tname, t in sent.items():
+            want = t.to(tdt).numpy() if t.is_floating_point() else t.numpy()
+            if tname not in back:
+                chk.failures.append(f"{label}: {tname} missing after the {tag}load")
+            elif back[tname].dtype != want.dtype or not np.array_equal(back[tname], want):
+                chk.failures.append(f"{label}: {tag}{tname} after the load is not PyTorch's "
+                                    f"(max |difference| {np.max(np.abs(back[tname] - want))})")
 
 
 def write_data(build, name, dtype):
