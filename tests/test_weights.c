@@ -384,27 +384,38 @@ Test(weights, refuses_main_infer_with_baked_read_only_weights) {
 
 /* ---- batchnorm's num_batches_tracked ---------------------------------------- */
 
-/* A PyTorch state_dict of a batchnorm layer: four F32 [2] tensors and the
- * I64 counter `count` (shape []). */
-static void write_bn_st(int64_t count) {
-  char path[700];
+/* A PyTorch state_dict of `layers` batchnorm layers in a row: per layer four
+ * F32 [2] tensors and the I64 counter (shape []) count + its index. */
+enum { MAX_BN = 9 };
+
+static void write_bn_st(int layers, int64_t count) {
+  char path[700], text[256] = "model tbn\ninput x: f32[2]\noutput y = x";
+  char json[MAX_BN * 512] = "{", *j = json + 1;
+  typedef struct { float w[2], b[2], mean[2], var[2]; int64_t count; } Bn;
+  Bn data[MAX_BN];
+  static const char *const names[] = {"weight", "bias", "running_mean", "running_var"};
+  for (int k = 0; k < layers; k++) {
+    strcat(text, " |> batchnorm");
+    data[k] = (Bn){{1.5f, 2}, {0.25f, -1}, {3, 4}, {0.5f, 2}, count + k};
+    long at = (long)(k * sizeof data[0]);
+    for (int t = 0; t < 4; t++, at += 8)
+      j += sprintf(j, "\"bn%d.%s\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[%ld,%ld]},",
+                   k + 1, names[t], at, at + 8);
+    j += sprintf(j, "\"bn%d.num_batches_tracked\":{\"dtype\":\"I64\",\"shape\":[],"
+                 "\"data_offsets\":[%ld,%ld]}%s", k + 1, at, at + 8, k + 1 < layers ? "," : "}");
+  }
+  strcat(text, "\n");
   scratch_dir(dir, sizeof dir, "weights_bn");
   snprintf(path, sizeof path, "%s/model.nn", dir);
-  write_file(path, "model tbn\ninput x: f32[2]\noutput y = batchnorm(x)\n");
-  struct { float w[2], b[2], mean[2], var[2]; int64_t count; } data = {
-      {1.5f, 2}, {0.25f, -1}, {3, 4}, {0.5f, 2}, count};
-  write_st("{\"bn1.weight\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-           "\"bn1.bias\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]},"
-           "\"bn1.running_mean\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[16,24]},"
-           "\"bn1.running_var\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[24,32]},"
-           "\"bn1.num_batches_tracked\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[32,40]}}",
-           &data, sizeof data);
+  write_file(path, text);
+  write_st(json, data, (size_t)layers * sizeof data[0]);
 }
 
-/* The baked counter is the file's: a model built with --weights saves it. */
+/* The baked counters are the file's: a model built with --weights saves
+ * them.  Nine layers: the table of counters wraps a line after eight. */
 Test(weights, bakes_num_batches_tracked) {
-  char msg[8192], path[700];
-  write_bn_st(41);
+  char msg[8192], path[700], name[64];
+  write_bn_st(MAX_BN, 41);
   cr_assert_eq(nncc(msg, sizeof msg, "--infer --weights w.safetensors", "out"), 0, "%s", msg);
   snprintf(path, sizeof path, "%s/main.c", dir);
   write_file(path, "#include \"out.h\"\n"
@@ -414,11 +425,14 @@ Test(weights, bakes_num_batches_tracked) {
                        "main.c out.c out_weights.c -o main -lm && ./main", dir, NNCC_CC);
   cr_assert_eq(st, 0, "%s", msg);
   snprintf(path, sizeof path, "%s/back.safetensors", dir);
-  cr_expect_eq(st_read_i64(path, "bn1.num_batches_tracked"), 41);
+  for (int k = 0; k < MAX_BN; k++) {
+    snprintf(name, sizeof name, "bn%d.num_batches_tracked", k + 1);
+    cr_expect_eq(st_read_i64(path, name), 41 + k, "%s", name);
+  }
 }
 
 Test(weights, refuses_a_negative_num_batches_tracked) {
-  write_bn_st(-3);
+  write_bn_st(1, -3);
   refused_file("bn1.num_batches_tracked: element 0 is not a count >= 0");
 }
 
