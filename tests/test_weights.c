@@ -435,24 +435,3 @@ Test(weights, refuses_a_negative_num_batches_tracked) {
   write_bn_st(1, -3);
   refused_file("bn1.num_batches_tracked: element 0 is not a count >= 0");
 }
-
-/* Nine batchnorm layers: the baked counters take two lines of the
- * initializer, which must still be one comma-separated list. */
-Test(weights, bakes_more_counters_than_fit_on_a_line) {
-  char msg[8192], path[700];
-  scratch_dir(dir, sizeof dir, "weights_bn9");
-  snprintf(path, sizeof path, "%s/model.nn", dir);
-  write_file(path, "model bn9\ninput x: f32[2]\ntarget t: f32[2]\nh = x\n"
-                   "repeat 9 { h = batchnorm(h) }\noutput y = h |> relu\nloss mse(y, t)\n");
-  cr_assert_eq(nncc(msg, sizeof msg, "", "train"), 0, "%s", msg);
-  snprintf(path, sizeof path, "%s/main.c", dir);
-  write_file(path, "#include \"train.h\"\n"
-                   "int main(void) {\n    return bn9_save(bn9_create(1), \"w.safetensors\");\n}\n");
-  int st = run_capture(msg, sizeof msg, "cd '%s' && '%s' -std=c11 main.c train.c -o main -lm && "
-                       "./main 2>&1", dir, NNCC_CC);
-  cr_assert_eq(st, 0, "%s", msg);
-  cr_assert_eq(nncc(msg, sizeof msg, "--infer --weights w.safetensors", "out"), 0, "%s", msg);
-  st = run_capture(msg, sizeof msg, "cd '%s' && '%s' -std=c11 -Wall -Wextra -Werror -pedantic -c "
-                   "out_weights.c -o /dev/null 2>&1", dir, NNCC_CC);
-  cr_assert_eq(st, 0, "%s", msg);
-}
