@@ -32,7 +32,7 @@ const char *c_string(Arena *a, const char *s);
   X(memory_size) X(init_in) X(create) X(destroy) X(forward) X(train_step) X(gradients) \
   X(update) X(update_ratio) X(save) X(load) X(strerror) X(last_error) X(tensor_count)  \
   X(tensor_name) X(tensor) X(grad) X(set) X(get) X(lr) X(step) X(baked_params)        \
-  X(baked_buffers)
+  X(baked_buffers) X(set_comm) X(sync)
 
 /* ---- internal to codegen/: shared by codegen.c and train.c ---- */
 
@@ -62,6 +62,7 @@ typedef struct CG {
                                            training graph */
   const char *io[4][MAX_IO];            /* API argument names: inputs, targets, outputs,
                                            input gradients */
+  struct DistPlan *dist;                /* --distributed=mpi: gradient buckets (distributed.c) */
 } CG;
 
 const char *real_name(const Graph *g);
@@ -80,12 +81,28 @@ int io_count(const Graph *g, ValueKind kind);
 const char *io_params(CG *cg, const Graph *g, ValueKind kind, bool out);
 void emit_io_checks(CG *cg, const Graph *g, ValueKind kind);   /* NULL checks */
 
+/* The values a call passes, in order (kernel arguments, fused operands);
+ * returns the count.  Whether a node is called at all. */
+int call_args(const Graph *g, const Node *node, int *ids);
+bool is_emitted(const Graph *g, const Node *node);
+
 /* train.c: the training half of the API. */
 int optimizer_slots(const TrainConfig *tc);
 void emit_train_defs(CG *cg);     /* hyper-parameter table, before the struct */
 void emit_train_fields(Buf *c);
 void emit_train_decls(CG *cg);
 void emit_train(CG *cg);
+
+/* distributed.c: --distributed=mpi, data-parallel training over MPI. */
+void dist_reserve(CG *cg, Idents *local);   /* its file-scope names */
+void emit_dist_defs(CG *cg);       /* model hash, bucket table: before the struct */
+void emit_dist_fields(Buf *c);     /* struct members */
+void emit_dist_helpers(CG *cg);    /* agreement, buckets, <m>_sync, <m>_set_comm */
+void emit_dist_decls(CG *cg);      /* into model.h */
+void emit_dist_backward(CG *cg);   /* emit_calls, before the first backward kernel */
+void emit_dist_after(CG *cg, int node);   /* emit_calls, after node's call: buckets it completes */
+void emit_dist_rest(CG *cg);       /* after the calls: what no call completed */
+void emit_dist_io(CG *cg);         /* <m>_save on rank 0, <m>_load on rank 0 + broadcast */
 
 /* main_emit.c: --main=train|infer|bench, a main() after the API. */
 void main_reserve(CG *cg);   /* before any kernel is named */

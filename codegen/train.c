@@ -454,35 +454,87 @@ static void emit_target_checks(CG *cg, const Graph *g) {
   }
 }
 
-static void emit_gradients(CG *cg) {
-  const Graph *g = cg->train;
-  Buf *c = cg->c;
-  const char *m = cg->m, *R = real_name(g);
-  buf_printf(c, "int %s_gradients(%s *m, int n%s%s, %s *loss%s)\n{\n", m, m,
-             io_params(cg, g, V_INPUT, false), io_params(cg, g, V_TARGET, false), R,
-             io_params(cg, g, V_INGRAD, true));
-  buf_puts(c, "    if (!m)\n        return NN_ERR_ARG;\n");
-  buf_printf(c, "    if (n < 1 || n > %d)\n        return nn_fail(m, NN_ERR_ARG, \"batch size out of range 1..%d\");\n",
+/* gradients' checks of n and of the arguments: `return nn_fail(...)` on the first failure. */
+static void emit_arg_checks(CG *cg, const Graph *g) {
+  buf_printf(cg->c, "    if (n < 1 || n > %d)\n        return nn_fail(m, NN_ERR_ARG, \"batch size out of range 1..%d\");\n",
              g->max_batch, g->max_batch);
   emit_io_checks(cg, g, V_INPUT);
   emit_io_checks(cg, g, V_TARGET);
   emit_io_checks(cg, g, V_INGRAD);
   emit_target_checks(cg, g);
+}
+
+/* The arguments of gradients after n, as a call passes them. */
+static void emit_call_args(CG *cg, const Graph *g) {
+  for (int k = 0; k < 2; k++) {
+    ValueKind kind = k ? V_TARGET : V_INPUT;
+    int ids[MAX_IO];
+    int count = io_values(g, kind, ids);
+    for (int i = 0; i < count; i++)
+      buf_printf(cg->c, ", %s", io_name(cg, val(g, ids[i])));
+  }
+}
+
+/* --distributed=mpi: the checks as a function, whose verdict the ranks agree
+ * on before any of them starts the step (nn_dist_agree). */
+static void emit_dist_checks(CG *cg) {
+  const Graph *g = cg->train;
+  Buf *c = cg->c;
+  buf_printf(c, "static int nn_check_args(%s *m, int n%s%s%s)\n{\n", cg->m,
+             io_params(cg, g, V_INPUT, false), io_params(cg, g, V_TARGET, false),
+             io_params(cg, g, V_INGRAD, true));
+  emit_arg_checks(cg, g);
+  buf_puts(c, "    return NN_OK;\n}\n\n");
+}
+
+static void emit_gradients(CG *cg) {
+  const Graph *g = cg->train;
+  Buf *c = cg->c;
+  const char *m = cg->m, *R = real_name(g);
+  bool dist = cg->cfg->distributed;
+  if (dist)
+    emit_dist_checks(cg);
+  buf_printf(c, "int %s_gradients(%s *m, int n%s%s, %s *loss%s)\n{\n", m, m,
+             io_params(cg, g, V_INPUT, false), io_params(cg, g, V_TARGET, false), R,
+             io_params(cg, g, V_INGRAD, true));
+  buf_puts(c, "    if (!m)\n        return NN_ERR_ARG;\n");
+  if (dist) {
+    /* every rank runs the same collectives in the same order, failing or not */
+    buf_printf(c, "    int status = m->synced ? NN_OK : %s_sync(m);   /* the first step: same model, rank 0's weights */\n", m);
+    buf_puts(c, "    if (!status)\n        status = nn_dist_agree(m, nn_check_args(m, n");
+    emit_call_args(cg, g);
+    int ids[MAX_IO], count = io_values(g, V_INGRAD, ids);
+    for (int i = 0; i < count; i++)
+      buf_printf(c, ", %s", io_name(cg, val(g, ids[i])));
+    buf_puts(c, "), n);\n    if (status)\n        return status;\n");
+  } else {
+    emit_arg_checks(cg, g);
+  }
   /* The forward pass updates the running statistics in place: a copy taken
    * first undoes that when the step fails (a NaN pixel, a 3e38 one whose
    * variance is Inf in float). */
   buf_puts(c, "    memcpy(m->buffers_prev, m->buffers, sizeof(real) * (size_t)NN_BUFFERS_SIZE);\n");
   buf_puts(c, "    memset(m->grads, 0, sizeof(real) * (size_t)NN_GRADS_SIZE);\n");
   emit_calls(cg, g);
+  if (dist)
+    emit_dist_rest(cg);
   const char *l = tensor_ref(cg, g, g->loss);   /* a name, or "m->arena + 16" */
   buf_printf(c, strchr(l, ' ') ? "\n    const real l = (%s)[0];\n" : "\n    const real l = %s[0];\n", l);
-  buf_puts(c, "    if (loss)\n        *loss = l;\n");
-  buf_puts(c, "    const char *bad = !isfinite(l) ? \"loss is not finite\"\n"
-              "                      : !nn_all_finite(m->buffers, NN_BUFFERS_SIZE) ? \"running statistics are not finite\"\n"
-              "                      : NULL;\n"
-              "    if (bad) {\n"
-              "        memcpy(m->buffers, m->buffers_prev, sizeof(real) * (size_t)NN_BUFFERS_SIZE);\n"
-              "        return nn_fail(m, NN_ERR_NONFINITE, bad);\n    }\n");
+  if (!dist)
+    buf_puts(c, "    if (loss)\n        *loss = l;\n");
+  buf_printf(c, "    const char *bad = !isfinite(l) ? \"loss is not finite\"\n"
+                "                      : %s ? \"running statistics are not finite\"\n"
+                "                      : NULL;\n",
+             dist ? "!stats_ok" : "!nn_all_finite(m->buffers, NN_BUFFERS_SIZE)");
+  if (dist)
+    buf_puts(c, "    status = nn_dist_finish(m, bad, l, loss);   /* also waits for the buckets */\n"
+                "    if (status) {\n"
+                "        memcpy(m->buffers, m->buffers_prev, sizeof(real) * (size_t)NN_BUFFERS_SIZE);\n"
+                "        return status;\n    }\n");
+  else
+    buf_puts(c, "    if (bad) {\n"
+                "        memcpy(m->buffers, m->buffers_prev, sizeof(real) * (size_t)NN_BUFFERS_SIZE);\n"
+                "        return nn_fail(m, NN_ERR_NONFINITE, bad);\n    }\n");
   /* PyTorch counts num_batches_tracked in every training forward; saturating,
    * so a count always loads back (load refuses only negative ones) */
   buf_puts(c, "    memcpy(m->counters_prev, m->counters, sizeof m->counters);\n"
@@ -498,13 +550,7 @@ static void emit_train_step(CG *cg) {
   buf_printf(c, "int %s_train_step(%s *m, int n%s%s, %s *loss)\n{\n", m, m,
              io_params(cg, g, V_INPUT, false), io_params(cg, g, V_TARGET, false), R);
   buf_printf(c, "    int status = %s_gradients(m, n", m);
-  for (int k = 0; k < 2; k++) {
-    ValueKind kind = k ? V_TARGET : V_INPUT;
-    int ids[MAX_IO];
-    int count = io_values(g, kind, ids);
-    for (int i = 0; i < count; i++)
-      buf_printf(c, ", %s", io_name(cg, val(g, ids[i])));
-  }
+  emit_call_args(cg, g);
   buf_puts(c, ", loss");
   for (int i = 0; i < io_count(g, V_INGRAD); i++)
     buf_puts(c, ", NULL");

@@ -37,6 +37,8 @@ static const char usage[] =
     "  --no-winograd        3x3 stride-1 convolutions as direct products, not\n"
     "                       Winograd F(4x4,3x3): slower, ~8x smaller f32 error\n"
     "  --input-grad         train graph also computes d(loss)/d(input) (gradient checks)\n"
+    "  --distributed=mpi    data-parallel training over MPI: gradients averaged\n"
+    "                       over the ranks (build with mpicc; docs/distributed.md)\n"
     "  --main=train|infer|bench  add a main(): ./model train IMAGES LABELS, ./model infer\n"
     "                       WEIGHTS IMAGES [LABELS], ./model bench (IDX files, one\n"
     "                       input, class target); the kind sets what is required\n"
@@ -134,6 +136,8 @@ const char *options_line(Arena *a, const Options *o) {
     s = arena_printf(a, "%s --no-winograd", s);
   if (o->main_kind)
     s = arena_printf(a, "%s --main=%s", s, o->main_kind);
+  if (o->distributed)
+    s = arena_printf(a, "%s --distributed=mpi", s);
   if (o->weights)
     s = arena_printf(a, "%s --weights %s", s, comment_safe(a, o->weights));
   return s;
@@ -184,6 +188,10 @@ int parse_options(int argc, char **argv, Options *o) {
       o->main_kind = a + 7;
     } else if (!strcmp(a, "--main")) {
       return usage_error("%s", "--main needs a value: --main=train, --main=infer or --main=bench");
+    } else if (!strncmp(a, "--distributed", 13) && (a[13] == '\0' || a[13] == '=')) {
+      if (strcmp(a, "--distributed=mpi"))
+        return usage_error("%s", "--distributed takes mpi: --distributed=mpi");
+      o->distributed = true;
     } else if (!strcmp(a, "--input-grad")) {
       o->input_grad = true;
     } else if (!strcmp(a, "--no-winograd")) {
@@ -213,6 +221,11 @@ int parse_options(int argc, char **argv, Options *o) {
   if (o->emit_weights && (!is_onnx_path(o->input) || o->output))
     return usage_error("%s", "--emit-weights writes the weights of an ONNX model and no C: "
                              "give a .onnx model and no -o");
+  if (o->distributed && (o->infer_only || o->main_kind))
+    return usage_error("%s", "--distributed=mpi is for training from C: drop --infer and --main");
+  if (o->distributed && o->verify)
+    return usage_error("%s", "--verify cannot check --distributed=mpi code (its mpi.h is the MPI "
+                             "compiler's): compile it with mpicc -Wall -Werror instead");
   if (o->weights && o->infer_only && o->main_kind && !strcmp(o->main_kind, "infer"))
     return usage_error("%s", "--main=infer loads its weights from a file: drop --weights or --infer");
   return 0;

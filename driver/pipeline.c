@@ -101,9 +101,13 @@ bool nncc_compile(Ctx *ctx, const Options *o, Result *out) {
   }
   if (o->report)
     report(&out->report, infer, train);
+  if (o->distributed && !train) {
+    error_plain(ctx, "--distributed=mpi trains a model: %s has no loss", infer->model);
+    return false;
+  }
   EmitConfig cfg = {.output = o->output, .main_kind = o->main_kind, .weights = weights,
                     .options = options_line(ctx->arena, o), .weights_only = only,
-                    .nweights_only = only ? nimported : 0};
+                    .nweights_only = only ? nimported : 0, .distributed = o->distributed};
   if (weights && !emit_weights(ctx, &cfg, train ? train : infer, &out->weights))
     return false;
   if (!emit_c(ctx, &cfg, infer, train, &out->c, &out->h))

@@ -510,6 +510,7 @@ typedef struct EmitConfig {
    * their initializers); NULL: every param and buffer */
   const char *const *weights_only;
   int nweights_only;
+  bool distributed;          /* --distributed=mpi: gradients averaged over MPI ranks */
 } EmitConfig;
 
 /* The header's file name as model.c includes it: the -o path's base name

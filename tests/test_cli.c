@@ -467,6 +467,21 @@ Test(usage, fuse_bogus) {
   assert_no_output(&c);
 }
 
+Test(usage, distributed_other_than_mpi) {
+  usage_case("--distributed=nccl", "nncc: error: --distributed takes mpi: --distributed=mpi");
+  usage_case("--distributed", "nncc: error: --distributed takes mpi: --distributed=mpi");
+}
+
+Test(usage, distributed_with_infer) {
+  Case c;
+  new_case(&c, "usage");
+  put_file(&c, "m.nn", GOOD_MODEL, strlen(GOOD_MODEL));
+  compile(&c, "--distributed=mpi", "--infer");
+  cr_assert_eq(c.status, 2);
+  cr_assert_str_eq(line_of(c.err, 0), "nncc: error: --distributed=mpi is for training from C: drop --infer and --main");
+  assert_no_output(&c);
+}
+
 Test(usage, emit_ir_after_unknown_pass) {
   usage_case("--emit-ir=after:nope", "nncc: error: bad pass in '--emit-ir=after:nope' (see --help)");
 }

@@ -19,14 +19,15 @@
 #undef NN_UNUSED
 
 /* Compiles model text in process with the default options (and --infer if
- * infer); returns the result, failing the test on an error. */
-static Result compile_text(const char *name, const char *text, bool infer, Ctx *ctx) {
+ * mode is 1, --distributed=mpi if 2); returns the result, failing the test
+ * on an error. */
+static Result compile_text(const char *name, const char *text, int mode, Ctx *ctx) {
   char dir[512], path[600];
   scratch_dir(dir, sizeof dir, "tables");
   snprintf(path, sizeof path, "%s/%s.nn", dir, name);
   write_file(path, text);
   Options o = OPTIONS_DEFAULT;
-  o.input = path, o.infer_only = infer;
+  o.input = path, o.infer_only = mode == 1, o.distributed = mode == 2;
   *ctx = (Ctx){.arena = new_arena()};
   Result r = {0};
   cr_assert(nncc_compile(ctx, &o, &r), "%s: %s", name, ctx->diag.data);
@@ -92,7 +93,7 @@ Test(tables, every_status_has_its_own_message) {
  * `x` would be POSIX's X_OK (codegen skips the table's first row, OK). */
 Test(tables, header_defines_every_failure_status) {
   Ctx ctx;
-  Result r = compile_text("net", model, false, &ctx);
+  Result r = compile_text("net", model, 0, &ctx);
   char line[160];
 #define ROW(name, value, message, what)                                              \
   snprintf(line, sizeof line, "#define NET_%s (%d)", #name, value);                  \
@@ -141,7 +142,7 @@ Test(tables, header_records_the_options) {
   free_arena(a);
 
   Ctx ctx;
-  Result r = compile_text("net", model, true, &ctx);
+  Result r = compile_text("net", model, 1, &ctx);
   cr_expect(strstr(r.c.data, "\n * model net, --batch 64 --threads 8 --dtype f32 --fuse=all --infer\n"),
             "%.200s", r.c.data);
   done(&ctx, &r);
@@ -158,7 +159,7 @@ Test(tables, every_optimizer_compiles_with_its_state_slots) {
     char text[1024];
     snprintf(text, sizeof text, "%strain {\n  optimizer %s\n}\n", model, od->name);
     Ctx ctx;
-    Result r = compile_text("net", text, false, &ctx);
+    Result r = compile_text("net", text, 0, &ctx);
     cr_assert_str_eq(r.train->train_config.optimizer, od->name);
     for (int s = 0; s < MAX_SLOTS; s++) {
       char name[128];
@@ -207,9 +208,9 @@ Test(tables, api_names_are_what_the_header_declares) {
 #undef NAME
   };
   bool found[sizeof names / sizeof *names] = {false};
-  for (int infer = 0; infer < 2; infer++) {
+  for (int mode = 0; mode < 3; mode++) {   /* training, --infer, --distributed=mpi */
     Ctx ctx;
-    Result r = compile_text("net", model, infer, &ctx);
+    Result r = compile_text("net", model, mode, &ctx);
     scan_api(r.h.data, "net", found);
     done(&ctx, &r);
   }
@@ -223,7 +224,7 @@ Test(tables, api_names_are_what_the_header_declares) {
 /* Each helper is in the emitted prelude, and no model name may shadow it. */
 Test(tables, prelude_helpers_are_emitted_and_reserved) {
   Ctx ctx;
-  Result r = compile_text("net", model, true, &ctx);
+  Result r = compile_text("net", model, 1, &ctx);
   char want[160], text[256];
 #define MATH(name, libm)                                                          \
   snprintf(want, sizeof want, "static NN_UNUSED inline real %s(real x)", #name);  \
