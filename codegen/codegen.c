@@ -268,6 +268,8 @@ static void kernel_params(CG *cg, Emit *e, const Graph *g, const Node *node, Buf
   }
   if (roles & ROLE_RNG)
     buf_puts(sig, "uint64_t seed, ");
+  if ((roles & ROLE_SYNC) && g->sync_bn)
+    buf_puts(sig, "MPI_Comm comm, double share, ");
   buf_puts(sig, "int n");
 }
 
@@ -714,6 +716,10 @@ void emit_calls(CG *cg, const Graph *g) {
       text[ntext++] = tensor_ref(cg, g, args[k]);
     if (op_def(node->op)->roles & ROLE_RNG)
       text[ntext++] = "seed";
+    if ((op_def(node->op)->roles & ROLE_SYNC) && g->sync_bn) {
+      text[ntext++] = "m->comm";
+      text[ntext++] = "m->share";
+    }
     text[ntext++] = "n";
     const char *note = !drops_arg(g, node, node->nout) ? ""
                        : arena_printf(cg->a, "   /* in place: %s is %s */", text[0],

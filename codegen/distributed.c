@@ -24,7 +24,10 @@
  *
  * Batchnorm's running statistics, computed on each rank's own samples, are
  * averaged over the ranks with the same weights (started after the forward
- * pass, waited for with the buckets), so that ranks never diverge.
+ * pass, waited for with the buckets), so that ranks never diverge.  With
+ * --sync-batchnorm the batchnorm kernels (ROLE_SYNC, ir/ops/batchnorm.c) sum
+ * their statistics over the ranks themselves, and the running statistics
+ * come out the same everywhere.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -128,6 +131,7 @@ static DistPlan *plan(CG *cg) {
   hash_str(&h, g->model);
   hash_str(&h, real_name(g));
   hash_str(&h, g->train_config.optimizer);
+  hash_str(&h, g->sync_bn ? "sync-batchnorm" : "");
   for (int i = 0; i < g->values.len; i++) {
     const Value *v = &g->values.items[i];
     if (v->kind != V_PARAM && v->kind != V_BUFFER)
@@ -288,7 +292,7 @@ void emit_dist_helpers(CG *cg) {
 /* The running statistics, averaged like the gradients (ranks never diverge). */
 void emit_dist_backward(CG *cg) {
   buf_puts(cg->c, "    const int stats_ok = nn_all_finite(m->buffers, NN_BUFFERS_SIZE);   /* before averaging */\n");
-  if (cg->layout->buffers_size > 0)
+  if (cg->layout->buffers_size > 0 && !cg->train->sync_bn)   /* else the same everywhere */
     buf_puts(cg->c, "    nn_dist_start(m, m->buffers, NN_BUFFERS_SIZE, &m->reqs[NN_NUM_BUCKETS]);   "
                     "/* running statistics */\n");
   cg->dist->buffers_started = true;

@@ -31,6 +31,7 @@ typedef struct Options {
   bool input_grad;           /* also compute d(input) in train (grad checks) */
   bool no_winograd;          /* --no-winograd: 3x3 convolutions as direct products */
   bool distributed;          /* --distributed=mpi */
+  bool sync_bn;              /* --sync-batchnorm: batch statistics over all ranks */
   const char *weights;       /* --weights FILE.safetensors: bake into model_weights.c */
   bool emit_nn;              /* --emit-nn: print the model as .nn text */
   const char *emit_weights;  /* --emit-weights FILE: an ONNX model's weights */

@@ -39,6 +39,8 @@ static const char usage[] =
     "  --input-grad         train graph also computes d(loss)/d(input) (gradient checks)\n"
     "  --distributed=mpi    data-parallel training over MPI: gradients averaged\n"
     "                       over the ranks (build with mpicc; docs/distributed.md)\n"
+    "  --sync-batchnorm     with --distributed: batchnorm statistics over all ranks'\n"
+    "                       samples, not each rank's own (costs allreduces)\n"
     "  --main=train|infer|bench  add a main(): ./model train IMAGES LABELS, ./model infer\n"
     "                       WEIGHTS IMAGES [LABELS], ./model bench (IDX files, one\n"
     "                       input, class target); the kind sets what is required\n"
@@ -138,6 +140,8 @@ const char *options_line(Arena *a, const Options *o) {
     s = arena_printf(a, "%s --main=%s", s, o->main_kind);
   if (o->distributed)
     s = arena_printf(a, "%s --distributed=mpi", s);
+  if (o->sync_bn)
+    s = arena_printf(a, "%s --sync-batchnorm", s);
   if (o->weights)
     s = arena_printf(a, "%s --weights %s", s, comment_safe(a, o->weights));
   return s;
@@ -192,6 +196,8 @@ int parse_options(int argc, char **argv, Options *o) {
       if (strcmp(a, "--distributed=mpi"))
         return usage_error("%s", "--distributed takes mpi: --distributed=mpi");
       o->distributed = true;
+    } else if (!strcmp(a, "--sync-batchnorm")) {
+      o->sync_bn = true;
     } else if (!strcmp(a, "--input-grad")) {
       o->input_grad = true;
     } else if (!strcmp(a, "--no-winograd")) {
@@ -223,6 +229,9 @@ int parse_options(int argc, char **argv, Options *o) {
                              "give a .onnx model and no -o");
   if (o->distributed && (o->infer_only || o->main_kind))
     return usage_error("%s", "--distributed=mpi is for training from C: drop --infer and --main");
+  if (o->sync_bn && !o->distributed)
+    return usage_error("%s", "--sync-batchnorm sums batchnorm statistics over MPI ranks: it needs "
+                             "--distributed=mpi");
   if (o->distributed && o->verify)
     return usage_error("%s", "--verify cannot check --distributed=mpi code (its mpi.h is the MPI "
                              "compiler's): compile it with mpicc -Wall -Werror instead");

@@ -48,6 +48,7 @@ static Graph *build(Ctx *ctx, const Options *o, const Program *prog, Mode mode, 
                            o->no_winograd);
   if (!g)
     return NULL;
+  g->sync_bn = mode == MODE_TRAIN && o->sync_bn;
   after(o, g, "lower", out);
   if (mode == MODE_TRAIN) {
     if (!derive_backward(g, o->input_grad))

@@ -267,6 +267,7 @@ typedef struct Graph {
   int max_batch;
   int max_threads;           /* most threads a kernel uses: its per-thread scratch slots */
   bool no_winograd;      /* --no-winograd: 3x3 convolutions as direct products only */
+  bool sync_bn;          /* --sync-batchnorm (train graph): ROLE_SYNC kernels use MPI */
   const char *model;     /* model name, already a safe C identifier */
   VEC(Value) values;
   VEC(Node) nodes;       /* topological order */
@@ -361,6 +362,8 @@ enum {
                                   layer feeding it; its own weight stays as built */
   ROLE_PRODUCT = 1 << 14,     /* the kernel's work is on the micro-kernels, which pick their
                                  ISA at run time; the others are built per ISA (NN_CLONES) */
+  ROLE_SYNC = 1 << 15,        /* batchnorm: with g->sync_bn the kernel also takes `MPI_Comm
+                                 comm, double share` and sums its statistics over the ranks */
 };
 
 typedef struct OpDef {

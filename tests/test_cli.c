@@ -472,6 +472,11 @@ Test(usage, distributed_other_than_mpi) {
   usage_case("--distributed", "nncc: error: --distributed takes mpi: --distributed=mpi");
 }
 
+Test(usage, sync_batchnorm_without_distributed) {
+  usage_case("--sync-batchnorm", "nncc: error: --sync-batchnorm sums batchnorm statistics over MPI "
+                                 "ranks: it needs --distributed=mpi");
+}
+
 Test(usage, distributed_with_infer) {
   Case c;
   new_case(&c, "usage");

@@ -149,13 +149,16 @@ static double weight_diff(const unsigned char *a, const unsigned char *b, long b
 }
 
 /* `model` trained 3 + 3 steps on a batch of 8 by one process and by np
- * ranks: same steps, same weights within tol, ranks bit for bit alike. */
-static void check_matches_one_process(const char *model, const char *opts, int np, double tol) {
+ * ranks (built with dist_opts too): same steps, same weights within tol,
+ * ranks bit for bit alike. */
+static void check_matches_one_process(const char *model, const char *opts, const char *dist_opts,
+                                      int np, double tol) {
   require_mpi();
-  char dir[512];
+  char dir[512], both[256];
   scratch_dir(dir, sizeof dir, "mpi");
+  snprintf(both, sizeof both, "%s %s", opts, dist_opts);
   build(dir, "one", model, opts, false);
-  build(dir, "dist", model, opts, true);
+  build(dir, "dist", model, both, true);
   char log[16384];
   int classes = strstr(model, "class[10]") ? 10 : 4;
   cr_assert_eq(run_capture(log, sizeof log, "cd %s && one/driver 3 8 %d one", dir, classes), 0, "%s", log);
@@ -188,15 +191,27 @@ static void check_matches_one_process(const char *model, const char *opts, int n
 }
 
 Test(mpi, mlp_f64_two_ranks_match_one_process, .timeout = 120) {
-  check_matches_one_process(mlp, "--dtype f64", 2, 1e-9);
+  check_matches_one_process(mlp, "--dtype f64", "", 2, 1e-9);
 }
 
 Test(mpi, mlp_f64_three_ranks_uneven_match_one_process, .timeout = 120) {
-  check_matches_one_process(mlp, "--dtype f64", 3, 1e-9);
+  check_matches_one_process(mlp, "--dtype f64", "", 3, 1e-9);
 }
 
 Test(mpi, conv_f32_three_ranks_match_one_process, .timeout = 120) {
-  check_matches_one_process(conv, "", 3, 1e-4);
+  check_matches_one_process(conv, "", "", 3, 1e-4);
+}
+
+/* --sync-batchnorm: statistics over all ranks' samples, so batchnorm models
+ * match one process too (the prologue fusion puts relu's mask into the
+ * backward kernel's sums: both paths). */
+Test(mpi, sync_batchnorm_three_ranks_match_one_process, .timeout = 120) {
+  check_matches_one_process(conv_bn, "--dtype f64", "--sync-batchnorm", 3, 1e-9);
+}
+
+Test(mpi, sync_batchnorm_prologue_f32_two_ranks_match_one_process, .timeout = 120) {
+  check_matches_one_process(conv_bn, "--fuse=bn_fold,epilogue,elementwise,prologue", "--sync-batchnorm", 2,
+                            1e-4);
 }
 
 /* conv_bn on 3 ranks, with one rank's bad data at step 1 when fault is not

@@ -136,22 +136,10 @@ static bool bn_build(Graph *g, Node *node) {
   return true;
 }
 
-/* Training forward: per channel (one thread each) mean, variance (two
- * passes, for accuracy), output, running statistics. */
-static void bn_emit(Emit *e, const Graph *g, const Node *node) {
-  int c;
-  long s;
-  bn_dims(val(g, node->in[0]), &c, &s);
+/* The forward's statements after mean and variance: y, the saved mean and
+ * invstd, the running statistics (count: the samples' positions). */
+static void bn_emit_output(Emit *e, const Node *node, int c, long s) {
   double momentum = attr_num(node, A_MOMENTUM);
-  emit_omp_for(e, "");
-  emitln(e, "for (int c = 0; c < %d; c++) {", c);
-  emitln(e, "const double count = (double)n * %ld;", s);
-  const char *sum = "sum", *sq = "sq";
-  const char *x = "x[k]", *dev = "(x[k] - mu) * (x[k] - mu)";
-  emit_channel_sums(e, c, s, 1, &sum, &x, NULL);
-  emitln(e, "const double mu = sum / count;");
-  emit_channel_sums(e, c, s, 1, &sq, &dev, NULL);
-  emitln(e, "const double var = sq / count;");
   emitln(e, "const real is = (real)(1.0 / sqrt(var + %.17g));", attr_num(node, A_EPS));
   emitln(e, "mean[c] = (real)mu;");
   emitln(e, "invstd[c] = is;");
@@ -166,6 +154,63 @@ static void bn_emit(Emit *e, const Graph *g, const Node *node) {
          momentum);
   emitln(e, "running_var[c] = (real)((1 - %.17g) * running_var[c] + %.17g * unbiased);", momentum,
          momentum);
+}
+
+/* --sync-batchnorm: the same two passes over the samples of every rank, as
+ * one process on the combined batch computes them: the channel sums (and
+ * the rank's positions) are summed over the ranks, then the squared
+ * deviations from that mean.  Two allreduces per layer. */
+static void bn_emit_sync(Emit *e, const Graph *g, const Node *node) {
+  int c;
+  long s;
+  bn_dims(val(g, node->in[0]), &c, &s);
+  const char *sum = "sum", *sq = "sq";
+  const char *x = "x[k]", *dev = "(x[k] - mu) * (x[k] - mu)";
+  emitln(e, "(void)share;");
+  emitln(e, "double sums[%d], sqs[%d];   /* per channel; sums[%d]: positions */", c + 1, c, c);
+  emit_omp_for(e, "");
+  emitln(e, "for (int c = 0; c < %d; c++) {", c);
+  emit_channel_sums(e, c, s, 1, &sum, &x, NULL);
+  emitln(e, "sums[c] = sum;");
+  emitln(e, "}");
+  emitln(e, "sums[%d] = (double)n * %ld;", c, s);
+  emitln(e, "MPI_Allreduce(MPI_IN_PLACE, sums, %d, MPI_DOUBLE, MPI_SUM, comm);", c + 1);
+  emitln(e, "const double count = sums[%d];", c);
+  emit_omp_for(e, "");
+  emitln(e, "for (int c = 0; c < %d; c++) {", c);
+  emitln(e, "const double mu = sums[c] / count;");
+  emit_channel_sums(e, c, s, 1, &sq, &dev, NULL);
+  emitln(e, "sqs[c] = sq;");
+  emitln(e, "}");
+  emitln(e, "MPI_Allreduce(MPI_IN_PLACE, sqs, %d, MPI_DOUBLE, MPI_SUM, comm);", c);
+  emit_omp_for(e, "");
+  emitln(e, "for (int c = 0; c < %d; c++) {", c);
+  emitln(e, "const double mu = sums[c] / count, sq = sqs[c];");
+  emitln(e, "const double var = sq / count;");
+  bn_emit_output(e, node, c, s);
+  emitln(e, "}");
+}
+
+/* Training forward: per channel (one thread each) mean, variance (two
+ * passes, for accuracy), output, running statistics. */
+static void bn_emit(Emit *e, const Graph *g, const Node *node) {
+  if (g->sync_bn) {
+    bn_emit_sync(e, g, node);
+    return;
+  }
+  int c;
+  long s;
+  bn_dims(val(g, node->in[0]), &c, &s);
+  emit_omp_for(e, "");
+  emitln(e, "for (int c = 0; c < %d; c++) {", c);
+  emitln(e, "const double count = (double)n * %ld;", s);
+  const char *sum = "sum", *sq = "sq";
+  const char *x = "x[k]", *dev = "(x[k] - mu) * (x[k] - mu)";
+  emit_channel_sums(e, c, s, 1, &sum, &x, NULL);
+  emitln(e, "const double mu = sum / count;");
+  emit_channel_sums(e, c, s, 1, &sq, &dev, NULL);
+  emitln(e, "const double var = sq / count;");
+  bn_emit_output(e, node, c, s);
   emitln(e, "}");
 }
 
@@ -183,6 +228,18 @@ static void bn_infer_scalar(Buf *b, const Graph *g, const Node *node, const char
  * followed by a float-to-double conversion that gcc will not speculate
  * (-ftrapping-math), so the loops would neither vectorize nor lose their
  * branches, mispredicted on every other element of a ReLU mask. */
+/* dx from the channel's means mdy and mdyx, into the sample blocks. */
+static void bn_emit_dx(Emit *e, int c, long s, const char *grad) {
+  emitln(e, "const real gs = gamma[c] * is;");
+  emitln(e, "for (int b = 0; b < n; b++) {");
+  emitln(e, "for (long i = 0; i < %ld; i++) {", s);
+  emitln(e, "const long k = ((long)b * %d + c) * %ld + i;", c, s);
+  emitln(e, "const double xhat = (x[k] - mc) * is;");
+  emitln(e, "dx[k] = (real)(gs * (%s[k] - mdy - xhat * mdyx));", grad);
+  emitln(e, "}");
+  emitln(e, "}");
+}
+
 static void bn_dx_emit(Emit *e, const Graph *g, const Node *node) {
   int c;
   long s;
@@ -191,6 +248,13 @@ static void bn_dx_emit(Emit *e, const Graph *g, const Node *node) {
   const char *fill = NULL;
   if (node->prologue >= 0)
     fill = arena_printf(e->ctx->arena, "dx[k] = %s;", input_expr(e, node, 0, "k", "c"));
+  /* --sync-batchnorm: the means over all ranks' samples of the gradient
+   * with respect to the global loss, which is this rank's times its share;
+   * dx stays in this rank's scale (the buckets weight it), so the sums,
+   * weighted by share and summed over the ranks, are divided by this rank's
+   * positions.  dgamma and dbeta stay this rank's sums, like any gradient. */
+  if (g->sync_bn)
+    emitln(e, "double sums[%d];   /* per channel: sum dy, sum dy * xhat, times share */", 2 * c);
   emit_omp_for(e, "");
   emitln(e, "for (int c = 0; c < %d; c++) {", c);
   emitln(e, "const real mc = mean[c], is = invstd[c];");
@@ -202,16 +266,23 @@ static void bn_dx_emit(Emit *e, const Graph *g, const Node *node) {
     emitln(e, "dgamma[c] = (real)sum_dy_xhat;");
     emitln(e, "dbeta[c] = (real)sum_dy;");
   }
+  if (g->sync_bn) {
+    emitln(e, "sums[2 * c] = sum_dy * share;");
+    emitln(e, "sums[2 * c + 1] = sum_dy_xhat * share;");
+    emitln(e, "}");
+    emitln(e, "MPI_Allreduce(MPI_IN_PLACE, sums, %d, MPI_DOUBLE, MPI_SUM, comm);", 2 * c);
+    emit_omp_for(e, "");
+    emitln(e, "for (int c = 0; c < %d; c++) {", c);
+    emitln(e, "const real mc = mean[c], is = invstd[c];");
+    emitln(e, "const double count = (double)n * %ld;", s);
+    emitln(e, "const double mdy = sums[2 * c] / count, mdyx = sums[2 * c + 1] / count;");
+    bn_emit_dx(e, c, s, grad);
+    emitln(e, "}");
+    return;
+  }
   emitln(e, "const double count = (double)n * %ld;", s);
   emitln(e, "const double mdy = sum_dy / count, mdyx = sum_dy_xhat / count;");
-  emitln(e, "const real gs = gamma[c] * is;");
-  emitln(e, "for (int b = 0; b < n; b++) {");
-  emitln(e, "for (long i = 0; i < %ld; i++) {", s);
-  emitln(e, "const long k = ((long)b * %d + c) * %ld + i;", c, s);
-  emitln(e, "const double xhat = (x[k] - mc) * is;");
-  emitln(e, "dx[k] = (real)(gs * (%s[k] - mdy - xhat * mdyx));", grad);
-  emitln(e, "}");
-  emitln(e, "}");
+  bn_emit_dx(e, c, s, grad);
   emitln(e, "}");
 }
 
@@ -281,7 +352,7 @@ static void bn_fold_emit(Emit *e, const Graph *g, const Node *node) {
 const OpDef op_batchnorm = {
     .name = "batchnorm", .prefix = "bn", .min_in = 1, .max_in = 1,
     .attrs = bn_attrs, .nattr = 2, .in_names = fwd_in, .out_names = train_out,
-    .roles = ROLE_ANCHOR | ROLE_WRITES_BUFFERS | ROLE_INIT_THROUGH,
+    .roles = ROLE_ANCHOR | ROLE_WRITES_BUFFERS | ROLE_INIT_THROUGH | ROLE_SYNC,
     .build = bn_build, .emit = bn_emit, .backward = bn_backward, .flops = bn_flops,
 };
 
@@ -300,7 +371,7 @@ static const char *const dp_out[] = {"dgamma", "dbeta", NULL};
 
 const OpDef op_batchnorm_dx = {
     .name = "batchnorm_dx", .attrs = bn_attrs, .nattr = 2, .in_names = dx_in,
-    .out_names = dx_out, .roles = ROLE_INTERNAL | ROLE_PROLOGUE, .emit = bn_dx_emit,
+    .out_names = dx_out, .roles = ROLE_INTERNAL | ROLE_PROLOGUE | ROLE_SYNC, .emit = bn_dx_emit,
 };
 
 const OpDef op_batchnorm_dparams = {
