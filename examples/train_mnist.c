@@ -28,6 +28,17 @@
  * The learning-rate schedule of the model file (cosine) is stretched over
  * exactly --epochs epochs by setting sched_steps; --resume FILE continues
  * from a checkpoint (weights, optimizer state and step count).
+ *
+ * --mpi: data-parallel over MPI ranks (docs/distributed.md), with a model
+ * from nncc --distributed=mpi, built with mpicc:
+ *   nncc examples/lenet5.nn -o lenet5.c --distributed=mpi --sync-batchnorm
+ *   mpicc -O3 -fopenmp -std=c11 -I. examples/train_mnist.c lenet5.c -o train_mnist -lm
+ *   mpirun -np 2 ./train_mnist --mpi --epochs 30 --shift 2
+ * Every rank draws the same order and shifts; of each minibatch of --batch
+ * digits, rank r of p trains on its shard, digits [k r / p, k (r + 1) / p),
+ * and the step averages the gradients, so the ranks together take one
+ * process's steps (exactly, up to rounding, with --sync-batchnorm).  Rank 0
+ * prints and writes the files; save and load are collective.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -55,6 +66,12 @@
 #define API(fn) CAT(MODEL, fn)          /* API(forward): lenet5_forward */
 #define MACRO(name) CAT(MODEL_UC, name) /* MACRO(MAX_BATCH): MACRO(MAX_BATCH) */
 #include STR(MODEL.h)
+#ifdef MPI_VERSION /* the model's header includes mpi.h: nncc --distributed=mpi */
+#define HAVE_MPI 1
+#else
+#define HAVE_MPI 0
+#endif
+static int rank = 0, ranks = 1; /* this process among the --mpi ranks */
 
 #define SIDE 28
 #define PIXELS (SIDE * SIDE)
@@ -241,15 +258,20 @@ static double train_epoch(MODEL *m, const Set *s, int n_train, const Options *o,
   int done = 0;
   for (int b = 0; b < n_train; b += o->batch) {
     int k = n_train - b < o->batch ? n_train - b : o->batch;
-    for (int i = 0; i < k; i++) {
+    if (k < ranks) /* a last minibatch too small to share: every rank skips it */
+      break;
+    int lo = (int)((long)k * rank / ranks), hi = (int)((long)k * (rank + 1) / ranks);
+    for (int i = 0; i < k; i++) { /* every rank draws every shift: the same stream */
       const float *src = s->x + (size_t)idx[b + i] * PIXELS;
       int dx = o->shift ? below(&rng, 2 * o->shift + 1) - o->shift : 0;
       int dy = o->shift ? below(&rng, 2 * o->shift + 1) - o->shift : 0;
-      shifted(xb + (size_t)i * PIXELS, src, dx, dy);
-      yb[i] = s->y[idx[b + i]];
+      if (i < lo || i >= hi)
+        continue;
+      shifted(xb + (size_t)(i - lo) * PIXELS, src, dx, dy);
+      yb[i - lo] = s->y[idx[b + i]];
     }
-    float loss;
-    int st = API(train_step)(m, k, xb, yb, &loss);
+    float loss; /* the mean over the whole minibatch, all ranks' shards */
+    int st = API(train_step)(m, hi - lo, xb, yb, &loss);
     if (st != 0) {
       fprintf(stderr, "\ntrain_mnist: train_step: %s (%s)\n", API(strerror)(st),
               API(last_error)(m));
@@ -264,7 +286,7 @@ static double train_epoch(MODEL *m, const Set *s, int n_train, const Options *o,
   if (tty)
     fprintf(stderr, "\r%*s\r", 80, "");
   free(idx);
-  return sum / n_train;
+  return sum / done;
 }
 
 /* ---- files written whole or not at all ------------------------------------
@@ -414,7 +436,8 @@ static const char usage[] =
     "  --out FILE      best checkpoint (default " STR(MODEL.safetensors) ")\n"
     "  --resume FILE   continue from a checkpoint\n"
     "  --csv FILE      learning curves (default curves.csv)\n"
-    "  --svg FILE      plot of the learning curves (default curves.svg)\n";
+    "  --svg FILE      plot of the learning curves (default curves.svg)\n"
+    "  --mpi           data-parallel under mpirun (a model from nncc --distributed=mpi)\n";
 
 /* A whole number lo..hi into *out; 0 if v is not one. */
 static int int_arg(const char *v, long lo, long hi, int *out) {
@@ -472,7 +495,7 @@ static int run(const Options *o, const Set *train, const Set *test, MODEL *m, Ro
     return fail_model(m, st, "--lr");
   API(set)(m, "sched_steps", (double)o->epochs * steps_per_epoch); /* no schedule: ignored */
 
-  int first = (int)(API(step)(m) / steps_per_epoch) + 1, tty = isatty(fileno(stderr));
+  int first = (int)(API(step)(m) / steps_per_epoch) + 1, tty = rank == 0 && isatty(fileno(stderr));
   double best = o->resume ? accuracy(m, train, n_train, N_VALID) : -1;
   int best_epoch = first - 1, saved = 0, nrows = 0;
   printf("training on %d digits, validating on %d, testing on %d; batch %d, shift %d, "
@@ -498,7 +521,7 @@ static int run(const Options *o, const Set *train, const Set *test, MODEL *m, Ro
       saved = 1;
     }
   }
-  if (nrows && !(write_csv(o->csv, rows, nrows) && write_svg(o->svg, rows, nrows)))
+  if (nrows && rank == 0 && !(write_csv(o->csv, rows, nrows) && write_svg(o->svg, rows, nrows)))
     fprintf(stderr, "train_mnist: cannot write %s or %s\n", o->csv, o->svg);
   if ((saved || o->resume) && (st = API(load)(m, saved ? o->out : o->resume)) != 0)
     return fail_model(m, st, o->out);
@@ -517,6 +540,26 @@ int main(int argc, char **argv) {
     printf(usage, BATCH_MAX);
     return 0;
   }
+  int mpi = 0; /* --mpi, taken out of argv */
+  for (int i = 1; i < argc; i++)
+    if (!strcmp(argv[i], "--mpi")) {
+      mpi = 1;
+      memmove(argv + i, argv + i + 1, sizeof *argv * (size_t)(argc - i));
+      argc--;
+      break;
+    }
+  if (mpi != HAVE_MPI) {
+    fprintf(stderr, mpi ? "train_mnist: --mpi needs a model from nncc --distributed=mpi, built with mpicc\n"
+                        : "train_mnist: the model is from nncc --distributed=mpi: run with --mpi (under mpirun)\n");
+    return 2;
+  }
+#if HAVE_MPI
+  MPI_Init(&argc, &argv);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+  if (rank != 0 && !freopen("/dev/null", "w", stdout)) /* rank 0 prints */
+    return 1;
+#endif
   if (!parse_args(argc, argv, &o)) {
     fprintf(stderr, usage, BATCH_MAX);
     return 2;
@@ -544,5 +587,8 @@ done: /* every path frees everything: clean under LeakSanitizer */
   free(rows);
   free_set(&train);
   free_set(&test);
+#if HAVE_MPI
+  MPI_Finalize();
+#endif
   return status;
 }

@@ -19,27 +19,8 @@
 
 static char dir[512];
 
-/* dir/<set>-images-idx3-ubyte and -labels-idx1-ubyte: count digits, a bar
- * in row 4 + 2*label; labels[i % 10] as the label of digit i. */
 static void write_digits(const char *set, int count, const unsigned char labels[10]) {
-  char path[700];
-  snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte", dir, set);
-  FILE *f = fopen(path, "wb");
-  cr_assert(f);
-  unsigned char hdr[16] = {0, 0, 8, 3, 0, 0, (unsigned char)(count >> 8), (unsigned char)count,
-                           0, 0, 0, 28, 0, 0, 0, 28};
-  fwrite(hdr, 1, 16, f);
-  for (int i = 0; i < count; i++)
-    for (int p = 0; p < 784; p++)
-      fputc(p / 28 == 4 + 2 * (i % 10) && p % 28 > 3 && p % 28 < 24 ? 255 : 0, f);
-  cr_assert_eq(fclose(f), 0);
-  snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", dir, set);
-  f = fopen(path, "wb");
-  hdr[3] = 1;
-  fwrite(hdr, 1, 8, f);
-  for (int i = 0; i < count; i++)
-    fputc(labels[i % 10], f);
-  cr_assert_eq(fclose(f), 0);
+  write_idx_digits(dir, set, count, labels);
 }
 
 static const unsigned char good[10] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};

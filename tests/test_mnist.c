@@ -234,25 +234,8 @@ Test(mnist, data_files_are_well_formed) {
 /* dir/<set>-images-idx3-ubyte and -labels-idx1-ubyte: count 28x28 digits,
  * a bright bar in row 4 + 2*label, so the classes are easy to tell apart. */
 static void write_digits(const char *dir, const char *set, int count) {
-  char path[700];
-  snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte", dir, set);
-  FILE *f = fopen(path, "wb");
-  cr_assert(f);
-  fwrite("\0\0\x08\x03", 1, 4, f);
-  unsigned char hdr[12] = {0, 0, (unsigned char)(count >> 8), (unsigned char)count, 0, 0, 0, 28,
-                           0, 0, 0, 28};
-  fwrite(hdr, 1, 12, f);
-  for (int i = 0; i < count; i++)
-    for (int p = 0; p < 784; p++)
-      fputc(p / 28 == 4 + 2 * (i % 10) && p % 28 > 3 && p % 28 < 24 ? 255 : 0, f);
-  cr_assert_eq(fclose(f), 0);
-  snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", dir, set);
-  f = fopen(path, "wb");
-  fwrite("\0\0\x08\x01", 1, 4, f);
-  fwrite(hdr, 1, 4, f);
-  for (int i = 0; i < count; i++)
-    fputc(i % 10, f);
-  cr_assert_eq(fclose(f), 0);
+  static const unsigned char labels[10] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+  write_idx_digits(dir, set, count, labels);
 }
 
 /* The example builds with the generated lenet5 under -Werror, trains,

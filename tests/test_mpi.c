@@ -306,3 +306,63 @@ Test(mpi, mpi_only_when_asked) {
     free(h);
   }
 }
+
+/* The epoch rows of train_mnist's CSV: loss, train and validation accuracy. */
+static int read_curves(const char *path, double rows[][3], int max) {
+  FILE *f = fopen(path, "r");
+  cr_assert(f, "no %s", path);
+  char line[256];
+  int count = 0, epoch;
+  while (fgets(line, sizeof line, f) && count < max)
+    if (sscanf(line, "%d,%lf,%lf,%lf", &epoch, &rows[count][0], &rows[count][1],
+               &rows[count][2]) == 4)
+      count++;
+  fclose(f);
+  return count;
+}
+
+/* examples/train_mnist.c --mpi on 2 ranks (lenet5, --sync-batchnorm) takes
+ * one process's steps: the same curves, on synthetic digits. */
+Test(mpi, train_mnist_two_ranks_match_one_process, .timeout = 180) {
+  require_mpi();
+  static const unsigned char labels[10] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+  char dir[512], log[16384];
+  scratch_dir(dir, sizeof dir, "mpi");
+  write_idx_digits(dir, "train", 1300, labels);
+  write_idx_digits(dir, "test", 200, labels);
+  int st = run_capture(
+      log, sizeof log,
+      "cd %s && mkdir one dist && %s %s/examples/lenet5.nn -o one/lenet5.c && "
+      "%s %s/examples/lenet5.nn -o dist/lenet5.c --distributed=mpi --sync-batchnorm && "
+      "%s -std=c11 -O2 -Wall -Wextra -Werror -Ione %s/examples/train_mnist.c one/lenet5.c "
+      "-o one/train_mnist -lm && mpicc -std=c11 -O2 -Wall -Wextra -Werror -Idist "
+      "%s/examples/train_mnist.c dist/lenet5.c -o dist/train_mnist -lm",
+      dir, NNCC_BIN, NNCC_SOURCE_DIR, NNCC_BIN, NNCC_SOURCE_DIR, NNCC_CC, NNCC_SOURCE_DIR,
+      NNCC_SOURCE_DIR);
+  cr_assert_eq(st, 0, "%s", log);
+  const char *args = "--data . --epochs 2 --batch 32 --shift 1";
+  st = run_capture(log, sizeof log, "cd %s && one/train_mnist %s --csv one.csv --svg one.svg "
+                   "--out one.safetensors", dir, args);
+  cr_assert_eq(st, 0, "%s", log);
+  st = run_capture(log, sizeof log, "cd %s && " MPIRUN " -np 2 dist/train_mnist --mpi %s --csv "
+                   "two.csv --svg two.svg --out two.safetensors", dir, args);
+  cr_assert_eq(st, 0, "%s", log);
+  cr_expect(strstr(log, "test accuracy"), "%s", log);
+  double one[4][3], two[4][3];
+  char path[700];
+  snprintf(path, sizeof path, "%s/one.csv", dir);
+  cr_assert_eq(read_curves(path, one, 4), 2);
+  snprintf(path, sizeof path, "%s/two.csv", dir);
+  cr_assert_eq(read_curves(path, two, 4), 2);
+  for (int e = 0; e < 2; e++) {
+    cr_expect_leq(fabs(one[e][0] - two[e][0]), 1e-4 * (1 + one[e][0]), "epoch %d loss: %g vs %g",
+                  e + 1, one[e][0], two[e][0]);
+    for (int k = 1; k < 3; k++)
+      cr_expect_leq(fabs(one[e][k] - two[e][k]), 0.011, "epoch %d accuracy: %g vs %g", e + 1,
+                    one[e][k], two[e][k]);
+  }
+  /* a build on the MPI model needs --mpi, and the other way round */
+  st = run_capture(log, sizeof log, "cd %s && one/train_mnist --mpi %s", dir, args);
+  cr_expect_eq(st, 2, "%s", log);
+  cr_expect(strstr(log, "--mpi needs a model from nncc --distributed=mpi"), "%s", log);
+}

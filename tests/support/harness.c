@@ -254,3 +254,24 @@ void st_write_i64(const char *path, const char *name, int64_t value) {
   cr_assert(f && fseek(f, off, SEEK_SET) == 0 && fwrite(b, 1, 8, f) == 8);
   fclose(f);
 }
+
+void write_idx_digits(const char *dir, const char *set, int count, const unsigned char labels[10]) {
+  char path[700];
+  snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte", dir, set);
+  FILE *f = fopen(path, "wb");
+  cr_assert(f);
+  unsigned char hdr[16] = {0, 0, 8, 3, 0, 0, (unsigned char)(count >> 8), (unsigned char)count,
+                           0, 0, 0, 28, 0, 0, 0, 28};
+  fwrite(hdr, 1, 16, f);
+  for (int i = 0; i < count; i++)
+    for (int p = 0; p < 784; p++)
+      fputc(p / 28 == 4 + 2 * (i % 10) && p % 28 > 3 && p % 28 < 24 ? 255 : 0, f);
+  cr_assert_eq(fclose(f), 0);
+  snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", dir, set);
+  f = fopen(path, "wb");
+  hdr[3] = 1;
+  fwrite(hdr, 1, 8, f);
+  for (int i = 0; i < count; i++)
+    fputc(labels[i % 10], f);
+  cr_assert_eq(fclose(f), 0);
+}

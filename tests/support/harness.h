@@ -52,6 +52,11 @@ void *tensor_by_name(const Compiled *cm, void *m, const char *fn, const char *na
                      size_t *numel);
 void close_model(Compiled *cm);
 
+/* dir/<set>-images-idx3-ubyte and -labels-idx1-ubyte (MNIST's IDX files):
+ * count 28x28 digits, a bar in row 4 + 2*(i % 10) for digit i, labelled
+ * labels[i % 10]. */
+void write_idx_digits(const char *dir, const char *set, int count, const unsigned char labels[10]);
+
 /* Deterministic test data. */
 void fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi);
 void fill_uniform_d(double *x, size_t n, uint64_t seed, double lo, double hi);
