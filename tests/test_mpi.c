@@ -305,6 +305,14 @@ Test(mpi, mpi_only_when_asked) {
     free(c);
     free(h);
   }
+  /* the distributed file (sync-batchnorm kernels too) is warning-free under gcc and clang */
+  require_mpi();
+  cr_assert_eq(run_capture(log, sizeof log, "%s %s --distributed=mpi --sync-batchnorm -o %s/net2.c",
+                           NNCC_BIN, nn, dir), 0, "%s", log);
+  for (int k = 0; k < 2; k++)
+    cr_expect_eq(run_capture(log, sizeof log, "OMPI_CC=%s mpicc -std=c11 -O1 -Wall -Wextra -Werror "
+                             "-pedantic -c %s/net2.c -o %s/net2.o", k ? "clang" : "gcc", dir, dir),
+                 0, "%s:\n%s", k ? "clang" : "gcc", log);
 }
 
 /* The epoch rows of train_mnist's CSV: loss, train and validation accuracy. */
