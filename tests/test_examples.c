@@ -291,6 +291,80 @@ Test(examples, imagenet_build, .timeout = 600) {
   cr_expect(count >= 1, "no model in examples/imagenet/");
 }
 
+/* The MLPerf Tiny models of examples/tiny/ against the parameter counts of
+ * their Keras definitions (mlcommons/tiny, benchmark/training/), counted
+ * here with Keras's rules: Dense in*out + out, Conv2D kh*kw*cin*cout + cout,
+ * DepthwiseConv2D kh*kw*c + c (every layer with its bias), BatchNormalization
+ * 4c of which 2c (moving mean and variance) are not trainable.  nncc's
+ * params block holds Keras's trainable weights, its buffers block the
+ * moving statistics (f32 each).  Each model also builds (--verify, gcc and
+ * clang -Werror) for training and for batch-1 inference; scripts/mcu-check
+ * runs them. */
+#define K_DENSE(i, o) ((i) * (o) + (o))
+#define K_CONV(k, ci, co) ((k) * (ci) * (co) + (co))
+#define K_DW(c) (9 * (c) + (c))
+#define K_BN(c) (4 * (c))
+#define K_SEP(ci, co) (K_DW(ci) + K_BN(ci) + K_CONV(1, ci, co) + K_BN(co))
+
+static const struct {
+  const char *file;
+  long keras_params, keras_non_trainable;
+} tiny_models[] = {
+    {"anomaly_ae.nn",
+     K_DENSE(640, 128) + K_BN(128) + 3 * (K_DENSE(128, 128) + K_BN(128)) + K_DENSE(128, 8) +
+         K_BN(8) + K_DENSE(8, 128) + K_BN(128) + 3 * (K_DENSE(128, 128) + K_BN(128)) +
+         K_DENSE(128, 640),
+     2 * (8 * 128 + 8)},
+    {"ds_cnn.nn", K_CONV(10 * 4, 1, 64) + K_BN(64) + 4 * K_SEP(64, 64) + K_DENSE(64, 12),
+     2 * 9 * 64},
+    {"mobilenet_v1.nn",
+     K_CONV(9, 3, 8) + K_BN(8) + K_SEP(8, 16) + K_SEP(16, 32) + K_SEP(32, 32) + K_SEP(32, 64) +
+         K_SEP(64, 64) + K_SEP(64, 128) + 5 * K_SEP(128, 128) + K_SEP(128, 256) +
+         K_SEP(256, 256) + K_DENSE(256, 2),
+     2 * (8 + 8 + 16 + 16 + 32 + 32 + 32 + 32 + 64 + 64 + 64 + 64 + 128 + 5 * 256 + 128 + 256 +
+          256 + 256)},
+    {"resnet8.nn",
+     K_CONV(9, 3, 16) + K_BN(16) + 2 * (K_CONV(9, 16, 16) + K_BN(16)) + K_CONV(9, 16, 32) +
+         K_CONV(9, 32, 32) + 2 * K_BN(32) + K_CONV(1, 16, 32) + K_CONV(9, 32, 64) +
+         K_CONV(9, 64, 64) + 2 * K_BN(64) + K_CONV(1, 32, 64) + K_DENSE(64, 10),
+     2 * (16 * 3 + 32 * 2 + 64 * 2)},
+};
+
+/* The byte count of `label` in the report's section starting at `from`. */
+static long report_bytes(const char *from, const char *label) {
+  const char *at = strstr(from, label);
+  cr_assert(at, "no '%s' in the report", label);
+  return strtol(at + strlen(label), NULL, 10);
+}
+
+Test(examples, tiny_keras_parameter_counts, .timeout = 300) {
+  char dir[512], log[1 << 15];
+  scratch_dir(dir, sizeof dir, "tiny");
+  for (size_t i = 0; i < sizeof tiny_models / sizeof tiny_models[0]; i++) {
+    const char *file = tiny_models[i].file;
+    long trainable = tiny_models[i].keras_params - tiny_models[i].keras_non_trainable;
+    const char *modes[] = {"--batch 1", "--infer --batch 1"};
+    for (int m = 0; m < 2; m++) {
+      int st = run_capture(log, sizeof log, "%s %s/tiny/%s -o %s/m%d.c --verify --report %s",
+                           NNCC_BIN, EXAMPLES, file, dir, m, modes[m]);
+      cr_assert(st == 0, "%s: nncc %s failed:\n%s", file, modes[m], log);
+      const char *inference = strstr(log, "inference graph:");
+      cr_assert(inference, "%s: no inference section in the report:\n%s", file, log);
+      cr_expect_eq(report_bytes(inference, "params"), 4 * trainable,
+                   "%s: params %ld bytes, Keras has %ld trainable parameters", file,
+                   report_bytes(inference, "params"), trainable);
+      cr_expect_eq(report_bytes(inference, "buffers"), 4 * tiny_models[i].keras_non_trainable,
+                   "%s: buffers %ld bytes, Keras has %ld non-trainable parameters", file,
+                   report_bytes(inference, "buffers"), tiny_models[i].keras_non_trainable);
+      const char *ccs[] = {"gcc", "clang"};
+      for (int c = 0; c < 2; c++) {
+        st = run_capture(log, sizeof log, "%s " STRICT " -fsyntax-only %s/m%d.c", ccs[c], dir, m);
+        cr_expect(st == 0, "%s %s: %s failed:\n%s", file, modes[m], ccs[c], log);
+      }
+    }
+  }
+}
+
 /* ---- gradient check ----------------------------------------------------- */
 
 /* The model's text, with a large input shrunk to (C, H/4, W/4) (and a target
