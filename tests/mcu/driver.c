@@ -8,7 +8,7 @@
  * (--weights) start every build from the same tensors.  Output, one value
  * per line, %.9e (enough digits to round-trip an f32):
  *   out I V          inference build: the outputs for a fixed input
- *   loss S V         training build: the loss of step S, ten steps at batch 1
+ *   loss S V         training build: the loss of step S, ten steps on one batch
  *   sum NAME S A G N training build: sum and sum of |.| of each tensor after
  *                    the ten steps, max |gradient| of the last step (-1 for
  *                    a buffer), element count
@@ -17,7 +17,8 @@
  *
  * Macros from the script: MODEL (the API prefix), MODEL_H ("ds_cnn.h"),
  * IN_SIZE, OUT_SIZE, MEM_SIZE; CLASSES (class target) or none (the target
- * is the input, as for the autoencoder); TRAIN for a training build;
+ * is the input, as for the autoencoder); TRAIN=B for a training build that
+ * trains on batches of B samples;
  * SAVE_INIT (x86, an unbaked training build) to write the initial weights
  * to argv[1] instead, with batchnorm statistics made non-trivial so that
  * folding them into the weights matters.
@@ -73,7 +74,11 @@ int main(int argc, char **argv) {
 }
 #else
 static _Alignas(64) unsigned char memory[MEM_SIZE];
-static float input[IN_SIZE], output[OUT_SIZE];
+#ifndef TRAIN
+#define TRAIN 1
+#define INFER_ONLY
+#endif
+static float input[TRAIN * IN_SIZE], output[OUT_SIZE];
 
 #ifdef __arm__
 /* Stack painting: fill the unused stack below main's frame with a pattern,
@@ -123,18 +128,20 @@ static unsigned long timer_ticks(void) {
 }
 #endif
 
-#ifdef TRAIN
-/* Ten steps on the one sample; then a sum and a sum of |.| of each tensor. */
+#ifndef INFER_ONLY
+/* Ten steps on the batch; then a sum and a sum of |.| of each tensor. */
 static int train(MODEL *m) {
 #ifdef CLASSES
-  int32_t target[1] = {CLASSES - 1};
+  int32_t target[TRAIN];
+  for (int i = 0; i < TRAIN; i++)
+    target[i] = (CLASSES - 1 + i) % CLASSES;
 #else
   const float *target = input;
 #endif
   for (int step = 0; step < 10; step++) {
     float loss;
     timer_start();
-    int st = API(_train_step)(m, 1, input, target, &loss);
+    int st = API(_train_step)(m, TRAIN, input, target, &loss);
     unsigned long ticks = timer_ticks();
     if (st)
       return fail("train_step", st);
@@ -163,7 +170,7 @@ static int train(MODEL *m) {
 
 int main(void) {
   paint_stack();
-  for (int i = 0; i < IN_SIZE; i++)
+  for (int i = 0; i < TRAIN * IN_SIZE; i++)
     input[i] = next_value();
   printf("memory_size %lu\n", (unsigned long)API(_memory_size)());
   if (API(_memory_size)() > sizeof memory) {
@@ -180,7 +187,7 @@ int main(void) {
   printf("ticks_forward %lu\n", ticks);
   for (int i = 0; i < OUT_SIZE; i++)
     printf("out %d %.9e\n", i, (double)output[i]);
-#ifdef TRAIN
+#ifndef INFER_ONLY
   if (train(m))
     return 1;
 #endif
