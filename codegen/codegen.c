@@ -81,6 +81,7 @@ static void emit_prelude(CG *cg) {
   buf_printf(c, "static NN_UNUSED inline real " #name "(real x) { return " #libm "%s(x); }\n", f);
   PRELUDE_MATH(MATH)
 #undef MATH
+  buf_printf(c, "static NN_UNUSED inline real rfma(real a, real b, real c) { return fma%s(a, b, c); }\n", f);
   buf_puts(c, "static NN_UNUSED inline real rmax(real a, real b) { return a > b ? a : b; }\n");
   buf_puts(c, "static NN_UNUSED inline real rmin(real a, real b) { return a < b ? a : b; }\n\n");
   buf_printf(c, "#define NN_MR %d\n#define NN_NR %d\n#define NN_DR %d\n#define NN_VL %d\n\n",
@@ -144,6 +145,8 @@ static void emit_struct(CG *cg) {
   buf_printf(c, "struct %s {\n", cg->m);
   buf_printf(c, "    %sreal *params;   /* trainable parameters, NN_PARAMS_SIZE */\n", ro);
   buf_printf(c, "    %sreal *buffers;  /* running statistics, NN_BUFFERS_SIZE */\n", ro);
+  if (cg->infer && cg->infer->consts_size)
+    buf_printf(c, "    const real *consts;   /* batchnorm-folded weights, baked by nncc */\n");
   buf_puts(c, "    real *grads;    /* d(loss)/d(params), same layout as params */\n");
   buf_puts(c, "    real *state;    /* optimizer moments, slots of NN_PARAMS_SIZE */\n");
   buf_puts(c, "    real *arena;    /* activations, offsets planned by nncc */\n");
@@ -521,6 +524,8 @@ const char *value_ptr(const CG *cg, const Graph *g, const Value *v) {
     return arena_printf(a, "m->params + %ld", v->offset);
   case V_BUFFER:
     return arena_printf(a, "m->buffers + %ld", v->offset);
+  case V_CONST:
+    return arena_printf(a, "m->consts + %ld", v->offset);
   case V_PGRAD:
     return arena_printf(a, "m->grads + %ld", v->offset);
   case V_ACT:
@@ -897,6 +902,8 @@ static void emit_lifecycle(CG *cg) {
                              {"state", "STATE"}, {"arena", "ARENA"}};
   if (ro)
     buf_printf(c, "    m->params = %s_baked_params.r;\n    m->buffers = %s_baked_buffers.r;\n", m, m);
+  if (cg->infer && cg->infer->consts_size)
+    buf_printf(c, "    m->consts = %s_baked_consts.r;\n", m);
   for (int i = ro ? 2 : 0; i < 5; i++)
     buf_printf(c, "    m->%s = (real *)p;\n    p += nn_block_bytes(NN_%s_SIZE);\n", blocks[i][0], blocks[i][1]);
   buf_puts(c, "    m->seed = seed;\n    nn_init_tensors(m, seed);\n");

@@ -64,7 +64,8 @@ static int state_slots(const char **names) {
 
 typedef struct Baked {
   unsigned char *params, *buffers;   /* little-endian bytes of the two blocks */
-  size_t params_bytes, buffers_bytes;
+  unsigned char *consts;             /* and of V_CONST values (passes/hoist_constants.c) */
+  size_t params_bytes, buffers_bytes, consts_bytes;
   size_t esize;                      /* bytes per real */
   int64_t *counters;                 /* g->counters of them (num_batches_tracked) */
 } Baked;
@@ -145,12 +146,39 @@ static bool read_weights(Ctx *ctx, const EmitConfig *cfg, const Graph *g, Baked 
     ok = false;
   }
   free(scratch);
-  /* the emitted bytes are little-endian whatever the host */
-  if (ok && !nn_st_host_is_le()) {
-    nn_st_swap(bk->params, bk->params_bytes, bk->esize);
-    nn_st_swap(bk->buffers, bk->buffers_bytes, bk->esize);
-  }
   return ok;
+}
+
+/* Where value v's elements are in bk (host order). */
+static void *baked_data(const Baked *bk, const Value *v) {
+  unsigned char *block = v->kind == V_PARAM    ? bk->params
+                         : v->kind == V_BUFFER ? bk->buffers
+                                               : bk->consts;
+  return block + (size_t)v->offset * bk->esize;
+}
+
+/* Computes the V_CONST values: the hoisted nodes, in order, on the baked
+ * weights.  Their sizes fit: plan_memory bounded the consts block. */
+static bool compute_consts(Ctx *ctx, const Graph *g, Baked *bk) {
+  bk->consts_bytes = (size_t)block_reals(g->consts_size) * bk->esize;
+  bk->consts = calloc(1, bk->consts_bytes);
+  if (!bk->consts) {
+    error_plain(ctx, "out of memory");
+    return false;
+  }
+  for (int i = 0; i < g->nodes.len; i++) {
+    const Node *node = &g->nodes.items[i];
+    if (!node->dead || val(g, node->out[0])->kind != V_CONST)
+      continue;
+    const void *in[MAX_IN];
+    void *out[MAX_OUT];
+    for (int j = 0; j < node->nin; j++)
+      in[j] = baked_data(bk, val(g, node->in[j]));
+    for (int k = 0; k < node->nout; k++)
+      out[k] = baked_data(bk, val(g, node->out[k]));
+    op_def(node->op)->eval(g, node, in, out);
+  }
+  return true;
 }
 
 /* Bytes as concatenated string literals of about 76 columns.  An octal
@@ -194,17 +222,27 @@ static void emit_block(const Graph *g, Buf *b, const char *block, const unsigned
   buf_puts(b, "};\n\n");
 }
 
-bool emit_weights(Ctx *ctx, const EmitConfig *cfg, const Graph *g, Buf *out) {
+bool emit_weights(Ctx *ctx, const EmitConfig *cfg, const Graph *g, const Graph *infer,
+                  Buf *out) {
   Baked bk = {0};
-  bool ok = read_weights(ctx, cfg, g, &bk);
+  bool ok = read_weights(ctx, cfg, g, &bk) && compute_consts(ctx, infer, &bk);
+  /* the emitted bytes are little-endian whatever the host */
+  if (ok && !nn_st_host_is_le()) {
+    nn_st_swap(bk.params, bk.params_bytes, bk.esize);
+    nn_st_swap(bk.buffers, bk.buffers_bytes, bk.esize);
+    nn_st_swap(bk.consts, bk.consts_bytes, bk.esize);
+  }
   if (ok) {
     const char *h = header_name(ctx, cfg->output, g->model);
     /* names are display text here: the -o path is the user's, not the model's */
     buf_printf(out, "/* %.*s_weights.c: trained parameters and buffers of model %s, baked in\n"
                     " * by nncc %s --weights; do not edit.  Link it with %.*s.c; %s declares\n"
-                    " * the two blocks below (%ld + %ld %ss). */\n",
+                    " * the blocks below (%ld + %ld %ss",
                (int)strlen(h) - 2, h, g->model, NNCC_VERSION, (int)strlen(h) - 2, h, h,
                g->params_size, g->buffers_size, real_name(g));
+    if (infer->consts_size)
+      buf_printf(out, ", and %ld computed from them:\n * the batchnorm-folded weights", infer->consts_size);
+    buf_puts(out, "). */\n");
     buf_printf(out, "#include %s\n\n", c_string(ctx->arena, h));
     buf_puts(out, "#if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) && "
                   "__BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__\n"
@@ -214,6 +252,8 @@ bool emit_weights(Ctx *ctx, const EmitConfig *cfg, const Graph *g, Buf *out) {
                   "#pragma GCC diagnostic ignored \"-Woverlength-strings\"\n#endif\n\n");
     emit_block(g, out, "params", bk.params, bk.params_bytes);
     emit_block(g, out, "buffers", bk.buffers, bk.buffers_bytes);
+    if (infer->consts_size)
+      emit_block(g, out, "consts", bk.consts, bk.consts_bytes);
     buf_printf(out, "const int64_t %s_baked_counters[%d] = {", g->model, g->counters + 1);
     for (int i = 0; i < g->counters; i++)
       buf_printf(out, "%s%lld", i == 0 ? "\n    " : i % 8 ? ", " : ",\n    ",
@@ -222,6 +262,7 @@ bool emit_weights(Ctx *ctx, const EmitConfig *cfg, const Graph *g, Buf *out) {
   }
   free(bk.params);
   free(bk.buffers);
+  free(bk.consts);
   free(bk.counters);
   return ok;
 }
@@ -260,6 +301,9 @@ void emit_baked_decls(CG *cg) {
              union_type(cg->a, g, "buffers", g->buffers_size), cg->m);
   buf_printf(cg->h, "extern const int64_t %s_baked_counters[%d];   /* num_batches_tracked */\n",
              cg->m, g->counters + 1);
+  if (cg->infer->consts_size)
+    buf_printf(cg->h, "extern const %s %s_baked_consts;   /* batchnorm-folded weights */\n",
+               union_type(cg->a, g, "consts", cg->infer->consts_size), cg->m);
 }
 
 /* The body of nn_init_tensors: a training build starts from a copy. */

@@ -4,14 +4,15 @@
  *
  *   read (a .nn file, or an ONNX file translated by frontend/onnx.c)
  *   (the initializers of an ONNX file or of a .nn file's imports are baked)
- *   parse -> lower (infer)            -> fuse -> eliminate_dead -> plan_memory
+ *   parse -> lower (infer) -> fuse [-> hoist_constants] -> eliminate_dead -> plan_memory
  *         -> lower (train) -> derive_backward -> fuse -> eliminate_dead -> plan_memory
  *   -> emit_weights (--weights) -> emit_c -> verify_c (--verify)
  *
  * The inference graph gives <model>_forward, the training graph (when the
  * model has a loss and --infer is not given) <model>_train_step.  After each
  * pass the graph checker runs (debug builds) and --emit-ir=after:PASS /
- * --emit-dot=after:PASS can print it.
+ * --emit-dot=after:PASS can print it.  hoist_constants runs when every
+ * weight is baked read-only (--infer --weights).
  */
 #include <string.h>
 
@@ -19,8 +20,8 @@
 #include "onnx.h"
 #include "print_nn.h"
 
-static const char *const pass_names[] = {"lower", "derive_backward", "fuse", "eliminate_dead",
-                                         "plan_memory", NULL};
+static const char *const pass_names[] = {"lower", "derive_backward", "fuse", "hoist_constants",
+                                         "eliminate_dead", "plan_memory", NULL};
 
 bool is_pass_name(const char *name) {
   for (int i = 0; pass_names[i]; i++)
@@ -43,7 +44,8 @@ static void after(const Options *o, const Graph *g, const char *pass, Result *ou
 #endif
 }
 
-static Graph *build(Ctx *ctx, const Options *o, const Program *prog, Mode mode, Result *out) {
+static Graph *build(Ctx *ctx, const Options *o, const Program *prog, Mode mode, bool hoist,
+                    Result *out) {
   Graph *g = lower_program(ctx, prog, mode, o->dtype, o->max_batch, o->max_threads,
                            o->no_winograd);
   if (!g)
@@ -57,6 +59,10 @@ static Graph *build(Ctx *ctx, const Options *o, const Program *prog, Mode mode, 
   }
   fuse(g, o->fuse, &out->report);
   after(o, g, "fuse", out);
+  if (hoist) {
+    hoist_constants(g);
+    after(o, g, "hoist_constants", out);
+  }
   eliminate_dead(g);
   after(o, g, "eliminate_dead", out);
   plan_memory(g, !o->no_plan);
@@ -91,12 +97,13 @@ bool nncc_compile(Ctx *ctx, const Options *o, Result *out) {
     buf_puts(&out->nn, src->text);
   else if (o->emit_nn)
     print_program(&out->nn, prog);
-  Graph *infer = out->infer = build(ctx, o, prog, MODE_INFER, out);
+  bool baked_readonly = o->infer_only && weights && !only;
+  Graph *infer = out->infer = build(ctx, o, prog, MODE_INFER, baked_readonly, out);
   if (!infer)
     return false;
   Graph *train = NULL;
   if (!o->infer_only && program_has_loss(prog)) {
-    train = out->train = build(ctx, o, prog, MODE_TRAIN, out);
+    train = out->train = build(ctx, o, prog, MODE_TRAIN, false, out);
     if (!train)
       return false;
   }
@@ -109,7 +116,7 @@ bool nncc_compile(Ctx *ctx, const Options *o, Result *out) {
   EmitConfig cfg = {.output = o->output, .main_kind = o->main_kind, .weights = weights,
                     .options = options_line(ctx->arena, o), .weights_only = only,
                     .nweights_only = only ? nimported : 0, .distributed = o->distributed};
-  if (weights && !emit_weights(ctx, &cfg, train ? train : infer, &out->weights))
+  if (weights && !emit_weights(ctx, &cfg, train ? train : infer, infer, &out->weights))
     return false;
   if (!emit_c(ctx, &cfg, infer, train, &out->c, &out->h))
     return false;

@@ -46,7 +46,7 @@ static const char *const c_reserved[] = {
     "bitand", "bitor", "and_eq", "or_eq", "xor_eq", "not_eq", "main", "errno", "assert",
     "real", "size_t", "int32_t", "uint64_t", "NULL", "stdin", "stdout",
     "stderr", "malloc", "calloc", "realloc", "free", "memcpy", "memset", "exp", "log",
-    "sqrt", "tanh", "fabs", "fmax", "fmin", "rmax", "rmin",
+    "sqrt", "tanh", "fabs", "fmax", "fmin", "fma", "rmax", "rmin", "rfma",
 #define MATH(name, libm) #name,
     PRELUDE_MATH(MATH)
 #undef MATH

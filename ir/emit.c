@@ -54,21 +54,31 @@ void emit_omp(Emit *e, const char *directive) {
   emitln(e, "#endif");
 }
 
-const char *lit(Emit *e, double v) {
-  Arena *a = e->ctx->arena;
-  if (isinf(v))
-    return v > 0 ? "(real)INFINITY" : "(real)-INFINITY";
-  char tmp[64];
-  snprintf(tmp, sizeof tmp, "%.17g", v);
-  /* Shortest form that reads back to the same double. */
+/* The shortest decimal that reads back to the same double. */
+static void shortest(char *tmp, size_t cap, double v) {
   for (int prec = 1; prec <= 17; prec++) {
-    snprintf(tmp, sizeof tmp, "%.*g", prec, v);
+    snprintf(tmp, cap, "%.*g", prec, v);
     if (strtod(tmp, NULL) == v)
       break;
   }
+}
+
+const char *lit(Emit *e, double v) {
+  if (isinf(v))
+    return v > 0 ? "(real)INFINITY" : "(real)-INFINITY";
+  char tmp[64];
+  shortest(tmp, sizeof tmp, v);
   bool has_point = strpbrk(tmp, ".en") != NULL;
   bool f32 = e->g->dtype == DT_F32;
-  return arena_printf(a, "%s%s%s", tmp, has_point ? "" : ".0", f32 ? "f" : "");
+  return arena_printf(e->ctx->arena, "%s%s%s", tmp, has_point ? "" : ".0", f32 ? "f" : "");
+}
+
+double lit_value(DType dtype, double v) {
+  if (dtype != DT_F32 || isinf(v))
+    return v;
+  char tmp[64];
+  shortest(tmp, sizeof tmp, v);
+  return strtof(tmp, NULL);   /* "1e-05f": the decimal rounded once, to float */
 }
 
 static int count_names(const char *const *names) {

@@ -75,6 +75,8 @@ void emit_omp(Emit *e, const char *directive);
 
 /* A real literal: "0.5f" in f32, "0.5" in f64 (arena string). */
 const char *lit(Emit *e, double v);
+/* The value lit()'s literal has in the generated code (for OpDef.eval). */
+double lit_value(DType dtype, double v);
 /* Applies the fused epilogue of `node` (elementwise nodes absorbed into it)
  * to the expression `acc` at channel index expression `c`, flat index `i`:
  * returns the final expression (arena string).  Without epilogue: acc.  For

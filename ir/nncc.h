@@ -121,6 +121,9 @@ typedef enum {
   V_COUNTER, /* persistent int64 scalar no kernel reads (batchnorm's num_batches_tracked):
               * counted up by each training forward, kept in checkpoints; offset = its
               * index among the counters */
+  V_CONST,   /* read-only, computed by nncc from baked params and buffers alone (a
+              * batchnorm-folded weight): the consts block of model_weights.c, never
+              * the arena (passes/hoist_constants.c) */
 } ValueKind;
 
 typedef enum {
@@ -247,7 +250,8 @@ typedef struct Node {
   int out[MAX_OUT], nout;
   AttrVal attr[MAX_ATTR];
   Loc loc;
-  bool dead;             /* removed by a pass; kept in the array for ids */
+  bool dead;             /* removed by a pass; kept in the array for ids.  A node
+                          * hoisted to compile time is dead with V_CONST outputs. */
   bool backward;         /* part of the backward graph */
   /* fusion: an elementwise chain or epilogue folded into this node */
   int epilogue[8], nepilogue;  /* node ids applied to the output, in order */
@@ -274,7 +278,7 @@ typedef struct Graph {
   int loss;              /* V_LOSS value or -1 */
   TrainConfig train_config;  /* MODE_TRAIN: the model's train section */
   /* memory plan results, in elements of the real type */
-  long arena_size, params_size, buffers_size;
+  long arena_size, params_size, buffers_size, consts_size;
   int counters;              /* V_COUNTER values */
   long naive_size, lower_bound;
 } Graph;
@@ -402,6 +406,11 @@ typedef struct OpDef {
    * outputs the folded weight and bias. */
   int fold_weight_in, fold_bias_in;
   OpKind fold_op;
+  /* Compile-time evaluation (passes/hoist_constants.c): the outputs from the
+   * inputs, arrays of the graph's real type in host memory, with exactly the
+   * arithmetic of the emitted kernel, so that baked values equal computed
+   * ones bit for bit.  NULL: never hoisted. */
+  void (*eval)(const Graph *g, const Node *node, const void *const *in, void *const *out);
   /* An internal form of a language op (batchnorm_infer): that op's name,
    * for messages the user reads; NULL: name. */
   const char *shown_as;
@@ -496,6 +505,9 @@ extern const char *const fusion_names[NUM_FUSIONS];
  * candidates are written to `log` for --report. */
 void fuse(Graph *g, unsigned which, Buf *log);
 void eliminate_dead(Graph *g);
+/* With every weight baked read-only: nodes of constants only are computed
+ * by nncc (V_CONST), not per call. */
+void hoist_constants(Graph *g);
 void plan_memory(Graph *g, bool plan);      /* plan=false: one buffer per tensor */
 bool validate_plan(const Graph *g, Buf *why);
 /* --report: sizes and fusion decisions of both graphs (train may be NULL). */
@@ -526,8 +538,9 @@ bool emit_c(Ctx *ctx, const EmitConfig *cfg, const Graph *infer, const Graph *tr
 
 /* weights.c: reads cfg->weights (strictly: every param and buffer of g, or
  * those of cfg->weights_only, its dtype and shape, nothing else) and writes
- * model_weights.c text. */
-bool emit_weights(Ctx *ctx, const EmitConfig *cfg, const Graph *g, Buf *out);
+ * model_weights.c text, with the V_CONST values of `infer` computed. */
+bool emit_weights(Ctx *ctx, const EmitConfig *cfg, const Graph *g, const Graph *infer,
+                  Buf *out);
 /* Whether the weights file holds v (a param or buffer). */
 bool is_baked_value(const EmitConfig *cfg, const Value *v);
 

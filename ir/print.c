@@ -11,7 +11,7 @@
 static const char *const kind_names[] = {
     [V_INPUT] = "input", [V_TARGET] = "target", [V_PARAM] = "param", [V_BUFFER] = "buffer",
     [V_ACT] = "act", [V_PGRAD] = "grad", [V_OUTPUT] = "output", [V_LOSS] = "loss",
-    [V_INGRAD] = "input_grad", [V_COUNTER] = "counter"};
+    [V_INGRAD] = "input_grad", [V_COUNTER] = "counter", [V_CONST] = "const"};
 
 static void print_type(Buf *b, const Graph *g, const Value *v) {
   buf_puts(b, v->kind == V_COUNTER    ? "i64["

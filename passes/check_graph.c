@@ -25,7 +25,8 @@ bool check_graph(const Graph *g) {
       if (p >= i)
         return fail(g, node, "input produced later: not topological");
       bool recomputed = j == 0 && node->prologue == p;
-      if (p >= 0 && g->nodes.items[p].dead && !recomputed)
+      bool hoisted = g->values.items[v].kind == V_CONST;
+      if (p >= 0 && g->nodes.items[p].dead && !recomputed && !hoisted)
         return fail(g, node, "input produced by a dead node");
     }
     for (int k = 0; k < node->nout; k++) {

@@ -69,7 +69,7 @@ static long aligned_size(const Graph *g, const Value *v) {
 static bool in_arena(const Value *v) { return v->kind == V_ACT || v->kind == V_LOSS; }
 
 static bool place_persistent(Graph *g) {
-  long params = 0, buffers = 0;
+  long params = 0, buffers = 0, consts = 0;
   g->counters = 0;
   for (int i = 0; i < g->values.len; i++) {
     Value *v = &g->values.items[i];
@@ -83,6 +83,10 @@ static bool place_persistent(Graph *g) {
       v->offset = buffers;
       if (!add_size(&buffers, shape_numel(&v->shape)))
         return too_big(g, v, "brings the buffers past");
+    } else if (v->kind == V_CONST) {
+      v->offset = consts;
+      if (!add_size(&consts, shape_numel(&v->shape)))
+        return too_big(g, v, "brings the baked constants past");
     }
   }
   for (int i = 0; i < g->values.len; i++) {
@@ -92,6 +96,7 @@ static bool place_persistent(Graph *g) {
   }
   g->params_size = params;
   g->buffers_size = buffers;
+  g->consts_size = consts;
   return true;
 }
 

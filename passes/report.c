@@ -33,6 +33,8 @@ static void graph_report(Buf *b, const Graph *g) {
   long esize = (long)real;
   put_bytes(b, "params", g->params_size, esize, "");
   put_bytes(b, "buffers", g->buffers_size, esize, "");
+  if (g->consts_size)
+    put_bytes(b, "consts", g->consts_size, esize, " (batchnorm folded by nncc, baked read-only)");
   put_bytes(b, "naive", g->naive_size, esize,
             arena_printf(g->ctx->arena, " (one buffer per tensor, batch %d)", g->max_batch));
   put_bytes(b, "arena", g->arena_size, esize, " (planned)");

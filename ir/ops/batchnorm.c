@@ -23,10 +23,13 @@
  * Inference: the build rule turns the node into batchnorm_infer, an
  * elementwise op on the running statistics.  After a conv or dense layer the
  * bn_fold fusion (passes/fuse.c) removes it: batchnorm_fold scales that
- * layer's weights and bias once per forward call (w' = w * s, b' = (b - mean)
- * * s + beta, s = gamma / sqrt(var + eps) per output channel) and the layer
- * runs on w', b'.  Elsewhere it fuses into an epilogue like an activation.
+ * layer's weights and bias once per forward call (w' = w * s, b' = fma(b -
+ * mean, s, beta), s = gamma / sqrt(var + eps) per output channel) and the
+ * layer runs on w', b'; with the weights baked read-only nncc computes the
+ * fold itself (bn_fold_eval, passes/hoist_constants.c).  Elsewhere it fuses into an epilogue like an activation.
  */
+#include <math.h>
+
 #include "emit.h"
 
 enum { A_MOMENTUM, A_EPS };
@@ -345,9 +348,36 @@ static void bn_fold_emit(Emit *e, const Graph *g, const Node *node) {
          lit(e, attr_num(node, A_EPS)));
   emitln(e, "for (long k = 0; k < %ld; k++)", per);
   emitln(e, "    wf[(long)o * %ld + k] = w[(long)o * %ld + k] * scale;", per, per);
-  emitln(e, "bf[o] = (%s - running_mean[o]) * scale + beta[o];", node->nin > 5 ? "bias[o]" : "0");
+  emitln(e, "bf[o] = rfma(%s - running_mean[o], scale, beta[o]);", node->nin > 5 ? "bias[o]" : "0");
   emitln(e, "}");
 }
+
+/* bn_fold_emit's arithmetic at compile time (every step one IEEE rounding,
+ * the fma explicit): a baked fold equals a computed one bit for bit. */
+#define BN_FOLD(real, sqrt_, fma_)                                                  \
+  do {                                                                              \
+    const real *w = in[0], *gamma = in[1], *beta = in[2], *mean = in[3], *var = in[4]; \
+    const real *bias = node->nin > 5 ? in[5] : NULL;                                \
+    real *wf = out[0], *bf = out[1], eps = (real)lit_value(g->dtype, attr_num(node, A_EPS)); \
+    for (int o = 0; o < nout; o++) {                                                \
+      const real scale = gamma[o] / sqrt_(var[o] + eps);                            \
+      for (long k = 0; k < per; k++)                                                \
+        wf[(long)o * per + k] = w[(long)o * per + k] * scale;                       \
+      bf[o] = fma_((bias ? bias[o] : 0) - mean[o], scale, beta[o]);                 \
+    }                                                                               \
+  } while (0)
+
+static void bn_fold_eval(const Graph *g, const Node *node, const void *const *in,
+                         void *const *out) {
+  const Shape *ws = &val(g, node->in[0])->shape;
+  int nout = ws->dim[0];
+  long per = shape_numel(ws) / nout;
+  if (g->dtype == DT_F32)
+    BN_FOLD(float, sqrtf, fmaf);
+  else
+    BN_FOLD(double, sqrt, fma);
+}
+#undef BN_FOLD
 
 const OpDef op_batchnorm = {
     .name = "batchnorm", .prefix = "bn", .min_in = 1, .max_in = 1,
@@ -385,5 +415,5 @@ static const char *const fold_out[] = {"wf", "bf", NULL};
 
 const OpDef op_batchnorm_fold = {
     .name = "batchnorm_fold", .attrs = bn_attrs, .nattr = 2, .in_names = fold_in,
-    .out_names = fold_out, .roles = ROLE_INTERNAL, .emit = bn_fold_emit,
+    .out_names = fold_out, .roles = ROLE_INTERNAL, .emit = bn_fold_emit, .eval = bn_fold_eval,
 };
