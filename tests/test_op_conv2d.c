@@ -217,6 +217,11 @@ Test(conv2d_forward, fused_relu) { check_forward(&(Conv){"relu", 3, 8, 8, 4, 3, 
 Test(conv2d_forward, many_tiles) { check_forward(&(Conv){"tiles", 3, 20, 20, 9, 3, 1, 1, 1, true}, true); }
 /* 1x1, stride 1, no padding: the input planes are the columns (no im2col). */
 Test(conv2d_forward, direct_1x1_many_channels) { check_forward(&(Conv){"d1", 37, 7, 9, 10, 1, 1, 0, 1, true}, false); }
+/* pointwise: the last row tile (13 filters) and column panel (36 pixels)
+ * start back from the edge; a plane under one panel (20 pixels) is copied */
+Test(conv2d_forward, pointwise_edges) { check_forward(&(Conv){"pwe", 4, 6, 6, 13, 1, 1, 0, 1, true}, true); }
+Test(conv2d_forward, pointwise_small_plane) { check_forward(&(Conv){"pws", 7, 4, 5, 8, 1, 1, 0, 1, true}, false); }
+Test(conv2d_forward, depthwise_fused_relu) { check_forward(&(Conv){"dwr", 5, 9, 7, 5, 3, 2, 1, 5, true}, true); }
 Test(conv2d_forward, direct_1x1_groups) { check_forward(&(Conv){"d1g", 6, 5, 5, 9, 1, 1, 0, 3, false}, false); }
 Test(conv2d_forward, fused_relu_groups) { check_forward(&(Conv){"relug", 4, 7, 6, 4, 3, 2, 1, 2, false}, true); }
 
@@ -366,6 +371,9 @@ Test(conv2d_grad, stride3_k4_pad2) { check_grad(&(Conv){"gs3", 2, 8, 7, 2, 4, 3,
 Test(conv2d_grad, k5_nopad) { check_grad(&(Conv){"gk5", 2, 7, 6, 2, 5, 1, 0, 1, true}); }
 Test(conv2d_grad, groups2_no_bias) { check_grad(&(Conv){"gg2", 4, 5, 5, 6, 3, 1, 1, 2, false}); }
 Test(conv2d_grad, depthwise_stride2) { check_grad(&(Conv){"gdw", 3, 6, 7, 3, 3, 2, 1, 3, true}); }
+/* dx of a pointwise conv is one too, its filters read transposed */
+Test(conv2d_grad, pointwise) { check_grad(&(Conv){"gpw", 8, 5, 5, 7, 1, 1, 0, 1, true}); }
+Test(conv2d_grad, pointwise_wide_plane) { check_grad(&(Conv){"gpw2", 3, 6, 7, 9, 1, 1, 0, 1, false}); }
 Test(conv2d_grad, kernel_larger_than_input) { check_grad(&(Conv){"gkl", 2, 3, 4, 2, 6, 1, 2, 1, true}); }
 
 /* dx through col2im (strides, dilation) and as the convolution of dy with

@@ -270,7 +270,35 @@ static int wino_slots(const Conv *v, const Graph *g) {
   return min_int(wino_panels(v, g->max_batch), g->max_threads);
 }
 
+/* Depthwise (one input channel per group, G > 1): direct loops over each
+ * output plane, tap by tap, no workspace; the product's NN_MR filter rows
+ * would hold one filter each. */
+static bool depthwise(const Conv *v) { return v->cpg == 1 && v->g > 1; }
+
+/* Pointwise (1x1, stride 1, no pads, one group): y_b (O, P) = w (O, C) .
+ * x_b (C, P), both operands read in place: no copy of the filters or the
+ * input.  The last tile of rows (columns) starts NN_MR (NN_NR) before the
+ * edge, so that every read is inside the matrix, and stores only what the
+ * previous tiles did not; a matrix smaller than one tile is copied (the
+ * filters packed once, the input into a thread's slot). */
+static bool pointwise(const Conv *v) {
+  const Window *q = &v->q;
+  return q->kh == 1 && q->kw == 1 && q->sh == 1 && q->sw == 1 && q->pt == 0 && q->pb == 0 &&
+         q->pl == 0 && q->pr == 0 && v->g == 1;
+}
+
+static long pw_pack_reals(const Conv *v) { return v->o < NN_MR ? (long)NN_MR * v->c : 0; }
+static long pw_slot_reals(const Conv *v) { return v->howo < NN_NR ? (long)v->c * NN_NR : 0; }
+static long pw_panels(const Conv *v) { return (v->howo + NN_NR - 1) / NN_NR; }
+static int pw_slots(const Conv *v, const Graph *g) {
+  return min_int((long)g->max_batch * pw_panels(v), g->max_threads);
+}
+
 static long fwd_reals(const Conv *v, const Graph *g) {
+  if (depthwise(v))
+    return 0;
+  if (pointwise(v))
+    return pw_pack_reals(v) + (long)pw_slots(v, g) * pw_slot_reals(v);
   if (use_winograd(v, g))
     return wino_u_reals(v) + (long)wino_slots(v, g) * wino_slot_reals(v);
   return fwd_panels_reals(v) + (long)fwd_slots(v, g) * fwd_slot_reals(v);
@@ -528,10 +556,112 @@ static void emit_winograd(Emit *e, const Graph *g, const Node *node, const Conv 
     emitln(e, "}");
 }
 
+/* Depthwise: per (sample, output channel) plane and output row, the row is
+ * the accumulator: zeroed, then each tap in order adds its weight times the
+ * input row over the output columns it reaches (a contiguous loop for
+ * stride 1), then bias and epilogue, one store per value.  Each output's
+ * sum runs over its taps in a fixed order, whatever the thread count. */
+static void emit_depthwise(Emit *e, const Node *node, const Conv *v, bool fused) {
+  const Window *q = &v->q;
+  bool bias = fused && node->nin > 2;
+  emitln(e, "(void)ws;");
+  emit_omp_for(e, "collapse(2) schedule(static)");
+  emitln(e, "for (int b = 0; b < n; b++) {");
+  emitln(e, "for (int o = 0; o < %d; o++) {", v->o);
+  emitln(e, "const real *const xc = x + ((long)b * %d + o / %d) * %ld;", v->c, v->opg, v->hw);
+  emitln(e, "const real *const wo = w + (long)o * %ld;", v->kk);
+  emitln(e, "for (int oh = 0; oh < %d; oh++) {", v->ho);
+  emitln(e, "const long yr = ((long)b * %d + o) * %ld + (long)oh * %d;", v->o, v->howo, v->wo);
+  emitln(e, "real *const acc = y + yr;");
+  emitln(e, "for (int ow = 0; ow < %d; ow++)", v->wo);
+  emitln(e, "    acc[ow] = 0;");
+  emitln(e, "for (int kh = 0; kh < %d; kh++) {", q->kh);
+  emitln(e, "const int ih = oh * %d - %d + kh * %d;", q->sh, q->pt, q->dh);
+  emitln(e, "if (ih < 0 || ih >= %d)", v->h);
+  emitln(e, "    continue;");
+  emitln(e, "const real *const xr = xc + (long)ih * %d;", v->w);
+  emitln(e, "for (int kw = 0; kw < %d; kw++) {", q->kw);
+  emitln(e, "const real wv = wo[kh * %d + kw];", q->kw);
+  emitln(e, "const int off = kw * %d - %d;   /* iw = ow * %d + off */", q->dw, q->pl, q->sw);
+  emitln(e, "const int lo = off < 0 ? (-off + %d) / %d : 0;", q->sw - 1, q->sw);
+  emitln(e, "const int reach = off < %d ? (%d - off) / %d + 1 : 0;", v->w, v->w - 1, q->sw);
+  emitln(e, "const int hi = reach < %d ? reach : %d;", v->wo, v->wo);
+  emitln(e, "for (int ow = lo; ow < hi; ow++)");
+  emitln(e, "    acc[ow] += wv * xr[ow * %d + off];", q->sw);
+  emitln(e, "}");
+  emitln(e, "}");
+  if (bias || (fused && node->nepilogue > 0)) {
+    emitln(e, "for (int ow = 0; ow < %d; ow++) {", v->wo);
+    emitln(e, "const long yi = yr + ow;");
+    emitln(e, "const real a = acc[ow]%s;", bias ? " + bias[o]" : "");
+    emitln(e, "y[yi] = %s;", fused ? epilogue_expr(e, node, "a", "o", "yi") : "a");
+    emitln(e, "}");
+  }
+  for (int k = 0; k < 3; k++)
+    emitln(e, "}");
+}
+
+/* Pointwise (see pointwise()): from `x` to `y`; `flip`: the filters are
+ * those of the convolution v is the dx of, read transposed. */
+static void emit_pointwise(Emit *e, const Graph *g, const Node *node, const Conv *v,
+                           const char *x, const char *y, bool flip, bool fused) {
+  long p = v->howo, pack = pw_pack_reals(v), slot = pw_slot_reals(v);
+  bool bias = fused && node->nin > 2;
+  /* A(o, c) = w[o * C + c], or flipped w[c * O + o] */
+  long ars = flip ? 1 : v->c, acs = flip ? v->o : 1;
+  emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
+  if (pack)
+    emitln(e, "nn_pack_a(ws, w, %ld, %ld, %d, %d);", ars, acs, v->o, v->c);
+  else if (!slot)
+    emitln(e, "(void)ws;");
+  emit_region(e, pw_slots(v, g));
+  if (slot)
+    emitln(e, "real *const slot = ws + %ldL + (long)nn_thread_id() * %ld;", pack, slot);
+  emit_omp(e, "for collapse(2) schedule(static)");
+  emitln(e, "for (int b = 0; b < n; b++) {");
+  emitln(e, "for (long q0 = 0; q0 < %ld; q0 += NN_NR) {", p);
+  emitln(e, "const real *const xb = %s + (long)b * %ld;", x, (long)v->c * p);
+  if (slot) {   /* the plane is narrower than a panel */
+    emitln(e, "for (int c = 0; c < %d; c++)", v->c);
+    emitln(e, "    for (int j = 0; j < NN_NR; j++)");
+    emitln(e, "        slot[c * NN_NR + j] = j < %ld ? xb[(long)c * %ld + j] : 0;", p, p);
+    emitln(e, "const long qs = 0;");
+  } else {
+    emitln(e, "const long qs = q0 + NN_NR <= %ld ? q0 : %ld;", p, p - NN_NR);
+  }
+  emitln(e, "const int j0 = (int)(q0 - qs), j1 = (int)((q0 + NN_NR < %ld ? q0 + NN_NR : %ld) - qs);",
+         p, p);
+  emitln(e, "for (int o0 = 0; o0 < %d; o0 += NN_MR) {", v->o);
+  if (pack)
+    emitln(e, "const int os = 0;");
+  else
+    emitln(e, "const int os = o0 + NN_MR <= %d ? o0 : %d;", v->o, v->o - NN_MR);
+  emitln(e, "real t[NN_MR * NN_NR];");
+  if (pack)
+    emitln(e, "ukr(t, ws, 1, NN_MR, %s, %d, 1, %ld, 0, 0);", slot ? "slot" : "xb + qs", v->c,
+           slot ? (long)NN_NR : p);
+  else
+    emitln(e, "ukr(t, w + (long)os * %ld, %ld, %ld, %s, %d, 1, %ld, 0, 0);", ars, ars, acs,
+           slot ? "slot" : "xb + qs", v->c, slot ? (long)NN_NR : p);
+  emitln(e, "for (int i = o0 - os; i < NN_MR && os + i < %d; i++) {", v->o);
+  emitln(e, "const int o = os + i;");
+  emitln(e, "const long yr = ((long)b * %d + o) * %ld + qs;", v->o, p);
+  emitln(e, "for (int j = j0; j < j1; j++) {");
+  emitln(e, "const long yi = yr + j;");
+  emitln(e, "const real acc = t[i * NN_NR + j]%s;", bias ? " + bias[o]" : "");
+  emitln(e, "%s[yi] = %s;", y, fused ? epilogue_expr(e, node, "acc", "o", "yi") : "acc");
+  for (int k = 0; k < 6; k++)
+    emitln(e, "}");
+}
+
 static void conv2d_emit(Emit *e, const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->in[0])->shape, &val(g, node->out[0])->shape);
   emit_window_comment(e, &v);
-  if (use_winograd(&v, g))
+  if (depthwise(&v))
+    emit_depthwise(e, node, &v, true);
+  else if (pointwise(&v))
+    emit_pointwise(e, g, node, &v, "x", "y", false, true);
+  else if (use_winograd(&v, g))
     emit_winograd(e, g, node, &v, "x", "y", false, true);
   else
     emit_conv_product(e, g, node, &v, "x", "y", false, true);
@@ -541,6 +671,14 @@ static void conv2d_emit(Emit *e, const Graph *g, const Node *node) {
 static const char *product_choice(const Graph *g, const Conv *v) {
   Arena *a = g->ctx->arena;
   long panels = (fwd_pixels(v) + NN_NR - 1) / NN_NR;
+  if (depthwise(v))
+    return arena_printf(a, "depthwise, direct: each of %d output planes tap by tap, no "
+                           "workspace", v->o);
+  if (pointwise(v))
+    return arena_printf(a, "pointwise product (%d x %d filters by %d x %ld pixels a sample), "
+                           "filters and input read in place%s",
+                        v->o, v->c, v->c, v->howo,
+                        pw_slot_reals(v) ? " (planes under a panel copied)" : "");
   if (use_winograd(v, g))
     return arena_printf(a, "Winograd F(4x4,3x3): %ld tiles of 4x4 pixels per sample, in panels "
                            "of %d; 36 products of %d x %d filters by %d x %d tiles per panel "
@@ -607,7 +745,9 @@ static void conv2d_dx_emit(Emit *e, const Graph *g, const Node *node) {
   emit_window_comment(e, &v);
   if (dx_as_conv(&v)) {
     Conv t = dx_conv(&v);
-    if (use_winograd(&t, g))
+    if (pointwise(&t))
+      emit_pointwise(e, g, node, &t, "dy", "dx", true, false);
+    else if (use_winograd(&t, g))
       emit_winograd(e, g, node, &t, "dy", "dx", true, false);
     else
       emit_conv_product(e, g, node, &t, "dy", "dx", true, false);
