@@ -275,29 +275,30 @@ static int wino_slots(const Conv *v, const Graph *g) {
  * would hold one filter each. */
 static bool depthwise(const Conv *v) { return v->cpg == 1 && v->g > 1; }
 
-/* Pointwise (1x1, stride 1, no pads, one group): y_b (O, P) = w (O, C) .
- * x_b (C, P), both operands read in place: no copy of the filters or the
- * input.  The last tile of rows (columns) starts NN_MR (NN_NR) before the
- * edge, so that every read is inside the matrix, and stores only what the
- * previous tiles did not; a matrix smaller than one tile is copied (the
- * filters packed once, the input into a thread's slot). */
-static bool pointwise(const Conv *v) {
+/* Pointwise at --batch 1 (1x1, stride 1, no pads, one group): y (O, P) =
+ * w (O, C) . x (C, P) with both operands read in place, no workspace: a
+ * batch-1 build is for small devices, memory first.  The last row tile
+ * (column panel) starts NN_MR (NN_NR) before the edge, so that every read is
+ * inside the matrix, and stores only what the previous ones did not; fewer
+ * than NN_MR filters are packed, a plane under one panel is copied.  (At
+ * larger batches the in-place product's copy of each sample's input into a
+ * contiguous slot pays: measured 1.2x faster on 64 channels of 32x32.) */
+static bool pointwise(const Conv *v, const Graph *g) {
   const Window *q = &v->q;
-  return q->kh == 1 && q->kw == 1 && q->sh == 1 && q->sw == 1 && q->pt == 0 && q->pb == 0 &&
-         q->pl == 0 && q->pr == 0 && v->g == 1;
+  return g->max_batch == 1 && q->kh == 1 && q->kw == 1 && q->sh == 1 && q->sw == 1 &&
+         q->pt == 0 && q->pb == 0 && q->pl == 0 && q->pr == 0 && v->g == 1;
 }
 
 static long pw_pack_reals(const Conv *v) { return v->o < NN_MR ? (long)NN_MR * v->c : 0; }
 static long pw_slot_reals(const Conv *v) { return v->howo < NN_NR ? (long)v->c * NN_NR : 0; }
-static long pw_panels(const Conv *v) { return (v->howo + NN_NR - 1) / NN_NR; }
 static int pw_slots(const Conv *v, const Graph *g) {
-  return min_int((long)g->max_batch * pw_panels(v), g->max_threads);
+  return min_int((v->howo + NN_NR - 1) / NN_NR, g->max_threads);
 }
 
 static long fwd_reals(const Conv *v, const Graph *g) {
   if (depthwise(v))
     return 0;
-  if (pointwise(v))
+  if (pointwise(v, g))
     return pw_pack_reals(v) + (long)pw_slots(v, g) * pw_slot_reals(v);
   if (use_winograd(v, g))
     return wino_u_reals(v) + (long)wino_slots(v, g) * wino_slot_reals(v);
@@ -618,7 +619,7 @@ static void emit_pointwise(Emit *e, const Graph *g, const Node *node, const Conv
   if (slot)
     emitln(e, "real *const slot = ws + %ldL + (long)nn_thread_id() * %ld;", pack, slot);
   emit_omp(e, "for collapse(2) schedule(static)");
-  emitln(e, "for (int b = 0; b < n; b++) {");
+  emitln(e, "for (int b = 0; b < n; b++) {");   /* n is 1: the loop keeps x's batch layout */
   emitln(e, "for (long q0 = 0; q0 < %ld; q0 += NN_NR) {", p);
   emitln(e, "const real *const xb = %s + (long)b * %ld;", x, (long)v->c * p);
   if (slot) {   /* the plane is narrower than a panel */
@@ -631,18 +632,18 @@ static void emit_pointwise(Emit *e, const Graph *g, const Node *node, const Conv
   }
   emitln(e, "const int j0 = (int)(q0 - qs), j1 = (int)((q0 + NN_NR < %ld ? q0 + NN_NR : %ld) - qs);",
          p, p);
+  const char *bp = slot ? "slot" : "xb + qs";
+  long plane = slot ? NN_NR : p;
   emitln(e, "for (int o0 = 0; o0 < %d; o0 += NN_MR) {", v->o);
-  if (pack)
-    emitln(e, "const int os = 0;");
-  else
-    emitln(e, "const int os = o0 + NN_MR <= %d ? o0 : %d;", v->o, v->o - NN_MR);
   emitln(e, "real t[NN_MR * NN_NR];");
-  if (pack)
-    emitln(e, "ukr(t, ws, 1, NN_MR, %s, %d, 1, %ld, 0, 0);", slot ? "slot" : "xb + qs", v->c,
-           slot ? (long)NN_NR : p);
-  else
-    emitln(e, "ukr(t, w + (long)os * %ld, %ld, %ld, %s, %d, 1, %ld, 0, 0);", ars, ars, acs,
-           slot ? "slot" : "xb + qs", v->c, slot ? (long)NN_NR : p);
+  if (pack) {
+    emitln(e, "const int os = 0;");
+    emitln(e, "ukr(t, ws, 1, NN_MR, %s, %d, 1, %ld, 0, 0);", bp, v->c, plane);
+  } else {
+    emitln(e, "const int os = o0 + NN_MR <= %d ? o0 : %d;", v->o, v->o - NN_MR);
+    emitln(e, "ukr(t, w + (long)os * %ld, %ld, %ld, %s, %d, 1, %ld, 0, 0);", ars, ars, acs, bp,
+           v->c, plane);
+  }
   emitln(e, "for (int i = o0 - os; i < NN_MR && os + i < %d; i++) {", v->o);
   emitln(e, "const int o = os + i;");
   emitln(e, "const long yr = ((long)b * %d + o) * %ld + qs;", v->o, p);
@@ -659,7 +660,7 @@ static void conv2d_emit(Emit *e, const Graph *g, const Node *node) {
   emit_window_comment(e, &v);
   if (depthwise(&v))
     emit_depthwise(e, node, &v, true);
-  else if (pointwise(&v))
+  else if (pointwise(&v, g))
     emit_pointwise(e, g, node, &v, "x", "y", false, true);
   else if (use_winograd(&v, g))
     emit_winograd(e, g, node, &v, "x", "y", false, true);
@@ -674,11 +675,11 @@ static const char *product_choice(const Graph *g, const Conv *v) {
   if (depthwise(v))
     return arena_printf(a, "depthwise, direct: each of %d output planes tap by tap, no "
                            "workspace", v->o);
-  if (pointwise(v))
-    return arena_printf(a, "pointwise product (%d x %d filters by %d x %ld pixels a sample), "
+  if (pointwise(v, g))
+    return arena_printf(a, "pointwise product at batch 1 (%d x %d filters by %d x %ld pixels): "
                            "filters and input read in place%s",
                         v->o, v->c, v->c, v->howo,
-                        pw_slot_reals(v) ? " (planes under a panel copied)" : "");
+                        pw_slot_reals(v) || pw_pack_reals(v) ? " (under one tile: copied)" : "");
   if (use_winograd(v, g))
     return arena_printf(a, "Winograd F(4x4,3x3): %ld tiles of 4x4 pixels per sample, in panels "
                            "of %d; 36 products of %d x %d filters by %d x %d tiles per panel "
@@ -745,7 +746,7 @@ static void conv2d_dx_emit(Emit *e, const Graph *g, const Node *node) {
   emit_window_comment(e, &v);
   if (dx_as_conv(&v)) {
     Conv t = dx_conv(&v);
-    if (pointwise(&t))
+    if (pointwise(&t, g))
       emit_pointwise(e, g, node, &t, "dy", "dx", true, false);
     else if (use_winograd(&t, g))
       emit_winograd(e, g, node, &t, "dy", "dx", true, false);
