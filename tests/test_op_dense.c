@@ -118,13 +118,16 @@ static Bn random_bn(const Compiled *cm, void *m, int units) {
   return (Bn){p[0], p[1], p[2], p[3]};
 }
 
-static void check_forward(const Dense *v) {
-  char text[1024];
+/* Forward at batch 1, 3 and 9, as far as the build's largest batch `most`
+ * (1: the matrix-vector kernel). */
+static void check_forward_n(const Dense *v, int most) {
+  char text[1024], opts[96];
   model_text(text, sizeof text, v);
   Compiled cm;
   /* --infer --fuse=epilogue keeps the batchnorm as a per-unit epilogue
    * instead of folding it into the weights. */
-  const char *opts = v->post == BATCHNORM ? "--batch 9 --infer --fuse=epilogue" : "--batch 9";
+  snprintf(opts, sizeof opts, "--batch %d%s", most,
+           v->post == BATCHNORM ? " --infer --fuse=epilogue" : "");
   compile_model(&cm, v->name, text, opts, "-O2");
   void *m = ((create_fn)api(&cm, "create"))(7);
   cr_assert(m);
@@ -143,7 +146,7 @@ static void check_forward(const Dense *v) {
   double *want = malloc(MAX_BATCH * (size_t)v->u * sizeof *want);
   double *mag = malloc(MAX_BATCH * (size_t)v->u * sizeof *mag);
   static const int batches[] = {1, 3, MAX_BATCH};
-  for (int t = 0; t < 3; t++) {
+  for (int t = 0; t < 3 && batches[t] <= most; t++) {
     int n = batches[t];
     fill_uniform(x, (size_t)n * v->k, 100 + (uint64_t)n, -1, 1);
     int st = ((forward_fn)api(&cm, "forward"))(m, n, x, y);
@@ -160,7 +163,16 @@ static void check_forward(const Dense *v) {
   close_model(&cm);
 }
 
+static void check_forward(const Dense *v) { check_forward_n(v, MAX_BATCH); }
+
 /* ---- forward ----------------------------------------------------------- */
+
+/* --batch 1: dot products in NN_VL partial sums, K below, at and past them */
+Test(dense_forward, batch1_gemv) {
+  check_forward_n(&(Dense){"g37", "37", 37, 5, true, RELU}, 1);
+  check_forward_n(&(Dense){"g3", "3", 3, 7, false, PLAIN}, 1);
+  check_forward_n(&(Dense){"g64", "4, 16", 64, 13, true, BATCHNORM}, 1);
+}
 
 Test(dense_forward, k37_u5) { check_forward(&(Dense){"k37", "37", 37, 5, true, PLAIN}); }
 Test(dense_forward, k37_u5_no_bias) { check_forward(&(Dense){"k37nb", "37", 37, 5, false, PLAIN}); }

@@ -87,7 +87,37 @@ static bool dense_build(Graph *g, Node *node) {
  * panels of NN_NR samples.  Each tile is stored through the epilogue, so
  * a sample's output does not depend on the batch it comes in. */
 static long fwd_reals(int units, long k, int max_batch) {
+  if (max_batch == 1)
+    return 0;
   return ((long)(max_batch + NN_NR - 1) / NN_NR * NN_NR + (units % NN_MR ? NN_MR : 0)) * k;
+}
+
+/* At --batch 1 the product is a matrix-vector one: a tile of NN_NR samples
+ * would pack 32 copies of x for one.  Each output is a dot product of its
+ * row of w and x in NN_VL partial sums (a vector of them), added in order:
+ * no workspace, w and x read once. */
+static void emit_gemv(Emit *e, const Node *node, int units, long k) {
+  bool bias = node->nin > 2;
+  emitln(e, "(void)ws;");
+  emit_omp_for(e, "schedule(static)");
+  emitln(e, "for (int o = 0; o < %d; o++) {", units);
+  emitln(e, "const real *const wo = w + (long)o * %ld;", k);
+  emitln(e, "for (int b = 0; b < n; b++) {");
+  emitln(e, "const real *const xb = x + (long)b * %ld;", k);
+  emitln(e, "real s[NN_VL] = {0};");
+  emitln(e, "long i = 0;");
+  emitln(e, "for (; i + NN_VL <= %ld; i += NN_VL)", k);
+  emitln(e, "    for (int l = 0; l < NN_VL; l++)");
+  emitln(e, "        s[l] += wo[i + l] * xb[i + l];");
+  emitln(e, "for (int l = 0; i < %ld; i++, l++)", k);
+  emitln(e, "    s[l] += wo[i] * xb[i];");
+  emitln(e, "real acc = %s;", bias ? "bias[o]" : "0");
+  emitln(e, "for (int l = 0; l < NN_VL; l++)");
+  emitln(e, "    acc += s[l];");
+  emitln(e, "const long at = (long)b * %d + o;", units);
+  emitln(e, "y[at] = %s;", epilogue_expr(e, node, "acc", "o", "at"));
+  emitln(e, "}");
+  emitln(e, "}");
 }
 
 static void dense_emit(Emit *e, const Graph *g, const Node *node) {
@@ -96,6 +126,10 @@ static void dense_emit(Emit *e, const Graph *g, const Node *node) {
   long k = shape_numel(&val(g, node->in[0])->shape);
   long xt = (long)(g->max_batch + NN_NR - 1) / NN_NR * NN_NR * k;
   bool bias = node->nin > 2;
+  if (g->max_batch == 1) {
+    emit_gemv(e, node, units, k);
+    return;
+  }
   emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
   emitln(e, "const int nt = (n + NN_NR - 1) / NN_NR;");
   emit_omp(e, arena_printf(e->ctx->arena, "parallel num_threads(nn_team(%d))", g->max_threads));
@@ -157,6 +191,10 @@ static const char *product_text(const Graph *g, const Node *node, Which which) {
 }
 
 static const char *dense_kernel(const Graph *g, const Node *node) {
+  if (g->max_batch == 1)
+    return arena_printf(g->ctx->arena, "matrix-vector product at batch 1 (%d x %ld): w and x "
+                        "read in place, no workspace", val(g, node->out[0])->shape.dim[0],
+                        shape_numel(&val(g, node->in[0])->shape));
   return arena_printf(g->ctx->arena, "product (%d x n x %ld): w read in place, x^T packed",
                       val(g, node->out[0])->shape.dim[0],
                       shape_numel(&val(g, node->in[0])->shape));
