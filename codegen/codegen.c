@@ -108,18 +108,27 @@ static long arena_size(const CG *cg) {
 /* The blocks' bytes (plan_memory bounds each, so the sum fits 64 bits) and
  * compile-time checks that they fit this target's size_t and long: a model
  * too big for a 32-bit target does not compile there instead of wrapping. */
-static void emit_size_checks(CG *cg, const TrainConfig *tc, const char *ro) {
-  const Graph *g = cg->layout;
+unsigned long long blocks_bytes(const Graph *infer, const Graph *train, bool readonly) {
+  const Graph *g = train ? train : infer;
+  const TrainConfig *tc = train ? &train->train_config : NULL;
+  long arena = infer ? infer->arena_size : 0;
+  if (train && train->arena_size > arena)
+    arena = train->arena_size;
   unsigned long long esize = g->dtype == DT_F64 ? 8 : 4, total = 0;
-  long reals[] = {*ro ? 0 : g->params_size, *ro ? 0 : g->buffers_size,
-                  cg->train ? g->params_size : 0, tc ? optimizer_slots(tc) * g->params_size : 0,
-                  arena_size(cg)};
+  long reals[] = {readonly ? 0 : g->params_size, readonly ? 0 : g->buffers_size,
+                  train ? g->params_size : 0, tc ? optimizer_slots(tc) * g->params_size : 0,
+                  arena};
   for (int i = 0; i < 5; i++) {
     unsigned long long b;
     if (__builtin_mul_overflow((unsigned long long)reals[i], esize, &b) ||
         __builtin_add_overflow(total, (b + 63) / 64 * 64, &total))
       internal_error(__FILE__, __LINE__, "memory size overflows 64 bits");
   }
+  return total;
+}
+
+static void emit_size_checks(CG *cg, const char *ro) {
+  unsigned long long total = blocks_bytes(cg->infer, cg->train, *ro);
   Buf *c = cg->c;
   buf_printf(c, "#define NN_BLOCKS_BYTES %lluULL   /* params ... arena, each 64-byte aligned */\n",
              total);
@@ -127,7 +136,12 @@ static void emit_size_checks(CG *cg, const TrainConfig *tc, const char *ro) {
   buf_printf(c, "_Static_assert(NN_BLOCKS_BYTES < SIZE_MAX - 62 - NN_ALIGN64(sizeof(struct %s)),\n"
                 "               \"the model's memory does not fit size_t on this target\");\n", cg->m);
   buf_puts(c, "_Static_assert(NN_PARAMS_SIZE <= LONG_MAX / 2 && NN_ARENA_SIZE <= LONG_MAX,\n"
-              "               \"the model's offsets do not fit long on this target\");\n\n");
+              "               \"the model's offsets do not fit long on this target\");\n");
+  if (cg->cfg->memory_budget)   /* memory_size(), exactly, on this target */
+    buf_printf(c, "_Static_assert(63 + NN_ALIGN64(sizeof(struct %s)) + NN_BLOCKS_BYTES <= %lldULL,\n"
+                  "               \"memory_size() is over --memory-budget %lld on this target\");\n",
+               cg->m, cg->cfg->memory_budget, cg->cfg->memory_budget);
+  buf_puts(c, "\n");
 }
 
 static void emit_struct(CG *cg) {
@@ -160,7 +174,7 @@ static void emit_struct(CG *cg) {
   buf_puts(c, "    char error[256]; /* detail of the last failure */\n");
   buf_puts(c, "};\n\n");
   buf_puts(c, "#define NN_ALIGN64(x) (((size_t)(x) + 63) & ~(size_t)63)\n");
-  emit_size_checks(cg, tc, ro);
+  emit_size_checks(cg, ro);
   buf_printf(c, "static int nn_fail(%s *m, int status, const char *detail)\n{\n", cg->m);
   buf_puts(c, "    if (m)\n        snprintf(m->error, sizeof m->error, \"%s\", detail);\n"
               "    return status;\n}\n\n");

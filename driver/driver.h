@@ -35,6 +35,7 @@ typedef struct Options {
   const char *weights;       /* --weights FILE.safetensors: bake into model_weights.c */
   bool emit_nn;              /* --emit-nn: print the model as .nn text */
   const char *emit_weights;  /* --emit-weights FILE: an ONNX model's weights */
+  long long memory_budget;   /* --memory-budget BYTES: a bound on memory_size(), 0 none */
 } Options;
 
 /* The defaults of the command line. */

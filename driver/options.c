@@ -36,6 +36,9 @@ static const char usage[] =
     "  --no-plan            give every tensor its own buffer (no memory reuse)\n"
     "  --no-winograd        3x3 stride-1 convolutions as direct products, not\n"
     "                       Winograd F(4x4,3x3): slower, ~8x smaller f32 error\n"
+    "  --memory-budget BYTES  bound memory_size() (K, M: KiB, MiB): kernels without\n"
+    "                       workspace if the fastest do not fit, else an error\n"
+    "                       naming the tensors live at the peak\n"
     "  --input-grad         train graph also computes d(loss)/d(input) (gradient checks)\n"
     "  --distributed=mpi    data-parallel training over MPI: gradients averaged\n"
     "                       over the ranks (build with mpicc; docs/distributed.md)\n"
@@ -125,6 +128,21 @@ static const char *comment_safe(Arena *a, const char *s) {
   return t;
 }
 
+/* "65536", "64K" or "1M" (KiB, MiB): true with *out in 1..2^50. */
+static bool parse_bytes(const char *v, long long *out) {
+  char *end;
+  errno = 0;
+  long long n = strtoll(v, &end, 10);
+  long long unit = *end == 'K' ? 1024 : *end == 'M' ? 1024 * 1024 : 1;
+  if (unit > 1)
+    end++;
+  if (errno || end == v || *end || v[0] == '-' || v[0] == '+' || n < 1 ||
+      n > (1LL << 50) / unit)
+    return false;
+  *out = n * unit;
+  return true;
+}
+
 const char *options_line(Arena *a, const Options *o) {
   const char *s = arena_printf(a, "--batch %d --threads %d --dtype %s --fuse=%s", o->max_batch,
                                o->max_threads, o->dtype == DT_F64 ? "f64" : "f32",
@@ -145,6 +163,8 @@ const char *options_line(Arena *a, const Options *o) {
     s = arena_printf(a, "%s --sync-batchnorm", s);
   if (o->weights)
     s = arena_printf(a, "%s --weights %s", s, comment_safe(a, o->weights));
+  if (o->memory_budget)
+    s = arena_printf(a, "%s --memory-budget %lld", s, o->memory_budget);
   return s;
 }
 
@@ -159,7 +179,7 @@ int parse_options(int argc, char **argv, Options *o) {
       exit(0);
     } else if (!strcmp(a, "-o") || !strcmp(a, "--batch") || !strcmp(a, "--dtype") ||
                !strcmp(a, "--weights") || !strcmp(a, "--threads") ||
-               !strcmp(a, "--emit-weights")) {
+               !strcmp(a, "--emit-weights") || !strcmp(a, "--memory-budget")) {
       if (i + 1 == argc)
         return usage_error("option '%s' needs a value", a);
       const char *v = argv[++i];
@@ -171,6 +191,9 @@ int parse_options(int argc, char **argv, Options *o) {
         o->emit_weights = v;
       else if (!strcmp(a, "--batch") && !parse_int(v, 1, 1 << 20, &o->max_batch))
         return usage_error("--batch takes a whole number from 1 to 1048576, not '%s'", v);
+      else if (!strcmp(a, "--memory-budget") && !parse_bytes(v, &o->memory_budget))
+        return usage_error("--memory-budget takes a size in bytes from 1 to 2^50, with K or M for "
+                           "KiB or MiB (256K), not '%s'", v);
       else if (!strcmp(a, "--threads") && !parse_int(v, 1, 1024, &o->max_threads))
         return usage_error("--threads takes a whole number from 1 to 1024, not '%s'", v);
       else if (!strcmp(a, "--dtype")) {

@@ -45,9 +45,9 @@ static void after(const Options *o, const Graph *g, const char *pass, Result *ou
 }
 
 static Graph *build(Ctx *ctx, const Options *o, const Program *prog, Mode mode, bool hoist,
-                    Result *out) {
+                    bool memory_first, Result *out) {
   Graph *g = lower_program(ctx, prog, mode, o->dtype, o->max_batch, o->max_threads,
-                           o->no_winograd);
+                           o->no_winograd, memory_first);
   if (!g)
     return NULL;
   g->sync_bn = mode == MODE_TRAIN && o->sync_bn;
@@ -69,6 +69,39 @@ static Graph *build(Ctx *ctx, const Options *o, const Program *prog, Mode mode, 
   after(o, g, "plan_memory", out);
   after(o, g, "", out);
   return g;
+}
+
+/* The model struct's bytes, generously: pointers, counters and the error
+ * text, and in a training build the saved buffers and per-tensor figures.
+ * The generated code asserts the exact memory_size() (_Static_assert). */
+static long long struct_bytes(const Graph *infer, const Graph *train) {
+  const Graph *g = train ? train : infer;
+  long long bytes = 1024 + 16LL * g->counters;
+  if (train)
+    bytes += 4096 + (g->dtype == DT_F64 ? 8 : 4) * g->buffers_size + 8LL * g->values.len;
+  return bytes;
+}
+
+/* Whether memory_size() stays within --memory-budget; if not and the
+ * kernels were already those without workspace, an error saying by how
+ * much and what is live at the arena's peak. */
+static bool fits_budget(Ctx *ctx, const Options *o, Graph *infer, Graph *train, bool readonly,
+                        bool memory_first) {
+  long long need = (long long)blocks_bytes(infer, train, readonly) + struct_bytes(infer, train);
+  if (need <= o->memory_budget || !memory_first)
+    return need <= o->memory_budget;
+  Graph *g = train && train->arena_size > infer->arena_size ? train : infer;
+  Buf live = {0};
+  describe_peak(g, &live);
+  long long esize = g->dtype == DT_F64 ? 8 : 4;
+  error_plain(ctx, "--memory-budget %lld: memory_size() needs about %lld bytes even with kernels "
+              "without workspace, %lld over (the %s arena %lld, the rest parameters, buffers, "
+              "gradients, optimizer state and the model struct); live at the arena's peak: %s",
+              o->memory_budget, need, need - o->memory_budget,
+              g->mode == MODE_TRAIN ? "training" : "inference", esize * g->arena_size,
+              live.len ? live.data : "nothing");
+  buf_free(&live);
+  return false;
 }
 
 bool nncc_compile(Ctx *ctx, const Options *o, Result *out) {
@@ -98,14 +131,23 @@ bool nncc_compile(Ctx *ctx, const Options *o, Result *out) {
   else if (o->emit_nn)
     print_program(&out->nn, prog);
   bool baked_readonly = o->infer_only && weights && !only;
-  Graph *infer = out->infer = build(ctx, o, prog, MODE_INFER, baked_readonly, out);
-  if (!infer)
-    return false;
-  Graph *train = NULL;
-  if (!o->infer_only && program_has_loss(prog)) {
-    train = out->train = build(ctx, o, prog, MODE_TRAIN, false, out);
-    if (!train)
+  Graph *infer, *train;
+  /* --memory-budget: the fastest kernels, else those without workspace */
+  for (bool memory_first = false;; memory_first = true) {
+    infer = out->infer = build(ctx, o, prog, MODE_INFER, baked_readonly, memory_first, out);
+    if (!infer)
       return false;
+    train = out->train = NULL;
+    if (!o->infer_only && program_has_loss(prog)) {
+      train = out->train = build(ctx, o, prog, MODE_TRAIN, false, memory_first, out);
+      if (!train)
+        return false;
+    }
+    if (!o->memory_budget || fits_budget(ctx, o, infer, train, baked_readonly, memory_first))
+      break;
+    if (memory_first)
+      return false;
+    out->report.len = out->ir.len = out->dot.len = 0;   /* printed again */
   }
   if (o->report)
     report(&out->report, infer, train);
@@ -114,6 +156,7 @@ bool nncc_compile(Ctx *ctx, const Options *o, Result *out) {
     return false;
   }
   EmitConfig cfg = {.output = o->output, .main_kind = o->main_kind, .weights = weights,
+                    .memory_budget = o->memory_budget,
                     .options = options_line(ctx->arena, o), .weights_only = only,
                     .nweights_only = only ? nimported : 0, .distributed = o->distributed};
   if (weights && !emit_weights(ctx, &cfg, train ? train : infer, infer, &out->weights))

@@ -846,12 +846,13 @@ static void lower_items(Lower *L) {
 }
 
 Graph *lower_program(Ctx *ctx, const Program *prog, Mode mode, DType dtype, int max_batch,
-                     int max_threads, bool no_winograd) {
+                     int max_threads, bool no_winograd, bool memory_first) {
   Lower *L = arena_alloc(ctx->arena, sizeof *L);
   L->ctx = ctx;
   L->prog = prog;
   L->g = new_graph(ctx, mode, dtype, max_batch, max_threads, prog->name);
-  L->g->no_winograd = no_winograd;   /* before any node is built: it sizes workspaces */
+  L->g->no_winograd = no_winograd;   /* before any node is built: they size workspaces */
+  L->g->memory_first = memory_first;
   if (mode == MODE_TRAIN)
     L->g->train_config = prog->train;
   L->scope = arena_alloc(ctx->arena, sizeof *L->scope);

@@ -272,6 +272,8 @@ typedef struct Graph {
   int max_threads;           /* most threads a kernel uses: its per-thread scratch slots */
   bool no_winograd;      /* --no-winograd: 3x3 convolutions as direct products only */
   bool sync_bn;          /* --sync-batchnorm (train graph): ROLE_SYNC kernels use MPI */
+  bool memory_first;     /* --memory-budget needs it: kernels without workspace (direct
+                          * convolutions, matrix-vector dense) where they exist */
   const char *model;     /* model name, already a safe C identifier */
   VEC(Value) values;
   VEC(Node) nodes;       /* topological order */
@@ -465,7 +467,7 @@ Program *parse_program(Ctx *ctx, const Source *src);
  * batch and thread count.  In MODE_TRAIN the graph also holds the loss node
  * and a copy of the train section. */
 Graph *lower_program(Ctx *ctx, const Program *prog, Mode mode, DType dtype, int max_batch,
-                     int max_threads, bool no_winograd);
+                     int max_threads, bool no_winograd, bool memory_first);
 
 const TrainConfig *program_train_config(const Program *prog);
 const char *program_name(const Program *prog);
@@ -510,6 +512,9 @@ void eliminate_dead(Graph *g);
 void hoist_constants(Graph *g);
 void plan_memory(Graph *g, bool plan);      /* plan=false: one buffer per tensor */
 bool validate_plan(const Graph *g, Buf *why);
+/* For errors: the step of g's plan where the most arena bytes are live, and
+ * those tensors, largest first ("conv2 (f32[64, 25, 5]) 32000 bytes, ..."). */
+void describe_peak(Graph *g, Buf *b);
 /* --report: sizes and fusion decisions of both graphs (train may be NULL). */
 void report(Buf *b, const Graph *infer, const Graph *train);
 
@@ -526,7 +531,13 @@ typedef struct EmitConfig {
   const char *const *weights_only;
   int nweights_only;
   bool distributed;          /* --distributed=mpi: gradients averaged over MPI ranks */
+  long long memory_budget;   /* --memory-budget: memory_size()'s bound, asserted; 0 none */
 } EmitConfig;
+
+/* memory_size() of the generated code but for the model struct: the params,
+ * buffers (unless baked read-only), grads, optimizer state and arena
+ * blocks, each 64-byte aligned (plan_memory bounds each: the sum fits). */
+unsigned long long blocks_bytes(const Graph *infer, const Graph *train, bool readonly);
 
 /* The header's file name as model.c includes it: the -o path's base name
  * with .h, or <model>.h without -o. */

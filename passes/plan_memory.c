@@ -302,3 +302,44 @@ void plan_memory(Graph *g, bool plan) {
       v->offset = val(g, root(g, i))->offset;
   }
 }
+
+static int by_bytes_desc(const void *a, const void *b) {
+  const long *x = a, *y = b;   /* pairs (size, value) */
+  return x[0] != y[0] ? (x[0] < y[0] ? 1 : -1) : (x[1] > y[1]) - (x[1] < y[1]);
+}
+
+void describe_peak(Graph *g, Buf *b) {
+  Arena *a = g->ctx->arena;
+  int nv = g->values.len;
+  int *first = arena_alloc(a, sizeof(int) * (size_t)(nv + 1));
+  int *last = arena_alloc(a, sizeof(int) * (size_t)(nv + 1));
+  for (int i = 0; i < nv; i++)
+    g->values.items[i].alias = -1;
+  live_ranges(g, first, last, true);   /* the aliases plan_memory made, again */
+  int nsteps = 0;
+  for (int i = 0; i < nv; i++)
+    nsteps = last[i] + 1 > nsteps ? last[i] + 1 : nsteps;
+  long best = -1;
+  int peak = 0;
+  for (int s = 0; s < nsteps; s++) {
+    long live = 0;
+    for (int i = 0; i < nv; i++)
+      if (in_arena(&g->values.items[i]) && g->values.items[i].alias < 0 && first[i] >= 0 &&
+          first[i] <= s && s <= last[i])
+        live += aligned_size(g, &g->values.items[i]);
+    if (live > best)
+      best = live, peak = s;
+  }
+  long (*pairs)[2] = arena_alloc(a, sizeof *pairs * (size_t)(nv + 1));
+  int n = 0;
+  for (int i = 0; i < nv; i++)
+    if (in_arena(&g->values.items[i]) && g->values.items[i].alias < 0 && first[i] >= 0 &&
+        first[i] <= peak && peak <= last[i] && aligned_size(g, &g->values.items[i]) > 0)
+      pairs[n][0] = aligned_size(g, &g->values.items[i]), pairs[n++][1] = i;
+  qsort(pairs, (size_t)n, sizeof *pairs, by_bytes_desc);
+  long esize = g->dtype == DT_F64 ? 8 : 4;
+  for (int k = 0; k < n; k++) {
+    const Value *v = val(g, (int)pairs[k][1]);
+    buf_printf(b, "%s%s %ld bytes", k ? ", " : "", v->name, pairs[k][0] * esize);
+  }
+}

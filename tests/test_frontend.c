@@ -40,7 +40,7 @@ static const Program *parse(const char *text) {
 static Graph *lower(const char *text, Mode mode) {
   const Program *p = parse(text);
   cr_assert(p, "parse failed:\n%s", diag());
-  Graph *g = lower_program(&ctx, p, mode, DT_F32, 64, 8, false);
+  Graph *g = lower_program(&ctx, p, mode, DT_F32, 64, 8, false, false);
   cr_assert(g, "lowering failed:\n%s", diag());
   return g;
 }
@@ -49,8 +49,8 @@ static Graph *lower(const char *text, Mode mode) {
  * and for training when there is a loss. */
 static const char *first_error(const char *text) {
   const Program *p = parse_program(&ctx, source_from_string(&ctx, "t.nn", text));
-  if (p && lower_program(&ctx, p, MODE_INFER, DT_F32, 64, 8, false) && program_has_loss(p))
-    lower_program(&ctx, p, MODE_TRAIN, DT_F32, 64, 8, false);
+  if (p && lower_program(&ctx, p, MODE_INFER, DT_F32, 64, 8, false, false) && program_has_loss(p))
+    lower_program(&ctx, p, MODE_TRAIN, DT_F32, 64, 8, false, false);
   const char *d = diag();
   const char *nl = strchr(d, '\n');
   return arena_strndup(ctx.arena, d, nl ? (size_t)(nl - d) : strlen(d));
@@ -399,7 +399,7 @@ Test(frontend, infer_ignores_targets_and_checks_loss_names) {
 
 Test(frontend, diag_shows_line_and_caret) {
   const Program *p = parse("model m\ninput x: f32[4]\n\th = conv3d(x)\noutput y = h\n");
-  cr_assert_null(lower_program(&ctx, p, MODE_INFER, DT_F32, 64, 8, false));
+  cr_assert_null(lower_program(&ctx, p, MODE_INFER, DT_F32, 64, 8, false, false));
   cr_assert_str_eq(diag(), "t.nn:3:13: error: unknown op or block 'conv3d'\n"
                            "        h = conv3d(x)\n"
                            "            ^~~~~~\n");
@@ -410,7 +410,7 @@ Test(frontend, diag_notes_block_expansions) {
   const Program *p = parse("model m\nblock a(x) {\n  return dense(x, 0.5)\n}\n"
                            "block b(x) {\n  return a(x)\n}\ninput x: f32[4]\n"
                            "output y = b(x)\n");
-  cr_assert_null(lower_program(&ctx, p, MODE_INFER, DT_F32, 64, 8, false));
+  cr_assert_null(lower_program(&ctx, p, MODE_INFER, DT_F32, 64, 8, false, false));
   cr_assert_str_eq(diag(),
                    "t.nn:3:19: error: dense: argument 'units' must be an integer, not a number\n"
                    "  return dense(x, 0.5)\n"
@@ -634,8 +634,8 @@ ParameterizedTest(int *i, frontend, bad_input) {
 Test(frontend, train_without_loss_is_an_error) {
   const Program *p = parse("model m\ninput x: f32[4]\noutput y = relu(x)\n");
   cr_assert_not(program_has_loss(p));
-  cr_assert(lower_program(&ctx, p, MODE_INFER, DT_F32, 64, 8, false));
-  cr_assert_null(lower_program(&ctx, p, MODE_TRAIN, DT_F32, 64, 8, false));
+  cr_assert(lower_program(&ctx, p, MODE_INFER, DT_F32, 64, 8, false, false));
+  cr_assert_null(lower_program(&ctx, p, MODE_TRAIN, DT_F32, 64, 8, false, false));
   cr_assert_str_eq(diag(), "t.nn:1:7: error: model has no loss; add e.g. "
                            "'loss cross_entropy(logits, y)'\nmodel m\n      ^\n");
 }
@@ -751,7 +751,7 @@ Test(frontend, read_source_reads_empty_and_normal_files) {
 Test(frontend, repeat_explosion_is_capped) {
   const Program *p = parse("model m\ninput x: f32[4]\nrepeat 10000 {\n repeat 10000 {\n"
                            "  x = relu(x)\n }\n}\noutput y = x\n");
-  cr_assert_null(lower_program(&ctx, p, MODE_INFER, DT_F32, 64, 8, false));
+  cr_assert_null(lower_program(&ctx, p, MODE_INFER, DT_F32, 64, 8, false, false));
   cr_assert(strstr(diag(), "t.nn:5:7: error: the model is too large (over 20000 layers "
                            "after expanding blocks and repeats)\n"), "%s", diag());
 }

@@ -243,7 +243,7 @@ static long wino_panels(const Conv *v, int batch) {
 
 static bool use_winograd(const Conv *v, const Graph *g) {
   const Window *q = &v->q;
-  if (g->no_winograd || q->kh != 3 || q->kw != 3 || q->sh != 1 || q->sw != 1 || q->dh != 1 ||
+  if (g->no_winograd || g->memory_first || q->kh != 3 || q->kw != 3 || q->sh != 1 || q->sw != 1 || q->dh != 1 ||
       q->dw != 1 || q->pt != q->pl || v->g != 1 || v->c < 8 || v->o < 8)
     return false;
   long direct = 9L * g->max_batch * ((flat_pixels(v) + NN_NR - 1) / NN_NR);
@@ -275,9 +275,17 @@ static int wino_slots(const Conv *v, const Graph *g) {
  * would hold one filter each. */
 static bool depthwise(const Conv *v) { return v->cpg == 1 && v->g > 1; }
 
-/* Pointwise at --batch 1 (1x1, stride 1, no pads, one group): y (O, P) =
- * w (O, C) . x (C, P) with both operands read in place, no workspace: a
- * batch-1 build is for small devices, memory first.  The last row tile
+static bool pointwise(const Conv *v, const Graph *g);
+
+/* Direct loops: depthwise layers, and under --memory-budget every layer the
+ * pointwise product does not take (no workspace, slower). */
+static bool direct(const Conv *v, const Graph *g) {
+  return depthwise(v) || (g->memory_first && !pointwise(v, g));
+}
+
+/* Pointwise at --batch 1 or under --memory-budget (1x1, stride 1, no pads,
+ * one group): y (O, P) = w (O, C) . x (C, P) with both operands read in
+ * place, no workspace: memory first.  The last row tile
  * (column panel) starts NN_MR (NN_NR) before the edge, so that every read is
  * inside the matrix, and stores only what the previous ones did not; fewer
  * than NN_MR filters are packed, a plane under one panel is copied.  (At
@@ -285,7 +293,8 @@ static bool depthwise(const Conv *v) { return v->cpg == 1 && v->g > 1; }
  * contiguous slot pays: measured 1.2x faster on 64 channels of 32x32.) */
 static bool pointwise(const Conv *v, const Graph *g) {
   const Window *q = &v->q;
-  return g->max_batch == 1 && q->kh == 1 && q->kw == 1 && q->sh == 1 && q->sw == 1 &&
+  return (g->max_batch == 1 || g->memory_first) && q->kh == 1 && q->kw == 1 && q->sh == 1 &&
+         q->sw == 1 &&
          q->pt == 0 && q->pb == 0 && q->pl == 0 && q->pr == 0 && v->g == 1;
 }
 
@@ -296,7 +305,7 @@ static int pw_slots(const Conv *v, const Graph *g) {
 }
 
 static long fwd_reals(const Conv *v, const Graph *g) {
-  if (depthwise(v))
+  if (direct(v, g))
     return 0;
   if (pointwise(v, g))
     return pw_pack_reals(v) + (long)pw_slots(v, g) * pw_slot_reals(v);
@@ -557,40 +566,44 @@ static void emit_winograd(Emit *e, const Graph *g, const Node *node, const Conv 
     emitln(e, "}");
 }
 
-/* Depthwise: per (sample, output channel) plane and output row, the row is
- * the accumulator: zeroed, then each tap in order adds its weight times the
- * input row over the output columns it reaches (a contiguous loop for
- * stride 1), then bias and epilogue, one store per value.  Each output's
- * sum runs over its taps in a fixed order, whatever the thread count. */
-static void emit_depthwise(Emit *e, const Node *node, const Conv *v, bool fused) {
+/* Direct: per (sample, output channel) plane and output row, the row is
+ * the accumulator: zeroed, then each input channel of the group and each of
+ * its taps in order adds its weight times the input row over the output
+ * columns it reaches (a contiguous loop for stride 1), then bias and
+ * epilogue, one store per value.  Each output's sum runs over its channels
+ * and taps in a fixed order, whatever the thread count. */
+static void emit_direct(Emit *e, const Node *node, const Conv *v, bool fused) {
   const Window *q = &v->q;
   bool bias = fused && node->nin > 2;
   emitln(e, "(void)ws;");
   emit_omp_for(e, "collapse(2) schedule(static)");
   emitln(e, "for (int b = 0; b < n; b++) {");
   emitln(e, "for (int o = 0; o < %d; o++) {", v->o);
-  emitln(e, "const real *const xc = x + ((long)b * %d + o / %d) * %ld;", v->c, v->opg, v->hw);
-  emitln(e, "const real *const wo = w + (long)o * %ld;", v->kk);
+  emitln(e, "const real *const xg = x + ((long)b * %d + (long)(o / %d) * %d) * %ld;", v->c,
+         v->opg, v->cpg, v->hw);
   emitln(e, "for (int oh = 0; oh < %d; oh++) {", v->ho);
   emitln(e, "const long yr = ((long)b * %d + o) * %ld + (long)oh * %d;", v->o, v->howo, v->wo);
   emitln(e, "real *const acc = y + yr;");
   emitln(e, "for (int ow = 0; ow < %d; ow++)", v->wo);
   emitln(e, "    acc[ow] = 0;");
+  emitln(e, "for (int c = 0; c < %d; c++) {", v->cpg);
+  emitln(e, "const real *const xc = xg + (long)c * %ld, *const wc = w + ((long)o * %d + c) * %ld;",
+         v->hw, v->cpg, v->kk);
   emitln(e, "for (int kh = 0; kh < %d; kh++) {", q->kh);
   emitln(e, "const int ih = oh * %d - %d + kh * %d;", q->sh, q->pt, q->dh);
   emitln(e, "if (ih < 0 || ih >= %d)", v->h);
   emitln(e, "    continue;");
   emitln(e, "const real *const xr = xc + (long)ih * %d;", v->w);
   emitln(e, "for (int kw = 0; kw < %d; kw++) {", q->kw);
-  emitln(e, "const real wv = wo[kh * %d + kw];", q->kw);
+  emitln(e, "const real wv = wc[kh * %d + kw];", q->kw);
   emitln(e, "const int off = kw * %d - %d;   /* iw = ow * %d + off */", q->dw, q->pl, q->sw);
   emitln(e, "const int lo = off < 0 ? (-off + %d) / %d : 0;", q->sw - 1, q->sw);
   emitln(e, "const int reach = off < %d ? (%d - off) / %d + 1 : 0;", v->w, v->w - 1, q->sw);
   emitln(e, "const int hi = reach < %d ? reach : %d;", v->wo, v->wo);
   emitln(e, "for (int ow = lo; ow < hi; ow++)");
   emitln(e, "    acc[ow] += wv * xr[ow * %d + off];", q->sw);
-  emitln(e, "}");
-  emitln(e, "}");
+  for (int k = 0; k < 3; k++)
+    emitln(e, "}");
   if (bias || (fused && node->nepilogue > 0)) {
     emitln(e, "for (int ow = 0; ow < %d; ow++) {", v->wo);
     emitln(e, "const long yi = yr + ow;");
@@ -658,8 +671,8 @@ static void emit_pointwise(Emit *e, const Graph *g, const Node *node, const Conv
 static void conv2d_emit(Emit *e, const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->in[0])->shape, &val(g, node->out[0])->shape);
   emit_window_comment(e, &v);
-  if (depthwise(&v))
-    emit_depthwise(e, node, &v, true);
+  if (direct(&v, g))
+    emit_direct(e, node, &v, true);
   else if (pointwise(&v, g))
     emit_pointwise(e, g, node, &v, "x", "y", false, true);
   else if (use_winograd(&v, g))
@@ -672,9 +685,10 @@ static void conv2d_emit(Emit *e, const Graph *g, const Node *node) {
 static const char *product_choice(const Graph *g, const Conv *v) {
   Arena *a = g->ctx->arena;
   long panels = (fwd_pixels(v) + NN_NR - 1) / NN_NR;
-  if (depthwise(v))
-    return arena_printf(a, "depthwise, direct: each of %d output planes tap by tap, no "
-                           "workspace", v->o);
+  if (direct(v, g))
+    return arena_printf(a, "%s, direct: each of %d output planes %stap by tap, no workspace",
+                        depthwise(v) ? "depthwise" : "memory first", v->o,
+                        depthwise(v) ? "" : "channel by channel, ");
   if (pointwise(v, g))
     return arena_printf(a, "pointwise product at batch 1 (%d x %d filters by %d x %ld pixels): "
                            "filters and input read in place%s",

@@ -52,11 +52,11 @@ static Product dense_product(Ctx *ctx, Which which, int units, long k, int max_b
   return (Product){0};
 }
 
-static long fwd_reals(int units, long k, int max_batch);
+static long fwd_reals(const Graph *g, int units, long k);
 
 static void dense_workspace(Graph *g, Node *node, Which which, int units, long k) {
   Product p = dense_product(g->ctx, which, units, k, g->max_batch);
-  node_workspace(g, node, which == FWD ? fwd_reals(units, k, g->max_batch) : product_reals(&p));
+  node_workspace(g, node, which == FWD ? fwd_reals(g, units, k) : product_reals(&p));
 }
 
 static bool dense_build(Graph *g, Node *node) {
@@ -86,14 +86,17 @@ static bool dense_build(Graph *g, Node *node) {
  * multiple (packed, so that no row past w is read); x^T is packed in
  * panels of NN_NR samples.  Each tile is stored through the epilogue, so
  * a sample's output does not depend on the batch it comes in. */
-static long fwd_reals(int units, long k, int max_batch) {
-  if (max_batch == 1)
+static bool gemv(const Graph *g) { return g->max_batch == 1 || g->memory_first; }
+
+static long fwd_reals(const Graph *g, int units, long k) {
+  int max_batch = g->max_batch;
+  if (gemv(g))
     return 0;
   return ((long)(max_batch + NN_NR - 1) / NN_NR * NN_NR + (units % NN_MR ? NN_MR : 0)) * k;
 }
 
 /* At --batch 1 the product is a matrix-vector one: a tile of NN_NR samples
- * would pack 32 copies of x for one.  Each output is a dot product of its
+ * would pack 32 copies of x for one (and under --memory-budget too).  Each output is a dot product of its
  * row of w and x in NN_VL partial sums (a vector of them), added in order:
  * no workspace, w and x read once. */
 static void emit_gemv(Emit *e, const Node *node, int units, long k) {
@@ -126,7 +129,7 @@ static void dense_emit(Emit *e, const Graph *g, const Node *node) {
   long k = shape_numel(&val(g, node->in[0])->shape);
   long xt = (long)(g->max_batch + NN_NR - 1) / NN_NR * NN_NR * k;
   bool bias = node->nin > 2;
-  if (g->max_batch == 1) {
+  if (gemv(g)) {
     emit_gemv(e, node, units, k);
     return;
   }
@@ -191,8 +194,8 @@ static const char *product_text(const Graph *g, const Node *node, Which which) {
 }
 
 static const char *dense_kernel(const Graph *g, const Node *node) {
-  if (g->max_batch == 1)
-    return arena_printf(g->ctx->arena, "matrix-vector product at batch 1 (%d x %ld): w and x "
+  if (gemv(g))
+    return arena_printf(g->ctx->arena, "matrix-vector product (%d x %ld): w and x "
                         "read in place, no workspace", val(g, node->out[0])->shape.dim[0],
                         shape_numel(&val(g, node->in[0])->shape));
   return arena_printf(g->ctx->arena, "product (%d x n x %ld): w read in place, x^T packed",

@@ -46,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     Program *prog = parse_program(&ctx, src);
     if (!prog)
       fail("an imported program does not parse", ctx.diag.data);
-    if (!lower_program(&ctx, prog, MODE_INFER, DT_F32, 4, 1, false))
+    if (!lower_program(&ctx, prog, MODE_INFER, DT_F32, 4, 1, false, false))
       check_diagnostic(&ctx.diag);
   }
   buf_free(&ctx.diag);
