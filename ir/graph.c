@@ -88,6 +88,7 @@ int node_output(Graph *g, Node *node, Shape shape, bool batched, DType dtype) {
 int node_workspace(Graph *g, Node *node, long reals) {
   int v = node_output(g, node, shape_of(1, (int)reals), false, g->dtype);
   val(g, v)->name = arena_printf(g->ctx->arena, "%s.ws", node->name);
+  val(g, v)->scratch = true;
   return v;
 }
 

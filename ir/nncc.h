@@ -219,6 +219,7 @@ typedef struct Value {
   /* memory planning */
   long offset;           /* elements: into arena, params, grads or buffers */
   int alias;             /* value whose storage this one reuses in place, -1 */
+  bool scratch;          /* a kernel's workspace (node_workspace) */
 } Value;
 
 typedef enum {
@@ -283,6 +284,8 @@ typedef struct Graph {
   long arena_size, params_size, buffers_size, consts_size;
   int counters;              /* V_COUNTER values */
   long naive_size, lower_bound;
+  long tensors_bound;        /* lower_bound without kernel workspaces: the graph's own tensors */
+  long scratch_size;         /* the largest kernel workspace */
 } Graph;
 
 /* ---- graph.c: constructors and queries -----------------------------------

@@ -10,8 +10,9 @@
  * first input when that input dies there.  Offsets are then chosen greedily
  * by size, largest first, each at the lowest address free for its whole
  * lifetime (the "greedy by size" strategy of TFLite's planner).  The
- * results: arena_size, naive_size (one buffer per tensor) and lower_bound
- * (the most bytes live at one step: no plan can do better).
+ * results: arena_size, naive_size (one buffer per tensor), lower_bound (the
+ * most bytes live at one step: no plan can do better), tensors_bound (the
+ * same without kernel workspaces) and scratch_size (the largest workspace).
  *
  * Sizes are checked 64-bit arithmetic: a tensor at the largest batch, the
  * params, buffers and arena blocks may hold up to MAX_BLOCK reals, so every
@@ -238,7 +239,7 @@ static bool lower_bound(const Interval *iv, int n, int nsteps, long *bound, int 
 
 void plan_memory(Graph *g, bool plan) {
   Arena *a = g->ctx->arena;
-  g->arena_size = g->naive_size = g->lower_bound = 0;
+  g->arena_size = g->naive_size = g->lower_bound = g->tensors_bound = g->scratch_size = 0;
   if (!place_persistent(g))
     return;
   int nv = g->values.len;
@@ -272,6 +273,15 @@ void plan_memory(Graph *g, bool plan) {
     too_big(g, val(g, big), "brings the activations live at one step past");
     return;
   }
+  Interval *own = arena_alloc(a, sizeof(Interval) * (size_t)(n + 1));
+  int nown = 0;
+  for (int k = 0; k < n; k++) {
+    if (!val(g, iv[k].value)->scratch)
+      own[nown++] = iv[k];
+    else if (iv[k].size > g->scratch_size)
+      g->scratch_size = iv[k].size;
+  }
+  lower_bound(own, nown, nsteps, &g->tensors_bound, &big);   /* <= lower_bound: fits */
   /* Greedy placement in three orders: largest first, earliest first and
    * longest-lived first (short-lived scratch such as kernel workspaces
    * fragments the first); the smallest arena wins. */

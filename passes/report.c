@@ -39,6 +39,9 @@ static void graph_report(Buf *b, const Graph *g) {
             arena_printf(g->ctx->arena, " (one buffer per tensor, batch %d)", g->max_batch));
   put_bytes(b, "arena", g->arena_size, esize, " (planned)");
   put_bytes(b, "lower bound", g->lower_bound, esize, " (most bytes live at one step)");
+  put_bytes(b, "tensors", g->tensors_bound, esize,
+            " (of them the graph's own tensors, without kernel workspaces)");
+  put_bytes(b, "scratch", g->scratch_size, esize, " (the largest kernel workspace)");
   if (g->lower_bound > 0)
     buf_printf(b, "  arena / lower bound = %.3f, naive / arena = %.2f\n",
                (double)g->arena_size / (double)g->lower_bound,
