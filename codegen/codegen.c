@@ -258,17 +258,35 @@ static bool drops_arg(const Graph *g, const Node *node, int k) {
          writes_over_input(g, node);
 }
 
+static int storage_root(const Graph *g, int v) {
+  while (val(g, v)->alias >= 0)
+    v = val(g, v)->alias;
+  return v;
+}
+
+/* Whether epilogue operand v of anchor `node` is where the planner put its
+ * output (a residual add in place): neither pointer is restrict. */
+static bool shares_output(const Graph *g, const Node *node, int v) {
+  return (op_def(node->op)->roles & ROLE_ANCHOR) && val(g, node->out[0])->alias >= 0 &&
+         val(g, v)->batched && storage_root(g, v) == storage_root(g, node->out[0]);
+}
+
 /* Kernel parameters: outputs, inputs, extra inputs of fused epilogues and
  * prologues, n. */
 static void kernel_params(CG *cg, Emit *e, const Graph *g, const Node *node, Buf *sig) {
   unsigned roles = op_def(node->op)->roles;
-  bool inplace = roles & ROLE_INPLACE;
+  bool inplace = roles & ROLE_INPLACE, over_operand = false;
+  for (int k = 0; k < node->nepilogue; k++) {
+    const Node *ep = node_at(g, node->epilogue[k]);
+    for (int j = 1; j < ep->nin; j++)
+      over_operand |= shares_output(g, node, ep->in[j]);
+  }
   for (int k = 0; k < node->nout + node->nin; k++) {
     bool out = k < node->nout;
     const Value *v = val(g, kernel_arg(g, node, k));
     if (drops_arg(g, node, k))
       continue;
-    bool aliased = inplace && (k == 0 || k == node->nout);
+    bool aliased = (inplace && (k == 0 || k == node->nout)) || (over_operand && k == 0);
     bool written = out || ((roles & ROLE_WRITES_BUFFERS) && v->kind == V_BUFFER);
     buf_printf(sig, "%s%s", arg_type(v, written, !aliased), arg_name(e, node, k));
     buf_puts(sig, ", ");
@@ -276,7 +294,8 @@ static void kernel_params(CG *cg, Emit *e, const Graph *g, const Node *node, Buf
   for (int k = 0; k < node->nepilogue; k++) {
     const Node *ep = node_at(g, node->epilogue[k]);
     for (int j = 1; j < ep->nin; j++)
-      buf_printf(sig, "%sep%d_%d, ", arg_type(val(g, ep->in[j]), false, true), k, j);
+      buf_printf(sig, "%sep%d_%d, ",
+                 arg_type(val(g, ep->in[j]), false, !shares_output(g, node, ep->in[j])), k, j);
   }
   if (node->prologue >= 0) {
     const Node *p = node_at(g, node->prologue);

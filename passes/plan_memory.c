@@ -107,6 +107,27 @@ static int root(const Graph *g, int v) {
   return v;
 }
 
+/* The root of the one batched operand of node's epilogue that nothing else
+ * the kernel reads shares storage with (a residual add's other input), or
+ * -1. */
+static int residual_operand(const Graph *g, const Node *node) {
+  int found = -1;
+  for (int k = 0; k < node->nepilogue; k++) {
+    const Node *ep = node_at(g, node->epilogue[k]);
+    for (int j = 1; j < ep->nin; j++)
+      if (val(g, ep->in[j])->batched) {
+        if (found >= 0)
+          return -1;
+        found = root(g, ep->in[j]);
+      }
+  }
+  int reads[MAX_READS];
+  int nreads = kernel_reads(g, node, reads), uses = 0;
+  for (int j = 0; found >= 0 && j < nreads; j++)
+    uses += root(g, reads[j]) == found;
+  return uses == 1 ? found : -1;
+}
+
 /* first[v], last[v]: the steps that write and last read each arena value. */
 static void live_ranges(Graph *g, int *first, int *last, bool plan) {
   for (int i = 0; i < g->values.len; i++)
@@ -143,6 +164,16 @@ static void live_ranges(Graph *g, int *first, int *last, bool plan) {
       val(g, y)->alias = x;
       if (last[y] > last[x])
         last[x] = last[y];
+    } else if (plan && (roles & ROLE_ANCHOR) && node->nepilogue > 0) {
+      /* A residual add fused into a conv/dense/batchnorm: every kernel of
+       * an anchor reads the operand at an index just before it writes y
+       * there, so y may take over a dying operand's storage. */
+      int x = residual_operand(g, node);
+      if (x >= 0 && in_arena(val(g, x)) && in_arena(val(g, y)) && last[x] == step &&
+          aligned_size(g, val(g, x)) == aligned_size(g, val(g, y)) && val(g, y)->alias < 0) {
+        val(g, y)->alias = x;
+        last[x] = last[y];
+      }
     } else if (plan && (roles & ROLE_INPLACE) && node->nin > 0) {
       int x = root(g, node->in[0]);
       bool others_read = false;

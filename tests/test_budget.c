@@ -10,7 +10,8 @@
  * nncc must switch kernels: memory_size() within the budget, outputs (and a
  * training step's loss) equal to the default build's within f32 rounding.
  * A budget below the activations themselves is an error that says by how
- * much and which tensors are live at the peak, and writes nothing.
+ * much and which tensors are live at the peak, and writes nothing.  A
+ * residual add fused into a conv writes over its dying operand.
  */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -128,4 +129,46 @@ Test(budget, bad_values_are_usage_errors) {
     cr_expect_eq(st, 2, "%s: %s", bad[i], msg);
     cr_expect(strstr(msg, "--memory-budget takes a size in bytes") != NULL, "%s: %s", bad[i], msg);
   }
+}
+
+/* A residual add fused into the conv that computes its other operand: the
+ * output takes over the dying operand's storage, so at that step two
+ * 8 x 10 x 10 tensors are live (3200 bytes each), not three; the outputs are
+ * bit-identical to --no-plan's, where every tensor has its own buffer. */
+static const char residual[] =
+    "model res\n"
+    "input  x: f32[3, 10, 10]\n"
+    "a = conv2d(x, 8, kernel=1) |> relu\n"
+    "h = conv2d(a, 8, kernel=3, pad=1) |> relu\n"
+    "h = conv2d(h, 8, kernel=3, pad=1)\n"
+    "output y = relu(a + h) |> global_avgpool |> flatten |> dense(4)\n";
+
+static void residual_outputs(const char *opts, float *y) {
+  Compiled cm;
+  compile_model(&cm, "res", residual, opts, "-O2");
+  void *m = ((create_fn)api(&cm, "create"))(9);
+  float x[300];
+  fill_uniform(x, 300, 4, -1, 1);
+  cr_assert_eq(((forward_fn)api(&cm, "forward"))(m, 1, x, y), 0);
+  ((destroy_fn)api(&cm, "destroy"))(m);
+  close_model(&cm);
+}
+
+Test(budget, residual_add_in_place) {
+  char dir[512], path[700], msg[8192];
+  scratch_dir(dir, sizeof dir, "budget_residual");
+  snprintf(path, sizeof path, "%s/res.nn", dir);
+  write_file(path, residual);
+  int st = run_capture(msg, sizeof msg, "cd '%s' && '%s' res.nn --infer --batch 1 --threads 1 "
+                       "--memory-budget 16K --report", dir, NNCC_BIN);
+  cr_assert_eq(st, 0, "%s", msg);
+  const char *arena = strstr(msg, "  arena ");
+  cr_assert(arena, "%s", msg);
+  cr_expect_eq(strtol(arena + 8, NULL, 10), 2 * 3200, "%s", msg);
+  float planned[4], apart[4], lean[4];
+  residual_outputs("--infer --batch 1", planned);   /* the default kernels, in place too */
+  residual_outputs("--infer --batch 1 --no-plan", apart);
+  cr_expect_eq(memcmp(planned, apart, sizeof planned), 0, "in place differs from apart");
+  residual_outputs("--infer --batch 1 --memory-budget 16K", lean);
+  expect_close(lean, planned, 4, "direct kernels");
 }

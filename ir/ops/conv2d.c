@@ -566,11 +566,12 @@ static void emit_winograd(Emit *e, const Graph *g, const Node *node, const Conv 
     emitln(e, "}");
 }
 
-/* Direct: per (sample, output channel) plane and output row, the row is
- * the accumulator: zeroed, then each input channel of the group and each of
- * its taps in order adds its weight times the input row over the output
- * columns it reaches (a contiguous loop for stride 1), then bias and
- * epilogue, one store per value.  Each output's sum runs over its channels
+/* Direct: per (sample, output channel) plane and output row, a row of
+ * accumulators on the stack (Wo reals): zeroed, then each input channel of
+ * the group and each of its taps in order adds its weight times the input
+ * row over the output columns it reaches (a contiguous loop for stride 1),
+ * then bias and epilogue, one store per value (so y may be in place of a
+ * residual operand, which is read at each index just before).  Each output's sum runs over its channels
  * and taps in a fixed order, whatever the thread count. */
 static void emit_direct(Emit *e, const Node *node, const Conv *v, bool fused) {
   const Window *q = &v->q;
@@ -583,9 +584,7 @@ static void emit_direct(Emit *e, const Node *node, const Conv *v, bool fused) {
          v->opg, v->cpg, v->hw);
   emitln(e, "for (int oh = 0; oh < %d; oh++) {", v->ho);
   emitln(e, "const long yr = ((long)b * %d + o) * %ld + (long)oh * %d;", v->o, v->howo, v->wo);
-  emitln(e, "real *const acc = y + yr;");
-  emitln(e, "for (int ow = 0; ow < %d; ow++)", v->wo);
-  emitln(e, "    acc[ow] = 0;");
+  emitln(e, "real acc[%d] = {0};", v->wo);
   emitln(e, "for (int c = 0; c < %d; c++) {", v->cpg);
   emitln(e, "const real *const xc = xg + (long)c * %ld, *const wc = w + ((long)o * %d + c) * %ld;",
          v->hw, v->cpg, v->kk);
@@ -604,13 +603,11 @@ static void emit_direct(Emit *e, const Node *node, const Conv *v, bool fused) {
   emitln(e, "    acc[ow] += wv * xr[ow * %d + off];", q->sw);
   for (int k = 0; k < 3; k++)
     emitln(e, "}");
-  if (bias || (fused && node->nepilogue > 0)) {
-    emitln(e, "for (int ow = 0; ow < %d; ow++) {", v->wo);
-    emitln(e, "const long yi = yr + ow;");
-    emitln(e, "const real a = acc[ow]%s;", bias ? " + bias[o]" : "");
-    emitln(e, "y[yi] = %s;", fused ? epilogue_expr(e, node, "a", "o", "yi") : "a");
-    emitln(e, "}");
-  }
+  emitln(e, "for (int ow = 0; ow < %d; ow++) {", v->wo);
+  emitln(e, "const long yi = yr + ow;");
+  emitln(e, "const real a = acc[ow]%s;", bias ? " + bias[o]" : "");
+  emitln(e, "y[yi] = %s;", fused ? epilogue_expr(e, node, "a", "o", "yi") : "a");
+  emitln(e, "}");
   for (int k = 0; k < 3; k++)
     emitln(e, "}");
 }
