@@ -265,7 +265,7 @@ static LVal arith(Lower *L, const Expr *e, LVal a, LVal b) {
 /* Universal arguments of every call. */
 typedef struct Extras {
   const LVal *name;      /* name="..." */
-  bool freeze;
+  enum { FREEZE_NONE, FREEZE_ALL, FREEZE_WEIGHT } freeze;   /* freeze=false|true|weight */
   const char *init;      /* init=IDENT */
   Loc init_loc;
   const LVal *init_scale;
@@ -351,6 +351,16 @@ static AttrVal to_attr(Lower *L, const OpDef *def, const AttrSpec *spec, const L
        attr_type_text[spec->type], kind_text(v));
 }
 
+/* Whether freeze= holds parameter v still: all of them, or with
+ * freeze=weight those named "<layer>.weight" (TinyEngine's sparse update
+ * trains a layer's bias and not its weight). */
+static bool freezes(const Extras *x, const Value *v) {
+  if (v->kind != V_PARAM || x->freeze == FREEZE_NONE)
+    return false;
+  size_t len = strlen(v->name);
+  return x->freeze == FREEZE_ALL || (len >= 7 && !strcmp(v->name + len - 7, ".weight"));
+}
+
 /* Takes name=, freeze=, init=, init_scale= out of a call; true if a is one. */
 static bool extra_arg(Lower *L, Extras *x, const Arg *a, const LVal *v) {
   const char *k = a->key;
@@ -359,9 +369,11 @@ static bool extra_arg(Lower *L, Extras *x, const Arg *a, const LVal *v) {
       fail(L, a->val->loc, "name must be a string such as name=\"conv_a\"");
     x->name = v;
   } else if (strcmp(k, "freeze") == 0) {
-    if (v->kind != LV_BOOL)
-      fail(L, a->val->loc, "freeze must be true or false");
-    x->freeze = v->num != 0;
+    bool weight = a->val->kind == EX_NAME && !strcmp(a->val->name, "weight");
+    if (v->kind != LV_BOOL && !weight)
+      fail(L, a->val->loc, "freeze must be true, false or weight (the weights frozen, the "
+                           "biases and other parameters trained)");
+    x->freeze = weight ? FREEZE_WEIGHT : v->num != 0 ? FREEZE_ALL : FREEZE_NONE;
   } else if (strcmp(k, "init") == 0) {
     if (a->val->kind != EX_NAME)
       fail(L, a->val->loc, "init must be an initializer name such as he_normal");
@@ -435,8 +447,8 @@ static int build_node(Lower *L, OpKind op, const int *ins, int nin, const AttrVa
   n = node_at(L->g, nid);
   if (n->nout < 1)
     internal_error(__FILE__, __LINE__, "op %s made no output", def->name);
-  for (int i = 0; i < n->nin && x->freeze; i++)
-    if (val(L->g, n->in[i])->kind == V_PARAM)
+  for (int i = 0; i < n->nin; i++)
+    if (freezes(x, val(L->g, n->in[i])))
       val(L->g, n->in[i])->frozen = true;
   apply_init(L, nid, x, loc);
   return node_at(L->g, nid)->out[0];
@@ -580,8 +592,8 @@ static LVal call_block(Lower *L, const Block *b, const Expr *call) {
   L->scope = saved_scope;
   L->from = saved_from;
   L->prefix = saved_prefix;
-  for (int i = first_value; i < L->g->values.len && x.freeze; i++)
-    if (val(L->g, i)->kind == V_PARAM)
+  for (int i = first_value; i < L->g->values.len; i++)
+    if (freezes(&x, val(L->g, i)))
       val(L->g, i)->frozen = true;
   return ret;
 }

@@ -905,6 +905,46 @@ Test(train, freeze) {
   close_model(&a.cm);
 }
 
+/* freeze=weight (TinyEngine's sparse update): fc2's weight stays, its bias
+ * trains; the backward graph has fc2's bias gradient and no weight
+ * gradient, and no dx below fc2 (nothing there trains).  On a batchnorm it
+ * freezes gamma and trains beta. */
+static const char *const bias_only_model =
+    "model fzw\ninput x: f32[3]\ntarget y: class[2]\n"
+    "h = dense(x, 8, freeze=true) |> relu\n"
+    "h = dense(h, 8, freeze=weight) |> relu\n"
+    "logits = dense(h, 2)\noutput logits\nloss cross_entropy(logits, y)\n"
+    "train {\noptimizer adam(lr=0.05)\n}\n";
+
+Test(train, freeze_weight_trains_the_bias) {
+  Api a;
+  load_api(&a, "fzw", bias_only_model, "--dtype f64 --batch 8", "-O1");
+  void *m = a.create(3);
+  static Snap before, after;
+  snap(&a, m, &before);
+  train_steps(&a, m, 0, 5);
+  snap(&a, m, &after);
+  for (int t = 0; t < after.count; t++) {
+    bool frozen = !strncmp(a.name(t), "fc1.", 4) || !strcmp(a.name(t), "fc2.weight");
+    size_t n = after.off[t + 1] - after.off[t];
+    bool same = memcmp(before.p + after.off[t], after.p + after.off[t], n * sizeof(double)) == 0;
+    cr_expect(same == frozen, "%s: %s", a.name(t), same ? "unchanged" : "changed");
+  }
+  char out[1 << 15], path[700];
+  snprintf(path, sizeof path, "%s/fzw.nn", a.cm.dir);
+  cr_assert_eq(run_capture(out, sizeof out, "%s %s --emit-ir", NNCC_BIN, path), 0);
+  cr_expect(strstr(out, "dense_db[fc2]") && !strstr(out, "dense_dw[fc2]"), "%s", out);
+  cr_expect(!strstr(out, "dense_dx[fc2]") && !strstr(out, "_dw[fc1]"), "%s", out);
+  snprintf(path, sizeof path, "%s/bn.nn", a.cm.dir);
+  write_file(path, "model fzb\ninput x: f32[3]\ntarget y: f32[3]\n"
+                   "output h = batchnorm(x, freeze=weight)\nloss mse(h, y)\n");
+  cr_assert_eq(run_capture(out, sizeof out, "%s %s --emit-ir=after:lower", NNCC_BIN, path), 0);
+  cr_expect(strstr(out, "bn1.weight : f32[3] frozen\n") && strstr(out, "bn1.bias : f32[3]\n"),
+            "%s", out);
+  a.destroy(m);
+  close_model(&a.cm);
+}
+
 /* The update runs its chunks on OpenMP threads; its sums are per chunk, added
  * in chunk order.  1 and 2 threads, and a build without OpenMP, must give the
  * same checkpoint (params, optimizer state) and update ratios, bit for bit. */
