@@ -214,17 +214,35 @@ Test(dense_forward, epilogues_are_fused) {
 
 /* ---- gradients --------------------------------------------------------- */
 
-/* Every parameter and input gradient of `text` at batch 5 (more than one
- * tile of samples in dx), in f64, against finite differences. */
-static void grad_case(const char *name, const char *text, size_t x_per, size_t t_per,
-                      int tensors) {
+/* Every parameter and input gradient of `text` at batch n, the build's
+ * largest (5: more than one tile of samples in dx; 1: the kernels without
+ * workspace), in f64, against finite differences. */
+static void grad_case_n(const char *name, const char *text, size_t x_per, size_t t_per,
+                        int tensors, int n) {
   Compiled cm;
-  compile_model(&cm, name, text, "--dtype f64 --input-grad --batch 5", "-O1");
-  GradReport r = grad_check_random(&cm, 5, x_per, t_per, 42, -1, 1);
+  char opts[64];
+  snprintf(opts, sizeof opts, "--dtype f64 --input-grad --batch %d", n);
+  compile_model(&cm, name, text, opts, "-O1");
+  GradReport r = grad_check_random(&cm, n, x_per, t_per, 42, -1, 1);
   cr_expect(r.tensors == tensors, "%s: %d parameter gradients", name, r.tensors);
   cr_expect(r.worst < 1e-6, "%s: worst relative error %.3g at %s (%d checked)", name, r.worst,
             r.where, r.checked);
   close_model(&cm);
+}
+
+static void grad_case(const char *name, const char *text, size_t x_per, size_t t_per,
+                      int tensors) {
+  grad_case_n(name, text, x_per, t_per, tensors, 5);
+}
+
+/* --batch 1: dx and dw as rows scaled and added (two layers: dx feeds the
+ * first's dy through relu) */
+Test(dense_grad, batch1_rows) {
+  grad_case_n("g1",
+              "model g1\ninput x: f32[37]\ntarget t: f32[6]\n"
+              "h = dense(x, 9) |> relu\nout = dense(h, 6, bias=false)\noutput out\n"
+              "loss mse(out, t)\n",
+              37, 6, 3, 1);
 }
 
 /* K = 37: dx and dw have a full 32-column tile and an edge of 5; U = 35

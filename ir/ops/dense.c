@@ -54,9 +54,13 @@ static Product dense_product(Ctx *ctx, Which which, int units, long k, int max_b
 
 static long fwd_reals(const Graph *g, int units, long k);
 
+static bool gemv(const Graph *g);
+
 static void dense_workspace(Graph *g, Node *node, Which which, int units, long k) {
   Product p = dense_product(g->ctx, which, units, k, g->max_batch);
-  node_workspace(g, node, which == FWD ? fwd_reals(g, units, k) : product_reals(&p));
+  node_workspace(g, node, which == FWD   ? fwd_reals(g, units, k)
+                          : gemv(g)      ? 0
+                                         : product_reals(&p));
 }
 
 static bool dense_build(Graph *g, Node *node) {
@@ -189,6 +193,9 @@ static const char *product_text(const Graph *g, const Node *node, Which which) {
   if (which == DX)
     k = shape_numel(&val(g, node->out[0])->shape);
   Product p = dense_product(g->ctx, which, units, k, g->max_batch);
+  if (gemv(g))
+    return arena_printf(g->ctx->arena, "rows of %s scaled and added, no workspace (%d x %ld)",
+                        which == DX ? "w" : "x", units, p.n);
   return arena_printf(g->ctx->arena, "packed product (%s x %ld x %s), both operands packed",
                       which == DW ? arena_printf(g->ctx->arena, "%d", units) : "n", p.n, p.k);
 }
@@ -216,18 +223,60 @@ static void emit_plain_product(Emit *e, const Graph *g, Which which, int units, 
   emit_product_end(e);
 }
 
+/* Without workspace (as the forward's matrix-vector kernel): dx (n, K) =
+ * dy (n, U) . w (U, K) as rows of w scaled and added in unit order, dw (U,
+ * K) = dy^T . x as one row per unit summed over the samples in order;
+ * both loops run along K, contiguous. */
+static void emit_dx_rows(Emit *e, int units, long k) {
+  emitln(e, "(void)ws;");
+  emit_omp_for(e, "schedule(static)");
+  emitln(e, "for (int b = 0; b < n; b++) {");
+  emitln(e, "real *const d = dx + (long)b * %ld;", k);
+  emitln(e, "for (long i = 0; i < %ld; i++)", k);
+  emitln(e, "    d[i] = 0;");
+  emitln(e, "for (int o = 0; o < %d; o++) {", units);
+  emitln(e, "const real g = dy[(long)b * %d + o];", units);
+  emitln(e, "const real *const wo = w + (long)o * %ld;", k);
+  emitln(e, "for (long i = 0; i < %ld; i++)", k);
+  emitln(e, "    d[i] += g * wo[i];");
+  emitln(e, "}");
+  emitln(e, "}");
+}
+
+static void emit_dw_rows(Emit *e, int units, long k) {
+  emitln(e, "(void)ws;");
+  emit_omp_for(e, "schedule(static)");
+  emitln(e, "for (int o = 0; o < %d; o++) {", units);
+  emitln(e, "real *const d = dw + (long)o * %ld;", k);
+  emitln(e, "for (long i = 0; i < %ld; i++)", k);
+  emitln(e, "    d[i] = 0;");
+  emitln(e, "for (int b = 0; b < n; b++) {");
+  emitln(e, "const real g = dy[(long)b * %d + o];", units);
+  emitln(e, "const real *const xb = x + (long)b * %ld;", k);
+  emitln(e, "for (long i = 0; i < %ld; i++)", k);
+  emitln(e, "    d[i] += g * xb[i];");
+  emitln(e, "}");
+  emitln(e, "}");
+}
+
 static void dense_dx_emit(Emit *e, const Graph *g, const Node *node) {
   int units = val(g, node->in[0])->shape.dim[0];
   long k = shape_numel(&val(g, node->out[0])->shape);
-  emit_plain_product(e, g, DX, units, k, "dx", k);
+  if (gemv(g))
+    emit_dx_rows(e, units, k);
+  else
+    emit_plain_product(e, g, DX, units, k, "dx", k);
 }
 
-/* A thread owns each tile of dw and sums over the batch in order, so dw
- * does not depend on the thread count. */
+/* A thread owns each tile (row) of dw and sums over the batch in order, so
+ * dw does not depend on the thread count. */
 static void dense_dw_emit(Emit *e, const Graph *g, const Node *node) {
   int units = val(g, node->in[0])->shape.dim[0];
   long k = shape_numel(&val(g, node->in[1])->shape);
-  emit_plain_product(e, g, DW, units, k, "dw", k);
+  if (gemv(g))
+    emit_dw_rows(e, units, k);
+  else
+    emit_plain_product(e, g, DW, units, k, "dw", k);
 }
 
 /* db (U) = sum over the batch of dy (N, U), a row of dy at a time: the
