@@ -116,7 +116,7 @@ unsigned long long blocks_bytes(const Graph *infer, const Graph *train, bool rea
     arena = train->arena_size;
   unsigned long long esize = g->dtype == DT_F64 ? 8 : 4, total = 0;
   long reals[] = {readonly ? 0 : g->params_size, readonly ? 0 : g->buffers_size,
-                  train ? g->params_size : 0, tc ? optimizer_slots(tc) * g->params_size : 0,
+                  train ? g->trained_size : 0, tc ? optimizer_slots(tc) * g->trained_size : 0,
                   arena};
   for (int i = 0; i < 5; i++) {
     unsigned long long b;
@@ -150,9 +150,12 @@ static void emit_struct(CG *cg) {
   buf_printf(c, "/* ---- %s: memory layout ---- */\n\n", cg->m);
   buf_printf(c, "#define NN_PARAMS_SIZE %ldL   /* reals */\n", cg->layout->params_size);
   buf_printf(c, "#define NN_BUFFERS_SIZE %ldL\n", cg->layout->buffers_size);
-  buf_printf(c, "#define NN_GRADS_SIZE %ldL\n", cg->train ? cg->layout->params_size : 0L);
-  buf_printf(c, "#define NN_STATE_SIZE %ldL   /* optimizer state */\n",
-             tc ? optimizer_slots(tc) * cg->layout->params_size : 0L);
+  long trained = cg->layout->trained_size;
+  buf_printf(c, "#define NN_TRAINED_SIZE %ldL   /* params [0, NN_TRAINED_SIZE) train, the rest "
+                "are frozen */\n", trained);
+  buf_printf(c, "#define NN_GRADS_SIZE %ldL   /* NN_TRAINED_SIZE */\n", cg->train ? trained : 0L);
+  buf_printf(c, "#define NN_STATE_SIZE %ldL   /* optimizer state: slots of NN_TRAINED_SIZE */\n",
+             tc ? optimizer_slots(tc) * trained : 0L);
   buf_printf(c, "#define NN_ARENA_SIZE %ldL   /* planned activations, max batch */\n\n",
              arena_size(cg));
   const char *ro = baked_readonly(cg) ? "const " : "";   /* --weights --infer */
@@ -161,8 +164,8 @@ static void emit_struct(CG *cg) {
   buf_printf(c, "    %sreal *buffers;  /* running statistics, NN_BUFFERS_SIZE */\n", ro);
   if (cg->infer && cg->infer->consts_size)
     buf_printf(c, "    const real *consts;   /* batchnorm-folded weights, baked by nncc */\n");
-  buf_puts(c, "    real *grads;    /* d(loss)/d(params), same layout as params */\n");
-  buf_puts(c, "    real *state;    /* optimizer moments, slots of NN_PARAMS_SIZE */\n");
+  buf_puts(c, "    real *grads;    /* d(loss)/d(params) of the trained params, same layout */\n");
+  buf_puts(c, "    real *state;    /* optimizer moments, slots of NN_TRAINED_SIZE */\n");
   buf_puts(c, "    real *arena;    /* activations, offsets planned by nncc */\n");
   buf_puts(c, "    void *owned;    /* malloc'd by create(), freed by destroy() */\n");
   buf_puts(c, "    uint64_t seed;\n");
@@ -1082,11 +1085,15 @@ static void emit_io_api(CG *cg) {
   if (baked_readonly(cg))
     buf_puts(c, "    return nn_fail(m, NN_ERR_ARG, \"the weights are baked in read-only (nncc --weights --infer)\");\n}\n");
   else
-    buf_printf(c, "    nn_tensor t[NN_NUM_TENSORS + NN_NUM_COUNTERS + NN_MAX_STATE + 2] = {{0}};   /* zeroed: a model without tensors */\n"
+    buf_printf(c, "    nn_tensor t[NN_NUM_TENSORS + NN_NUM_COUNTERS + NN_MAX_STATE + %s] = {{0}};   /* zeroed: a model without tensors */\n"
                   "    int count = nn_tensor_table(m, t);\n%s"
                   "    return nn_st_load(path, t, count, m->error, sizeof m->error);\n}\n",
-               cg->train ? "" : "    /* a training checkpoint loads too: its optimizer state is skipped */\n"
-                                "    t[count++] = (nn_tensor){\"optimizer.*\", NN_REAL_DTYPE, 0, {0, 0, 0, 0}, NULL, 1, NN_CHECK_NONE};\n");
+               cg->train ? "NN_NUM_UNTRAINED + 1" : "2",
+               cg->train ? "    /* the optimizer state of tensors this build does not train is skipped */\n"
+                           "    for (int i = 0; i < NN_NUM_UNTRAINED; i++)\n"
+                           "        t[count++] = (nn_tensor){nn_untrained_state[i], NN_REAL_DTYPE, 0, {0, 0, 0, 0}, NULL, 1, NN_CHECK_NONE};\n"
+                         : "    /* a training checkpoint loads too: its optimizer state is skipped */\n"
+                           "    t[count++] = (nn_tensor){\"optimizer.*\", NN_REAL_DTYPE, 0, {0, 0, 0, 0}, NULL, 1, NN_CHECK_NONE};\n");
   if (dist)
     emit_dist_io(cg);
 }
@@ -1146,11 +1153,32 @@ static void emit_contents(CG *cg, const Toc *toc) {
   *c = out;
 }
 
+/* The inference and training graphs' kernels index one params and one
+ * buffers block: each persistent value must have the same place in both. */
+static void check_layouts(const Graph *infer, const Graph *train) {
+  int j = 0;
+  for (int i = 0; i < infer->values.len; i++) {
+    const Value *v = &infer->values.items[i];
+    if (!is_persistent(v))
+      continue;
+    while (j < train->values.len && !is_persistent(&train->values.items[j]))
+      j++;
+    const Value *w = j < train->values.len ? &train->values.items[j++] : NULL;
+    if (!w || w->kind != v->kind || w->offset != v->offset || strcmp(w->name, v->name))
+      internal_error(__FILE__, __LINE__, "'%s' has another place in the training graph", v->name);
+  }
+  if (infer->params_size != train->params_size || infer->trained_size != train->trained_size ||
+      infer->buffers_size != train->buffers_size)
+    internal_error(__FILE__, __LINE__, "the graphs' params blocks differ");
+}
+
 bool emit_c(Ctx *ctx, const EmitConfig *cfg, const Graph *infer, const Graph *train, Buf *c_out,
             Buf *h_out) {
   CG cg = {.ctx = ctx, .a = ctx->arena, .c = c_out, .h = h_out, .cfg = cfg,
            .infer = infer, .train = train};
   cg.layout = train ? train : infer;
+  if (infer && train)
+    check_layouts(infer, train);
   cg.m = cg.layout->model;
   cg.M = upper(cg.a, cg.m);
   Idents local = {0};

@@ -9,7 +9,9 @@
  *
  * The optimizer walks the trained tensors in fixed chunks (see "the
  * optimizer step" below) over params, grads and its state slots, which share
- * the params layout.  Weight decay skips biases and normalization parameters
+ * the params layout: the trained params come first in the params block
+ * (passes/plan_memory.c), so grads and each state slot cover only that
+ * prefix, NN_TRAINED_SIZE reals.  Weight decay skips biases and normalization parameters
  * unless `decay_all`.  Optimizer state and the step count are part of
  * checkpoints, so a resumed run continues bit-identically.
  */
@@ -358,7 +360,7 @@ static void emit_opt_chunk(Emit *e, const char *m, int slots) {
   emitln(e, "double du[NN_VL] = {0}, pp[NN_VL] = {0};");
   emitln(e, "for (long o = ch->begin; o < ch->end; o += NN_UB) {");
   emitln(e, "const long n = ch->end - o < NN_UB ? ch->end - o : NN_UB;");
-  const char *st = slots == 2 ? ", m->state + o, m->state + NN_PARAMS_SIZE + o"
+  const char *st = slots == 2 ? ", m->state + o, m->state + NN_TRAINED_SIZE + o"
                    : slots    ? ", m->state + o"
                               : "";
   emitln(e, "nn_opt_block(m->params + o, m->grads + o%s, n, &k, du, pp);", st);
@@ -403,7 +405,7 @@ static void emit_update_api(Emit *e, const CG *cg, const TrainConfig *tc) {
   emitln(e, "    return NN_ERR_ARG;");
   emitln(e, "if (m->step == INT64_MAX)");
   emitln(e, "    return nn_fail(m, NN_ERR_ARG, \"step count at its maximum\");");
-  emitln(e, "if (!nn_all_finite(m->grads, NN_PARAMS_SIZE))");
+  emitln(e, "if (!nn_all_finite(m->grads, NN_GRADS_SIZE))");
   emitln(e, "    return nn_fail(m, NN_ERR_NONFINITE, \"gradient is not finite\");");
   emitln(e, "const double *h = m->hyper;");
   emitln(e, "const double lr = nn_schedule_lr(h, (double)m->step), t1 = (double)(m->step + 1);");
@@ -590,7 +592,8 @@ static void emit_accessors(CG *cg) {
   buf_puts(c, "    return m && i >= 0 && i < NN_NUM_TENSORS ? m->ratio[i] : 0;\n}\n\n");
   buf_printf(c, "real *%s_grad(%s *m, int i, size_t *numel)\n{\n", m, m);
   buf_printf(c, "    real *p = %s_tensor(m, i, numel);\n", m);
-  buf_puts(c, "    if (!p || nn_tensor_descs[i].block != 0)\n        return NULL;\n"
+  buf_puts(c, "    if (!p || nn_tensor_descs[i].block != 0 || nn_tensor_descs[i].offset >= NN_GRADS_SIZE)\n"
+              "        return NULL;   /* a buffer or a frozen param: no gradient */\n"
               "    return m->grads + nn_tensor_descs[i].offset;\n}\n\n");
 }
 
@@ -619,6 +622,18 @@ static void emit_state_table(CG *cg, const TrainConfig *tc) {
   if (!count)
     buf_puts(c, "    {\"\", 0, 0},\n");
   buf_printf(c, "};\n#define NN_NUM_STATE %d\n#define NN_MAX_STATE %d\n", count, count ? count : 1);
+  /* a checkpoint of a build that trains more of the model loads too: the
+   * state of what is frozen here is read and dropped */
+  buf_puts(c, "static const char *const nn_untrained_state[] = {\n");
+  int untrained = 0;
+  for (int i = 0; i < g->values.len; i++) {
+    const Value *v = &g->values.items[i];
+    if (v->kind == V_PARAM && !(!v->frozen && v->grad >= 0) && ++untrained)
+      buf_printf(c, "    %s,\n", c_string(cg->a, arena_printf(cg->a, "optimizer.%s.*", v->name)));
+  }
+  if (!untrained)
+    buf_puts(c, "    \"\",\n");
+  buf_printf(c, "};\n#define NN_NUM_UNTRAINED %d\n", untrained);
   /* second moments must be >= 0: their square root divides the step */
   const bool *second = od->second_moment;
   buf_printf(c, "static const int nn_state_checks[2] = {%s, %s};   /* what load requires per slot */\n\n",
@@ -632,7 +647,7 @@ static void emit_state_table(CG *cg, const TrainConfig *tc) {
               "        *e = (nn_tensor){nn_state_descs[i].name, NN_REAL_DTYPE, d->rank, {0, 0, 0, 0}, NULL, 1,\n"
               "                         nn_state_checks[nn_state_descs[i].slot]};\n"
               "        memcpy(e->shape, d->shape, sizeof e->shape);\n"
-              "        e->data = m->state + (long)nn_state_descs[i].slot * NN_PARAMS_SIZE + d->offset;\n"
+              "        e->data = m->state + (long)nn_state_descs[i].slot * NN_TRAINED_SIZE + d->offset;\n"
               "    }\n"
               "    t[count++] = (nn_tensor){\"optimizer.step\", \"I64\", 0, {0, 0, 0, 0}, &m->step, 1, NN_CHECK_STEP};\n"
               "    return count;\n}\n\n");

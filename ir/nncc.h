@@ -282,6 +282,8 @@ typedef struct Graph {
   TrainConfig train_config;  /* MODE_TRAIN: the model's train section */
   /* memory plan results, in elements of the real type */
   long arena_size, params_size, buffers_size, consts_size;
+  long trained_size;         /* the params block's prefix of trained (not frozen) params:
+                              * what grads and optimizer state cover */
   int counters;              /* V_COUNTER values */
   long naive_size, lower_bound;
   long tensors_bound;        /* lower_bound without kernel workspaces: the graph's own tensors */

@@ -2,7 +2,10 @@
  * plan_memory.c: assigns every tensor its place.
  *
  * Parameters and buffers get consecutive offsets in their blocks (in value
- * order, so the inference and training graphs of one model agree); a
+ * order, so the inference and training graphs of one model agree), the
+ * trained parameters first and the frozen ones after them: gradients and
+ * optimizer state cover only that prefix (trained_size), and a training
+ * build with baked weights reads the frozen suffix where it is baked.  A
  * parameter's gradient sits at the same offset in the grads block.
  *
  * Activations share one arena.  Each lives from the step that writes it to
@@ -76,10 +79,6 @@ static bool place_persistent(Graph *g) {
     Value *v = &g->values.items[i];
     if (v->kind == V_COUNTER) {
       v->offset = g->counters++;
-    } else if (v->kind == V_PARAM) {
-      v->offset = params;
-      if (!add_size(&params, shape_numel(&v->shape)))
-        return too_big(g, v, "brings the parameters past");
     } else if (v->kind == V_BUFFER) {
       v->offset = buffers;
       if (!add_size(&buffers, shape_numel(&v->shape)))
@@ -89,6 +88,19 @@ static bool place_persistent(Graph *g) {
       if (!add_size(&consts, shape_numel(&v->shape)))
         return too_big(g, v, "brings the baked constants past");
     }
+  }
+  /* the trained params, then the frozen ones */
+  for (int frozen = 0; frozen < 2; frozen++) {
+    for (int i = 0; i < g->values.len; i++) {
+      Value *v = &g->values.items[i];
+      if (v->kind != V_PARAM || v->frozen != frozen)
+        continue;
+      v->offset = params;
+      if (!add_size(&params, shape_numel(&v->shape)))
+        return too_big(g, v, "brings the parameters past");
+    }
+    if (!frozen)
+      g->trained_size = params;
   }
   for (int i = 0; i < g->values.len; i++) {
     Value *v = &g->values.items[i];

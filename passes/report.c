@@ -33,6 +33,16 @@ static void graph_report(Buf *b, const Graph *g) {
   long esize = (long)real;
   put_bytes(b, "params", g->params_size, esize, "");
   put_bytes(b, "buffers", g->buffers_size, esize, "");
+  if (g->mode == MODE_TRAIN) {
+    /* the trained params come first: grads and optimizer state cover them only */
+    int slots = optimizer_def(g->train_config.optimizer)->slots;
+    put_bytes(b, "grads", g->trained_size, esize,
+              arena_printf(g->ctx->arena, " (the trained params; %ld bytes of params frozen)",
+                           (g->params_size - g->trained_size) * esize));
+    put_bytes(b, "state", slots * g->trained_size, esize,
+              arena_printf(g->ctx->arena, " (optimizer %s: %d slot%s of the trained params)",
+                           g->train_config.optimizer, slots, slots == 1 ? "" : "s"));
+  }
   if (g->consts_size)
     put_bytes(b, "consts", g->consts_size, esize, " (batchnorm folded by nncc, baked read-only)");
   put_bytes(b, "naive", g->naive_size, esize,

@@ -11,7 +11,7 @@
  *   loss S V         training build: the loss of step S, ten steps on one batch
  *   sum NAME S A G N training build: sum and sum of |.| of each tensor after
  *                    the ten steps, max |gradient| of the last step (-1 for
- *                    a buffer), element count
+ *                    a buffer or a frozen parameter), element count
  *   lr V             the learning rate of the last step
  *   memory_size N, stack N, ticks_forward N, ticks_step N: facts, not compared
  *
