@@ -539,9 +539,18 @@ static void emit_gradients(CG *cg) {
                 "        return nn_fail(m, NN_ERR_NONFINITE, bad);\n    }\n");
   /* PyTorch counts num_batches_tracked in every training forward; saturating,
    * so a count always loads back (load refuses only negative ones) */
-  buf_puts(c, "    memcpy(m->counters_prev, m->counters, sizeof m->counters);\n"
-              "    for (int i = 0; i < NN_NUM_COUNTERS; i++)\n"
-              "        m->counters[i] += m->counters[i] < INT64_MAX;\n");
+  buf_puts(c, "    memcpy(m->counters_prev, m->counters, sizeof m->counters);\n");
+  int ticking = 0;   /* batchnorm stats=running counts nothing, as an eval() layer */
+  for (int i = 0; i < g->values.len; i++)
+    ticking += g->values.items[i].kind == V_COUNTER && !g->values.items[i].frozen;
+  if (ticking == g->counters)
+    buf_puts(c, "    for (int i = 0; i < NN_NUM_COUNTERS; i++)\n"
+                "        m->counters[i] += m->counters[i] < INT64_MAX;\n");
+  else
+    for (int i = 0; i < g->values.len; i++)
+      if (g->values.items[i].kind == V_COUNTER && !g->values.items[i].frozen)
+        buf_printf(c, "    m->counters[%ld] += m->counters[%ld] < INT64_MAX;\n",
+                   g->values.items[i].offset, g->values.items[i].offset);
   buf_puts(c, "    return NN_OK;\n}\n\n");
 }
 

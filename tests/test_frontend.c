@@ -451,6 +451,8 @@ static Bad bad[] = {
     {M "output y = dense(x, 6, bias=true, dilation=2)\n",
      "t.nn:3:35: error: dense has no argument 'dilation'"},
     {M "output y = dense(x)\n", "t.nn:3:12: error: dense: missing argument 'units'"},
+    {M "output y = batchnorm(x, stats=moving)\n",
+     "t.nn:3:31: error: batchnorm: stats must be batch or running, got 'moving'"},
     {M "output y = dense(x, 6.5)\n",
      "t.nn:3:21: error: dense: argument 'units' must be an integer, not a number"},
     {M "output y = dense(x, units=k)\n",

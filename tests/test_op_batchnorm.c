@@ -289,3 +289,85 @@ Test(batchnorm, parameter_gradients_without_input_gradient) {
   close_model(&with_dx);
   close_model(&without);
 }
+
+/* ---- stats=running: the running statistics in training too ---- */
+
+static const char *model_conv_bn_running =
+    "model bns\ninput x: f32[2, 7, 6]\ntarget t: f32[3, 7, 6]\n"
+    "out = conv2d(x, 3, kernel=3, pad=1) |> batchnorm(eps=0.01, stats=running) |> relu\n"
+    "output out\nloss mse(out, t)\n";
+
+static const char *model_dense_bn_running_frozen =
+    "model bnw\ninput x: f32[6]\ntarget t: f32[5]\n"
+    "out = dense(x, 5) |> batchnorm(stats=running, freeze=weight) |> tanh\n"
+    "output out\nloss mse(out, t)\n";
+
+/* gradcheck sets the running statistics away from (0, 1) (gradcheck.c). */
+Test(batchnorm, running_statistics_gradients) {
+  grad_case("bns", model_conv_bn_running, 84, 126, "");
+  grad_case("bns", model_conv_bn_running, 84, 126, "--fuse=none");
+  static const char *const frozen[] = {"bn1.weight", NULL};
+  grad_check_frozen = frozen;
+  grad_case("bnw", model_dense_bn_running_frozen, 6, 5, "");
+  grad_check_frozen = NULL;
+}
+
+/* With gamma frozen nothing in the backward pass reads the conv's output:
+ * the normalization and the relu run as the conv's epilogue in training,
+ * which then stores one tensor; batch 1 works (batch statistics of a single
+ * value per channel would make every gradient 0). */
+Test(batchnorm, running_statistics_fuse_into_the_conv_when_gamma_is_frozen) {
+  const char *model = "model bnf\ninput x: f32[2, 7, 6]\ntarget t: f32[3, 7, 6]\n"
+                      "out = conv2d(x, 3, kernel=3, pad=1) |> batchnorm(stats=running, "
+                      "freeze=weight) |> relu\noutput out\nloss mse(out, t)\n";
+  Compiled cm;
+  compile_model(&cm, "bnf", model, "--dtype f64 --input-grad --batch 1", "-O1");
+  char *text = read_text(cm.c_path);
+  cr_assert(text);
+  cr_expect(!strstr(text, "_batchnorm_infer(") && !strstr(text, "_relu("),
+            "the normalization or the relu is a kernel of its own");
+  free(text);
+  static const char *const frozen[] = {"bn1.weight", NULL};
+  grad_check_frozen = frozen;
+  GradReport r = grad_check_random(&cm, 1, 84, 126, 17, -1, 1);
+  grad_check_frozen = NULL;
+  cr_expect(r.worst < 1e-6, "worst %.3g at %s", r.worst, r.where);
+  cr_expect(r.tensors == 3, "%d tensors with a gradient", r.tensors);  /* conv w, b; bn beta */
+  close_model(&cm);
+}
+
+/* A training step leaves the running statistics and the counter as they
+ * were (PyTorch's eval() of the layer), while a batch-statistics layer
+ * counts. */
+Test(batchnorm, running_statistics_stay_in_training) {
+  const char *model = "model bnk\ninput x: f32[3, 4, 4]\ntarget t: f32[3, 4, 4]\n"
+                      "h = batchnorm(x, stats=running) |> relu\n"
+                      "out = batchnorm(h, name=\"bn_batch\")\noutput out\nloss mse(out, t)\n";
+  Compiled cm;
+  compile_model(&cm, "bnk", model, "--batch 2", "-O1");
+  void *m = ((void *(*)(uint64_t))api(&cm, "create"))(3);
+  static float x[2 * 48], t[2 * 48];
+  fill_uniform(x, 2 * 48, 61, -1, 1);
+  fill_uniform(t, 2 * 48, 62, -1, 1);
+  float loss;
+  int (*step)(void *, int, const float *, const float *, float *) =
+      (int (*)(void *, int, const float *, const float *, float *))api(&cm, "train_step");
+  cr_assert_eq(step(m, 2, x, t, &loss), 0);
+  cr_assert_eq(step(m, 2, x, t, &loss), 0);
+  size_t n;
+  float *rm = tensor_by_name(&cm, m, "tensor", "bn1.running_mean", &n);
+  float *rv = tensor_by_name(&cm, m, "tensor", "bn1.running_var", &n);
+  float *bm = tensor_by_name(&cm, m, "tensor", "bn_batch.running_mean", &n);
+  cr_assert(rm && rv && bm && n == 3);
+  for (int c = 0; c < 3; c++) {
+    cr_expect(rm[c] == 0 && rv[c] == 1, "bn1's running statistics moved");
+    cr_expect(bm[c] != 0, "bn_batch's running mean did not move");
+  }
+  char *text = read_text(cm.c_path);
+  cr_assert(text);
+  cr_expect(strstr(text, "m->counters[1] += ") && !strstr(text, "m->counters[0] += "),
+            "only bn_batch's num_batches_tracked counts");
+  free(text);
+  ((void (*)(void *))api(&cm, "destroy"))(m);
+  close_model(&cm);
+}

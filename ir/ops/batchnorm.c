@@ -29,14 +29,16 @@
  * fold itself (bn_fold_eval, passes/hoist_constants.c).  Elsewhere it fuses into an epilogue like an activation.
  */
 #include <math.h>
+#include <string.h>
 
 #include "emit.h"
 
-enum { A_MOMENTUM, A_EPS };
+enum { A_MOMENTUM, A_EPS, A_STATS, NATTR };
 
 static const AttrSpec bn_attrs[] = {
     {"momentum", ATTR_FLOAT, "0.1"},
     {"eps", ATTR_FLOAT, "1e-5"},
+    {"stats", ATTR_IDENT, "batch"},
 };
 
 static const char *const fwd_in[] = {"x", "gamma", "beta", "running_mean", "running_var", NULL};
@@ -119,16 +121,26 @@ static bool bn_build(Graph *g, Node *node) {
     error_at(g->ctx, node->attr[A_EPS].loc, "batchnorm: eps must be positive");
     return false;
   }
+  const char *stats = node->attr[A_STATS].ident;
+  bool running = strcmp(stats, "running") == 0;
+  if (!running && strcmp(stats, "batch") != 0) {
+    error_at(g->ctx, node->attr[A_STATS].loc, "batchnorm: stats must be batch or running, got '%s'",
+             stats);
+    return false;
+  }
   int c = x->shape.dim[0];
   Shape per_channel = shape_of(1, c);
   node_param(g, node, "weight", per_channel, (Init){.kind = INIT_ONES}, false);
   node_param(g, node, "bias", per_channel, (Init){.kind = INIT_ZEROS}, false);
   node_buffer(g, node, "running_mean", per_channel, 0.0);
   node_buffer(g, node, "running_var", per_channel, 1.0);
-  node_counter(g, node, "num_batches_tracked");
+  /* stats=running normalizes with the running statistics in training too
+   * and leaves them and the counter as they are (PyTorch's eval() of the
+   * layer alone) */
+  val(g, node_counter(g, node, "num_batches_tracked"))->frozen = running;
   node = node_at(g, node->id);
   Shape xs = val(g, node->in[0])->shape;
-  if (g->mode == MODE_INFER) {
+  if (g->mode == MODE_INFER || running) {
     node->op = OP_BATCHNORM_INFER;
     node_output(g, node, xs, true, g->dtype);
     return true;
@@ -332,6 +344,57 @@ static void bn_backward(Graph *g, Node *node, const int *dout, const bool *need,
   din[2] = need[2] ? dbeta : -1;
 }
 
+/* stats=running in training: y = (x - running_mean) * s + beta, s = gamma /
+ * sqrt(running_var + eps), is elementwise, so dx = dy * s (batchnorm_infer_dx,
+ * elementwise: it fuses like an activation's gradient), dbeta = sum(dy) and
+ * dgamma = sum(dy * (x - running_mean) / sqrt(running_var + eps)) per channel
+ * (batchnorm_infer_dparams).  Only a trained gamma keeps x alive for the
+ * backward pass: with gamma frozen (freeze=weight) nothing reads the layer's
+ * input, so the conv or dense layer before it runs the normalization as its
+ * epilogue and stores y alone. */
+static void bn_infer_backward(Graph *g, Node *node, const int *dout, const bool *need,
+                              int *din) {
+  int id = node->id, x = node->in[0], gamma = node->in[1];
+  Shape pc = val(g, gamma)->shape;
+  if (need[0]) {
+    int in[3] = {dout[0], gamma, node->in[4]};
+    din[0] = derived_node(g, OP_BATCHNORM_INFER_DX, id, in, 3, val(g, x)->shape, true);
+  }
+  if (need[1]) {
+    int in[4] = {dout[0], x, node->in[3], node->in[4]};
+    int dbeta = derived_node(g, OP_BATCHNORM_INFER_DPARAMS, id, in, 4, pc, false);
+    din[1] = node_output(g, node_at(g, val(g, dbeta)->producer), pc, false, g->dtype);
+    din[2] = need[2] ? dbeta : -1;
+  } else if (need[2]) {
+    din[2] = derived_node(g, OP_BATCHNORM_INFER_DPARAMS, id, &dout[0], 1, pc, false);
+  }
+}
+
+static void bn_infer_dx_scalar(Buf *b, const Graph *g, const Node *node, const char *const *a) {
+  buf_printf(b, "(%s) * (%s / rsquare_root(%s + (real)%.17g))", a[0], a[1], a[2],
+             attr_num(node, A_EPS));
+}
+
+/* dbeta = sum(dy) and, given x, dgamma = sum(dy * xhat) per channel. */
+static void bn_infer_dparams_emit(Emit *e, const Graph *g, const Node *node) {
+  int c;
+  long s;
+  bn_dims(val(g, node->in[0]), &c, &s);
+  bool gamma = node->nin > 1;
+  emit_omp_for(e, "");
+  emitln(e, "for (int c = 0; c < %d; c++) {", c);
+  if (gamma)
+    emitln(e, "const real mc = running_mean[c], is = 1 / rsquare_root(running_var[c] + %s);",
+           lit(e, attr_num(node, A_EPS)));
+  const char *sums[] = {"sum_dy", "sum_dy_xhat"};
+  const char *exprs[] = {"dy[k]", "dy[k] * (x[k] - mc) * is"};
+  emit_channel_sums(e, c, s, gamma ? 2 : 1, sums, exprs, NULL);
+  emitln(e, "dbeta[c] = (real)sum_dy;");
+  if (gamma)
+    emitln(e, "dgamma[c] = (real)sum_dy_xhat;");
+  emitln(e, "}");
+}
+
 static double bn_flops(const Graph *g, const Node *node) {
   return 4.0 * (double)shape_numel(&val(g, node->in[0])->shape);
 }
@@ -381,17 +444,36 @@ static void bn_fold_eval(const Graph *g, const Node *node, const void *const *in
 
 const OpDef op_batchnorm = {
     .name = "batchnorm", .prefix = "bn", .min_in = 1, .max_in = 1,
-    .attrs = bn_attrs, .nattr = 2, .in_names = fwd_in, .out_names = train_out,
+    .attrs = bn_attrs, .nattr = NATTR, .in_names = fwd_in, .out_names = train_out,
     .roles = ROLE_ANCHOR | ROLE_WRITES_BUFFERS | ROLE_INIT_THROUGH | ROLE_SYNC,
     .build = bn_build, .emit = bn_emit, .backward = bn_backward, .flops = bn_flops,
 };
 
 const OpDef op_batchnorm_infer = {
     .name = "batchnorm_infer", .min_in = 5, .max_in = 5,
-    .attrs = bn_attrs, .nattr = 2, .in_names = fwd_in, .out_names = infer_out,
+    .attrs = bn_attrs, .nattr = NATTR, .in_names = fwd_in, .out_names = infer_out,
     .roles = ROLE_ELEMENTWISE | ROLE_INPLACE | ROLE_FOLDABLE | ROLE_INTERNAL | ROLE_INIT_THROUGH,
     .fold_op = OP_BATCHNORM_FOLD, .shown_as = "batchnorm",
-    .emit = emit_elementwise, .scalar = bn_infer_scalar, .flops = bn_flops,
+    .emit = emit_elementwise, .scalar = bn_infer_scalar, .backward = bn_infer_backward,
+    .flops = bn_flops,
+};
+
+static const char *const infer_dx_in[] = {"dy", "gamma", "running_var", NULL};
+static const char *const infer_dx_out[] = {"dx", NULL};
+static const char *const infer_dp_in[] = {"dy", "x", "running_mean", "running_var", NULL};
+static const char *const infer_dp_out[] = {"dbeta", "dgamma", NULL};
+
+const OpDef op_batchnorm_infer_dx = {
+    .name = "batchnorm_infer_dx", .min_in = 3, .max_in = 3, .attrs = bn_attrs, .nattr = NATTR,
+    .in_names = infer_dx_in, .out_names = infer_dx_out,
+    .roles = ROLE_ELEMENTWISE | ROLE_INPLACE | ROLE_INTERNAL,
+    .emit = emit_elementwise, .scalar = bn_infer_dx_scalar,
+};
+
+const OpDef op_batchnorm_infer_dparams = {
+    .name = "batchnorm_infer_dparams", .attrs = bn_attrs, .nattr = NATTR,
+    .in_names = infer_dp_in, .out_names = infer_dp_out, .roles = ROLE_INTERNAL,
+    .emit = bn_infer_dparams_emit,
 };
 
 static const char *const dx_in[] = {"dy", "x", "gamma", "mean", "invstd", NULL};
@@ -400,12 +482,12 @@ static const char *const dp_in[] = {"dy", "x", "mean", "invstd", NULL};
 static const char *const dp_out[] = {"dgamma", "dbeta", NULL};
 
 const OpDef op_batchnorm_dx = {
-    .name = "batchnorm_dx", .attrs = bn_attrs, .nattr = 2, .in_names = dx_in,
+    .name = "batchnorm_dx", .attrs = bn_attrs, .nattr = NATTR, .in_names = dx_in,
     .out_names = dx_out, .roles = ROLE_INTERNAL | ROLE_PROLOGUE | ROLE_SYNC, .emit = bn_dx_emit,
 };
 
 const OpDef op_batchnorm_dparams = {
-    .name = "batchnorm_dparams", .attrs = bn_attrs, .nattr = 2, .in_names = dp_in,
+    .name = "batchnorm_dparams", .attrs = bn_attrs, .nattr = NATTR, .in_names = dp_in,
     .out_names = dp_out, .roles = ROLE_INTERNAL, .emit = bn_dparams_emit,
 };
 
@@ -414,6 +496,6 @@ static const char *const fold_in[] = {"w", "gamma", "beta", "running_mean", "run
 static const char *const fold_out[] = {"wf", "bf", NULL};
 
 const OpDef op_batchnorm_fold = {
-    .name = "batchnorm_fold", .attrs = bn_attrs, .nattr = 2, .in_names = fold_in,
+    .name = "batchnorm_fold", .attrs = bn_attrs, .nattr = NATTR, .in_names = fold_in,
     .out_names = fold_out, .roles = ROLE_INTERNAL, .emit = bn_fold_emit, .eval = bn_fold_eval,
 };
