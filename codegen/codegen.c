@@ -566,6 +566,8 @@ const char *value_ptr(const CG *cg, const Graph *g, const Value *v) {
     return arena_printf(a, "m->grads + %ld", v->offset);
   case V_ACT:
   case V_LOSS:
+    if (v->dtype == DT_I32)   /* relu_mask's bits */
+      return arena_printf(a, "(int32_t *)(m->arena + %ld)", v->offset);
     return arena_printf(a, "m->arena + %ld", v->offset);
   case V_COUNTER: /* no kernel reads one: they are m->counters */
     break;

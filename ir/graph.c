@@ -198,6 +198,30 @@ static void shift_node_refs(Graph *g, int from) {
   }
 }
 
+/* Node id i after node `from` moved to `to` < from. */
+static int moved(int i, int from, int to) {
+  return i == from ? to : i >= to && i < from ? i + 1 : i;
+}
+
+void move_node(Graph *g, int from, int to) {
+  Node *items = g->nodes.items, keep = items[from];
+  memmove(&items[to + 1], &items[to], sizeof(Node) * (size_t)(from - to));
+  items[to] = keep;
+  for (int i = 0; i < g->values.len; i++)
+    if (g->values.items[i].producer >= 0)
+      g->values.items[i].producer = moved(g->values.items[i].producer, from, to);
+  for (int i = 0; i < g->nodes.len; i++) {
+    Node *n = &items[i];
+    n->id = i;
+    if (n->fused_into >= 0)
+      n->fused_into = moved(n->fused_into, from, to);
+    if (n->prologue >= 0)
+      n->prologue = moved(n->prologue, from, to);
+    for (int k = 0; k < n->nepilogue; k++)
+      n->epilogue[k] = moved(n->epilogue[k], from, to);
+  }
+}
+
 Node *insert_node(Graph *g, int before, OpKind op, const char *name, Loc loc) {
   Node fresh = *new_node(g, op, name, loc);
   Node *items = g->nodes.items;

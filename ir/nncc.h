@@ -300,6 +300,8 @@ Node *new_node(Graph *g, OpKind op, const char *name, Loc loc);
 /* A new node at position `before` of the topological order: later nodes
  * move up one id (for passes that must schedule work before a node). */
 Node *insert_node(Graph *g, int before, OpKind op, const char *name, Loc loc);
+/* Moves node `from` to position `to` < from; the nodes in between move up by one. */
+void move_node(Graph *g, int from, int to);
 /* Adds value v as the next input of node. */
 void node_input(Graph *g, Node *node, int v);
 /* Creates a V_ACT output of node with the given per-sample shape. */
@@ -375,6 +377,9 @@ enum {
                                  ISA at run time; the others are built per ISA (NN_CLONES) */
   ROLE_SYNC = 1 << 15,        /* batchnorm: with g->sync_bn the kernel also takes `MPI_Comm
                                  comm, double share` and sums its statistics over the ranks */
+  ROLE_SAVED = 1 << 16,       /* made by a backward rule but run in the forward pass, right
+                                 after in[0] is computed, so that in[0] need not wait for the
+                                 backward pass (relu_mask: the sign bits of y) */
 };
 
 typedef struct OpDef {

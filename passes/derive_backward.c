@@ -86,8 +86,14 @@ bool derive_backward(Graph *g, bool input_grad) {
   for (int i = nforward - 1; i >= 0; i--)
     if (!differentiate(g, i, req, grad))
       return false;
-  for (int i = nforward; i < g->nodes.len; i++)
-    node_at(g, i)->backward = true;
+  for (int i = nforward; i < g->nodes.len; i++) {
+    Node *node = node_at(g, i);
+    node->backward = true;
+    if (op_def(node->op)->roles & ROLE_SAVED) {   /* into the forward pass */
+      node->backward = false;
+      move_node(g, i, val(g, node->in[0])->producer + 1);
+    }
+  }
   for (int i = 0; i < nvalues; i++) {
     Value *v = val(g, i);
     if (grad[i] < 0)

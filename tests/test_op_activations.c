@@ -504,3 +504,38 @@ Test(activations, errors) {
   expect_error("e6", "out = elu(x, -1)", "elu: alpha must be >= 0");
   expect_error("e7", "out = clip(x, 0)", "clip: missing argument 'max'");
 }
+
+/* Under --memory-budget the relu gradient reads y's sign bits (relu_mask,
+ * computed in the forward pass) instead of y: 105 elements per sample are
+ * three words and 9 bits of a fourth, and samples start at a word.  The
+ * budget is one byte under the default build's memory_size(), which makes
+ * nncc take its kernels without workspace and the masks.  (No relu right
+ * after a relu'd layer: where all its inputs are 0 a zero bias puts the
+ * output exactly on the kink, where finite differences see half a slope.) */
+Test(activations, relu_gradient_from_sign_bits_under_a_memory_budget) {
+  const char *model = "model rmb\ninput x: f32[2, 7, 5]\ntarget t: f32[4]\n"
+                      "h = conv2d(x, 3, kernel=3, padding=same) |> relu\n"
+                      "h = conv2d(h, 3, kernel=1)\n"
+                      "out = flatten(h) |> dense(4) |> relu\noutput out\nloss mse(out, t)\n";
+  Compiled fast, small;
+  compile_model(&fast, "rmb", model, "--dtype f64 --input-grad --batch 3", "-O1");
+  size_t mem = ((size_t (*)(void))api(&fast, "memory_size"))();
+  char *text = read_text(fast.c_path);
+  cr_assert(text);
+  cr_expect(!strstr(text, "_relu_mask("), "the default build keeps y, not its sign bits");
+  free(text);
+  close_model(&fast);
+  char opts[128];
+  snprintf(opts, sizeof opts, "--dtype f64 --input-grad --batch 3 --memory-budget %zu", mem - 1);
+  compile_model(&small, "rmb", model, opts, "-O1");
+  text = read_text(small.c_path);
+  cr_assert(text);
+  cr_expect(strstr(text, "_relu_mask("), "no sign bits under the budget");
+  free(text);
+  for (int n = 1; n <= 3; n += 2) {
+    GradReport r = grad_check_random(&small, n, 70, 4, 19 + (uint64_t)n, -1, 1);
+    cr_expect(r.worst < 1e-6, "n=%d: worst %.3g at %s", n, r.worst, r.where);
+    cr_expect(r.tensors == 6);
+  }
+  close_model(&small);
+}

@@ -400,6 +400,11 @@ Test(conv2d_grad, pointwise_wide_plane) {
   Geo v = geo(&(Conv){"gpw2", 3, 6, 7, 9, 1, 1, 0, 1, false});
   grad_geo_n(&v, 1);
 }
+/* dw of a 1x1 stride-1 conv reads x in place as its columns: samples 3
+ * apart, two groups */
+Test(conv2d_grad, pointwise_batch_groups) {
+  check_grad(&(Conv){"gpg", 4, 5, 6, 6, 1, 1, 0, 2, true});
+}
 Test(conv2d_grad, kernel_larger_than_input) { check_grad(&(Conv){"gkl", 2, 3, 4, 2, 6, 1, 2, 1, true}); }
 
 /* dx through col2im (strides, dilation) and as the convolution of dy with

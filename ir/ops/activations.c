@@ -75,9 +75,55 @@ static void relu_scalar(Buf *b, const Graph *g, const Node *node, const char *co
   buf_printf(b, "rmax(%s, 0)", a[0]);
 }
 
+/* Under --memory-budget (g->memory_first) the backward pass keeps the sign
+ * of y as bits (relu_mask, run in the forward pass right after y) instead
+ * of y, 1/32 of its f32 bytes: y itself may die as soon as the next layer
+ * has read it.  Else y, which the next layer keeps anyway for its own
+ * gradient, unless that layer is frozen. */
 static void relu_backward(Graph *g, Node *node, const int *dout, const bool *need,
                           int *din) {
-  din[0] = dx_from_y(g, node, OP_RELU_DX, dout[0]);
+  if (!g->memory_first || !val(g, node->out[0])->batched) {
+    din[0] = dx_from_y(g, node, OP_RELU_DX, dout[0]);
+    return;
+  }
+  long words = (shape_numel(&val(g, node->out[0])->shape) + 31) / 32;
+  int mask = derived_node(g, OP_RELU_MASK, node->id, &node->out[0], 1, shape_of(1, (int)words),
+                          true);
+  val(g, mask)->dtype = DT_I32;
+  int in[2] = {dout[0], mask};
+  const Value *x = val(g, node->in[0]);
+  din[0] = derived_node(g, OP_RELU_MASK_DX, node->id, in, 2, x->shape, x->batched);
+}
+
+/* Words of 32 bits per sample, element i of a sample at bit i % 32 of word
+ * i / 32; the loop over words q of a batch, with first the element index of
+ * the word's bit 0 and count its bits. */
+static void emit_word_loop(Emit *e, long numel) {
+  long words = (numel + 31) / 32;
+  emit_omp_for(e, "");
+  emitln(e, "for (long q = 0; q < (long)n * %ld; q++) {", words);
+  emitln(e, "const long first = q / %ld * %ld + q %% %ld * 32;", words, numel, words);
+  emitln(e, "const int count = q %% %ld < %ld ? 32 : %ld;", words, words - 1,
+         numel - (words - 1) * 32);
+}
+
+static void relu_mask_emit(Emit *e, const Graph *g, const Node *node) {
+  emitln(e, "uint32_t *const bits = (uint32_t *)mask;");
+  emit_word_loop(e, shape_numel(&val(g, node->in[0])->shape));
+  emitln(e, "uint32_t word = 0;");
+  emitln(e, "for (int j = 0; j < count; j++)");
+  emitln(e, "    word |= (uint32_t)(y[first + j] > 0) << j;");
+  emitln(e, "bits[q] = word;");
+  emitln(e, "}");
+}
+
+static void relu_mask_dx_emit(Emit *e, const Graph *g, const Node *node) {
+  emitln(e, "const uint32_t *const bits = (const uint32_t *)mask;");
+  emit_word_loop(e, shape_numel(&val(g, node->out[0])->shape));
+  emitln(e, "const uint32_t word = bits[q];");
+  emitln(e, "for (int j = 0; j < count; j++)");
+  emitln(e, "    dx[first + j] = word >> j & 1 ? dy[first + j] : 0;");
+  emitln(e, "}");
 }
 
 static void relu_dx_scalar(Buf *b, const Graph *g, const Node *node,
@@ -98,6 +144,19 @@ const OpDef op_relu_dx = {
     .in_names = dy_y_names, .out_names = dx_names,
     .roles = ROLE_ELEMENTWISE | ROLE_INPLACE | ROLE_INTERNAL,
     .emit = emit_elementwise, .scalar = relu_dx_scalar,
+};
+
+static const char *const mask_names[] = {"mask", NULL};
+static const char *const dy_mask_names[] = {"dy", "mask", NULL};
+
+const OpDef op_relu_mask = {
+    .name = "relu_mask", .in_names = y_names, .out_names = mask_names,
+    .roles = ROLE_INTERNAL | ROLE_SAVED, .emit = relu_mask_emit,
+};
+
+const OpDef op_relu_mask_dx = {
+    .name = "relu_mask_dx", .in_names = dy_mask_names, .out_names = dx_names,
+    .roles = ROLE_INTERNAL | ROLE_INPLACE, .emit = relu_mask_dx_emit,
 };
 
 /* ---- sigmoid: 1 / (1 + e^-x); e^-x overflows to inf for x << 0, giving 0.

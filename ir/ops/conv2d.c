@@ -298,6 +298,14 @@ static bool pointwise(const Conv *v, const Graph *g) {
          q->pt == 0 && q->pb == 0 && q->pl == 0 && q->pr == 0 && v->g == 1;
 }
 
+/* A 1x1 window of stride 1 without pads: the im2col columns are x itself
+ * (each sample's channel planes in order), so dw reads x in place. */
+static bool columns_are_x(const Conv *v) {
+  const Window *q = &v->q;
+  return q->kh == 1 && q->kw == 1 && q->sh == 1 && q->sw == 1 && q->pt == 0 && q->pb == 0 &&
+         q->pl == 0 && q->pr == 0;
+}
+
 static long pw_pack_reals(const Conv *v) { return v->o < NN_MR ? (long)NN_MR * v->c : 0; }
 static long pw_slot_reals(const Conv *v) { return v->howo < NN_NR ? (long)v->c * NN_NR : 0; }
 static int pw_slots(const Conv *v, const Graph *g) {
@@ -364,6 +372,7 @@ static bool conv_workspace(Graph *g, Node *node, const Conv *v, WsKind kind) {
   Conv t = dx_conv(v);
   long reals = kind == WS_FWD ? fwd_reals(v, g)
                : kind == WS_DW ? (use_winograd(v, g) ? wino_dw_reals(v, g)
+                                  : columns_are_x(v) ? 0
                                                      : (long)dw_chunk(v, g->max_batch) * col_reals(v))
                : dx_as_conv(v) ? fwd_reals(&t, g)
                                : dxcol_reals(v, g);
@@ -731,6 +740,9 @@ static const char *conv2d_dw_kernel(const Graph *g, const Node *node) {
     return arena_printf(g->ctx->arena, "Winograd F(4x4,3x3): dU = sum over tiles of (A dy A^T) . "
                         "(B^T x B), 36 products of K = %ld tiles a chunk, dw = G^T dU G",
                         wino_chunk(&v, g->max_batch));
+  if (columns_are_x(&v))
+    return arena_printf(g->ctx->arena, "%dx%d dot products of dy and x read in place (1x1, no "
+                        "workspace)", NN_DR, NN_DR);
   return arena_printf(g->ctx->arena, "%dx%d dot products over the columns of %d samples at a time",
                       NN_DR, NN_DR, dw_chunk(&v, g->max_batch));
 }
@@ -877,19 +889,24 @@ static void conv2d_dw_emit(Emit *e, const Graph *g, const Node *node) {
     emit_winograd_dw(e, g, &v);
     return;
   }
-  int rt = (int)((v.fsize + NN_DR - 1) / NN_DR), nb = dw_chunk(&v, g->max_batch);
+  bool in_x = columns_are_x(&v);
+  int rt = (int)((v.fsize + NN_DR - 1) / NN_DR), nb = in_x ? g->max_batch : dw_chunk(&v, g->max_batch);
   emitln(e, "const nn_ukr_nt_fn dot = nn_ukr_nt_pick();");
+  if (in_x)
+    emitln(e, "(void)ws;");
   emit_region(e, g->max_threads);
   emitln(e, "for (int b0 = 0; b0 < n; b0 += %d) {", nb);
   emitln(e, "const int nb = n - b0 < %d ? n - b0 : %d;", nb, nb);
-  emit_omp(e, "for collapse(2)");
-  emitln(e, "for (int bi = 0; bi < nb; bi++) {");
-  emitln(e, "for (int c = 0; c < %d; c++) {", v.c);
-  emitln(e, "nn_im2col(ws + (long)bi * %ld + (long)c * %ld, x + ((long)(b0 + bi) * %d + c) * %ld,",
-         col_reals(&v), v.kk * v.howo, v.c, v.hw);
-  emitln(e, "          %d, %d, %s, %d, %d);", v.h, v.w, window_arg(e, &v), v.ho, v.wo);
-  emitln(e, "}");
-  emitln(e, "}");
+  if (!in_x) {
+    emit_omp(e, "for collapse(2)");
+    emitln(e, "for (int bi = 0; bi < nb; bi++) {");
+    emitln(e, "for (int c = 0; c < %d; c++) {", v.c);
+    emitln(e, "nn_im2col(ws + (long)bi * %ld + (long)c * %ld, x + ((long)(b0 + bi) * %d + c) * %ld,",
+           col_reals(&v), v.kk * v.howo, v.c, v.hw);
+    emitln(e, "          %d, %d, %s, %d, %d);", v.h, v.w, window_arg(e, &v), v.ho, v.wo);
+    emitln(e, "}");
+    emitln(e, "}");
+  }
   emit_omp(e, "for schedule(static)");
   emitln(e, "for (int rt = 0; rt < %d; rt++) {", v.g * rt);
   emitln(e, "const int g = rt / %d;", rt);
@@ -897,7 +914,11 @@ static void conv2d_dw_emit(Emit *e, const Graph *g, const Node *node) {
   emitln(e, "const int nr = %ld - r0 < NN_DR ? (int)(%ld - r0) : NN_DR;", v.fsize, v.fsize);
   emitln(e, "const real *rows[NN_DR];   /* the tile's taps in sample 0's columns */");
   emitln(e, "for (int j = 0; j < NN_DR; j++)");
-  emitln(e, "    rows[j] = ws + (g * %ld + r0 + (j < nr ? j : 0)) * %ld;", v.fsize, v.howo);
+  if (in_x)
+    emitln(e, "    rows[j] = x + ((long)b0 * %d + g * %ld + r0 + (j < nr ? j : 0)) * %ld;", v.c,
+           v.fsize, v.howo);
+  else
+    emitln(e, "    rows[j] = ws + (g * %ld + r0 + (j < nr ? j : 0)) * %ld;", v.fsize, v.howo);
   emitln(e, "for (int o0 = g * %d; o0 < (g + 1) * %d; o0 += NN_DR) {", v.opg, v.opg);
   emit_mr(e, "o0", v.opg, "NN_DR");
   emitln(e, "dot(dw + (long)o0 * %ld + r0, %ld, nb, %ld, dy + ((long)b0 * %d + o0) * %ld, %ld, "
