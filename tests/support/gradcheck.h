@@ -21,10 +21,6 @@ typedef struct GradReport {
   int tensors;         /* parameter tensors with a gradient */
 } GradReport;
 
-/* Tensors the model under test freezes (NULL-terminated names; NULL: none):
- * not checked, as nothing computes their gradient. */
-extern const char *const *grad_check_frozen;
-
 GradReport grad_check(const Compiled *cm, int n, const double *x, size_t x_len, const void *y,
                       int max_per_tensor);
 
