@@ -57,7 +57,13 @@ static Graph *build(Ctx *ctx, const Options *o, const Program *prog, Mode mode, 
       return NULL;
     after(o, g, "derive_backward", out);
   }
-  fuse(g, o->fuse, &out->report);
+  /* Under --memory-budget a fold nncc cannot bake would write the folded
+   * weights into the arena at every call: batchnorm runs as the epilogue of
+   * its layer instead, which needs no memory. */
+  unsigned fusions = o->fuse;
+  if (memory_first && !hoist && (fusions & FUSE_EPILOGUE))
+    fusions &= ~(unsigned)FUSE_BN_FOLD;
+  fuse(g, fusions, &out->report);
   after(o, g, "fuse", out);
   if (hoist) {
     hoist_constants(g);

@@ -369,7 +369,7 @@ static bool extra_arg(Lower *L, Extras *x, const Arg *a, const LVal *v) {
       fail(L, a->val->loc, "name must be a string such as name=\"conv_a\"");
     x->name = v;
   } else if (strcmp(k, "freeze") == 0) {
-    bool weight = a->val->kind == EX_NAME && !strcmp(a->val->name, "weight");
+    bool weight = v->kind == LV_IDENT && !strcmp(v->s, "weight");
     if (v->kind != LV_BOOL && !weight)
       fail(L, a->val->loc, "freeze must be true, false or weight (the weights frozen, the "
                            "biases and other parameters trained)");
@@ -689,6 +689,8 @@ static LVal eval(Lower *L, const Expr *e, bool allow_target) {
 /* ---- statements ----------------------------------------------------------------- */
 
 static void mark_output(Lower *L, const char *name, const LVal *v, Loc loc) {
+  if (v->kind == LV_IDENT)
+    need_tensor(L, v, "");   /* undefined name */
   if (v->kind != LV_TENSOR)
     fail(L, loc, "output '%s' must be a tensor, not %s", name, kind_text(v));
   if (v->target)
@@ -756,8 +758,8 @@ static LVal run_stmt(Lower *L, const Stmt *s) {
          MAX_STEPS);
   LVal v = {0};
   switch (s->kind) {
-  case ST_ASSIGN:
-    v = eval(L, s->expr, false);
+  case ST_ASSIGN:   /* `recipe = weight` names an identifier, as an argument may */
+    v = eval_arg(L, s->expr, false);
     bind(L, s->name, v);
     if (s->output)
       mark_output(L, s->name, &v, s->loc);

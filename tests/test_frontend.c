@@ -279,6 +279,19 @@ Test(frontend, pipes_span_lines_and_numbers_compute) {
   cr_assert_eq(find_value(g, "y")->kind, V_OUTPUT);
 }
 
+/* A variable may name an identifier (`tune = weight`), passed on like one
+ * written in place: a fine-tuning recipe switched in one line. */
+Test(frontend, variables_name_identifiers) {
+  Graph *g = lower("model m\ninput x: f32[6]\ntarget t: f32[4]\ntune = weight\n"
+                   "stats = running\n"
+                   "block b(h, s, f) { return dense(h, 4, freeze=f) |> batchnorm(stats=s) }\n"
+                   "out = b(x, stats, tune)\noutput out\nloss mse(out, t)\n",
+                   MODE_TRAIN);
+  cr_expect(find_value(g, "b1.fc1.weight")->frozen);
+  cr_expect(!find_value(g, "b1.fc1.bias")->frozen);
+  cr_expect_eq(find_node(g, "b1.bn1")->op, OP_BATCHNORM_INFER);
+}
+
 /* Tuples: a kernel per axis, pads per side, a tuple as a block default;
  * padding=same sizes the output as ceil(in / stride). */
 Test(frontend, window_tuples) {

@@ -304,9 +304,11 @@ static const char *model_dense_bn_running_frozen =
 
 /* gradcheck sets the running statistics away from (0, 1) (gradcheck.c). */
 Test(batchnorm, running_statistics_gradients) {
+  grad_check_bn_affine = true;
   grad_case("bns", model_conv_bn_running, 84, 126, "");
   grad_case("bns", model_conv_bn_running, 84, 126, "--fuse=none");
   grad_case("bnw", model_dense_bn_running_frozen, 6, 5, "");   /* bn1.weight: no grad() */
+  grad_check_bn_affine = false;
 }
 
 /* With gamma frozen nothing in the backward pass reads the conv's output:
@@ -324,7 +326,9 @@ Test(batchnorm, running_statistics_fuse_into_the_conv_when_gamma_is_frozen) {
   cr_expect(!strstr(text, "_batchnorm_infer(") && !strstr(text, "_relu("),
             "the normalization or the relu is a kernel of its own");
   free(text);
+  grad_check_bn_affine = true;
   GradReport r = grad_check_random(&cm, 1, 84, 126, 17, -1, 1);
+  grad_check_bn_affine = false;
   cr_expect(r.worst < 1e-6, "worst %.3g at %s", r.worst, r.where);
   cr_expect(r.tensors == 3, "%d tensors with a gradient", r.tensors);  /* conv w, b; bn beta */
   close_model(&cm);

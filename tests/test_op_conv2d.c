@@ -347,12 +347,13 @@ static void near_targets(const Compiled *cm, int n, const double *x, double *t, 
 }
 
 /* Checks every parameter gradient (up to 200 elements each) and every input
- * gradient of model `text` at batch n (the build's largest). */
-static void grad_case_n(const char *name, const char *text, size_t x_per, size_t t_per,
-                        int tensors, int n) {
+ * gradient of model `text` at batch n (the build's largest), built with
+ * nncc options `extra` too. */
+static void grad_case_opts(const char *name, const char *text, size_t x_per, size_t t_per,
+                           int tensors, int n, const char *extra) {
   Compiled cm;
-  char flags[64];
-  snprintf(flags, sizeof flags, "--dtype f64 --input-grad --batch %d", n);
+  char flags[128];
+  snprintf(flags, sizeof flags, "--dtype f64 --input-grad --batch %d %s", n, extra);
   compile_model(&cm, name, text, flags, "-O1");
   size_t xl = n * x_per, tl = n * t_per;
   double *x = malloc(xl * sizeof *x), *t = malloc(tl * sizeof *t);
@@ -365,6 +366,11 @@ static void grad_case_n(const char *name, const char *text, size_t x_per, size_t
   free(x);
   free(t);
   close_model(&cm);
+}
+
+static void grad_case_n(const char *name, const char *text, size_t x_per, size_t t_per,
+                        int tensors, int n) {
+  grad_case_opts(name, text, x_per, t_per, tensors, n, "");
 }
 
 static void grad_case(const char *name, const char *text, size_t x_per, size_t t_per,
@@ -439,6 +445,23 @@ Test(conv2d_grad, conv_relu_conv) {
             "h = conv2d(x, 3, kernel=3, pad=1) |> relu\n"
             "out = conv2d(h, 2, kernel=3, stride=2, pad=1)\noutput out\nloss mse(out, t)\n",
             72, 18, 4);
+}
+
+/* Under --memory-budget (one byte under the default build's memory_size())
+ * the kernels without workspace: direct loops forward, dx of a strided or
+ * dilated conv added tap by tap into its planes instead of col2im. */
+Test(conv2d_grad, kernels_without_workspace_under_a_memory_budget) {
+  const char *text = "model gmb\ninput x: f32[4, 9, 8]\ntarget t: f32[4, 5, 3]\n"
+                     "h = conv2d(x, 6, kernel=3, stride=2, pad=1, groups=2)\n"
+                     "out = conv2d(h, 4, kernel=(3, 2), dilation=(1, 2), pad=(1, 1, 0, 1))\n"
+                     "output out\nloss mse(out, t)\n";
+  Compiled fast;
+  compile_model(&fast, "gmb", text, "--dtype f64 --input-grad --batch 3", "-O1");
+  size_t mem = ((size_t (*)(void))api(&fast, "memory_size"))();
+  close_model(&fast);
+  char budget[64];
+  snprintf(budget, sizeof budget, "--memory-budget %zu", mem - 1);
+  grad_case_opts("gmb", text, 288, 60, 4, 3, budget);
 }
 
 /* ---- gradients against a reference, with the batch in chunks ----------- */

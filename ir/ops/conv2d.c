@@ -375,6 +375,7 @@ static bool conv_workspace(Graph *g, Node *node, const Conv *v, WsKind kind) {
                                   : columns_are_x(v) ? 0
                                                      : (long)dw_chunk(v, g->max_batch) * col_reals(v))
                : dx_as_conv(v) ? fwd_reals(&t, g)
+               : g->memory_first ? 0
                                : dxcol_reals(v, g);
   if (reals > INT_MAX) {
     error_at(g->ctx, node->loc, "conv2d: the workspace (%ld values) is too large", reals);
@@ -730,6 +731,9 @@ static const char *conv2d_dx_kernel(const Graph *g, const Node *node) {
   if (dx_as_conv(&v))
     return arena_printf(g->ctx->arena, "the convolution of dy by the flipped filters, %s",
                         product_choice(g, &t));
+  if (g->memory_first)
+    return arena_printf(g->ctx->arena, "direct: w * dy added tap by tap into each dx plane, no "
+                        "workspace (%s)", window_str(g->ctx->arena, &v.q));
   return arena_printf(g->ctx->arena, "columns of %d samples at a time, then col2im (%s)",
                       col_chunk(&v, g->max_batch), window_str(g->ctx->arena, &v.q));
 }
@@ -764,9 +768,48 @@ static double conv2d_backward_flops(const Graph *g, const Node *node) {
  * chunk of samples: col_g (R, P) = w_g^T (R, O/G) . dy_g (O/G, P) into the
  * workspace, tiles of NN_MR column rows x NN_NR pixels, then col2im sums
  * each (sample, channel) plane, tap by tap in a fixed order. */
+/* dx of a strided or dilated convolution without workspace (under
+ * --memory-budget): each thread owns planes (b, c) of dx and adds every
+ * tap's w * dy into them, outputs o in order, so the sums are the same for
+ * any thread count. */
+static void emit_dx_scatter(Emit *e, const Conv *v) {
+  const Window *q = &v->q;
+  emitln(e, "(void)ws;");
+  emit_omp_for(e, "collapse(2) schedule(static)");
+  emitln(e, "for (int b = 0; b < n; b++) {");
+  emitln(e, "for (int c = 0; c < %d; c++) {", v->c);
+  emitln(e, "real *const d = dx + ((long)b * %d + c) * %ld;", v->c, v->hw);
+  emitln(e, "for (long i = 0; i < %ld; i++)", v->hw);
+  emitln(e, "    d[i] = 0;");
+  emitln(e, "const int g = c / %d;", v->cpg);
+  emitln(e, "for (int o = g * %d; o < (g + 1) * %d; o++) {", v->opg, v->opg);
+  emitln(e, "const real *const dyo = dy + ((long)b * %d + o) * %ld;", v->o, v->howo);
+  emitln(e, "const real *const wc = w + ((long)o * %d + c %% %d) * %ld;", v->cpg, v->cpg, v->kk);
+  emitln(e, "for (int kh = 0; kh < %d; kh++) {", q->kh);
+  emitln(e, "for (int oh = 0; oh < %d; oh++) {", v->ho);
+  emitln(e, "const int ih = oh * %d - %d + kh * %d;", q->sh, q->pt, q->dh);
+  emitln(e, "if (ih < 0 || ih >= %d)", v->h);
+  emitln(e, "    continue;");
+  emitln(e, "real *const dr = d + (long)ih * %d;", v->w);
+  emitln(e, "for (int kw = 0; kw < %d; kw++) {", q->kw);
+  emitln(e, "const real wv = wc[kh * %d + kw];", q->kw);
+  emitln(e, "const int off = kw * %d - %d;   /* iw = ow * %d + off */", q->dw, q->pl, q->sw);
+  emitln(e, "const int lo = off < 0 ? (-off + %d) / %d : 0;", q->sw - 1, q->sw);
+  emitln(e, "const int reach = off < %d ? (%d - off) / %d + 1 : 0;", v->w, v->w - 1, q->sw);
+  emitln(e, "const int hi = reach < %d ? reach : %d;", v->wo, v->wo);
+  emitln(e, "for (int ow = lo; ow < hi; ow++)");
+  emitln(e, "    dr[ow * %d + off] += wv * dyo[(long)oh * %d + ow];", q->sw, v->wo);
+  for (int k = 0; k < 6; k++)
+    emitln(e, "}");
+}
+
 static void conv2d_dx_emit(Emit *e, const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->out[0])->shape, &val(g, node->in[0])->shape);
   emit_window_comment(e, &v);
+  if (!dx_as_conv(&v) && g->memory_first) {
+    emit_dx_scatter(e, &v);
+    return;
+  }
   if (dx_as_conv(&v)) {
     Conv t = dx_conv(&v);
     if (pointwise(&t, g))

@@ -69,6 +69,8 @@ static double numeric_grad(const Api *a, int n, const double *x, const void *y, 
   return d;
 }
 
+bool grad_check_bn_affine;
+
 GradReport grad_check(const Compiled *cm, int n, const double *x, size_t x_len, const void *y,
                       int max_per_tensor) {
   GradReport r = {0};
@@ -79,10 +81,11 @@ GradReport grad_check(const Compiled *cm, int n, const double *x, size_t x_len, 
            (double *(*)(void *, int, size_t *))api(cm, "tensor"),
            (double *(*)(void *, int, size_t *))api(cm, "grad")};
   cr_assert(a.m, "create failed");
-  /* A batchnorm's statistics, scale and shift away from (0, 1, 1, 0), so
-   * that a rule that drops one fails: batchnorm(stats=running) reads the
-   * running statistics in training too (batch statistics ignore them).
-   * Its tensors are the four before <bn>.running_var: weight, bias,
+  /* A batchnorm's running statistics away from (0, 1), and with
+   * grad_check_bn_affine its scale and shift away from (1, 0), so that a
+   * rule that drops one fails: batchnorm(stats=running) reads the running
+   * statistics in training too (batch statistics ignore them).  Its
+   * tensors are the four before <bn>.running_var: weight, bias,
    * running_mean and the running_var. */
   for (int t = 3; t < a.count(); t++) {
     const char *name = a.name(t);
@@ -91,7 +94,7 @@ GradReport grad_check(const Compiled *cm, int n, const double *x, size_t x_len, 
       continue;
     const char *w = a.name(t - 3);
     cr_assert(strlen(w) == len - 5 && !strncmp(w, name, len - 12), "%s before %s", w, name);
-    for (int k = 0; k < 4; k++) {
+    for (int k = grad_check_bn_affine ? 0 : 2; k < 4; k++) {
       double *b = a.tensor(a.m, t - 3 + k, &numel);
       for (size_t i = 0; i < numel; i++)
         b[i] = (double[]){1.2, 0.3, -0.2, 0.6}[k] + 0.1 * (double)(i % 4);

@@ -21,6 +21,10 @@ typedef struct GradReport {
   int tensors;         /* parameter tensors with a gradient */
 } GradReport;
 
+/* Set: grad_check also moves every batchnorm's gamma and beta away from 1
+ * and 0 (its running statistics always move away from 0 and 1). */
+extern bool grad_check_bn_affine;
+
 GradReport grad_check(const Compiled *cm, int n, const double *x, size_t x_len, const void *y,
                       int max_per_tensor);
 
