@@ -583,6 +583,20 @@ static void emit_winograd(Emit *e, const Graph *g, const Node *node, const Conv 
  * then bias and epilogue, one store per value (so y may be in place of a
  * residual operand, which is read at each index just before).  Each output's sum runs over its channels
  * and taps in a fixed order, whatever the thread count. */
+/* Opens the loop over a tap row's kw (its weight wv) and then the loop over
+ * the output columns ow whose input column ow * sw + off lies inside the
+ * row: the statement that follows is the loop body. */
+static void emit_tap_columns(Emit *e, const Conv *v) {
+  const Window *q = &v->q;
+  emitln(e, "for (int kw = 0; kw < %d; kw++) {", q->kw);
+  emitln(e, "const real wv = wc[kh * %d + kw];", q->kw);
+  emitln(e, "const int off = kw * %d - %d;   /* iw = ow * %d + off */", q->dw, q->pl, q->sw);
+  emitln(e, "const int lo = off < 0 ? (-off + %d) / %d : 0;", q->sw - 1, q->sw);
+  emitln(e, "const int reach = off < %d ? (%d - off) / %d + 1 : 0;", v->w, v->w - 1, q->sw);
+  emitln(e, "const int hi = reach < %d ? reach : %d;", v->wo, v->wo);
+  emitln(e, "for (int ow = lo; ow < hi; ow++)");
+}
+
 static void emit_direct(Emit *e, const Node *node, const Conv *v, bool fused) {
   const Window *q = &v->q;
   bool bias = fused && node->nin > 2;
@@ -603,13 +617,7 @@ static void emit_direct(Emit *e, const Node *node, const Conv *v, bool fused) {
   emitln(e, "if (ih < 0 || ih >= %d)", v->h);
   emitln(e, "    continue;");
   emitln(e, "const real *const xr = xc + (long)ih * %d;", v->w);
-  emitln(e, "for (int kw = 0; kw < %d; kw++) {", q->kw);
-  emitln(e, "const real wv = wc[kh * %d + kw];", q->kw);
-  emitln(e, "const int off = kw * %d - %d;   /* iw = ow * %d + off */", q->dw, q->pl, q->sw);
-  emitln(e, "const int lo = off < 0 ? (-off + %d) / %d : 0;", q->sw - 1, q->sw);
-  emitln(e, "const int reach = off < %d ? (%d - off) / %d + 1 : 0;", v->w, v->w - 1, q->sw);
-  emitln(e, "const int hi = reach < %d ? reach : %d;", v->wo, v->wo);
-  emitln(e, "for (int ow = lo; ow < hi; ow++)");
+  emit_tap_columns(e, v);
   emitln(e, "    acc[ow] += wv * xr[ow * %d + off];", q->sw);
   for (int k = 0; k < 3; k++)
     emitln(e, "}");
@@ -791,13 +799,7 @@ static void emit_dx_scatter(Emit *e, const Conv *v) {
   emitln(e, "if (ih < 0 || ih >= %d)", v->h);
   emitln(e, "    continue;");
   emitln(e, "real *const dr = d + (long)ih * %d;", v->w);
-  emitln(e, "for (int kw = 0; kw < %d; kw++) {", q->kw);
-  emitln(e, "const real wv = wc[kh * %d + kw];", q->kw);
-  emitln(e, "const int off = kw * %d - %d;   /* iw = ow * %d + off */", q->dw, q->pl, q->sw);
-  emitln(e, "const int lo = off < 0 ? (-off + %d) / %d : 0;", q->sw - 1, q->sw);
-  emitln(e, "const int reach = off < %d ? (%d - off) / %d + 1 : 0;", v->w, v->w - 1, q->sw);
-  emitln(e, "const int hi = reach < %d ? reach : %d;", v->wo, v->wo);
-  emitln(e, "for (int ow = lo; ow < hi; ow++)");
+  emit_tap_columns(e, v);
   emitln(e, "    dr[ow * %d + off] += wv * dyo[(long)oh * %d + ow];", q->sw, v->wo);
   for (int k = 0; k < 6; k++)
     emitln(e, "}");
