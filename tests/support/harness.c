@@ -256,6 +256,11 @@ void st_write_i64(const char *path, const char *name, int64_t value) {
 }
 
 void write_idx_digits(const char *dir, const char *set, int count, const unsigned char labels[10]) {
+  write_idx_noisy_digits(dir, set, count, labels, 0);
+}
+
+void write_idx_noisy_digits(const char *dir, const char *set, int count,
+                            const unsigned char labels[10], uint64_t seed) {
   char path[700];
   snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte", dir, set);
   FILE *f = fopen(path, "wb");
@@ -263,9 +268,15 @@ void write_idx_digits(const char *dir, const char *set, int count, const unsigne
   unsigned char hdr[16] = {0, 0, 8, 3, 0, 0, (unsigned char)(count >> 8), (unsigned char)count,
                            0, 0, 0, 28, 0, 0, 0, 28};
   fwrite(hdr, 1, 16, f);
-  for (int i = 0; i < count; i++)
-    for (int p = 0; p < 784; p++)
-      fputc(p / 28 == 4 + 2 * (i % 10) && p % 28 > 3 && p % 28 < 24 ? 255 : 0, f);
+  uint64_t rng = seed;
+  for (int i = 0; i < count; i++) {
+    int shift = seed ? (int)(splitmix(&rng) % 7) - 3 : 0; /* the bar moves along its row */
+    for (int p = 0; p < 784; p++) {
+      int c = p % 28 - shift, bar = p / 28 == 4 + 2 * (i % 10) && c > 3 && c < 24;
+      uint64_t r = seed ? splitmix(&rng) : 0;
+      fputc(bar ? 255 - (int)(r % 64) : r % 8 == 0 ? (int)(r >> 8 & 0xff) : 0, f);
+    }
+  }
   cr_assert_eq(fclose(f), 0);
   snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", dir, set);
   f = fopen(path, "wb");

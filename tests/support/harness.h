@@ -56,6 +56,11 @@ void close_model(Compiled *cm);
  * count 28x28 digits, a bar in row 4 + 2*(i % 10) for digit i, labelled
  * labels[i % 10]. */
 void write_idx_digits(const char *dir, const char *set, int count, const unsigned char labels[10]);
+/* The same with noise drawn from seed (0: none, as write_idx_digits): each
+ * bar moved by -3..3 columns and dimmed by up to 63, and one pixel in eight
+ * elsewhere set to a random value. */
+void write_idx_noisy_digits(const char *dir, const char *set, int count,
+                            const unsigned char labels[10], uint64_t seed);
 
 /* Deterministic test data. */
 void fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi);
