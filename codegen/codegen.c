@@ -105,17 +105,30 @@ static long arena_size(const CG *cg) {
   return a;
 }
 
+/* Whether <m>_tensor gives const pointers: some tensor is read where it is
+ * baked (--weights: every one with --infer, the frozen params in training). */
+static bool tensors_const(const CG *cg) { return baked_readonly(cg) || frozen_readonly(cg); }
+
+/* Whether v is a frozen param read where it is baked (m->frozen). */
+static bool frozen_baked(const CG *cg, const Value *v) {
+  return frozen_readonly(cg) && v->kind == V_PARAM && v->frozen;
+}
+
 /* The blocks' bytes (plan_memory bounds each, so the sum fits 64 bits) and
  * compile-time checks that they fit this target's size_t and long: a model
- * too big for a 32-bit target does not compile there instead of wrapping. */
-unsigned long long blocks_bytes(const Graph *infer, const Graph *train, bool readonly) {
+ * too big for a 32-bit target does not compile there instead of wrapping.
+ * baked: every weight is baked (--weights), read in place where nothing
+ * writes it: all params and buffers of an inference build, the frozen params
+ * of a training build. */
+unsigned long long blocks_bytes(const Graph *infer, const Graph *train, bool baked) {
   const Graph *g = train ? train : infer;
   const TrainConfig *tc = train ? &train->train_config : NULL;
   long arena = infer ? infer->arena_size : 0;
   if (train && train->arena_size > arena)
     arena = train->arena_size;
   unsigned long long esize = g->dtype == DT_F64 ? 8 : 4, total = 0;
-  long reals[] = {readonly ? 0 : g->params_size, readonly ? 0 : g->buffers_size,
+  long params = !baked ? g->params_size : train ? g->trained_size : 0;
+  long reals[] = {params, baked && !train ? 0 : g->buffers_size,
                   train ? g->trained_size : 0, tc ? optimizer_slots(tc) * g->trained_size : 0,
                   arena};
   for (int i = 0; i < 5; i++) {
@@ -127,8 +140,8 @@ unsigned long long blocks_bytes(const Graph *infer, const Graph *train, bool rea
   return total;
 }
 
-static void emit_size_checks(CG *cg, const char *ro) {
-  unsigned long long total = blocks_bytes(cg->infer, cg->train, *ro);
+static void emit_size_checks(CG *cg) {
+  unsigned long long total = blocks_bytes(cg->infer, cg->train, tensors_const(cg));
   Buf *c = cg->c;
   buf_printf(c, "#define NN_BLOCKS_BYTES %lluULL   /* params ... arena, each 64-byte aligned */\n",
              total);
@@ -156,11 +169,17 @@ static void emit_struct(CG *cg) {
   buf_printf(c, "#define NN_GRADS_SIZE %ldL   /* NN_TRAINED_SIZE */\n", cg->train ? trained : 0L);
   buf_printf(c, "#define NN_STATE_SIZE %ldL   /* optimizer state: slots of NN_TRAINED_SIZE */\n",
              tc ? optimizer_slots(tc) * trained : 0L);
-  buf_printf(c, "#define NN_ARENA_SIZE %ldL   /* planned activations, max batch */\n\n",
+  buf_printf(c, "#define NN_ARENA_SIZE %ldL   /* planned activations, max batch */\n",
              arena_size(cg));
+  buf_printf(c, "#define NN_PARAMS_RAM_SIZE %s   /* the params block in RAM%s */\n\n",
+             frozen_readonly(cg) ? "NN_TRAINED_SIZE" : "NN_PARAMS_SIZE",
+             frozen_readonly(cg) ? ": the frozen ones stay where they are baked" : "");
   const char *ro = baked_readonly(cg) ? "const " : "";   /* --weights --infer */
   buf_printf(c, "struct %s {\n", cg->m);
-  buf_printf(c, "    %sreal *params;   /* trainable parameters, NN_PARAMS_SIZE */\n", ro);
+  buf_printf(c, "    %sreal *params;   /* parameters, NN_PARAMS_RAM_SIZE */\n", ro);
+  if (frozen_readonly(cg))
+    buf_puts(c, "    const real *frozen;   /* the baked params: the frozen ones are read here, at\n"
+                "                             their offsets in [NN_TRAINED_SIZE, NN_PARAMS_SIZE) */\n");
   buf_printf(c, "    %sreal *buffers;  /* running statistics, NN_BUFFERS_SIZE */\n", ro);
   if (cg->infer && cg->infer->consts_size)
     buf_printf(c, "    const real *consts;   /* batchnorm-folded weights, baked by nncc */\n");
@@ -177,7 +196,7 @@ static void emit_struct(CG *cg) {
   buf_puts(c, "    char error[256]; /* detail of the last failure */\n");
   buf_puts(c, "};\n\n");
   buf_puts(c, "#define NN_ALIGN64(x) (((size_t)(x) + 63) & ~(size_t)63)\n");
-  emit_size_checks(cg, ro);
+  emit_size_checks(cg);
   buf_printf(c, "static int nn_fail(%s *m, int status, const char *detail)\n{\n", cg->m);
   buf_puts(c, "    if (m)\n        snprintf(m->error, sizeof m->error, \"%s\", detail);\n"
               "    return status;\n}\n\n");
@@ -191,7 +210,8 @@ static void emit_tensor_table(CG *cg) {
   const Graph *g = cg->layout;
   Buf *c = cg->c;
   buf_puts(c, "/* Parameters and buffers: name (as in PyTorch state_dicts), block, offset,\n"
-              " * shape.  Block 0 = params, 1 = buffers. */\n");
+              " * shape.  Block 0 = params, 1 = buffers, 2 = the frozen params, baked read-only\n"
+              " * (m->frozen, offsets as in params). */\n");
   buf_puts(c, "static const struct nn_tensor_desc {\n    const char *name;\n    int block;\n"
               "    long offset;\n    int rank;\n    int64_t shape[4];\n} nn_tensor_descs[] = {\n");
   int count = 0;
@@ -199,8 +219,9 @@ static void emit_tensor_table(CG *cg) {
     const Value *v = &g->values.items[i];
     if (!is_persistent(v))
       continue;
-    buf_printf(c, "    {%s, %d, %ldL, %d, {", c_string(cg->a, v->name),
-               v->kind == V_BUFFER, v->offset, v->shape.rank);
+    int block = v->kind == V_BUFFER ? 1 : frozen_baked(cg, v) ? 2 : 0;
+    buf_printf(c, "    {%s, %d, %ldL, %d, {", c_string(cg->a, v->name), block, v->offset,
+               v->shape.rank);
     for (int d = 0; d < v->shape.rank; d++)
       buf_printf(c, "%s%d", d ? ", " : "", v->shape.dim[d]);
     buf_puts(c, v->shape.rank ? "}},\n" : "0}},\n");
@@ -557,7 +578,7 @@ const char *value_ptr(const CG *cg, const Graph *g, const Value *v) {
   case V_INGRAD:
     return io_name(cg, v);
   case V_PARAM:
-    return arena_printf(a, "m->params + %ld", v->offset);
+    return arena_printf(a, "m->%s + %ld", frozen_baked(cg, v) ? "frozen" : "params", v->offset);
   case V_BUFFER:
     return arena_printf(a, "m->buffers + %ld", v->offset);
   case V_CONST:
@@ -908,7 +929,7 @@ static void emit_header(CG *cg) {
   buf_printf(h, "int %s_tensor_count(void);\n", m);
   buf_printf(h, "const char *%s_tensor_name(int i);\n", m);
   buf_printf(h, "%s%s *%s_tensor(%s *m, int i, size_t *numel);\n",
-             baked_readonly(cg) ? "const " : "", R, m, m);
+             tensors_const(cg) ? "const " : "", R, m, m);
   if (baked(cg))
     emit_baked_decls(cg);
   buf_printf(h, "\n#ifdef __cplusplus\n}\n#endif\n\n#endif\n");
@@ -924,7 +945,7 @@ static void emit_lifecycle(CG *cg) {
   buf_printf(c, "    return 63 + NN_ALIGN64(sizeof(struct %s)) + %s\n"
                 "           nn_block_bytes(NN_GRADS_SIZE) + nn_block_bytes(NN_STATE_SIZE) +\n"
                 "           nn_block_bytes(NN_ARENA_SIZE);\n}\n\n", m,
-             ro ? "" : "nn_block_bytes(NN_PARAMS_SIZE) + nn_block_bytes(NN_BUFFERS_SIZE) +");
+             ro ? "" : "nn_block_bytes(NN_PARAMS_RAM_SIZE) + nn_block_bytes(NN_BUFFERS_SIZE) +");
   buf_printf(c, "static void nn_init_tensors(%s *m, uint64_t seed);\n", m);
   if (cg->train)
     buf_printf(c, "static void nn_init_train(%s *m);\n", m);
@@ -936,12 +957,14 @@ static void emit_lifecycle(CG *cg) {
   /* struct tags: a model named m, p, mem or seed is shadowed by the locals */
   buf_printf(c, "    struct %s *m = (struct %s *)p;\n", m, m);
   buf_puts(c, "    p += NN_ALIGN64(sizeof *m);\n");
-  const char *blocks[][2] = {{"params", "PARAMS"}, {"buffers", "BUFFERS"}, {"grads", "GRADS"},
+  const char *blocks[][2] = {{"params", "PARAMS_RAM"}, {"buffers", "BUFFERS"}, {"grads", "GRADS"},
                              {"state", "STATE"}, {"arena", "ARENA"}};
   if (ro)
     buf_printf(c, "    m->params = %s_baked_params.r;\n    m->buffers = %s_baked_buffers.r;\n", m, m);
   if (cg->infer && cg->infer->consts_size)
     buf_printf(c, "    m->consts = %s_baked_consts.r;\n", m);
+  if (frozen_readonly(cg))
+    buf_printf(c, "    m->frozen = %s_baked_params.r;\n", m);
   for (int i = ro ? 2 : 0; i < 5; i++)
     buf_printf(c, "    m->%s = (real *)p;\n    p += nn_block_bytes(NN_%s_SIZE);\n", blocks[i][0], blocks[i][1]);
   buf_puts(c, "    m->seed = seed;\n    nn_init_tensors(m, seed);\n");
@@ -1040,27 +1063,33 @@ static void emit_io_api(CG *cg) {
   buf_printf(c, "const char *%s_last_error(const %s *m) { return m ? m->error : \"no model\"; }\n\n", m, m);
   buf_printf(c, "int %s_tensor_count(void) { return NN_NUM_TENSORS; }\n\n", m);
   buf_printf(c, "const char *%s_tensor_name(int i)\n{\n    return i >= 0 && i < NN_NUM_TENSORS ? nn_tensor_descs[i].name : NULL;\n}\n\n", m);
-  const char *ro = baked_readonly(cg) ? "const " : "";
+  const char *ro = tensors_const(cg) ? "const " : "";
+  /* where tensor d is: its block, and m->frozen for the frozen params kept baked */
+  const char *data = frozen_readonly(cg)
+                         ? "(d->block == 2 ? m->frozen : d->block ? m->buffers : m->params) + d->offset"
+                         : "(d->block ? m->buffers : m->params) + d->offset";
   buf_printf(c, "%sreal *%s_tensor(%s *m, int i, size_t *numel)\n{\n", ro, m, m);
-  buf_puts(c, "    if (!m || i < 0 || i >= NN_NUM_TENSORS)\n        return NULL;\n"
-              "    const struct nn_tensor_desc *d = &nn_tensor_descs[i];\n"
-              "    if (numel) {\n        *numel = 1;\n        for (int k = 0; k < d->rank; k++)\n"
-              "            *numel *= (size_t)d->shape[k];\n    }\n"
-              "    return (d->block ? m->buffers : m->params) + d->offset;\n}\n\n");
+  buf_printf(c, "    if (!m || i < 0 || i >= NN_NUM_TENSORS)\n        return NULL;\n"
+                "    const struct nn_tensor_desc *d = &nn_tensor_descs[i];\n"
+                "    if (numel) {\n        *numel = 1;\n        for (int k = 0; k < d->rank; k++)\n"
+                "            *numel *= (size_t)d->shape[k];\n    }\n"
+                "    return %s;\n}\n\n", data);
   /* The safetensors table: params and buffers, then optimizer state. */
   buf_printf(c, "static int nn_tensor_table(%s *m, nn_tensor *t)\n{\n", m);
-  buf_puts(c, "    int count = 0;\n    for (int i = 0; i < NN_NUM_TENSORS; i++) {\n"
+  buf_printf(c, "    int count = 0;\n    for (int i = 0; i < NN_NUM_TENSORS; i++) {\n"
               "        const struct nn_tensor_desc *d = &nn_tensor_descs[i];\n"
               "        nn_tensor *e = &t[count++];\n        e->name = d->name;\n"
               "        e->dtype = NN_REAL_DTYPE;\n        e->rank = d->rank;\n"
               "        for (int k = 0; k < 4; k++)   /* gcc -O0 flags memcpy from a 0-tensor table */\n"
               "            e->shape[k] = d->shape[k];\n"
-              "        e->data = (void *)((d->block ? m->buffers : m->params) + d->offset);   /* const when baked: load refuses */\n"
+              "        e->data = (void *)(%s);   /* const when baked: load refuses or compares */\n"
               "        e->optional = 0;\n"
-              "        /* load refuses NaN and Inf, and a negative variance */\n"
+              "        /* load refuses NaN and Inf, a negative variance, and a frozen param kept\n"
+              "         * baked unless the file has the baked values */\n"
               "        const size_t len = strlen(d->name);\n"
-              "        e->check = d->block && len >= 12 && strcmp(d->name + len - 12, \".running_var\") == 0\n"
-              "                       ? NN_CHECK_NONNEG : NN_CHECK_FINITE;\n    }\n");
+              "        e->check = d->block == 2 ? NN_CHECK_SAME\n"
+              "                   : d->block == 1 && len >= 12 && strcmp(d->name + len - 12, \".running_var\") == 0\n"
+              "                       ? NN_CHECK_NONNEG : NN_CHECK_FINITE;\n    }\n", data);
   buf_puts(c, "    /* optional: a file written before nncc kept them loads too */\n"
               "    for (int i = 0; i < NN_NUM_COUNTERS; i++)\n"
               "        t[count++] = (nn_tensor){nn_counter_names[i], \"I64\", 0, {0, 0, 0, 0}, &m->counters[i], 1,\n"

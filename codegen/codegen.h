@@ -113,6 +113,10 @@ bool emit_main(CG *cg);      /* false (with an error) if the model does not fit 
  * them (const, no copy); else init_in copies them. */
 bool baked(const CG *cg);
 bool baked_readonly(const CG *cg);
+/* Training build, every weight baked, some params frozen: the frozen ones
+ * (the params block after NN_TRAINED_SIZE) are read where they are baked,
+ * through m->frozen. */
+bool frozen_readonly(const CG *cg);
 void emit_baked_decls(CG *cg);   /* into model.h */
 void emit_baked_init(CG *cg);    /* the body of nn_init_tensors */
 

@@ -281,7 +281,7 @@ void emit_dist_helpers(CG *cg) {
               "        snprintf(m->error, sizeof m->error, \"the ranks were compiled with different --batch: %lld here, \"\n"
               "                 \"%lld to %lld over the ranks\", mine[2], -all[3], all[2]);\n"
               "        return NN_ERR_MISMATCH;\n    }\n"
-              "    nn_dist_bcast(m->params, NN_PARAMS_SIZE, NN_MPI_REAL, m->comm);\n"
+              "    nn_dist_bcast(m->params, NN_PARAMS_RAM_SIZE, NN_MPI_REAL, m->comm);\n"
               "    nn_dist_bcast(m->buffers, NN_BUFFERS_SIZE, NN_MPI_REAL, m->comm);\n"
               "    nn_dist_bcast(m->state, NN_STATE_SIZE, NN_MPI_REAL, m->comm);\n"
               "    nn_dist_bcast(m->counters, NN_NUM_COUNTERS, MPI_INT64_T, m->comm);\n"

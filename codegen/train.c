@@ -600,7 +600,7 @@ static void emit_accessors(CG *cg) {
   buf_printf(c, "double %s_update_ratio(const %s *m, int i)\n{\n", m, m);
   buf_puts(c, "    return m && i >= 0 && i < NN_NUM_TENSORS ? m->ratio[i] : 0;\n}\n\n");
   buf_printf(c, "real *%s_grad(%s *m, int i, size_t *numel)\n{\n", m, m);
-  buf_printf(c, "    real *p = %s_tensor(m, i, numel);\n", m);
+  buf_printf(c, "    const real *p = %s_tensor(m, i, numel);\n", m);
   buf_puts(c, "    if (!p || nn_tensor_descs[i].block != 0 || nn_tensor_descs[i].offset >= NN_GRADS_SIZE)\n"
               "        return NULL;   /* a buffer or a frozen param: no gradient */\n"
               "    return m->grads + nn_tensor_descs[i].offset;\n}\n\n");

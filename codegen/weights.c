@@ -27,8 +27,10 @@
  * the compiler checks that model_weights.c matches the model.c it came with.
  *
  * Inference builds point m->params and m->buffers at these unions (const
- * pointers, no copy, a smaller memory_size); training builds copy them into
- * the params block in init_in (codegen.c calls emit_baked_*).
+ * pointers, no copy, a smaller memory_size).  Training builds copy the
+ * trained params (the params block's prefix, passes/plan_memory.c) and the
+ * buffers into RAM in init_in and read the frozen params where they are
+ * baked, through m->frozen (codegen.c calls emit_baked_*).
  */
 #define _POSIX_C_SOURCE 200809L /* the runtime's saving code, as in the emitted prelude */
 #include <errno.h>
@@ -289,6 +291,11 @@ static bool all_baked(const CG *cg) {
 
 bool baked_readonly(const CG *cg) { return baked(cg) && !cg->train && all_baked(cg); }
 
+bool frozen_readonly(const CG *cg) {
+  const Graph *g = cg->layout;
+  return baked(cg) && cg->train && all_baked(cg) && g->trained_size < g->params_size;
+}
+
 void emit_baked_decls(CG *cg) {
   const Graph *g = cg->layout;
   const char *h = header_name(cg->ctx, cg->cfg->output, cg->m);
@@ -313,7 +320,7 @@ void emit_baked_init(CG *cg) {
     buf_puts(cg->c, "    /* params and buffers point at the read-only baked weights */\n");
     return;
   }
-  buf_printf(cg->c, "    memcpy(m->params, %s_baked_params.r, (size_t)NN_PARAMS_SIZE * sizeof(real));\n"
+  buf_printf(cg->c, "    memcpy(m->params, %s_baked_params.r, (size_t)NN_PARAMS_RAM_SIZE * sizeof(real));\n"
                     "    memcpy(m->buffers, %s_baked_buffers.r, (size_t)NN_BUFFERS_SIZE * sizeof(real));\n",
              cg->m, cg->m);
 }

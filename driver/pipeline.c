@@ -91,9 +91,9 @@ static long long struct_bytes(const Graph *infer, const Graph *train) {
 /* Whether memory_size() stays within --memory-budget; if not and the
  * kernels were already those without workspace, an error saying by how
  * much and what is live at the arena's peak. */
-static bool fits_budget(Ctx *ctx, const Options *o, Graph *infer, Graph *train, bool readonly,
+static bool fits_budget(Ctx *ctx, const Options *o, Graph *infer, Graph *train, bool baked,
                         bool memory_first) {
-  long long need = (long long)blocks_bytes(infer, train, readonly) + struct_bytes(infer, train);
+  long long need = (long long)blocks_bytes(infer, train, baked) + struct_bytes(infer, train);
   if (need <= o->memory_budget || !memory_first)
     return need <= o->memory_budget;
   Graph *g = train && train->arena_size > infer->arena_size ? train : infer;
@@ -149,7 +149,8 @@ bool nncc_compile(Ctx *ctx, const Options *o, Result *out) {
       if (!train)
         return false;
     }
-    if (!o->memory_budget || fits_budget(ctx, o, infer, train, baked_readonly, memory_first))
+    /* baked weights are read in place where nothing writes them (blocks_bytes) */
+    if (!o->memory_budget || fits_budget(ctx, o, infer, train, weights && !only, memory_first))
       break;
     if (memory_first)
       return false;

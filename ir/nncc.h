@@ -544,10 +544,12 @@ typedef struct EmitConfig {
   long long memory_budget;   /* --memory-budget: memory_size()'s bound, asserted; 0 none */
 } EmitConfig;
 
-/* memory_size() of the generated code but for the model struct: the params,
- * buffers (unless baked read-only), grads, optimizer state and arena
- * blocks, each 64-byte aligned (plan_memory bounds each: the sum fits). */
-unsigned long long blocks_bytes(const Graph *infer, const Graph *train, bool readonly);
+/* memory_size() of the generated code but for the model struct: the params
+ * (with every weight baked: none in inference, the trained ones in
+ * training), buffers (unless baked into an inference build), grads,
+ * optimizer state and arena blocks, each 64-byte aligned (plan_memory
+ * bounds each: the sum fits). */
+unsigned long long blocks_bytes(const Graph *infer, const Graph *train, bool baked);
 
 /* The header's file name as model.c includes it: the -o path's base name
  * with .h, or <model>.h without -o. */

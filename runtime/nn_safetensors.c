@@ -44,7 +44,9 @@ enum {
   NN_CHECK_FINITE = 1, /* weights, first moments: no NaN or Inf */
   NN_CHECK_NONNEG = 2, /* variances, second moments (exp_avg_sq, ...): finite, >= 0 */
   NN_CHECK_STEP = 3,   /* the I64 step count: 0 <= step < INT64_MAX (it is incremented) */
-  NN_CHECK_COUNT = 4   /* an I64 counter (num_batches_tracked): >= 0 */
+  NN_CHECK_COUNT = 4,  /* an I64 counter (num_batches_tracked): >= 0 */
+  NN_CHECK_SAME = 5    /* read-only data (baked weights): the file must hold these very
+                          values, bit for bit (NN_ERR_ARG if not); nothing is written */
 };
 
 #define NN_ST_MAX_HEADER 100000000u /* largest header accepted, as in safetensors */
@@ -1025,6 +1027,16 @@ static NN_UNUSED double nn_st_value(const unsigned char *p, int code, size_t i, 
   }
 }
 
+/* Whether value v, in t's dtype (esize bytes), is element i of t->data bit
+ * for bit. */
+static NN_UNUSED int nn_st_same(const nn_tensor *t, size_t esize, size_t i, double v) {
+  if (esize == 4) {
+    float f = (float)v;
+    return memcmp((const unsigned char *)t->data + i * 4, &f, 4) == 0;
+  }
+  return memcmp((const unsigned char *)t->data + i * 8, &v, 8) == 0;
+}
+
 /* Tensor t's staged values (host order, dtype `code` of the file) against
  * t->check; a real that does not fit t's dtype (an F64 beyond the F32
  * range) is refused too. */
@@ -1037,6 +1049,15 @@ static NN_UNUSED int nn_st_check_values(const nn_tensor *t, int code, const unsi
     int64_t iv = 0;
     double v = nn_st_value(p, code, i, &iv);
     const char *bad = NULL;
+    if (t->check == NN_CHECK_SAME && !nn_st_same(t, esize, i, v)) {
+      nn_msg_name(m, t->name, strlen(t->name));
+      nn_msg_str(m, ": element ");
+      nn_msg_u64(m, i);
+      nn_msg_str(m, " differs from the weights baked read-only into this build (a frozen "
+                    "tensor): load only a file with the same values, or build without "
+                    "--weights");
+      return NN_ERR_ARG;
+    }
     if (t->check == NN_CHECK_STEP)
       bad = is_int && iv >= 0 && iv < INT64_MAX ? NULL : "is not a step count in 0..2^63-2";
     else if (t->check == NN_CHECK_COUNT)
@@ -1184,7 +1205,7 @@ static NN_UNUSED int nn_st_load(const char *path, const nn_tensor *t, int count,
   }
   for (size_t i = 0; rc == NN_OK && i < ps.n; i++) {
     const nn_st_entry *e = &ps.e[i];
-    if (e->end > e->begin && e->table >= 0)
+    if (e->end > e->begin && e->table >= 0 && t[e->table].check != NN_CHECK_SAME)
       nn_st_store(&t[e->table], nn_st_dtype_code(e->dtype, e->dtypelen), stage + e->begin,
                   (size_t)(e->end - e->begin));
   }

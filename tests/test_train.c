@@ -996,7 +996,7 @@ Test(train, frozen_params_have_no_grads_or_state) {
   void *mf = f.create(3), *mu = u.create(3);
   double x[NB * NX], lf, lu;
   int32_t y[NB];
-  for (int k = 0; k < 3; k++) {   /* fc2 never moves in mu either: lr 0 until the check */
+  for (int k = 0; k < 3; k++) {
     batch(k, x, y);
     cr_assert_eq(f.gradients(mf, NB, x, y, &lf), 0);
     cr_assert_eq(u.gradients(mu, NB, x, y, &lu), 0);

@@ -18,6 +18,13 @@
  * output): missing, extra, mis-shaped, mis-typed tensors, a truncated file,
  * a bad header length and a missing file must each give "nncc: error:
  * FILE: ...", exit 1 and leave no output file behind.
+ *
+ * Fine-tuning: a training build with --weights keeps its frozen params in
+ * the baked data: memory_size() is the trained params, buffers, gradients,
+ * optimizer state and arena, computed here from the model's shapes; it
+ * trains bit-identically to the build without --weights that loads the same
+ * file; its checkpoints round-trip, and a file with other frozen values does
+ * not load.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <criterion/criterion.h>
@@ -481,4 +488,203 @@ Test(weights, bakes_num_batches_tracked) {
 Test(weights, refuses_a_negative_num_batches_tracked) {
   write_bn_st(1, -3);
   refused_file("bn1.num_batches_tracked: element 0 is not a count >= 0");
+}
+
+/* ---- fine-tuning: frozen weights stay where they are baked ------------------ */
+
+/* conv1 frozen, fc1's weight frozen and its bias trained, the batchnorms and
+ * fc2 trained.  Trained reals: bn1 3 + 3, fc1.bias 5, bn2 5 + 5, fc2 5*4 + 4
+ * = 45; frozen: conv1 3*2*3*3 + 3 and fc1.weight 5*27 = 192; buffers 16. */
+static const char fine_tune_model[] =
+    "model fz\n"
+    "input  x: f32[2, 6, 6]\n"
+    "target y: class[4]\n"
+    "h = conv2d(x, 3, kernel=3, pad=1, freeze=true) |> batchnorm |> relu |> maxpool(2)\n"
+    "h = flatten(h) |> dense(5, freeze=weight) |> batchnorm |> relu\n"
+    "logits = dense(h, 4)\n"
+    "output probs = softmax(logits)\n"
+    "loss cross_entropy(logits, y)\n"
+    "train {\n  optimizer adam(lr=1e-2)\n}\n";
+enum { FZ_TRAINED = 45, FZ_FROZEN = 192, FZ_BUFFERS = 16 };
+
+/* Includes the generated C (SRC) to see its struct and sizes.  Modes:
+ *   save F        writes the weights of init_in(seed 1)
+ *   bad F G       loads F, changes conv1.weight[0], saves G
+ *   train [F]     (loads F,) prints memory_size and its parts, five steps'
+ *                 loss bits, per tensor whether it changed and whether it
+ *                 lies in the model's memory, then every tensor's bits
+ *   reload F G    trains, saves F, loads F into a fresh model (0), loads G
+ *                 (must fail with nothing changed): prints status and error */
+static const char fine_tune_driver[] =
+    "#include SRC\n"
+    "#include <stdio.h>\n"
+    "static _Alignas(64) unsigned char mem[1 << 20], mem2[1 << 20];\n"
+    "static float x[8 * FZ_X_SIZE];\n"
+    "static int32_t y[8];\n"
+    "static unsigned bits(float f) { unsigned u; memcpy(&u, &f, 4); return u; }\n"
+    "static int steps(fz *m) {\n"
+    "    uint64_t s = 12345;\n"
+    "    for (int step = 0; step < 5; step++) {\n"
+    "        for (int i = 0; i < 8 * FZ_X_SIZE; i++) {\n"
+    "            s = s * 6364136223846793005u + 1442695040888963407u;\n"
+    "            x[i] = (float)(s >> 40) / (float)(1 << 24) * 2.0f - 1.0f;\n        }\n"
+    "        for (int i = 0; i < 8; i++)\n            y[i] = (i + step) % 4;\n"
+    "        float loss;\n"
+    "        if (fz_train_step(m, 8, x, y, &loss))\n            return 1;\n"
+    "        printf(\"loss %08x\\n\", bits(loss));\n    }\n"
+    "    return 0;\n}\n"
+    "static int same(fz *a, fz *b) {\n"
+    "    for (int t = 0; t < fz_tensor_count(); t++) {\n"
+    "        size_t n;\n        const float *p = fz_tensor(a, t, &n), *q = fz_tensor(b, t, &n);\n"
+    "        if (memcmp(p, q, n * sizeof *p))\n            return 0;\n    }\n"
+    "    return 1;\n}\n"
+    "int main(int argc, char **argv) {\n"
+    "    fz *m = fz_init_in(mem, 1);\n"
+    "    if (argc == 3 && !strcmp(argv[1], \"save\"))\n        return fz_save(m, argv[2]) ? 2 : 0;\n"
+    "    if (argc == 4 && !strcmp(argv[1], \"bad\")) {\n"
+    "        if (fz_load(m, argv[2]))\n            return 3;\n"
+    "        ((float *)fz_tensor(m, 0, NULL))[0] += 1.0f;   /* conv1.weight */\n"
+    "        return fz_save(m, argv[3]) ? 4 : 0;\n    }\n"
+    "    if (argc == 3 && fz_load(m, argv[2])) {\n"
+    "        printf(\"%s\\n\", fz_last_error(m));\n        return 5;\n    }\n"
+    "    if (argc == 4 && !strcmp(argv[1], \"reload\")) {\n"
+    "        if (steps(m) || fz_save(m, argv[2]))\n            return 6;\n"
+    "        fz *f = fz_init_in(mem2, 9);\n"
+    "        int st = fz_load(f, argv[2]);\n"
+    "        printf(\"reload %d same %d\\n\", st, same(m, f));\n"
+    "        st = fz_load(f, argv[3]);\n"
+    "        printf(\"bad %d same %d: %s\\n\", st, same(m, f), fz_last_error(f));\n"
+    "        return 0;\n    }\n"
+    "    printf(\"memory_size %zu struct %zu arena %ld buffers %ld\\n\", fz_memory_size(),\n"
+    "           sizeof(struct fz), (long)NN_ARENA_SIZE, (long)NN_BUFFERS_SIZE);\n"
+    "    static float before[1 << 12];\n"
+    "    size_t at = 0;\n"
+    "    for (int t = 0; t < fz_tensor_count(); t++) {\n"
+    "        size_t n;\n        const float *p = fz_tensor(m, t, &n);\n"
+    "        memcpy(before + at, p, n * sizeof *p);\n        at += n;\n    }\n"
+    "    if (steps(m))\n        return 7;\n"
+    "    at = 0;\n"
+    "    printf(\"tensors\\n\");\n"
+    "    for (int t = 0; t < fz_tensor_count(); t++) {\n"
+    "        size_t n;\n        const float *p = fz_tensor(m, t, &n);\n"
+    "        const unsigned char *c = (const unsigned char *)p;\n"
+    "        printf(\"%s %s %s\\n\", fz_tensor_name(t), memcmp(before + at, p, n * sizeof *p) ? \"changed\" : \"same\",\n"
+    "               c >= mem && c < mem + sizeof mem ? \"ram\" : \"elsewhere\");\n"
+    "        at += n;\n    }\n"
+    "    printf(\"bits\\n\");\n"
+    "    for (int t = 0; t < fz_tensor_count(); t++) {\n"
+    "        size_t n;\n        const float *p = fz_tensor(m, t, &n);\n"
+    "        for (size_t i = 0; i < n; i++)\n            printf(\"%08x\\n\", bits(p[i]));\n    }\n"
+    "    return 0;\n}\n";
+
+/* Builds dir/<prog> from fine_tune_driver on <src>.c (and its weights). */
+static void build_fine_tune(const char *prog, const char *src, bool baked) {
+  char msg[8192];
+  int st = run_capture(msg, sizeof msg,
+                       "cd '%s' && '%s' -std=c11 -Wall -Wextra -Werror -O1 -DSRC='\"%s.c\"' -x c "
+                       "ftdriver.txt -x none %s%s -o %s -lm 2>&1",
+                       dir, NNCC_CC, src, baked ? src : "", baked ? "_weights.c" : "", prog);
+  cr_assert_eq(st, 0, "cc failed for %s:\n%s", prog, msg);
+}
+
+static size_t align64(size_t n) { return (n + 63) / 64 * 64; }
+
+/* A fine-tune build with --weights: the frozen weights are read where they
+ * are baked (not in memory_size, not in the model's memory), it trains
+ * exactly as the build without --weights that loads the same file, and its
+ * checkpoints round-trip; a file whose frozen values differ from the baked
+ * ones does not load (NN_ERR_ARG, naming the tensor, nothing changed). */
+Test(weights, fine_tune_keeps_frozen_weights_baked) {
+  char msg[1 << 16], path[700];
+  scratch_dir(dir, sizeof dir, "weights_ft");
+  snprintf(path, sizeof path, "%s/model.nn", dir);
+  write_file(path, fine_tune_model);
+  snprintf(path, sizeof path, "%s/ftdriver.txt", dir);
+  write_file(path, fine_tune_driver);
+  cr_assert_eq(nncc(msg, sizeof msg, "--batch 8", "plain"), 0, "%s", msg);
+  build_fine_tune("plain", "plain", false);
+  cr_assert_eq(run_capture(msg, sizeof msg, "cd '%s' && ./plain save w.safetensors && "
+                           "./plain bad w.safetensors bad.safetensors", dir), 0, "%s", msg);
+  cr_assert_eq(nncc(msg, sizeof msg, "--batch 8 --weights w.safetensors --verify", "ft"), 0, "%s",
+               msg);
+  build_fine_tune("ft", "ft", true);
+  const char *compilers[] = {"gcc", "clang"};
+  for (int c = 0; c < 2; c++)
+    cr_assert_eq(run_capture(msg, sizeof msg, "cd '%s' && for f in ft.c ft_weights.c; do %s "
+                             "-std=c11 -Wall -Wextra -Werror -pedantic -O1 -c $f -o /dev/null || "
+                             "exit 1; done 2>&1", dir, compilers[c]), 0, "%s:\n%s", compilers[c], msg);
+
+  static char want[1 << 16], got[1 << 16];
+  cr_assert_eq(run_capture(want, sizeof want, "cd '%s' && ./plain train w.safetensors", dir), 0,
+               "%s", want);
+  cr_assert_eq(run_capture(got, sizeof got, "cd '%s' && ./ft train", dir), 0, "%s", got);
+  /* memory_size: the struct, then 64-byte aligned blocks of the trained
+   * params, the buffers, their gradients, Adam's two slots and the arena */
+  size_t mem, st_size, plain_mem;
+  long arena, buffers;
+  cr_assert_eq(sscanf(got, "memory_size %zu struct %zu arena %ld buffers %ld", &mem, &st_size,
+                      &arena, &buffers), 4, "%s", got);
+  cr_assert_eq(buffers, FZ_BUFFERS);
+  size_t want_mem = 63 + align64(st_size) + align64(4 * FZ_TRAINED) + align64(4 * FZ_BUFFERS) +
+                    align64(4 * FZ_TRAINED) + align64(2 * 4 * FZ_TRAINED) +
+                    align64(4 * (size_t)arena);
+  cr_expect_eq(mem, want_mem, "memory_size %zu, want %zu", mem, want_mem);
+  cr_assert_eq(sscanf(want, "memory_size %zu", &plain_mem), 1);
+  cr_expect_geq(plain_mem, mem + 4 * FZ_FROZEN, "plain %zu, fine-tune %zu", plain_mem, mem);
+  /* the same losses and tensors, bit for bit, as the build that loads the file */
+  const char *g = strstr(got, "\nloss"), *w = strstr(want, "\nloss");
+  cr_assert(g && w);
+  const char *frozen[] = {"conv1.weight", "conv1.bias", "fc1.weight"};
+  for (int k = 0; k < 3; k++) {
+    char line[128];
+    snprintf(line, sizeof line, "\n%s same elsewhere\n", frozen[k]);
+    cr_expect(strstr(got, line), "%s is not unchanged and baked:\n%s", frozen[k], got);
+  }
+  cr_expect(strstr(got, "\nfc1.bias changed ram\n") && strstr(got, "\nfc2.weight changed ram\n"),
+            "%s", got);
+  const char *gt = strstr(got, "\ntensors\n"), *wt = strstr(want, "\ntensors\n");
+  cr_assert(gt && wt);
+  cr_expect(gt - g == wt - w && strncmp(g, w, (size_t)(gt - g)) == 0,
+            "losses differ:\n%.*s\nagainst\n%.*s", (int)(gt - g), g, (int)(wt - w), w);
+  cr_expect(strcmp(strstr(got, "\nbits\n"), strstr(want, "\nbits\n")) == 0,
+            "tensors differ after training");
+
+  cr_assert_eq(run_capture(msg, sizeof msg, "cd '%s' && ./ft reload out.safetensors "
+                           "bad.safetensors", dir), 0, "%s", msg);
+  cr_expect(strstr(msg, "reload 0 same 1\n"), "%s", msg);
+  cr_expect(strstr(msg, "bad -1 same 1: conv1.weight: element 0 differs from the weights baked "
+                        "read-only"), "%s", msg);
+}
+
+/* --memory-budget counts what a fine-tune build keeps in RAM: a 256 KB frozen
+ * layer baked by --weights is not in it, so 64 KB fit (the generated code
+ * asserts memory_size() against the budget: it must compile), and the
+ * same build without --weights does not fit. */
+Test(weights, memory_budget_leaves_frozen_weights_out) {
+  char msg[8192], path[700];
+  scratch_dir(dir, sizeof dir, "weights_ftbudget");
+  snprintf(path, sizeof path, "%s/model.nn", dir);
+  write_file(path, "model bf\ninput x: f32[256]\ntarget y: class[4]\n"
+                   "h = dense(x, 256, freeze=true) |> relu\nlogits = dense(h, 4)\n"
+                   "output logits\nloss cross_entropy(logits, y)\n");
+  enum { W1 = 256 * 256, B1 = 256, W2 = 4 * 256, B2 = 4 };
+  static float data[W1 + B1 + W2 + B2];
+  for (size_t i = 0; i < sizeof data / sizeof *data; i++)
+    data[i] = (float)(i % 7) / 64.0f - 0.05f;
+  char json[512];
+  snprintf(json, sizeof json,
+           "{\"fc1.weight\":{\"dtype\":\"F32\",\"shape\":[256,256],\"data_offsets\":[0,%d]},"
+           "\"fc1.bias\":{\"dtype\":\"F32\",\"shape\":[256],\"data_offsets\":[%d,%d]},"
+           "\"fc2.weight\":{\"dtype\":\"F32\",\"shape\":[4,256],\"data_offsets\":[%d,%d]},"
+           "\"fc2.bias\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[%d,%d]}}",
+           4 * W1, 4 * W1, 4 * (W1 + B1), 4 * (W1 + B1), 4 * (W1 + B1 + W2), 4 * (W1 + B1 + W2),
+           4 * (W1 + B1 + W2 + B2));
+  write_st(json, data, sizeof data);
+  cr_assert_eq(nncc(msg, sizeof msg, "--batch 1 --weights w.safetensors --memory-budget 64K", "ft"),
+               0, "%s", msg);
+  int st = run_capture(msg, sizeof msg, "cd '%s' && '%s' -std=c11 -Wall -Wextra -Werror -c ft.c "
+                       "-o /dev/null 2>&1", dir, NNCC_CC);
+  cr_assert_eq(st, 0, "%s", msg);
+  cr_assert_eq(nncc(msg, sizeof msg, "--batch 1 --memory-budget 64K", "plain"), 1, "%s", msg);
+  cr_expect(strstr(msg, "--memory-budget 65536: memory_size() needs about"), "%s", msg);
 }
