@@ -423,6 +423,10 @@ typedef struct OpDef {
    * arithmetic of the emitted kernel, so that baked values equal computed
    * ones bit for bit.  NULL: never hoisted. */
   void (*eval)(const Graph *g, const Node *node, const void *const *in, void *const *out);
+  /* passes/hoist_constants.c, before the node itself is considered: splits
+   * off work that depends on constant inputs only as a node of its own (with
+   * an eval), inserted just before node `id`.  Returns whether it did. */
+  bool (*split_constant)(Graph *g, int id);
   /* An internal form of a language op (batchnorm_infer): that op's name,
    * for messages the user reads; NULL: name. */
   const char *shown_as;
@@ -520,6 +524,7 @@ void eliminate_dead(Graph *g);
 /* With every weight baked read-only: nodes of constants only are computed
  * by nncc (V_CONST), not per call. */
 void hoist_constants(Graph *g);
+bool is_constant(const Value *v);   /* a param, buffer or V_CONST: baked under hoist_constants */
 void plan_memory(Graph *g, bool plan);      /* plan=false: one buffer per tensor */
 bool validate_plan(const Graph *g, Buf *why);
 /* For errors: the step of g's plan where the most arena bytes are live, and

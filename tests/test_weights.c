@@ -390,50 +390,90 @@ Test(weights, refuses_main_infer_with_baked_read_only_weights) {
   assert_no_outputs();
 }
 
+/* Model `name` (text; one input of `in` reals per sample, one output of
+ * `out`), emitted --infer at --batch `batch`: the plain build sets every
+ * parameter and buffer to values of its own (batchnorm's away from 1 and 0)
+ * and saves them; the build with them baked must give the same outputs bit
+ * for bit.  The memory_size of both into *plain and *baked. */
+static void bake_and_compare(const char *name, const char *text, int in, int out, int batch,
+                             size_t *plain, size_t *baked) {
+  char msg[8192], path[700], opts[64], drv[4096];
+  scratch_dir(dir, sizeof dir, name);
+  snprintf(path, sizeof path, "%s/model.nn", dir);
+  write_file(path, text);
+  snprintf(drv, sizeof drv,
+           "#include HEADER\n#include <stdio.h>\n#include <stdlib.h>\n"
+           "#ifdef NO_MALLOC\n"
+           "void *__wrap_malloc(size_t n);\n"
+           "void *__wrap_malloc(size_t n) { (void)n; abort(); }\n"
+           "#endif\n"
+           "#define M(f) %s_##f\n"
+           "static _Alignas(64) unsigned char mem[1 << 22];\n"
+           "static float x[%d * %d], y[%d * %d];\n"
+           "int main(void) {\n"
+           "    printf(\"%%zu\\n\", M(memory_size)());\n"
+           "    if (M(memory_size)() > sizeof mem)\n        return 3;\n"
+           "    %s *m = M(init_in)(mem, 7);\n"
+           "#ifdef SAVE\n"
+           "    for (int t = 0; t < M(tensor_count)(); t++) {\n"
+           "        size_t n;\n        float *p = M(tensor)(m, t, &n);\n"
+           "        for (size_t i = 0; i < n; i++)   /* positive: a variance too */\n"
+           "            p[i] = 0.5f + (float)((i * 7 + (size_t)t * 13) %% 17) / 16.0f -\n"
+           "                   (n > 256 ? 0.53f : 0);\n    }\n"
+           "    if (M(save)(m, \"w.safetensors\"))\n        return 1;\n"
+           "#endif\n"
+           "    for (int i = 0; i < %d * %d; i++)\n        x[i] = (float)(i %% 11) - 5.0f;\n"
+           "    if (M(forward)(m, %d, x, y))\n        return 2;\n"
+           "    for (int i = 0; i < %d * %d; i++) {\n"
+           "        unsigned u;\n        memcpy(&u, &y[i], 4);\n        printf(\"%%08x\\n\", u);\n    }\n"
+           "    return 0;\n}\n",
+           name, batch, in, batch, out, name, batch, in, batch, batch, out);
+  snprintf(path, sizeof path, "%s/driver.txt", dir);
+  write_file(path, drv);
+  snprintf(opts, sizeof opts, "--infer --batch %d", batch);
+  cr_assert_eq(nncc(msg, sizeof msg, opts, "plain"), 0, "%s", msg);
+  build("plain", "plain.h", "plain.c", "-DSAVE");
+  const char *want = outputs("plain", "", plain);
+  snprintf(opts, sizeof opts, "--infer --batch %d --weights w.safetensors", batch);
+  cr_assert_eq(nncc(msg, sizeof msg, opts, "baked"), 0, "%s", msg);
+  build("baked", "baked.h", "baked.c baked_weights.c", "-DNO_MALLOC -Wl,--wrap=malloc");
+  cr_assert_str_eq(outputs("baked", "", baked), want, "%s: the baked build differs", name);
+}
+
 /* A dense layer of 128 x 128 weights folds a batchnorm: the plain --infer
  * build folds into its arena on every call (64 KiB), the baked one has the
  * folded weights baked by nncc and an arena of the two activations.  The
  * outputs agree bit for bit (the fold's arithmetic is the same, its fma
  * explicit). */
 Test(weights, folded_weights_are_baked_not_in_the_arena) {
-  char msg[8192], path[700];
-  scratch_dir(dir, sizeof dir, "weights_fold");
-  snprintf(path, sizeof path, "%s/model.nn", dir);
-  write_file(path, "model fold\ninput x: f32[128]\noutput y = dense(x, 128) |> batchnorm\n");
-  snprintf(path, sizeof path, "%s/driver.txt", dir);
-  write_file(path,
-             "#include HEADER\n#include <stdio.h>\n#include <stdlib.h>\n"
-             "#ifdef NO_MALLOC\n"
-             "void *__wrap_malloc(size_t n);\n"
-             "void *__wrap_malloc(size_t n) { (void)n; abort(); }\n"
-             "#endif\n"
-             "static _Alignas(64) unsigned char mem[1 << 20];\n"
-             "int main(void) {\n"
-             "    printf(\"%zu\\n\", fold_memory_size());\n"
-             "    fold *m = fold_init_in(mem, 7);\n"
-             "#ifdef SAVE\n"
-             "    for (int t = 0; t < fold_tensor_count(); t++) {   /* batchnorm's four */\n"
-             "        size_t n;\n        float *p = fold_tensor(m, t, &n);\n"
-             "        if (n == 128)\n            for (int i = 0; i < 128; i++)\n"
-             "                p[i] = 0.5f + (float)((i * 7 + t * 13) % 17) / 16.0f;\n    }\n"
-             "    if (fold_save(m, \"w.safetensors\"))\n        return 1;\n"
-             "#endif\n"
-             "    float x[128], y[128];\n"
-             "    for (int i = 0; i < 128; i++)\n        x[i] = (float)(i % 11) - 5.0f;\n"
-             "    if (fold_forward(m, 1, x, y))\n        return 2;\n"
-             "    for (int i = 0; i < 128; i++) {\n"
-             "        unsigned u;\n        memcpy(&u, &y[i], 4);\n        printf(\"%08x\\n\", u);\n    }\n"
-             "    return 0;\n}\n");
-  cr_assert_eq(nncc(msg, sizeof msg, "--infer --batch 1", "plain"), 0, "%s", msg);
-  build("plain", "plain.h", "plain.c", "-DSAVE");
   size_t mem_plain, mem_baked;
-  const char *want = outputs("plain", "", &mem_plain);
-  cr_assert_eq(nncc(msg, sizeof msg, "--infer --batch 1 --weights w.safetensors", "baked"), 0,
-               "%s", msg);
-  build("baked", "baked.h", "baked.c baked_weights.c", "-DNO_MALLOC -Wl,--wrap=malloc");
-  cr_assert_str_eq(outputs("baked", "", &mem_baked), want, "the baked fold differs");
+  bake_and_compare("fold", "model fold\ninput x: f32[128]\noutput y = dense(x, 128) |> batchnorm\n",
+                   128, 128, 1, &mem_plain, &mem_baked);
   cr_assert_gt(mem_plain, 2 * 128 * 128 * 4, "plain memory_size %zu", mem_plain);
   cr_assert_lt(mem_baked, 128 * 128 * 4, "baked memory_size %zu", mem_baked);
+}
+
+/* Two Winograd layers (3x3, stride 1, 16 channels; the first folds a
+ * batchnorm): baked, their transformed filters are computed by nncc with
+ * nn_wino_filter's arithmetic, so the outputs equal the plain build's, which
+ * transforms into each layer's workspace at every call (36 x 18 x 16 reals
+ * for the second), bit for bit.  A wrong constant or order in the compile-time
+ * transform, or a layer still reading its workspace, fails here. */
+Test(weights, winograd_filters_are_baked_not_in_the_arena) {
+  size_t mem_plain, mem_baked;
+  char report[16384];
+  bake_and_compare("wino",
+                   "model wino\ninput x: f32[16, 12, 12]\n"
+                   "h = conv2d(x, 16, kernel=3, pad=1, bias=false) |> batchnorm |> relu\n"
+                   "output y = conv2d(h, 16, kernel=3, pad=1)\n",
+                   16 * 144, 16 * 144, 4, &mem_plain, &mem_baked);
+  cr_assert_eq(run_capture(report, sizeof report, "cd '%s' && '%s' model.nn --infer --batch 4 "
+                           "--weights w.safetensors --report 2>&1", dir, NNCC_BIN), 0, "%s", report);
+  const char *first = strstr(report, "filters transformed at compile time");
+  cr_assert(first && strstr(first + 1, "filters transformed at compile time"),
+            "both layers should read baked filters:\n%s", report);
+  cr_assert_gt(mem_plain - mem_baked, 36 * 18 * 16 * 4, "memory_size %zu, plain %zu", mem_baked,
+               mem_plain);
 }
 
 /* ---- batchnorm's num_batches_tracked ---------------------------------------- */
