@@ -5,6 +5,7 @@
 
 #include <criterion/criterion.h>
 #include <dlfcn.h>
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -56,9 +57,13 @@ int run_capture(char *out, size_t cap, const char *fmt, ...) {
 
 void scratch_dir(char *dir, size_t cap, const char *tag) {
   static int counter;
-  snprintf(dir, cap, "%s/%s-%d-%d", NNCC_TEST_TMP, tag, (int)getpid(), counter++);
   mkdir(NNCC_TEST_TMP, 0777);
-  cr_assert(mkdir(dir, 0777) == 0, "cannot create %s", dir);
+  int st;
+  do {   /* a directory of an earlier run whose process had this pid: the next name */
+    snprintf(dir, cap, "%s/%s-%d-%d", NNCC_TEST_TMP, tag, (int)getpid(), counter++);
+    st = mkdir(dir, 0777);
+  } while (st != 0 && errno == EEXIST);
+  cr_assert(st == 0, "cannot create %s: %s", dir, strerror(errno));
 }
 
 void write_file(const char *path, const char *text) {
