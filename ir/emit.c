@@ -226,3 +226,56 @@ const char *input_expr(Emit *e, const Node *node, int j, const char *i, const ch
   buf_free(&b);
   return expr;
 }
+
+/* Partial sums per quantity in emit_channel_sums: four 512-bit vectors of
+ * doubles, so their additions overlap.  More than 16 also keeps gcc from
+ * unrolling the lane loop completely, which would leave 16 scalar sums. */
+enum { SUM_LANES = 32 };
+
+/* Emits `double sums[q] = ...;` for q < count: the sum over channel c (n
+ * samples of s positions; k indexes the element) of exprs[q].  The order
+ * is fixed for any thread count and vectorizes without reassociation: lane
+ * j of SUM_LANES partial sums takes positions i = j (mod SUM_LANES) of every
+ * sample in turn; the lanes are added in order at the end.  `fill`, if
+ * not NULL, is a statement run over each sample's block (index k) before it
+ * is summed. */
+void emit_channel_sums(Emit *e, int c, long s, int count, const char *const *sums,
+                              const char *const *exprs, const char *fill) {
+  long main_part = s / SUM_LANES * SUM_LANES, tail = s - main_part;
+  for (int q = 0; q < count; q++)
+    emitln(e, "double %s = 0;", sums[q]);
+  emitln(e, "/* lane j sums positions j mod %d: a fixed order that vectorizes */", SUM_LANES);
+  emitln(e, "{");
+  for (int q = 0; q < count; q++)
+    emitln(e, "double lane_%s[%d] = {0};", sums[q], SUM_LANES);
+  emitln(e, "for (int b = 0; b < n; b++) {");
+  emitln(e, "const long base = ((long)b * %d + c) * %ld;", c, s);
+  if (fill) {
+    emitln(e, "for (long i = 0; i < %ld; i++) {", s);
+    emitln(e, "const long k = base + i;");
+    emitln(e, "%s", fill);
+    emitln(e, "}");
+  }
+  if (main_part > 0) {
+    emitln(e, "for (long i = 0; i < %ld; i += %d) {", main_part, SUM_LANES);
+    emitln(e, "for (int j = 0; j < %d; j++) {", SUM_LANES);
+    emitln(e, "const long k = base + i + j;");
+    for (int q = 0; q < count; q++)
+      emitln(e, "lane_%s[j] += %s;", sums[q], exprs[q]);
+    emitln(e, "}");
+    emitln(e, "}");
+  }
+  if (tail > 0) {
+    emitln(e, "for (int j = 0; j < %ld; j++) {", tail);
+    emitln(e, "const long k = base + %ld + j;", main_part);
+    for (int q = 0; q < count; q++)
+      emitln(e, "lane_%s[j] += %s;", sums[q], exprs[q]);
+    emitln(e, "}");
+  }
+  emitln(e, "}");
+  emitln(e, "for (int j = 0; j < %d; j++) {", SUM_LANES);
+  for (int q = 0; q < count; q++)
+    emitln(e, "%s += lane_%s[j];", sums[q], sums[q]);
+  emitln(e, "}");
+  emitln(e, "}");
+}

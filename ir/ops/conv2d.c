@@ -988,14 +988,10 @@ static void conv2d_db_emit(Emit *e, const Graph *g, const Node *node) {
   const Shape *dy = &val(g, node->in[0])->shape;
   int o = dy->dim[0], hw = dy->dim[1] * dy->dim[2];
   emit_omp_for(e, "");
-  emitln(e, "for (int o = 0; o < %d; o++) {", o);
-  emitln(e, "real acc = 0;");
-  emitln(e, "for (int b = 0; b < n; b++) {");
-  emitln(e, "const real *dyo = dy + ((long)b * %d + o) * %d;", o, hw);
-  emitln(e, "for (int i = 0; i < %d; i++)", hw);
-  emitln(e, "    acc += dyo[i];");
-  emitln(e, "}");
-  emitln(e, "db[o] = acc;");
+  emitln(e, "for (int c = 0; c < %d; c++) {", o);
+  emit_channel_sums(e, o, hw, 1, (const char *const[]){"acc"}, (const char *const[]){"dy[k]"},
+                    NULL);
+  emitln(e, "db[c] = (real)acc;");
   emitln(e, "}");
 }
 
