@@ -6,9 +6,10 @@
  * beside the weights: its outputs become V_CONST (the consts block, flash on
  * a microcontroller) and the node is dead, so the forward pass never runs it
  * and the arena never holds its outputs.  Today that is batchnorm_fold (the
- * folded weights and biases of conv and dense layers) and conv2d_wino_u
- * (Winograd's transformed filters), which a conv2d splits off when its
- * weights are constant (OpDef.split_constant).
+ * folded weights and biases of conv and dense layers) and conv2d_wino_u /
+ * conv2d_panels (a convolution's Winograd-transformed or packed filters),
+ * which a conv2d splits off when its weights are constant
+ * (OpDef.split_constant).
  *
  * Only then: a build whose weights can change (load, tensor(), training)
  * folds on every forward call, into the arena.

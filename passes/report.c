@@ -44,7 +44,7 @@ static void graph_report(Buf *b, const Graph *g) {
                            g->train_config.optimizer, slots, slots == 1 ? "" : "s"));
   }
   if (g->consts_size)
-    put_bytes(b, "consts", g->consts_size, esize, " (computed by nncc from the weights, baked read-only: folded batchnorm, Winograd filters)");
+    put_bytes(b, "consts", g->consts_size, esize, " (computed by nncc from the weights, baked read-only: folded batchnorm, prepared filters)");
   put_bytes(b, "naive", g->naive_size, esize,
             arena_printf(g->ctx->arena, " (one buffer per tensor, batch %d)", g->max_batch));
   put_bytes(b, "arena", g->arena_size, esize, " (planned)");

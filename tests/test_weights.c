@@ -454,24 +454,29 @@ Test(weights, folded_weights_are_baked_not_in_the_arena) {
 }
 
 /* Two Winograd layers (3x3, stride 1, 16 channels; the first folds a
- * batchnorm): baked, their transformed filters are computed by nncc with
- * nn_wino_filter's arithmetic, so the outputs equal the plain build's, which
- * transforms into each layer's workspace at every call (36 x 18 x 16 reals
- * for the second), bit for bit.  A wrong constant or order in the compile-time
- * transform, or a layer still reading its workspace, fails here. */
-Test(weights, winograd_filters_are_baked_not_in_the_arena) {
+ * batchnorm) and a strided one (a product on packed columns, 10 filters in
+ * panels of 6, 2 groups): baked, their transformed filters (computed by nncc
+ * with nn_wino_filter's arithmetic) and filter panels (copied as nn_pack_a
+ * does, zeros past each group's filters) give the outputs of the plain build,
+ * which prepares them in each layer's workspace at every call (36 x 18 x 16
+ * reals for the second), bit for bit.  A wrong constant or order in the
+ * compile-time transform, a misplaced panel row, or a layer still reading
+ * its workspace fails here. */
+Test(weights, prepared_filters_are_baked_not_in_the_arena) {
   size_t mem_plain, mem_baked;
   char report[16384];
   bake_and_compare("wino",
                    "model wino\ninput x: f32[16, 12, 12]\n"
                    "h = conv2d(x, 16, kernel=3, pad=1, bias=false) |> batchnorm |> relu\n"
-                   "output y = conv2d(h, 16, kernel=3, pad=1)\n",
-                   16 * 144, 16 * 144, 4, &mem_plain, &mem_baked);
+                   "h = conv2d(h, 16, kernel=3, pad=1)\n"
+                   "output y = conv2d(h, 10, kernel=3, stride=2, pad=1, groups=2)\n",
+                   16 * 144, 10 * 36, 4, &mem_plain, &mem_baked);
   cr_assert_eq(run_capture(report, sizeof report, "cd '%s' && '%s' model.nn --infer --batch 4 "
                            "--weights w.safetensors --report 2>&1", dir, NNCC_BIN), 0, "%s", report);
   const char *first = strstr(report, "filters transformed at compile time");
-  cr_assert(first && strstr(first + 1, "filters transformed at compile time"),
-            "both layers should read baked filters:\n%s", report);
+  cr_assert(first && strstr(first + 1, "filters transformed at compile time") &&
+            strstr(report, "filters packed at compile time"),
+            "every layer should read baked filters:\n%s", report);
   cr_assert_gt(mem_plain - mem_baked, 36 * 18 * 16 * 4, "memory_size %zu, plain %zu", mem_baked,
                mem_plain);
 }

@@ -250,7 +250,7 @@ static bool use_winograd(const Conv *v, const Graph *g) {
   return 2 * 36 * wino_panels(v, g->max_batch) < direct;
 }
 
-static bool reads_u(const Graph *g, const Node *node);
+static bool reads_baked(const Graph *g, const Node *node, OpKind op);
 static bool conv2d_split_constant(Graph *g, int id);
 
 /* Its workspace: the transformed filters, 36 x MT panels of NN_MR rows by
@@ -432,14 +432,19 @@ static void emit_conv_product(Emit *e, const Graph *g, const Node *node, const C
                               const char *x, const char *y, bool flip, bool fused) {
   int mt = fwd_mt(v);
   long pixels = fwd_pixels(v), pt = (pixels + NN_NR - 1) / NN_NR, wp = pad_wp(v);
-  bool bias = fused && node->nin > 2;
+  bool bias = fused && node->nin > 2, baked = !flip && reads_baked(g, node, OP_CONV2D_PANELS);
   emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
   emit_region(e, fwd_slots(v, g));
-  emitln(e, "real *const slot = ws + %ldL + (long)nn_thread_id() * %ld;", fwd_panels_reals(v),
-         fwd_slot_reals(v));
+  emitln(e, "real *const slot = ws + %ldL + (long)nn_thread_id() * %ld;",
+         baked ? 0 : fwd_panels_reals(v), fwd_slot_reals(v));
   if (in_place(v))
     emitln(e, "long padded = -1;   /* the (sample, group) in slot */");
-  emit_filter_panels(e, v, flip);
+  if (baked) {
+    emitln(e, "const real *const pa = w;   /* packed at compile time */");
+  } else {
+    emitln(e, "const real *const pa = ws;");
+    emit_filter_panels(e, v, flip);
+  }
   emit_omp(e, "for collapse(2) schedule(static)");
   emitln(e, "for (int b = 0; b < n; b++) {");
   emitln(e, "for (int gp = 0; gp < %ld; gp++) {", v->g * pt);
@@ -477,10 +482,10 @@ static void emit_conv_product(Emit *e, const Graph *g, const Node *node, const C
   emit_mr(e, "o0", v->opg, "NN_MR");
   emitln(e, "real t[NN_MR * NN_NR];");
   if (in_place(v))
-    emitln(e, "ukr(t, ws + (long)mt * %ld, 1, NN_MR, slot + q0, %d, %d, %ld, %ld, 0);", NN_MR * v->fsize,
+    emitln(e, "ukr(t, pa + (long)mt * %ld, 1, NN_MR, slot + q0, %d, %d, %ld, %ld, 0);", NN_MR * v->fsize,
            v->cpg, v->q.kh, pad_plane(v), wp);
   else
-    emitln(e, "ukr(t, ws + (long)mt * %ld, 1, NN_MR, slot, %ld, 1, NN_NR, 0, 0);", NN_MR * v->fsize,
+    emitln(e, "ukr(t, pa + (long)mt * %ld, 1, NN_MR, slot, %ld, 1, NN_NR, 0, 0);", NN_MR * v->fsize,
            v->fsize);
   emitln(e, "for (int i = 0; i < mr; i++) {");
   emitln(e, "const int o = o0 + i;");
@@ -504,7 +509,7 @@ static void emit_winograd(Emit *e, const Graph *g, const Node *node, const Conv 
                           const char *x, const char *y, bool flip, bool fused) {
   int mt = fwd_mt(v), tw = (v->wo + 3) / 4, th = (v->ho + 3) / 4;
   long tiles = wino_tiles(v), up = (long)mt * NN_MR * v->c;
-  bool bias = fused && node->nin > 2, baked = !flip && reads_u(g, node);
+  bool bias = fused && node->nin > 2, baked = !flip && reads_baked(g, node, OP_CONV2D_WINO_U);
   emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
   emit_region(e, wino_slots(v, g));
   emitln(e, "real *const v = ws + %ldL + (long)nn_thread_id() * %ld;", baked ? 0 : wino_u_reals(v),
@@ -739,9 +744,11 @@ static const char *product_choice(const Graph *g, const Conv *v) {
 static const char *conv2d_kernel(const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->in[0])->shape, &val(g, node->out[0])->shape);
   const char *how = product_choice(g, &v);
-  return reads_u(g, node) ? arena_printf(g->ctx->arena, "%s; filters transformed at compile time",
-                                         how)
-                          : how;
+  return reads_baked(g, node, OP_CONV2D_WINO_U)
+             ? arena_printf(g->ctx->arena, "%s; filters transformed at compile time", how)
+         : reads_baked(g, node, OP_CONV2D_PANELS)
+             ? arena_printf(g->ctx->arena, "%s; filters packed at compile time", how)
+             : how;
 }
 
 static const char *conv2d_dx_kernel(const Graph *g, const Node *node) {
@@ -1025,34 +1032,62 @@ const OpDef op_conv2d = {
     .flops = conv2d_flops, .kernel = conv2d_kernel, .split_constant = conv2d_split_constant,
 };
 
-/* ---- Winograd's filters at compile time ---------------------------------- */
+/* ---- filters prepared at compile time ------------------------------------ */
 
-/* With the weights baked (--infer --weights), the transformed filters U of a
- * Winograd layer are the same on every call: the layer splits their
- * transform off as a conv2d_wino_u node, which hoist_constants evaluates at
- * compile time into the consts block, and reads U there (its in[1]) instead
- * of transforming its filters into its workspace on every call (at batch 1,
- * 18-24% of vgg_small's and resnet20's forward). */
-static bool reads_u(const Graph *g, const Node *node) {
+/* With the weights baked (--infer --weights), what a layer makes of its
+ * filters at every call is the same on every call: the transformed filters
+ * U of a Winograd layer, the NN_MR-row panels of a product.  The layer splits
+ * that off as a node of its own (conv2d_wino_u, conv2d_panels), which
+ * hoist_constants evaluates at compile time into the consts block, and
+ * reads the result there (its in[1]) instead of preparing its filters in its
+ * workspace at every call.  At batch 1 that was 18-24% of vgg_small's and
+ * resnet20's forward for the Winograd layers alone. */
+static bool reads_baked(const Graph *g, const Node *node, OpKind op) {
   int p = val(g, node->in[1])->producer;
-  return p >= 0 && g->nodes.items[p].op == OP_CONV2D_WINO_U;
+  return p >= 0 && g->nodes.items[p].op == op;
 }
 
 static bool conv2d_split_constant(Graph *g, int id) {
   Node *node = node_at(g, id);
   Conv v = conv_dims(node, &val(g, node->in[0])->shape, &val(g, node->out[0])->shape);
-  if (!use_winograd(&v, g) || reads_u(g, node) || !is_constant(val(g, node->in[1])))
+  bool wino = use_winograd(&v, g);
+  if ((!wino && (direct(&v, g) || pointwise(&v, g))) || reads_baked(g, node, OP_CONV2D_WINO_U) ||
+      reads_baked(g, node, OP_CONV2D_PANELS) || !is_constant(val(g, node->in[1])))
     return false;
-  Node *t = insert_node(g, id, OP_CONV2D_WINO_U, node->name, node->loc);
+  long reals = wino ? wino_u_reals(&v) : fwd_panels_reals(&v);
+  Node *t = insert_node(g, id, wino ? OP_CONV2D_WINO_U : OP_CONV2D_PANELS, node->name, node->loc);
   node = node_at(g, id + 1);
   memcpy(t->attr, node->attr, sizeof t->attr);
   node_input(g, t, node->in[1]);
-  int u = node_output(g, t, shape_of(1, (int)wino_u_reals(&v)), false, g->dtype);
-  val(g, u)->name = arena_printf(g->ctx->arena, "%s.wino_u", node->name);
+  int u = node_output(g, t, shape_of(1, (int)reals), false, g->dtype);
+  val(g, u)->name = arena_printf(g->ctx->arena, "%s.%s", node->name, wino ? "wino_u" : "panels");
   node = node_at(g, id + 1);
   node->in[1] = u;
-  val(g, node->out[1])->shape.dim[0] -= (int)wino_u_reals(&v);   /* ws: the slots only */
+  val(g, node->out[1])->shape.dim[0] -= (int)reals;   /* ws: the slots only */
   return true;
+}
+
+/* The panels emit_filter_panels packs (nn_pack_a): group g's row panel mt
+ * at (g * MT + mt) * NN_MR * R, A(i, r) at r * NN_MR + i, zero past the
+ * group's filters; a copy, so bit for bit. */
+static void panels_eval(const Graph *g, const Node *node, const void *const *in,
+                        void *const *out) {
+  const Shape *ws = &val(g, node->in[0])->shape;   /* (O, C/G, KH, KW) */
+  const int groups = attr_int(node, A_GROUPS), opg = ws->dim[0] / groups;
+  const int mt = (opg + NN_MR - 1) / NN_MR;
+  const long r = shape_numel(ws) / ws->dim[0];
+  const size_t es = g->dtype == DT_F32 ? 4 : 8;
+  const char *w = in[0];
+  char *p = out[0];
+  memset(p, 0, es * (size_t)(groups * mt * NN_MR * r));
+  for (int gr = 0; gr < groups; gr++)
+    for (int m = 0; m < mt; m++) {
+      const int o0 = gr * opg + m * NN_MR;
+      char *ap = p + es * (size_t)((gr * mt + m) * NN_MR * r);
+      for (int i = 0; i < NN_MR && o0 + i < (gr + 1) * opg; i++)
+        for (long k = 0; k < r; k++)
+          memcpy(ap + es * (size_t)(k * NN_MR + i), w + es * (size_t)((o0 + i) * r + k), es);
+    }
 }
 
 /* U as emit_winograd lays it out, from w (O, C, 3, 3): nn_wino_filter's
@@ -1112,6 +1147,10 @@ static const char *const u_in[] = {"w", NULL}, *const u_out[] = {"u", NULL};
 const OpDef op_conv2d_wino_u = {
     .name = "conv2d_wino_u", .attrs = conv2d_attrs, .nattr = NATTR, .in_names = u_in,
     .out_names = u_out, .roles = ROLE_INTERNAL, .eval = wino_u_eval, .shown_as = "conv2d",
+};
+const OpDef op_conv2d_panels = {
+    .name = "conv2d_panels", .attrs = conv2d_attrs, .nattr = NATTR, .in_names = u_in,
+    .out_names = u_out, .roles = ROLE_INTERNAL, .eval = panels_eval, .shown_as = "conv2d",
 };
 
 static const char *const dx_in[] = {"dy", "w", NULL}, *const dx_out[] = {"dx", "ws", NULL};
