@@ -132,4 +132,9 @@ void view_backward(Graph *g, Node *node, const int *dout, const bool *need, int 
 void emit_channel_sums(Emit *e, int c, long s, int count, const char *const *sums,
                        const char *const *exprs, const char *fill);
 
+/* The kernels without workspace (matrix-vector dense, pointwise conv2d
+ * read in place): at --batch 1 they are also the fastest, and under
+ * --memory-budget they are what fits. */
+static inline bool workspace_free(const Graph *g) { return g->max_batch == 1 || g->memory_first; }
+
 #endif

@@ -54,13 +54,12 @@ static Product dense_product(Ctx *ctx, Which which, int units, long k, int max_b
 
 static long fwd_reals(const Graph *g, int units, long k);
 
-static bool gemv(const Graph *g);
 
 static void dense_workspace(Graph *g, Node *node, Which which, int units, long k) {
   Product p = dense_product(g->ctx, which, units, k, g->max_batch);
-  node_workspace(g, node, which == FWD   ? fwd_reals(g, units, k)
-                          : gemv(g)      ? 0
-                                         : product_reals(&p));
+  node_workspace(g, node, which == FWD        ? fwd_reals(g, units, k)
+                          : workspace_free(g) ? 0
+                                              : product_reals(&p));
 }
 
 static bool dense_build(Graph *g, Node *node) {
@@ -90,11 +89,9 @@ static bool dense_build(Graph *g, Node *node) {
  * multiple (packed, so that no row past w is read); x^T is packed in
  * panels of NN_NR samples.  Each tile is stored through the epilogue, so
  * a sample's output does not depend on the batch it comes in. */
-static bool gemv(const Graph *g) { return g->max_batch == 1 || g->memory_first; }
-
 static long fwd_reals(const Graph *g, int units, long k) {
   int max_batch = g->max_batch;
-  if (gemv(g))
+  if (workspace_free(g))
     return 0;
   return ((long)(max_batch + NN_NR - 1) / NN_NR * NN_NR + (units % NN_MR ? NN_MR : 0)) * k;
 }
@@ -133,7 +130,7 @@ static void dense_emit(Emit *e, const Graph *g, const Node *node) {
   long k = shape_numel(&val(g, node->in[0])->shape);
   long xt = (long)(g->max_batch + NN_NR - 1) / NN_NR * NN_NR * k;
   bool bias = node->nin > 2;
-  if (gemv(g)) {
+  if (workspace_free(g)) {
     emit_gemv(e, node, units, k);
     return;
   }
@@ -193,7 +190,7 @@ static const char *product_text(const Graph *g, const Node *node, Which which) {
   if (which == DX)
     k = shape_numel(&val(g, node->out[0])->shape);
   Product p = dense_product(g->ctx, which, units, k, g->max_batch);
-  if (gemv(g))
+  if (workspace_free(g))
     return arena_printf(g->ctx->arena, "rows of %s scaled and added, no workspace (%d x %ld)",
                         which == DX ? "w" : "x", units, p.n);
   return arena_printf(g->ctx->arena, "packed product (%s x %ld x %s), both operands packed",
@@ -201,7 +198,7 @@ static const char *product_text(const Graph *g, const Node *node, Which which) {
 }
 
 static const char *dense_kernel(const Graph *g, const Node *node) {
-  if (gemv(g))
+  if (workspace_free(g))
     return arena_printf(g->ctx->arena, "matrix-vector product (%d x %ld): w and x "
                         "read in place, no workspace", val(g, node->out[0])->shape.dim[0],
                         shape_numel(&val(g, node->in[0])->shape));
@@ -227,34 +224,29 @@ static void emit_plain_product(Emit *e, const Graph *g, Which which, int units, 
  * dy (n, U) . w (U, K) as rows of w scaled and added in unit order, dw (U,
  * K) = dy^T . x as one row per unit summed over the samples in order;
  * both loops run along K, contiguous. */
-static void emit_dx_rows(Emit *e, int units, long k) {
+/* dx and dw without workspace (workspace_free): rows of w (dx) or of x (dw)
+ * scaled by dy and added in order, one output row per iteration:
+ * d(outer) = sum over inner of dy(b, o) * src(inner) with (b, o) = (outer,
+ * inner) for dx and (inner, outer) for dw. */
+static void emit_scaled_rows(Emit *e, const char *d, int units, long k, bool dx) {
+  const char *outer = dx ? "b" : "o", *inner = dx ? "o" : "b";
   emitln(e, "(void)ws;");
   emit_omp_for(e, "schedule(static)");
-  emitln(e, "for (int b = 0; b < n; b++) {");
-  emitln(e, "real *const d = dx + (long)b * %ld;", k);
+  if (dx)
+    emitln(e, "for (int b = 0; b < n; b++) {");
+  else
+    emitln(e, "for (int o = 0; o < %d; o++) {", units);
+  emitln(e, "real *const d = %s + (long)%s * %ld;", d, outer, k);
   emitln(e, "for (long i = 0; i < %ld; i++)", k);
   emitln(e, "    d[i] = 0;");
-  emitln(e, "for (int o = 0; o < %d; o++) {", units);
+  if (dx)
+    emitln(e, "for (int o = 0; o < %d; o++) {", units);
+  else
+    emitln(e, "for (int b = 0; b < n; b++) {");
   emitln(e, "const real g = dy[(long)b * %d + o];", units);
-  emitln(e, "const real *const wo = w + (long)o * %ld;", k);
+  emitln(e, "const real *const s = %s + (long)%s * %ld;", dx ? "w" : "x", inner, k);
   emitln(e, "for (long i = 0; i < %ld; i++)", k);
-  emitln(e, "    d[i] += g * wo[i];");
-  emitln(e, "}");
-  emitln(e, "}");
-}
-
-static void emit_dw_rows(Emit *e, int units, long k) {
-  emitln(e, "(void)ws;");
-  emit_omp_for(e, "schedule(static)");
-  emitln(e, "for (int o = 0; o < %d; o++) {", units);
-  emitln(e, "real *const d = dw + (long)o * %ld;", k);
-  emitln(e, "for (long i = 0; i < %ld; i++)", k);
-  emitln(e, "    d[i] = 0;");
-  emitln(e, "for (int b = 0; b < n; b++) {");
-  emitln(e, "const real g = dy[(long)b * %d + o];", units);
-  emitln(e, "const real *const xb = x + (long)b * %ld;", k);
-  emitln(e, "for (long i = 0; i < %ld; i++)", k);
-  emitln(e, "    d[i] += g * xb[i];");
+  emitln(e, "    d[i] += g * s[i];");
   emitln(e, "}");
   emitln(e, "}");
 }
@@ -262,8 +254,8 @@ static void emit_dw_rows(Emit *e, int units, long k) {
 static void dense_dx_emit(Emit *e, const Graph *g, const Node *node) {
   int units = val(g, node->in[0])->shape.dim[0];
   long k = shape_numel(&val(g, node->out[0])->shape);
-  if (gemv(g))
-    emit_dx_rows(e, units, k);
+  if (workspace_free(g))
+    emit_scaled_rows(e, "dx", units, k, true);
   else
     emit_plain_product(e, g, DX, units, k, "dx", k);
 }
@@ -273,8 +265,8 @@ static void dense_dx_emit(Emit *e, const Graph *g, const Node *node) {
 static void dense_dw_emit(Emit *e, const Graph *g, const Node *node) {
   int units = val(g, node->in[0])->shape.dim[0];
   long k = shape_numel(&val(g, node->in[1])->shape);
-  if (gemv(g))
-    emit_dw_rows(e, units, k);
+  if (workspace_free(g))
+    emit_scaled_rows(e, "dw", units, k, false);
   else
     emit_plain_product(e, g, DW, units, k, "dw", k);
 }
