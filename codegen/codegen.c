@@ -182,7 +182,7 @@ static void emit_struct(CG *cg) {
                 "                             their offsets in [NN_TRAINED_SIZE, NN_PARAMS_SIZE) */\n");
   buf_printf(c, "    %sreal *buffers;  /* running statistics, NN_BUFFERS_SIZE */\n", ro);
   if (cg->infer && cg->infer->consts_size)
-    buf_printf(c, "    const real *consts;   /* batchnorm-folded weights, baked by nncc */\n");
+    buf_printf(c, "    const real *consts;   /* computed by nncc from the weights, baked */\n");
   buf_puts(c, "    real *grads;    /* d(loss)/d(params) of the trained params, same layout */\n");
   buf_puts(c, "    real *state;    /* optimizer moments, slots of NN_TRAINED_SIZE */\n");
   buf_puts(c, "    real *arena;    /* activations, offsets planned by nncc */\n");

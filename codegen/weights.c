@@ -162,8 +162,8 @@ static void *baked_data(const Baked *bk, const Value *v) {
 /* Computes the V_CONST values: the hoisted nodes, in order, on the baked
  * weights.  Their sizes fit: plan_memory bounded the consts block. */
 static bool compute_consts(Ctx *ctx, const Graph *g, Baked *bk) {
-  bk->consts_bytes = (size_t)block_reals(g->consts_size) * bk->esize;
-  bk->consts = calloc(1, bk->consts_bytes);
+  bk->consts_bytes = (size_t)block_reals(g->consts_size) * bk->esize;   /* what is emitted */
+  bk->consts = calloc(1, (size_t)block_reals(g->consts_total) * bk->esize);
   if (!bk->consts) {
     error_plain(ctx, "out of memory");
     return false;
@@ -243,7 +243,7 @@ bool emit_weights(Ctx *ctx, const EmitConfig *cfg, const Graph *g, const Graph *
                (int)strlen(h) - 2, h, g->model, NNCC_VERSION, (int)strlen(h) - 2, h, h,
                g->params_size, g->buffers_size, real_name(g));
     if (infer->consts_size)
-      buf_printf(out, ", and %ld computed from them:\n * the batchnorm-folded weights", infer->consts_size);
+      buf_printf(out, ", and %ld computed from them:\n * folded batchnorm, prepared filters", infer->consts_size);
     buf_puts(out, "). */\n");
     buf_printf(out, "#include %s\n\n", c_string(ctx->arena, h));
     buf_puts(out, "#if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) && "
@@ -309,7 +309,7 @@ void emit_baked_decls(CG *cg) {
   buf_printf(cg->h, "extern const int64_t %s_baked_counters[%d];   /* num_batches_tracked */\n",
              cg->m, g->counters + 1);
   if (cg->infer->consts_size)
-    buf_printf(cg->h, "extern const %s %s_baked_consts;   /* batchnorm-folded weights */\n",
+    buf_printf(cg->h, "extern const %s %s_baked_consts;   /* computed by nncc from the weights */\n",
                union_type(cg->a, g, "consts", cg->infer->consts_size), cg->m);
 }
 

@@ -282,6 +282,8 @@ typedef struct Graph {
   TrainConfig train_config;  /* MODE_TRAIN: the model's train section */
   /* memory plan results, in elements of the real type */
   long arena_size, params_size, buffers_size, consts_size;
+  long consts_total;         /* consts_size and the V_CONST values only nncc's evaluation
+                              * reads (after consts_size, not emitted) */
   long trained_size;         /* the params block's prefix of trained (not frozen) params:
                               * what grads and optimizer state cover */
   int counters;              /* V_COUNTER values */

@@ -72,6 +72,21 @@ static long aligned_size(const Graph *g, const Value *v) {
 
 static bool in_arena(const Value *v) { return v->kind == V_ACT || v->kind == V_LOSS; }
 
+/* read[v]: some kernel reads value v at run time. */
+static bool *read_at_run_time(const Graph *g) {
+  bool *read = arena_alloc(g->ctx->arena, (size_t)g->values.len + 1);
+  int vals[MAX_READS];
+  for (int i = 0; i < g->nodes.len; i++) {
+    const Node *node = &g->nodes.items[i];
+    if (node->dead || node->fused_into >= 0)
+      continue;
+    int n = kernel_reads(g, node, vals);
+    for (int k = 0; k < n; k++)
+      read[vals[k]] = true;
+  }
+  return read;
+}
+
 static bool place_persistent(Graph *g) {
   long params = 0, buffers = 0, consts = 0;
   g->counters = 0;
@@ -83,11 +98,23 @@ static bool place_persistent(Graph *g) {
       v->offset = buffers;
       if (!add_size(&buffers, shape_numel(&v->shape)))
         return too_big(g, v, "brings the buffers past");
-    } else if (v->kind == V_CONST) {
+    }
+  }
+  /* The baked constants that kernels read, then those only the compile-time
+   * evaluation reads (folded weights that became Winograd filters or
+   * panels): past consts_size, computed by nncc but not emitted. */
+  const bool *read = read_at_run_time(g);
+  for (int pass = 0; pass < 2; pass++) {
+    for (int i = 0; i < g->values.len; i++) {
+      Value *v = &g->values.items[i];
+      if (v->kind != V_CONST || read[i] != !pass)
+        continue;
       v->offset = consts;
       if (!add_size(&consts, shape_numel(&v->shape)))
         return too_big(g, v, "brings the baked constants past");
     }
+    if (!pass)
+      g->consts_size = consts;
   }
   /* the trained params, then the frozen ones */
   for (int frozen = 0; frozen < 2; frozen++) {
@@ -109,7 +136,7 @@ static bool place_persistent(Graph *g) {
   }
   g->params_size = params;
   g->buffers_size = buffers;
-  g->consts_size = consts;
+  g->consts_total = consts;
   return true;
 }
 
