@@ -129,8 +129,8 @@ unsigned long long blocks_bytes(const Graph *infer, const Graph *train, bool bak
   unsigned long long esize = g->dtype == DT_F64 ? 8 : 4, total = 0;
   long params = !baked ? g->params_size : train ? g->trained_size : 0;
   long reals[] = {params, baked && !train ? 0 : g->buffers_size,
-                  train ? g->trained_size : 0, tc ? optimizer_slots(tc) * g->trained_size : 0,
-                  arena};
+                  train && !train->eager_update ? g->trained_size : 0,
+                  tc ? optimizer_slots(tc) * g->trained_size : 0, arena};
   for (int i = 0; i < 5; i++) {
     unsigned long long b;
     if (__builtin_mul_overflow((unsigned long long)reals[i], esize, &b) ||
@@ -166,7 +166,11 @@ static void emit_struct(CG *cg) {
   long trained = cg->layout->trained_size;
   buf_printf(c, "#define NN_TRAINED_SIZE %ldL   /* params [0, NN_TRAINED_SIZE) train, the rest "
                 "are frozen */\n", trained);
-  buf_printf(c, "#define NN_GRADS_SIZE %ldL   /* NN_TRAINED_SIZE */\n", cg->train ? trained : 0L);
+  if (eager_build(cg))
+    buf_puts(c, "#define NN_GRADS_SIZE 0L   /* --eager-update: each gradient is in the arena until its "
+                "update */\n");
+  else
+    buf_printf(c, "#define NN_GRADS_SIZE %ldL   /* NN_TRAINED_SIZE */\n", cg->train ? trained : 0L);
   buf_printf(c, "#define NN_STATE_SIZE %ldL   /* optimizer state: slots of NN_TRAINED_SIZE */\n",
              tc ? optimizer_slots(tc) * trained : 0L);
   buf_printf(c, "#define NN_ARENA_SIZE %ldL   /* planned activations, max batch */\n",
@@ -183,7 +187,8 @@ static void emit_struct(CG *cg) {
   buf_printf(c, "    %sreal *buffers;  /* running statistics, NN_BUFFERS_SIZE */\n", ro);
   if (cg->infer && cg->infer->consts_size)
     buf_printf(c, "    const real *consts;   /* computed by nncc from the weights, baked */\n");
-  buf_puts(c, "    real *grads;    /* d(loss)/d(params) of the trained params, same layout */\n");
+  if (!eager_build(cg))
+    buf_puts(c, "    real *grads;    /* d(loss)/d(params) of the trained params, same layout */\n");
   buf_puts(c, "    real *state;    /* optimizer moments, slots of NN_TRAINED_SIZE */\n");
   buf_puts(c, "    real *arena;    /* activations, offsets planned by nncc */\n");
   buf_puts(c, "    void *owned;    /* malloc'd by create(), freed by destroy() */\n");
@@ -385,8 +390,6 @@ static const char *kernel_suffix(const Node *node) {
   return node->backward || (def->roles & ROLE_INTERNAL) ? def->name : "forward";
 }
 
-static bool in_arena_kind(const Value *v) { return v->kind == V_ACT || v->kind == V_LOSS; }
-
 /* Live, not fused away, and not a view that the planner resolved. */
 bool is_emitted(const Graph *g, const Node *node) {
   if (node->dead || node->fused_into >= 0)
@@ -454,7 +457,7 @@ static const char **make_kernels(CG *cg, const Graph *g) {
   cg->kernel_of = arena_alloc(cg->a, sizeof(char *) * (size_t)(g->nodes.len + 1));
   for (int i = 0; i < g->nodes.len; i++) {
     const Node *node = &g->nodes.items[i];
-    if (!is_emitted(g, node))
+    if (!is_emitted(g, node) || (op_def(node->op)->roles & ROLE_UPDATE))   /* train.c calls it */
       continue;
     emit_kernel(cg, g, node);
     if (strcmp(kernel_suffix(node), "forward") == 0)
@@ -565,7 +568,7 @@ static const Value *storage_of(const Graph *g, const Value *v) {
   const Value *r = v;
   while (r->alias >= 0)
     r = val(g, r->alias);
-  return in_arena_kind(r) ? v : r;
+  return in_arena(g, r) ? v : r;
 }
 
 const char *value_ptr(const CG *cg, const Graph *g, const Value *v) {
@@ -584,7 +587,7 @@ const char *value_ptr(const CG *cg, const Graph *g, const Value *v) {
   case V_CONST:
     return arena_printf(a, "m->consts + %ld", v->offset);
   case V_PGRAD:
-    return arena_printf(a, "m->grads + %ld", v->offset);
+    return arena_printf(a, "m->%s + %ld", g->eager_update ? "arena" : "grads", v->offset);
   case V_ACT:
   case V_LOSS:
     if (v->dtype == DT_I32)   /* relu_mask's bits */
@@ -675,6 +678,9 @@ static void reserve_locals(CG *cg, Idents *ids) {
         ident_reserve(cg->a, ids, cg->io[s][i]);
   for (int i = 0; used[i]; i++)
     ident_reserve(cg->a, ids, used[i]);
+  static const char *const eager_used[] = {"h", "t1", "k", NULL};   /* train_step's step constants */
+  for (int i = 0; eager_build(cg) && eager_used[i]; i++)
+    ident_reserve(cg->a, ids, eager_used[i]);
 }
 
 /* One pointer per tensor the calls pass, in order of first use:
@@ -748,7 +754,8 @@ static void emit_call(Buf *c, const char *fn, const char *const *args, int nargs
 }
 
 /* One call per emitted node, after the tensors' declarations; a comment
- * where the backward pass starts. */
+ * where the backward pass starts (with --eager-update, after train_step's
+ * checks; a param_update node is its tensor's step, codegen/train.c). */
 void emit_calls(CG *cg, const Graph *g) {
   const char **kernel_of = cg->kernel_of;
   buf_puts(cg->c, "    /* The tensors: parameters and running statistics, then activations,\n"
@@ -766,12 +773,19 @@ void emit_calls(CG *cg, const Graph *g) {
     const Node *node = &g->nodes.items[i];
     if (!is_emitted(g, node))
       continue;
+    bool eager_here = eager_build(cg) && g == cg->train;
     if (node->backward && !backward) {
+      if (eager_here)
+        emit_eager_checks(cg);
       buf_puts(cg->c, "\n    /* backward */\n");
       if (cg->dist && g == cg->train)
         emit_dist_backward(cg);
     }
     backward |= node->backward;
+    if (eager_here && (op_def(node->op)->roles & ROLE_UPDATE)) {
+      emit_eager_update(cg, node);
+      continue;
+    }
     int args[MAX_OUT + 10 * MAX_IN];
     int nargs = call_args(g, node, args);
     const char *text[MAX_OUT + 10 * MAX_IN + 2];
@@ -966,7 +980,8 @@ static void emit_lifecycle(CG *cg) {
   if (frozen_readonly(cg))
     buf_printf(c, "    m->frozen = %s_baked_params.r;\n", m);
   for (int i = ro ? 2 : 0; i < 5; i++)
-    buf_printf(c, "    m->%s = (real *)p;\n    p += nn_block_bytes(NN_%s_SIZE);\n", blocks[i][0], blocks[i][1]);
+    if (i != 2 || !eager_build(cg))   /* --eager-update: no grads block */
+      buf_printf(c, "    m->%s = (real *)p;\n    p += nn_block_bytes(NN_%s_SIZE);\n", blocks[i][0], blocks[i][1]);
   buf_puts(c, "    m->seed = seed;\n    nn_init_tensors(m, seed);\n");
   if (cg->train)
     buf_puts(c, "    nn_init_train(m);\n");
@@ -1257,7 +1272,9 @@ bool emit_c(Ctx *ctx, const EmitConfig *cfg, const Graph *infer, const Graph *tr
     emit_forward(&cg);
   }
   if (train) {
-    section(&cg, &toc, arena_printf(cg.a, "training: %s_gradients, _train_step, _update", cg.m));
+    section(&cg, &toc, arena_printf(cg.a, eager_build(&cg) ? "training: %s_train_step"
+                                                      : "training: %s_gradients, _train_step, _update",
+                                    cg.m));
     cg.kernel_of = kernels_train;
     emit_train(&cg);
   }

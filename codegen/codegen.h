@@ -63,7 +63,12 @@ typedef struct CG {
   const char *io[4][MAX_IO];            /* API argument names: inputs, targets, outputs,
                                            input gradients */
   struct DistPlan *dist;                /* --distributed=mpi: gradient buckets (distributed.c) */
+  bool eager_checked;                   /* --eager-update: train_step's checks are emitted */
+  int eager_done;                       /* --eager-update: update calls emitted so far */
 } CG;
+
+/* A training build with --eager-update (train.c emits its train_step). */
+static inline bool eager_build(const CG *cg) { return cg->train && cg->train->eager_update; }
 
 const char *real_name(const Graph *g);
 const char *io_name(const CG *cg, const Value *v);
@@ -92,6 +97,8 @@ void emit_train_defs(CG *cg);     /* hyper-parameter table, before the struct */
 void emit_train_fields(Buf *c);
 void emit_train_decls(CG *cg);
 void emit_train(CG *cg);
+void emit_eager_checks(CG *cg);   /* emit_calls, before the first backward kernel */
+void emit_eager_update(CG *cg, const Node *node);   /* emit_calls, at a param_update node */
 
 /* distributed.c: --distributed=mpi, data-parallel training over MPI. */
 void dist_reserve(CG *cg, Idents *local);   /* its file-scope names */

@@ -14,6 +14,13 @@
  * prefix, NN_TRAINED_SIZE reals.  Weight decay skips biases and normalization parameters
  * unless `decay_all`.  Optimizer state and the step count are part of
  * checkpoints, so a resumed run continues bit-identically.
+ *
+ * --eager-update (Graph.eager_update): no gradients(), update() or grad(),
+ * and no grads block.  train_step runs the forward pass, checks the loss and
+ * the running statistics, then the backward pass, in which each param_update
+ * node (passes/schedule_updates.c) calls nn_update_tensor: the same chunks,
+ * blocks and sums as update(), on the tensor's gradient where the planner put
+ * it in the arena, so the results are update()'s bit for bit.
  */
 #include <math.h>
 #include <stddef.h>
@@ -66,6 +73,15 @@ enum {
                               threads measured 1.4x faster at 62k, no faster at 36k */
 };
 
+/* A param the optimizer updates: not frozen, with a gradient. */
+static bool is_trained(const Value *v) { return v->kind == V_PARAM && !v->frozen && v->grad >= 0; }
+
+/* The elements of v's optimizer chunks (the last may be shorter). */
+static long chunk_len(const Value *v) {
+  long unit = v->unit_size;
+  return unit > 0 ? unit * (UPD_CHUNK / unit > 1 ? UPD_CHUNK / unit : 1) : UPD_CHUNK;
+}
+
 /* The optimizer chunks of every trained tensor (not frozen, with a
  * gradient), in params order: rows {begin, end, tensor} into out (when not
  * NULL), the tensor index counting params and buffers as nn_tensor_descs
@@ -78,9 +94,8 @@ static long walk_chunks(const CG *cg, Buf *out, long *trained) {
     const Value *v = &g->values.items[i];
     if (v->kind != V_PARAM && v->kind != V_BUFFER)
       continue;
-    if (v->kind == V_PARAM && !v->frozen && v->grad >= 0) {
-      long size = shape_numel(&v->shape), unit = v->unit_size;
-      long len = unit > 0 ? unit * (UPD_CHUNK / unit > 1 ? UPD_CHUNK / unit : 1) : UPD_CHUNK;
+    if (is_trained(v)) {
+      long size = shape_numel(&v->shape), len = chunk_len(v);
       for (long o = 0; o < size; o += len, count++)
         if (out)
           buf_printf(out, "    {%ldL, %ldL, %d},\n", v->offset + o,
@@ -170,16 +185,29 @@ void emit_train_decls(CG *cg) {
   const char *args = arena_printf(cg->a, "%s%s", io_params(cg, g, V_INPUT, false),
                                   io_params(cg, g, V_TARGET, false));
   const char *dx = io_params(cg, g, V_INGRAD, true);
-  buf_printf(h, "/* Training: forward, backward and one optimizer step; *loss (may be NULL)\n"
-                " * gets the mean loss over the batch.  Class targets are labels 0..K-1.  A\n"
-                " * failed step (%s_ERR_NONFINITE: loss, gradient or running statistics not\n"
-                " * finite) leaves weights, buffers, optimizer state and step as they were. */\n", cg->M);
-  buf_printf(h, "int %s_train_step(%s *m, int n%s, %s *loss);\n", m, m, args, R);
-  buf_printf(h, "/* The two halves of train_step: gradients into the model (and the running\n"
-                " * statistics, unless it fails), then the update. */\n");
-  buf_printf(h, "int %s_gradients(%s *m, int n%s, %s *loss%s);\n", m, m, args, R, dx);
-  buf_printf(h, "int %s_update(%s *m);\n", m, m);
-  buf_printf(h, "%s *%s_grad(%s *m, int i, size_t *numel);   /* gradient of tensor i */\n", R, m, m);
+  if (g->eager_update) {
+    buf_printf(h, "/* Training: forward, backward and one optimizer step; *loss (may be NULL)\n"
+                  " * gets the mean loss over the batch.  Class targets are labels 0..K-1.\n"
+                  " * Built with --eager-update: each trained tensor's update is applied as soon\n"
+                  " * as its gradient is complete, and the gradient's memory reused, so there is\n"
+                  " * no gradients(), update() or grad().  %s_ERR_NONFINITE: a loss or running\n"
+                  " * statistics not finite leave weights, buffers, optimizer state and step as\n"
+                  " * they were; a gradient not finite stops the step at that tensor (last_error\n"
+                  " * names it): the tensors updated before it in this step keep their update\n"
+                  " * (weights and optimizer state), the rest is as it was. */\n", cg->M);
+    buf_printf(h, "int %s_train_step(%s *m, int n%s, %s *loss);\n", m, m, args, R);
+  } else {
+    buf_printf(h, "/* Training: forward, backward and one optimizer step; *loss (may be NULL)\n"
+                  " * gets the mean loss over the batch.  Class targets are labels 0..K-1.  A\n"
+                  " * failed step (%s_ERR_NONFINITE: loss, gradient or running statistics not\n"
+                  " * finite) leaves weights, buffers, optimizer state and step as they were. */\n", cg->M);
+    buf_printf(h, "int %s_train_step(%s *m, int n%s, %s *loss);\n", m, m, args, R);
+    buf_printf(h, "/* The two halves of train_step: gradients into the model (and the running\n"
+                  " * statistics, unless it fails), then the update. */\n");
+    buf_printf(h, "int %s_gradients(%s *m, int n%s, %s *loss%s);\n", m, m, args, R, dx);
+    buf_printf(h, "int %s_update(%s *m);\n", m, m);
+    buf_printf(h, "%s *%s_grad(%s *m, int i, size_t *numel);   /* gradient of tensor i */\n", R, m, m);
+  }
   buf_printf(h, "/* Hyper-parameters by name: lr momentum beta1 beta2 eps rho dampening l2 l1\n"
                 " * max_norm sched_steps sched_gamma sched_power lr_min.  set returns %s_ERR_ARG\n"
                 " * (model unchanged) for an unknown name or a value the train section refuses:\n"
@@ -226,7 +254,7 @@ static void emit_param_flags(CG *cg, const TrainConfig *tc) {
     const Value *v = &g->values.items[i];
     if (v->kind != V_PARAM && v->kind != V_BUFFER)
       continue;
-    bool train = v->kind == V_PARAM && !v->frozen && v->grad >= 0;
+    bool train = is_trained(v);
     buf_printf(c, "    {%d, %d, %d},   /* %s */\n", train, train && (v->decay || tc->decay_all),
                v->unit_size, c_string(cg->a, v->name));
     count++;
@@ -346,11 +374,14 @@ static void emit_opt_block(Emit *e, const Rule *r, int slots) {
 }
 
 /* nn_opt_chunk: the blocks of chunk c, its two sums into m->opt_sums[c],
- * then max-norm on its units. */
-static void emit_opt_chunk(Emit *e, const char *m, int slots) {
+ * then max-norm on its units.  eager: the chunk's gradient is an argument,
+ * not in m->grads. */
+static void emit_opt_chunk(Emit *e, const char *m, int slots, bool eager) {
   emitln(e, "/* Chunk c: its blocks, then max-norm on its (whole) units.  Sums of u^2 and\n"
-            " * p^2 (before clipping) into m->opt_sums[c]. */");
-  emitln(e, "static void nn_opt_chunk(%s *m, const struct nn_opt_k *step, int c)", m);
+            " * p^2 (before clipping) into m->opt_sums[c].%s */",
+         eager ? "  gc: the chunk's gradient." : "");
+  emitln(e, "static void nn_opt_chunk(%s *m, const struct nn_opt_k *step, int c%s)", m,
+         eager ? ", const real *gc" : "");
   emitln(e, "{");
   emitln(e, "const struct nn_opt_chunk *ch = &nn_opt_chunks[c];");
   emitln(e, "const int t = ch->tensor;");
@@ -363,7 +394,8 @@ static void emit_opt_chunk(Emit *e, const char *m, int slots) {
   const char *st = slots == 2 ? ", m->state + o, m->state + NN_TRAINED_SIZE + o"
                    : slots    ? ", m->state + o"
                               : "";
-  emitln(e, "nn_opt_block(m->params + o, m->grads + o%s, n, &k, du, pp);", st);
+  emitln(e, "nn_opt_block(m->params + o, %s%s, n, &k, du, pp);",
+         eager ? "gc + (o - ch->begin)" : "m->grads + o", st);
   emitln(e, "}");
   emitln(e, "double su = 0, sp = 0;");
   emitln(e, "for (int l = 0; l < NN_VL; l++) {");
@@ -395,6 +427,21 @@ static void emit_ratios(Emit *e) {
   emitln(e, "}");
 }
 
+/* const double *h, lr, t1 and struct nn_opt_k k: the constants of step
+ * m->step, as locals. */
+static void emit_step_k(Emit *e) {
+  emitln(e, "const double *h = m->hyper;");
+  emitln(e, "const double lr = nn_schedule_lr(h, (double)m->step), t1 = (double)(m->step + 1);");
+  emitln(e, "const struct nn_opt_k k = {.lr = (real)lr, .eps = (real)h[NN_H_EPS],");
+  emitln(e, "    .mu = (real)h[NN_H_MOMENTUM], .rho = (real)h[NN_H_RHO], .rho1 = (real)(1 - h[NN_H_RHO]),");
+  emitln(e, "    /* torch.optim.SGD: the first step's buffer is the gradient, undamped */");
+  emitln(e, "    .damp = (real)(m->step == 0 ? 1 : 1 - h[NN_H_DAMPENING]),");
+  emitln(e, "    .b1 = (real)h[NN_H_BETA1], .c1 = (real)(1 - h[NN_H_BETA1]),");
+  emitln(e, "    .bc1 = (real)(1 - pow(h[NN_H_BETA1], t1)), .b2 = (real)h[NN_H_BETA2],");
+  emitln(e, "    .c2 = (real)(1 - h[NN_H_BETA2]), .bc2 = (real)(1 - pow(h[NN_H_BETA2], t1)),");
+  emitln(e, "    .l2 = (real)h[NN_H_L2], .l1 = (real)h[NN_H_L1]};");
+}
+
 static void emit_update_api(Emit *e, const CG *cg, const TrainConfig *tc) {
   const char *m = cg->m;
   emitln(e, "/* Optimizer %s on every trained tensor; refuses (weights untouched) when a\n"
@@ -407,16 +454,7 @@ static void emit_update_api(Emit *e, const CG *cg, const TrainConfig *tc) {
   emitln(e, "    return nn_fail(m, NN_ERR_ARG, \"step count at its maximum\");");
   emitln(e, "if (!nn_all_finite(m->grads, NN_GRADS_SIZE))");
   emitln(e, "    return nn_fail(m, NN_ERR_NONFINITE, \"gradient is not finite\");");
-  emitln(e, "const double *h = m->hyper;");
-  emitln(e, "const double lr = nn_schedule_lr(h, (double)m->step), t1 = (double)(m->step + 1);");
-  emitln(e, "const struct nn_opt_k k = {.lr = (real)lr, .eps = (real)h[NN_H_EPS],");
-  emitln(e, "    .mu = (real)h[NN_H_MOMENTUM], .rho = (real)h[NN_H_RHO], .rho1 = (real)(1 - h[NN_H_RHO]),");
-  emitln(e, "    /* torch.optim.SGD: the first step's buffer is the gradient, undamped */");
-  emitln(e, "    .damp = (real)(m->step == 0 ? 1 : 1 - h[NN_H_DAMPENING]),");
-  emitln(e, "    .b1 = (real)h[NN_H_BETA1], .c1 = (real)(1 - h[NN_H_BETA1]),");
-  emitln(e, "    .bc1 = (real)(1 - pow(h[NN_H_BETA1], t1)), .b2 = (real)h[NN_H_BETA2],");
-  emitln(e, "    .c2 = (real)(1 - h[NN_H_BETA2]), .bc2 = (real)(1 - pow(h[NN_H_BETA2], t1)),");
-  emitln(e, "    .l2 = (real)h[NN_H_L2], .l1 = (real)h[NN_H_L1]};");
+  emit_step_k(e);
   long trained, chunks = walk_chunks(cg, NULL, &trained);
   if (chunks > 1 && trained >= UPD_PARALLEL)
     emit_omp_for(e, "schedule(static)");
@@ -430,16 +468,67 @@ static void emit_update_api(Emit *e, const CG *cg, const TrainConfig *tc) {
   buf_puts(e->b, "\n");
 }
 
+/* --eager-update: nn_update_tensor, one tensor's step where its param_update
+ * node stands, and nn_step_failed, what a failed one leaves. */
+static void emit_update_tensor(Emit *e, const CG *cg) {
+  const char *m = cg->m;
+  bool big = false;   /* a tensor worth running its chunks in parallel */
+  for (int i = 0; i < cg->layout->values.len; i++) {
+    const Value *v = &cg->layout->values.items[i];
+    big |= is_trained(v) && shape_numel(&v->shape) >= UPD_PARALLEL;
+  }
+  emitln(e, "/* --eager-update: the step of the tensor of chunks [c0, c1) from its gradient\n"
+            " * g, as update() makes it; nothing written when g is not finite.  done: the\n"
+            " * tensors this step updated before it. */");
+  emitln(e, "static int nn_update_tensor(%s *m, const struct nn_opt_k *k, int c0, int c1, const real *g,", m);
+  emitln(e, "                            int done)");
+  emitln(e, "{");
+  emitln(e, "const int t = nn_opt_chunks[c0].tensor;");
+  emitln(e, "const long begin = nn_opt_chunks[c0].begin, numel = nn_opt_chunks[c1 - 1].end - begin;");
+  emitln(e, "if (!nn_all_finite(g, numel)) {");
+  emitln(e, "snprintf(m->error, sizeof m->error, \"gradient of %%s is not finite: the step stopped there; \"");
+  emitln(e, "         \"the %%d tensor%%s updated before it in this step keep their update\",");
+  emitln(e, "         nn_tensor_descs[t].name, done, done == 1 ? \"\" : \"s\");");
+  emitln(e, "return NN_ERR_NONFINITE;");
+  emitln(e, "}");
+  if (big)
+    emit_omp_for(e, arena_printf(cg->a, "schedule(static) if(numel >= %d)", UPD_PARALLEL));
+  emitln(e, "for (int c = c0; c < c1; c++)");
+  emitln(e, "    nn_opt_chunk(m, k, c, g + (nn_opt_chunks[c].begin - begin));");
+  emitln(e, "double du = 0, pp = 0;   /* in chunk order, as update() adds them */");
+  emitln(e, "for (int c = c0; c < c1; c++) {");
+  emitln(e, "du += m->opt_sums[c][0];");
+  emitln(e, "pp += m->opt_sums[c][1];");
+  emitln(e, "}");
+  emitln(e, "m->ratio[t] = pp > 0 ? sqrt(du / pp) : 0;");
+  emitln(e, "return NN_OK;");
+  emitln(e, "}");
+  buf_puts(e->b, "\n");
+  emitln(e, "/* A step stopped by a gradient that is not finite: the running statistics and\n"
+            " * counters as they were (the tensors updated before it keep their update). */");
+  emitln(e, "static int nn_step_failed(%s *m)", m);
+  emitln(e, "{");
+  emitln(e, "memcpy(m->buffers, m->buffers_prev, sizeof(real) * (size_t)NN_BUFFERS_SIZE);");
+  emitln(e, "memcpy(m->counters, m->counters_prev, sizeof m->counters);");
+  emitln(e, "return NN_ERR_NONFINITE;");
+  emitln(e, "}");
+  buf_puts(e->b, "\n");
+}
+
 static void emit_update(CG *cg, const TrainConfig *tc) {
   const Rule *r = find_rule(tc);
   int slots = optimizer_slots(tc);
+  bool eager = cg->train->eager_update;
   Emit e = {.ctx = cg->ctx, .b = cg->c, .g = cg->train};
   emit_schedule(cg, tc);
   emit_param_flags(cg, tc);
   emit_step_consts(&e);
   emit_opt_block(&e, r, slots);
-  emit_opt_chunk(&e, cg->m, slots);
-  emit_update_api(&e, cg, tc);
+  emit_opt_chunk(&e, cg->m, slots, eager);
+  if (eager)
+    emit_update_tensor(&e, cg);
+  else
+    emit_update_api(&e, cg, tc);
 }
 
 /* Label range checks for class targets. */
@@ -489,37 +578,12 @@ static void emit_dist_checks(CG *cg) {
   buf_puts(c, "    return NN_OK;\n}\n\n");
 }
 
-static void emit_gradients(CG *cg) {
+/* After the forward pass (gradients: after the backward pass): the loss into
+ * *loss, the loss and the running statistics checked (a failure restores the
+ * statistics), the counters counted. */
+static void emit_step_checks(CG *cg, bool dist) {
   const Graph *g = cg->train;
   Buf *c = cg->c;
-  const char *m = cg->m, *R = real_name(g);
-  bool dist = cg->cfg->distributed;
-  if (dist)
-    emit_dist_checks(cg);
-  buf_printf(c, "int %s_gradients(%s *m, int n%s%s, %s *loss%s)\n{\n", m, m,
-             io_params(cg, g, V_INPUT, false), io_params(cg, g, V_TARGET, false), R,
-             io_params(cg, g, V_INGRAD, true));
-  buf_puts(c, "    if (!m)\n        return NN_ERR_ARG;\n");
-  if (dist) {
-    /* every rank runs the same collectives in the same order, failing or not */
-    buf_printf(c, "    int status = m->synced ? NN_OK : %s_sync(m);   /* the first step: same model, rank 0's weights */\n", m);
-    buf_puts(c, "    if (!status)\n        status = nn_dist_agree(m, nn_check_args(m, n");
-    emit_call_args(cg, g);
-    int ids[MAX_IO], count = io_values(g, V_INGRAD, ids);
-    for (int i = 0; i < count; i++)
-      buf_printf(c, ", %s", io_name(cg, val(g, ids[i])));
-    buf_puts(c, "), n);\n    if (status)\n        return status;\n");
-  } else {
-    emit_arg_checks(cg, g);
-  }
-  /* The forward pass updates the running statistics in place: a copy taken
-   * first undoes that when the step fails (a NaN pixel, a 3e38 one whose
-   * variance is Inf in float). */
-  buf_puts(c, "    memcpy(m->buffers_prev, m->buffers, sizeof(real) * (size_t)NN_BUFFERS_SIZE);\n");
-  buf_puts(c, "    memset(m->grads, 0, sizeof(real) * (size_t)NN_GRADS_SIZE);\n");
-  emit_calls(cg, g);
-  if (dist)
-    emit_dist_rest(cg);
   const char *l = tensor_ref(cg, g, g->loss);   /* a name, or "m->arena + 16" */
   buf_printf(c, strchr(l, ' ') ? "\n    const real l = (%s)[0];\n" : "\n    const real l = %s[0];\n", l);
   if (!dist)
@@ -551,7 +615,75 @@ static void emit_gradients(CG *cg) {
       if (g->values.items[i].kind == V_COUNTER && !g->values.items[i].frozen)
         buf_printf(c, "    m->counters[%ld] += m->counters[%ld] < INT64_MAX;\n",
                    g->values.items[i].offset, g->values.items[i].offset);
+}
+
+static void emit_gradients(CG *cg) {
+  const Graph *g = cg->train;
+  Buf *c = cg->c;
+  const char *m = cg->m, *R = real_name(g);
+  bool dist = cg->cfg->distributed;
+  if (dist)
+    emit_dist_checks(cg);
+  buf_printf(c, "int %s_gradients(%s *m, int n%s%s, %s *loss%s)\n{\n", m, m,
+             io_params(cg, g, V_INPUT, false), io_params(cg, g, V_TARGET, false), R,
+             io_params(cg, g, V_INGRAD, true));
+  buf_puts(c, "    if (!m)\n        return NN_ERR_ARG;\n");
+  if (dist) {
+    /* every rank runs the same collectives in the same order, failing or not */
+    buf_printf(c, "    int status = m->synced ? NN_OK : %s_sync(m);   /* the first step: same model, rank 0's weights */\n", m);
+    buf_puts(c, "    if (!status)\n        status = nn_dist_agree(m, nn_check_args(m, n");
+    emit_call_args(cg, g);
+    int ids[MAX_IO], count = io_values(g, V_INGRAD, ids);
+    for (int i = 0; i < count; i++)
+      buf_printf(c, ", %s", io_name(cg, val(g, ids[i])));
+    buf_puts(c, "), n);\n    if (status)\n        return status;\n");
+  } else {
+    emit_arg_checks(cg, g);
+  }
+  /* The forward pass updates the running statistics in place: a copy taken
+   * first undoes that when the step fails (a NaN pixel, a 3e38 one whose
+   * variance is Inf in float). */
+  buf_puts(c, "    memcpy(m->buffers_prev, m->buffers, sizeof(real) * (size_t)NN_BUFFERS_SIZE);\n");
+  buf_puts(c, "    memset(m->grads, 0, sizeof(real) * (size_t)NN_GRADS_SIZE);\n");
+  emit_calls(cg, g);
+  if (dist)
+    emit_dist_rest(cg);
+  emit_step_checks(cg, dist);
   buf_puts(c, "    return NN_OK;\n}\n\n");
+}
+
+/* --eager-update, emit_calls before the first backward kernel: the checks
+ * (nothing is updated yet) and the step's constants. */
+void emit_eager_checks(CG *cg) {
+  emit_step_checks(cg, false);
+  Emit e = {.ctx = cg->ctx, .b = cg->c, .g = cg->train, .indent = 1};
+  emit_step_k(&e);
+  bool any = false;
+  for (int i = 0; i < cg->train->nodes.len; i++)
+    any |= is_emitted(cg->train, &cg->train->nodes.items[i]) &&
+           (op_def(cg->train->nodes.items[i].op)->roles & ROLE_UPDATE);
+  if (!any)
+    emitln(&e, "(void)k;   /* no tensor is trained */");
+  cg->eager_checked = true;
+}
+
+/* --eager-update, emit_calls at a param_update node: its tensor's step. */
+void emit_eager_update(CG *cg, const Node *node) {
+  const Graph *g = cg->train;
+  const Value *p = val(g, node->in[0]);
+  long first = 0, end = 0;   /* p's rows of nn_opt_chunks, in walk_chunks's order */
+  for (int i = 0; i < g->values.len && !end; i++) {
+    const Value *v = &g->values.items[i];
+    long n = is_trained(v) ? (shape_numel(&v->shape) + chunk_len(v) - 1) / chunk_len(v) : 0;
+    if (v == p)
+      end = first + n;
+    else
+      first += n;
+  }
+  buf_printf(cg->c, "    if (nn_update_tensor(m, &k, %ld, %ld, %s, %d))   /* %s */\n"
+                    "        return nn_step_failed(m);\n",
+             first, end, tensor_ref(cg, g, node->in[1]), cg->eager_done++,
+             c_string(cg->a, p->name));
 }
 
 static void emit_train_step(CG *cg) {
@@ -599,6 +731,8 @@ static void emit_accessors(CG *cg) {
   buf_printf(c, "int64_t %s_step(const %s *m) { return m ? m->step : 0; }\n\n", m, m);
   buf_printf(c, "double %s_update_ratio(const %s *m, int i)\n{\n", m, m);
   buf_puts(c, "    return m && i >= 0 && i < NN_NUM_TENSORS ? m->ratio[i] : 0;\n}\n\n");
+  if (cg->train->eager_update)
+    return;   /* no grads block, no grad() */
   buf_printf(c, "real *%s_grad(%s *m, int i, size_t *numel)\n{\n", m, m);
   buf_printf(c, "    const real *p = %s_tensor(m, i, numel);\n", m);
   buf_puts(c, "    if (!p || nn_tensor_descs[i].block != 0 || nn_tensor_descs[i].offset >= NN_GRADS_SIZE)\n"
@@ -621,7 +755,7 @@ static void emit_state_table(CG *cg, const TrainConfig *tc) {
     const Value *v = &g->values.items[i];
     if (v->kind != V_PARAM && v->kind != V_BUFFER)
       continue;
-    if (v->kind == V_PARAM && !v->frozen && v->grad >= 0)
+    if (is_trained(v))
       for (int s = 0; s < slots; s++, count++)
         buf_printf(c, "    {%s, %d, %d},\n",
                    c_string(cg->a, arena_printf(cg->a, "optimizer.%s.%s", v->name, od->slot[s])),
@@ -662,11 +796,37 @@ static void emit_state_table(CG *cg, const TrainConfig *tc) {
               "    return count;\n}\n\n");
 }
 
+/* --eager-update: train_step alone, the forward pass, the checks and the
+ * backward pass with each tensor's update where its param_update node is. */
+static void emit_eager_train_step(CG *cg) {
+  const Graph *g = cg->train;
+  Buf *c = cg->c;
+  const char *m = cg->m;
+  buf_printf(c, "int %s_train_step(%s *m, int n%s%s, %s *loss)\n{\n", m, m,
+             io_params(cg, g, V_INPUT, false), io_params(cg, g, V_TARGET, false), real_name(g));
+  buf_puts(c, "    if (!m)\n        return NN_ERR_ARG;\n");
+  emit_arg_checks(cg, g);
+  buf_puts(c, "    if (m->step == INT64_MAX)\n"
+              "        return nn_fail(m, NN_ERR_ARG, \"step count at its maximum\");\n");
+  buf_puts(c, "    memcpy(m->buffers_prev, m->buffers, sizeof(real) * (size_t)NN_BUFFERS_SIZE);\n");
+  cg->eager_checked = false;
+  cg->eager_done = 0;
+  emit_calls(cg, g);   /* emit_eager_checks, emit_eager_update */
+  if (!cg->eager_checked)   /* no backward pass */
+    emit_eager_checks(cg);
+  buf_puts(c, "    m->lr_now = lr;\n    m->step++;\n    return NN_OK;\n}\n\n");
+}
+
 void emit_train(CG *cg) {
   const TrainConfig *tc = &cg->train->train_config;
-  emit_gradients(cg);
-  emit_train_step(cg);
-  emit_update(cg, tc);
+  if (cg->train->eager_update) {
+    emit_update(cg, tc);   /* the static functions train_step calls */
+    emit_eager_train_step(cg);
+  } else {
+    emit_gradients(cg);
+    emit_train_step(cg);
+    emit_update(cg, tc);
+  }
   emit_accessors(cg);
   emit_state_table(cg, tc);
 }

@@ -36,6 +36,7 @@ typedef struct Options {
   bool emit_nn;              /* --emit-nn: print the model as .nn text */
   const char *emit_weights;  /* --emit-weights FILE: an ONNX model's weights */
   long long memory_budget;   /* --memory-budget BYTES: a bound on memory_size(), 0 none */
+  bool eager_update;         /* --eager-update: each tensor's update once its gradient is done */
 } Options;
 
 /* The defaults of the command line. */

@@ -39,6 +39,9 @@ static const char usage[] =
     "  --memory-budget BYTES  bound memory_size() (K, M: KiB, MiB): kernels without\n"
     "                       workspace if the fastest do not fit, else an error\n"
     "                       naming the tensors live at the peak\n"
+    "  --eager-update       training: each tensor's optimizer step as soon as its\n"
+    "                       gradient is complete, which frees that gradient's memory\n"
+    "                       (no gradients(), update() or grad(); docs/api.md)\n"
     "  --input-grad         train graph also computes d(loss)/d(input) (gradient checks)\n"
     "  --distributed=mpi    data-parallel training over MPI: gradients averaged\n"
     "                       over the ranks (build with mpicc; docs/distributed.md)\n"
@@ -50,7 +53,7 @@ static const char usage[] =
     "  --emit-ir[=after:PASS]   print the IR (after the last pass, or after PASS)\n"
     "  --emit-dot[=after:PASS]  print the IR as GraphViz dot\n"
     "                       PASS: lower derive_backward fuse hoist_constants\n"
-    "                       eliminate_dead plan_memory\n"
+    "                       schedule_updates eliminate_dead plan_memory\n"
     "  --emit-nn            print the model as .nn text (an ONNX model as imported)\n"
     "  --emit-weights FILE  write an ONNX model's weights as safetensors (no -o)\n"
     "  --report             print fusion decisions and memory sizes\n"
@@ -165,6 +168,8 @@ const char *options_line(Arena *a, const Options *o) {
     s = arena_printf(a, "%s --weights %s", s, comment_safe(a, o->weights));
   if (o->memory_budget)
     s = arena_printf(a, "%s --memory-budget %lld", s, o->memory_budget);
+  if (o->eager_update)
+    s = arena_printf(a, "%s --eager-update", s);
   return s;
 }
 
@@ -224,6 +229,8 @@ int parse_options(int argc, char **argv, Options *o) {
       o->sync_bn = true;
     } else if (!strcmp(a, "--input-grad")) {
       o->input_grad = true;
+    } else if (!strcmp(a, "--eager-update")) {
+      o->eager_update = true;
     } else if (!strcmp(a, "--no-winograd")) {
       o->no_winograd = true;
     } else if (!strncmp(a, "--emit-ir", 9) && (a[9] == '\0' || a[9] == '=')) {
@@ -259,6 +266,15 @@ int parse_options(int argc, char **argv, Options *o) {
   if (o->distributed && o->verify)
     return usage_error("%s", "--verify cannot check --distributed=mpi code (its mpi.h is the MPI "
                              "compiler's): compile it with mpicc -Wall -Werror instead");
+  if (o->eager_update && o->infer_only)
+    return usage_error("%s", "--eager-update is for a training build: drop --infer or "
+                             "--eager-update");
+  if (o->eager_update && o->distributed)
+    return usage_error("%s", "--eager-update cannot be used with --distributed=mpi: the gradients "
+                             "are averaged over the ranks once the backward pass is done");
+  if (o->eager_update && o->input_grad)
+    return usage_error("%s", "--input-grad gives gradients() the input's gradient, and an "
+                             "--eager-update build has no gradients(): drop one of them");
   if (o->weights && o->infer_only && o->main_kind && !strcmp(o->main_kind, "infer"))
     return usage_error("%s", "--main=infer loads its weights from a file: drop --weights or --infer");
   return 0;

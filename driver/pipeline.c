@@ -5,14 +5,16 @@
  *   read (a .nn file, or an ONNX file translated by frontend/onnx.c)
  *   (the initializers of an ONNX file or of a .nn file's imports are baked)
  *   parse -> lower (infer) -> fuse [-> hoist_constants] -> eliminate_dead -> plan_memory
- *         -> lower (train) -> derive_backward -> fuse -> eliminate_dead -> plan_memory
+ *         -> lower (train) -> derive_backward -> fuse [-> schedule_updates] -> eliminate_dead
+ *         -> plan_memory
  *   -> emit_weights (--weights) -> emit_c -> verify_c (--verify)
  *
  * The inference graph gives <model>_forward, the training graph (when the
  * model has a loss and --infer is not given) <model>_train_step.  After each
  * pass the graph checker runs (debug builds) and --emit-ir=after:PASS /
  * --emit-dot=after:PASS can print it.  hoist_constants runs when every
- * weight is baked read-only (--infer --weights).
+ * weight is baked read-only (--infer --weights), schedule_updates with
+ * --eager-update.
  */
 #include <string.h>
 
@@ -21,7 +23,8 @@
 #include "print_nn.h"
 
 static const char *const pass_names[] = {"lower", "derive_backward", "fuse", "hoist_constants",
-                                         "eliminate_dead", "plan_memory", NULL};
+                                         "schedule_updates", "eliminate_dead", "plan_memory",
+                                         NULL};
 
 bool is_pass_name(const char *name) {
   for (int i = 0; pass_names[i]; i++)
@@ -51,6 +54,7 @@ static Graph *build(Ctx *ctx, const Options *o, const Program *prog, Mode mode, 
   if (!g)
     return NULL;
   g->sync_bn = mode == MODE_TRAIN && o->sync_bn;
+  g->eager_update = mode == MODE_TRAIN && o->eager_update;
   after(o, g, "lower", out);
   if (mode == MODE_TRAIN) {
     if (!derive_backward(g, o->input_grad))
@@ -68,6 +72,10 @@ static Graph *build(Ctx *ctx, const Options *o, const Program *prog, Mode mode, 
   if (hoist) {
     hoist_constants(g);
     after(o, g, "hoist_constants", out);
+  }
+  if (g->eager_update) {
+    schedule_updates(g);
+    after(o, g, "schedule_updates", out);
   }
   eliminate_dead(g);
   after(o, g, "eliminate_dead", out);
@@ -160,6 +168,10 @@ bool nncc_compile(Ctx *ctx, const Options *o, Result *out) {
     report(&out->report, infer, train);
   if (o->distributed && !train) {
     error_plain(ctx, "--distributed=mpi trains a model: %s has no loss", infer->model);
+    return false;
+  }
+  if (o->eager_update && !train) {
+    error_plain(ctx, "--eager-update is for a training build: %s has no loss", infer->model);
     return false;
   }
   EmitConfig cfg = {.output = o->output, .main_kind = o->main_kind, .weights = weights,

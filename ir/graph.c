@@ -35,6 +35,10 @@ Node *node_at(const Graph *g, int id) {
   return &g->nodes.items[id];
 }
 
+bool in_arena(const Graph *g, const Value *v) {
+  return v->kind == V_ACT || v->kind == V_LOSS || (v->kind == V_PGRAD && g->eager_update);
+}
+
 int new_value(Graph *g, ValueKind kind, const char *name, Shape shape, bool batched,
               DType dtype) {
   Value v = {0};

@@ -114,7 +114,8 @@ typedef enum {
   V_PARAM,   /* trainable parameter, lives in the params block */
   V_BUFFER,  /* persistent non-trainable state (running stats), buffers block */
   V_ACT,     /* activation or temporary, lives in the planned arena */
-  V_PGRAD,   /* gradient of a V_PARAM, lives in the grads block (same offset) */
+  V_PGRAD,   /* gradient of a V_PARAM, lives in the grads block (same offset); with
+              * Graph.eager_update an arena value, freed after its OP_PARAM_UPDATE */
   V_OUTPUT,  /* model output in inference: caller memory */
   V_LOSS,    /* scalar loss: arena, reported through train_step */
   V_INGRAD,  /* gradient of a V_INPUT (--input-grad): caller memory */
@@ -275,6 +276,9 @@ typedef struct Graph {
   bool sync_bn;          /* --sync-batchnorm (train graph): ROLE_SYNC kernels use MPI */
   bool memory_first;     /* --memory-budget needs it: kernels without workspace (direct
                           * convolutions, matrix-vector dense) where they exist */
+  bool eager_update;     /* --eager-update (train graph): each trained tensor's optimizer step
+                          * right after its gradient is complete (schedule_updates), the
+                          * gradients planned in the arena, no grads block */
   const char *model;     /* model name, already a safe C identifier */
   VEC(Value) values;
   VEC(Node) nodes;       /* topological order */
@@ -290,6 +294,7 @@ typedef struct Graph {
   long naive_size, lower_bound;
   long tensors_bound;        /* lower_bound without kernel workspaces: the graph's own tensors */
   long scratch_size;         /* the largest kernel workspace */
+  long grads_at_peak;        /* eager_update: reals of gradients live where lower_bound is */
 } Graph;
 
 /* ---- graph.c: constructors and queries -----------------------------------
@@ -336,6 +341,9 @@ bool check_shape(Graph *g, const Node *node, Shape s);
 const char *shape_str(Arena *a, const Shape *s);  /* "[6, 28, 28]" */
 Value *val(const Graph *g, int id);
 Node *node_at(const Graph *g, int id);
+/* Whether v lives in the planned arena: activations, the loss, and with
+ * eager_update the parameter gradients. */
+bool in_arena(const Graph *g, const Value *v);
 /* Every value the kernel of `node` reads: its inputs (with a prologue's
  * inputs in place of in[0]) and the operands of its fused epilogue.
  * Returns the count; vals must hold MAX_READS. */
@@ -382,6 +390,9 @@ enum {
   ROLE_SAVED = 1 << 16,       /* made by a backward rule but run in the forward pass, right
                                  after in[0] is computed, so that in[0] need not wait for the
                                  backward pass (relu_mask: the sign bits of y) */
+  ROLE_UPDATE = 1 << 17,      /* param_update: no outputs; the optimizer step of its in[0] (a
+                                 parameter) from in[1] (its gradient), written in place; a root
+                                 of eliminate_dead; called by codegen/train.c, not a kernel */
 };
 
 typedef struct OpDef {
@@ -522,6 +533,9 @@ extern const char *const fusion_names[NUM_FUSIONS];
 /* Applies the fusions in the mask `which` (FUSE_*); decisions and missed
  * candidates are written to `log` for --report. */
 void fuse(Graph *g, unsigned which, Buf *log);
+/* --eager-update: an OP_PARAM_UPDATE node per trained parameter, right after
+ * both the node that completes its gradient and the last node reading it. */
+void schedule_updates(Graph *g);
 void eliminate_dead(Graph *g);
 /* With every weight baked read-only: nodes of constants only are computed
  * by nncc (V_CONST), not per call. */

@@ -82,7 +82,7 @@ void print_ir(Buf *b, const Graph *g) {
     buf_puts(b, node->backward ? "  bwd " : "  ");
     for (int k = 0; k < node->nout; k++)
       buf_printf(b, "%s%%%d", k ? ", " : "", node->out[k]);
-    buf_printf(b, " = %s[%s](", op_def(node->op)->name, node->name);
+    buf_printf(b, "%s%s[%s](", node->nout ? " = " : "", op_def(node->op)->name, node->name);
     for (int j = 0; j < node->nin; j++)
       buf_printf(b, "%s%%%d", j ? ", " : "", node->in[j]);
     buf_puts(b, ")");

@@ -15,7 +15,8 @@ bool check_graph(const Graph *g) {
     const Node *node = &g->nodes.items[i];
     if (node->dead)
       continue;
-    if (node->nin > MAX_IN || node->nout > MAX_OUT || node->nout < 1)
+    bool update = op_def(node->op)->roles & ROLE_UPDATE;   /* writes its input in place */
+    if (node->nin > MAX_IN || node->nout > MAX_OUT || node->nout < (update ? 0 : 1))
       return fail(g, node, "bad input or output count");
     for (int j = 0; j < node->nin; j++) {
       int v = node->in[j];

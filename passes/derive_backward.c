@@ -7,7 +7,8 @@
  * depend on a trainable (not frozen) parameter, and the model inputs when
  * --input-grad asks for them.  Where a tensor feeds several consumers its
  * gradient contributions are summed by add nodes.  A parameter's final
- * gradient becomes a V_PGRAD value, which lives in the grads block.
+ * gradient becomes a V_PGRAD value, which lives in the grads block (with
+ * --eager-update in the arena, until passes/schedule_updates.c's update).
  */
 #include "nncc.h"
 

@@ -1,8 +1,9 @@
 /*
  * eliminate_dead.c: removes nodes whose outputs reach nothing the caller
- * sees.  Roots are model outputs (V_OUTPUT), the loss, parameter gradients
- * and writes to buffers (batchnorm running statistics, marked by ops as
- * outputs of kind V_BUFFER).  Walks the node array backwards, so one sweep
+ * sees.  Roots are model outputs (V_OUTPUT), the loss, parameter gradients,
+ * writes to buffers (batchnorm running statistics, marked by ops as
+ * outputs of kind V_BUFFER) and the nodes that update parameters in place
+ * (ROLE_UPDATE: --eager-update's param_update, which has no outputs).  Walks the node array backwards, so one sweep
  * suffices in topological order.
  */
 #include <string.h>
@@ -22,7 +23,7 @@ void eliminate_dead(Graph *g) {
     Node *node = &g->nodes.items[i];
     if (node->dead)
       continue;
-    bool needed = false;
+    bool needed = op_def(node->op)->roles & ROLE_UPDATE;
     for (int k = 0; k < node->nout; k++)
       needed |= live[node->out[k]];
     if (!needed) {

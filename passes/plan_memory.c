@@ -6,7 +6,9 @@
  * trained parameters first and the frozen ones after them: gradients and
  * optimizer state cover only that prefix (trained_size), and a training
  * build with baked weights reads the frozen suffix where it is baked.  A
- * parameter's gradient sits at the same offset in the grads block.
+ * parameter's gradient sits at the same offset in the grads block; with
+ * --eager-update (g->eager_update) there is no grads block: a gradient is an
+ * activation like any other, live until its param_update node.
  *
  * Activations share one arena.  Each lives from the step that writes it to
  * the last step that reads it.  An op with ROLE_INPLACE writes over its
@@ -15,7 +17,9 @@
  * lifetime (the "greedy by size" strategy of TFLite's planner).  The
  * results: arena_size, naive_size (one buffer per tensor), lower_bound (the
  * most bytes live at one step: no plan can do better), tensors_bound (the
- * same without kernel workspaces) and scratch_size (the largest workspace).
+ * same without kernel workspaces), scratch_size (the largest workspace)
+ * and, with --eager-update, grads_at_peak (the gradients' part of
+ * lower_bound).
  *
  * Sizes are checked 64-bit arithmetic: a tensor at the largest batch, the
  * params, buffers and arena blocks may hold up to MAX_BLOCK reals, so every
@@ -69,8 +73,6 @@ static long aligned_size(const Graph *g, const Value *v) {
     return -1;
   return (n + ALIGN - 1) / ALIGN * ALIGN;
 }
-
-static bool in_arena(const Value *v) { return v->kind == V_ACT || v->kind == V_LOSS; }
 
 /* read[v]: some kernel reads value v at run time. */
 static bool *read_at_run_time(const Graph *g) {
@@ -129,7 +131,7 @@ static bool place_persistent(Graph *g) {
     if (!frozen)
       g->trained_size = params;
   }
-  for (int i = 0; i < g->values.len; i++) {
+  for (int i = 0; i < g->values.len && !g->eager_update; i++) {
     Value *v = &g->values.items[i];
     if (v->kind == V_PGRAD)
       v->offset = val(g, v->param)->offset;
@@ -198,7 +200,7 @@ static void live_ranges(Graph *g, int *first, int *last, bool plan) {
       continue;
     unsigned roles = op_def(node->op)->roles;
     int y = node->out[0];
-    if ((roles & ROLE_VIEW) && in_arena(val(g, y)) && val(g, y)->alias < 0) {
+    if ((roles & ROLE_VIEW) && in_arena(g, val(g, y)) && val(g, y)->alias < 0) {
       int x = root(g, node->in[0]);
       val(g, y)->alias = x;
       if (last[y] > last[x])
@@ -208,7 +210,7 @@ static void live_ranges(Graph *g, int *first, int *last, bool plan) {
        * an anchor reads the operand at an index just before it writes y
        * there, so y may take over a dying operand's storage. */
       int x = residual_operand(g, node);
-      if (x >= 0 && in_arena(val(g, x)) && in_arena(val(g, y)) && last[x] == step &&
+      if (x >= 0 && in_arena(g, val(g, x)) && in_arena(g, val(g, y)) && last[x] == step &&
           aligned_size(g, val(g, x)) == aligned_size(g, val(g, y)) && val(g, y)->alias < 0) {
         val(g, y)->alias = x;
         last[x] = last[y];
@@ -218,7 +220,7 @@ static void live_ranges(Graph *g, int *first, int *last, bool plan) {
       bool others_read = false;
       for (int j = 1; j < node->nin; j++)
         others_read |= root(g, node->in[j]) == x;
-      if (in_arena(val(g, x)) && in_arena(val(g, y)) && last[x] == step && !others_read &&
+      if (in_arena(g, val(g, x)) && in_arena(g, val(g, y)) && last[x] == step && !others_read &&
           aligned_size(g, val(g, x)) == aligned_size(g, val(g, y)) && val(g, y)->alias < 0) {
         val(g, y)->alias = x;
         last[x] = last[y];
@@ -307,9 +309,30 @@ static bool lower_bound(const Interval *iv, int n, int nsteps, long *bound, int 
   return true;
 }
 
+/* eager_update: the reals of gradients (groups holding a V_PGRAD) live at
+ * the first step where `bound` reals are. */
+static long grads_at_peak(const Graph *g, const Interval *iv, int n, int nsteps, long bound) {
+  bool *grad = arena_alloc(g->ctx->arena, (size_t)g->values.len + 1);
+  for (int i = 0; i < g->values.len; i++)
+    if (g->values.items[i].kind == V_PGRAD)
+      grad[root(g, i)] = true;
+  for (int s = 0; s < nsteps; s++) {
+    long live = 0, grads = 0;
+    for (int k = 0; k < n; k++)
+      if (iv[k].first <= s && s <= iv[k].last) {
+        live += iv[k].size;   /* <= bound: lower_bound checked the sums */
+        grads += grad[iv[k].value] ? iv[k].size : 0;
+      }
+    if (live == bound)
+      return grads;
+  }
+  return 0;
+}
+
 void plan_memory(Graph *g, bool plan) {
   Arena *a = g->ctx->arena;
   g->arena_size = g->naive_size = g->lower_bound = g->tensors_bound = g->scratch_size = 0;
+  g->grads_at_peak = 0;
   if (!place_persistent(g))
     return;
   int nv = g->values.len;
@@ -323,7 +346,7 @@ void plan_memory(Graph *g, bool plan) {
   int n = 0, nsteps = 0;
   for (int i = 0; i < nv; i++) {
     Value *v = &g->values.items[i];
-    if (!in_arena(v) || first[i] < 0 || !in_arena(val(g, root(g, i))))
+    if (!in_arena(g, v) || first[i] < 0 || !in_arena(g, val(g, root(g, i))))
       continue;
     long size = aligned_size(g, v);
     if (size < 0) {
@@ -343,6 +366,8 @@ void plan_memory(Graph *g, bool plan) {
     too_big(g, val(g, big), "brings the activations live at one step past");
     return;
   }
+  if (g->eager_update)
+    g->grads_at_peak = grads_at_peak(g, iv, n, nsteps, g->lower_bound);
   Interval *own = arena_alloc(a, sizeof(Interval) * (size_t)(n + 1));
   int nown = 0;
   for (int k = 0; k < n; k++) {
@@ -378,7 +403,7 @@ void plan_memory(Graph *g, bool plan) {
     g->values.items[iv[k].value].offset = iv[k].offset;
   for (int i = 0; i < nv; i++) {
     Value *v = &g->values.items[i];
-    if (in_arena(v) && v->alias >= 0)
+    if (in_arena(g, v) && v->alias >= 0)
       v->offset = val(g, root(g, i))->offset;
   }
 }
@@ -404,7 +429,7 @@ void describe_peak(Graph *g, Buf *b) {
   for (int s = 0; s < nsteps; s++) {
     long live = 0;
     for (int i = 0; i < nv; i++)
-      if (in_arena(&g->values.items[i]) && g->values.items[i].alias < 0 && first[i] >= 0 &&
+      if (in_arena(g, &g->values.items[i]) && g->values.items[i].alias < 0 && first[i] >= 0 &&
           first[i] <= s && s <= last[i])
         live += aligned_size(g, &g->values.items[i]);
     if (live > best)
@@ -413,7 +438,7 @@ void describe_peak(Graph *g, Buf *b) {
   long (*pairs)[2] = arena_alloc(a, sizeof *pairs * (size_t)(nv + 1));
   int n = 0;
   for (int i = 0; i < nv; i++)
-    if (in_arena(&g->values.items[i]) && g->values.items[i].alias < 0 && first[i] >= 0 &&
+    if (in_arena(g, &g->values.items[i]) && g->values.items[i].alias < 0 && first[i] >= 0 &&
         first[i] <= peak && peak <= last[i] && aligned_size(g, &g->values.items[i]) > 0)
       pairs[n][0] = aligned_size(g, &g->values.items[i]), pairs[n++][1] = i;
   qsort(pairs, (size_t)n, sizeof *pairs, by_bytes_desc);

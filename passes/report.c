@@ -21,7 +21,7 @@ static void graph_report(Buf *b, const Graph *g) {
   for (int i = 0; i < g->nodes.len; i++) {
     const Node *node = &g->nodes.items[i];
     fused += node->fused_into >= 0;
-    if (node->dead)
+    if (node->dead || (op_def(node->op)->roles & ROLE_UPDATE))   /* not a kernel */
       continue;
     nodes++;
     const OpDef *def = op_def(node->op);
@@ -36,9 +36,19 @@ static void graph_report(Buf *b, const Graph *g) {
   if (g->mode == MODE_TRAIN) {
     /* the trained params come first: grads and optimizer state cover them only */
     int slots = optimizer_def(g->train_config.optimizer)->slots;
-    put_bytes(b, "grads", g->trained_size, esize,
-              arena_printf(g->ctx->arena, " (the trained params; %ld bytes of params frozen)",
-                           (g->params_size - g->trained_size) * esize));
+    if (g->eager_update)
+      put_bytes(b, "grads", 0, esize,
+                arena_printf(g->ctx->arena,
+                             " (--eager-update: no grads block; each gradient is in the arena until "
+                             "its tensor's update, %ld bytes of them at its lower bound, of %ld "
+                             "bytes for all trained params)",
+                             g->grads_at_peak * esize, g->trained_size * esize));
+    else
+      put_bytes(b, "grads", g->trained_size, esize,
+                arena_printf(g->ctx->arena,
+                             " (the trained params; %ld bytes of params frozen; --eager-update: "
+                             "none, each gradient in the arena until its tensor's update)",
+                             (g->params_size - g->trained_size) * esize));
     put_bytes(b, "state", slots * g->trained_size, esize,
               arena_printf(g->ctx->arena, " (optimizer %s: %d slot%s of the trained params)",
                            g->train_config.optimizer, slots, slots == 1 ? "" : "s"));

@@ -13,13 +13,11 @@ typedef struct Life {
   int first, last;   /* step that writes it, last step that reads it */
 } Life;
 
-static bool in_arena(const Value *v) { return v->kind == V_ACT || v->kind == V_LOSS; }
-
 static int group_root(const Graph *g, int v);
 
 /* In the arena: not a view of a model input. */
 static bool planned(const Graph *g, int v) {
-  return in_arena(val(g, v)) && in_arena(val(g, group_root(g, v)));
+  return in_arena(g, val(g, v)) && in_arena(g, val(g, group_root(g, v)));
 }
 
 static int group_root(const Graph *g, int v) {

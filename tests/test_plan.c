@@ -126,3 +126,59 @@ Test(plan, validator_catches_overlap) {
   buf_free(&why);
   release(&c);
 }
+
+/* --eager-update on every example, fused and not: the plan with the
+ * gradients in the arena passes the validator, and the schedule, checked
+ * here on the final graph, has one param_update per trained parameter,
+ * after the kernel that completes its gradient and after every kernel that
+ * reads the parameter; the gradient dies there. */
+Test(plan, eager_updates_follow_the_last_read) {
+  char paths[64][512];
+  int n = example_models(paths, 64);
+  for (int i = 0; i < n; i++)
+    for (int fused = 0; fused < 2; fused++) {
+      Compilation c;
+      memset(&c, 0, sizeof c);
+      c.opt = OPTIONS_DEFAULT;
+      c.opt.input = paths[i], c.opt.max_batch = 16, c.opt.eager_update = true;
+      c.opt.fuse = fused ? FUSE_ALL | FUSE_PROLOGUE : FUSE_NONE;
+      c.ctx = (Ctx){.arena = new_arena()};
+      cr_assert(nncc_compile(&c.ctx, &c.opt, &c.r), "%s: %s", paths[i], c.ctx.diag.data);
+      const Graph *g = c.r.train;
+      if (!g) {
+        release(&c);
+        continue;
+      }
+      check_graph_plan(g, paths[i]);
+      int updates = 0, trained = 0;
+      for (int v = 0; v < g->values.len; v++)
+        trained += g->values.items[v].kind == V_PARAM && !g->values.items[v].frozen &&
+                   g->values.items[v].grad >= 0;
+      for (int u = 0; u < g->nodes.len; u++) {
+        const Node *up = &g->nodes.items[u];
+        if (up->dead || up->op != OP_PARAM_UPDATE)
+          continue;
+        updates++;
+        int p = up->in[0], dp = up->in[1];
+        cr_expect(val(g, dp)->kind == V_PGRAD && val(g, dp)->param == p && val(g, p)->grad == dp);
+        cr_expect(val(g, dp)->producer < u, "%s: %s updated before its gradient is complete",
+                  paths[i], val(g, p)->name);
+        for (int k = u + 1; k < g->nodes.len; k++) {
+          const Node *node = &g->nodes.items[k];
+          if (node->dead)
+            continue;
+          int reads[MAX_READS];
+          int nreads = kernel_reads(g, node, reads);
+          for (int j = 0; j < nreads; j++) {
+            cr_expect(reads[j] != p, "%s: %s read by %s (%s) after its update", paths[i],
+                      val(g, p)->name, node->name, op_def(node->op)->name);
+            cr_expect(reads[j] != dp, "%s: the gradient of %s read after its update", paths[i],
+                      val(g, p)->name);
+          }
+        }
+      }
+      cr_expect_eq(updates, trained, "%s: %d updates for %d trained tensors", paths[i], updates,
+                   trained);
+      release(&c);
+    }
+}

@@ -965,18 +965,6 @@ static const char *frozen_text(const char *name, bool frozen) {
   return text[frozen];
 }
 
-/* #define `macro` N in the emitted C of cm. */
-static long emitted_define(const Compiled *cm, const char *macro) {
-  char *src = read_text(cm->c_path), key[64];
-  cr_assert(src, "cannot read %s", cm->c_path);
-  snprintf(key, sizeof key, "#define %s ", macro);
-  const char *at = strstr(src, key);
-  cr_assert(at, "no %s in the emitted C", macro);
-  long v = strtol(at + strlen(key), NULL, 10);
-  free(src);
-  return v;
-}
-
 /* Gradients and Adam's two state slots exist for the trained params only
  * (fc1 and fc3: 3*8+8 + 8*2+2 = 50 reals of the 122); Adam's steps on them
  * follow the reference, fc2 stays as it was, and their gradients are those

@@ -83,8 +83,8 @@ Test(transfer, sparse_fine_tune_learns_new_digits_and_keeps_frozen_tensors, .tim
   int st = run_capture(
       out, sizeof out,
       "cd '%s' && N='%s' && E='%s/examples/transfer' && $N $E/pretrain.nn -o lenet5_pretrain.c && "
-      "$N $E/sparse.nn --batch 1 --threads 1 -o lenet5_sparse.c && "
-      "$N $E/full.nn --batch 1 --threads 1 -o lenet5_full.c && "
+      "$N $E/sparse.nn --batch 1 --threads 1 --eager-update -o lenet5_sparse.c && "
+      "$N $E/full.nn --batch 1 --threads 1 --eager-update -o lenet5_full.c && "
       "'%s' -std=c11 -Wall -Wextra -Werror -pedantic -O2 -I. $E/transfer.c lenet5_pretrain.c "
       "lenet5_sparse.c lenet5_full.c -o transfer -lm",
       dir, NNCC_BIN, NNCC_SOURCE_DIR, NNCC_CC);

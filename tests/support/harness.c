@@ -138,6 +138,17 @@ void compile_model_file(Compiled *cm, const char *name, const char *nn, const ch
   cr_assert(cm->lib, "dlopen %s: %s", so, dlerror());
 }
 
+long emitted_define(const Compiled *cm, const char *macro) {
+  char *src = read_text(cm->c_path), key[64];
+  cr_assert(src, "cannot read %s", cm->c_path);
+  snprintf(key, sizeof key, "#define %s ", macro);
+  const char *at = strstr(src, key);
+  cr_assert(at, "no %s in the emitted C", macro);
+  long v = strtol(at + strlen(key), NULL, 10);
+  free(src);
+  return v;
+}
+
 void *read_values(const char *path, size_t n, size_t size) {
   void *x = malloc(n * size);
   FILE *f = fopen(path, "rb");

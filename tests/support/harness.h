@@ -43,6 +43,8 @@ void compile_model(Compiled *cm, const char *name, const char *model, const char
  * <name>_weights.c when nncc wrote one. */
 void compile_model_file(Compiled *cm, const char *name, const char *nn, const char *opts,
                   const char *cflags);
+/* N of `#define macro N` in the emitted C of cm; fails the test if there is none. */
+long emitted_define(const Compiled *cm, const char *macro);
 /* The generated function <name>_<fn>; fails the test if missing. */
 void *api(const Compiled *cm, const char *fn);
 /* Through the model's API function `fn` ("tensor" or "grad"), the tensor
