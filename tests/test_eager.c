@@ -183,9 +183,87 @@ Test(eager, nesterov_step_schedule) {
                     "schedule step(every=2, gamma=0.5)");
 }
 
-Test(eager, adam_elastic_maxnorm) {
-  check_conv("adm", "optimizer adam(lr=0.01, betas=(0.8, 0.99))\ndecay elastic(l1=0.001, l2=0.01)\n"
-                    "decay maxnorm(0.5)\nschedule cosine(steps=3, lr_min=0.001)");
+/* No grads block: memory_size() smaller by at least the largest gradient
+ * (the gradients fit in the arena the forward pass needs anyway), no
+ * gradients(), update() or grad(), and --report says so. */
+static void expect_memory_and_api(const Build *p, const Build *e) {
+  long trained = emitted_define(&p->cm, "NN_GRADS_SIZE"), largest = 0;
+  cr_expect_eq(emitted_define(&e->cm, "NN_GRADS_SIZE"), 0);
+  void *m = p->create(1);
+  for (int t = 0; t < p->count(); t++) {
+    size_t n;
+    p->tensor(m, t, &n);
+    const char *name = p->name(t);
+    bool frozen = strncmp(name, "conv2.", 6) == 0, buffer = strstr(name, "running_") != NULL;
+    if (!frozen && !buffer && (long)n > largest)
+      largest = (long)n;
+  }
+  p->destroy(m);
+  cr_assert_eq(largest, 36 * 8, "fc1.weight is the largest trained tensor");
+  size_t pm = p->memory_size(), em = e->memory_size();
+  cr_expect(em + sizeof(float) * (size_t)largest <= pm,
+            "memory_size: eager %zu, ordinary %zu, largest gradient %ld bytes (all: %ld)", em, pm,
+            largest * 4, trained * 4);
+  char sym[128], path[700];
+  const char *fns[] = {"gradients", "update", "grad"};
+  for (int i = 0; i < 3; i++) {
+    snprintf(sym, sizeof sym, "%s_%s", p->cm.name, fns[i]);
+    cr_expect(dlsym(p->cm.lib, sym), "the ordinary build has no %s", sym);
+    snprintf(sym, sizeof sym, "%s_%s", e->cm.name, fns[i]);
+    cr_expect(!dlsym(e->cm.lib, sym), "the eager build has %s", sym);
+  }
+  snprintf(path, sizeof path, "%s/%s.h", e->cm.dir, e->cm.name);
+  char *header = read_text(path);
+  cr_assert(header);
+  cr_expect(strstr(header, "no gradients(), update() or grad()") && !strstr(header, "_gradients("));
+  free(header);
+  char out[1 << 14];
+  snprintf(path, sizeof path, "%s/%s.nn", e->cm.dir, e->cm.name);
+  cr_assert_eq(run_capture(out, sizeof out, "%s %s --batch 8 --eager-update --report", NNCC_BIN, path), 0);
+  cr_expect(strstr(out, "--eager-update: no grads block"), "--report:\n%s", out);
+}
+
+/* f32 with batchnorm: a NaN or Inf pixel makes the loss NaN, a 3e38 one
+ * leaves it finite but makes running_var Inf.  Nothing is updated before
+ * those checks: each failed step leaves the whole state as it was. */
+static void expect_nonfinite_inputs_change_nothing(const Build *e) {
+  void *m = e->create(1);
+  float x[NB * 72];
+  int32_t y[NB];
+  for (int k = 0; k < 2; k++) {
+    batch(k, 72, 3, x, y);
+    cr_assert_eq(e->step(m, NB, x, y, NULL), 0);
+  }
+  size_t n0, n1;
+  unsigned char *before = checkpoint_data(e, m, &n0);
+  const float bad[] = {NAN, INFINITY, -INFINITY, 3e38f};
+  for (int i = 0; i < 4; i++) {
+    batch(5, 72, 3, x, y);
+    x[4] = bad[i];
+    cr_expect_eq(e->step(m, NB, x, y, NULL), -5, "pixel %g: status", (double)bad[i]);
+    unsigned char *after = checkpoint_data(e, m, &n1);
+    cr_expect(n0 == n1 && memcmp(before, after, n0) == 0,
+              "pixel %g: the failed step changed the model's state", (double)bad[i]);
+    free(after);
+  }
+  cr_expect_eq(e->steps(m), 2);
+  batch(6, 72, 3, x, y);
+  cr_expect_eq(e->step(m, NB, x, y, NULL), 0, "a good step after failed ones");
+  free(before);
+  e->destroy(m);
+}
+
+/* Adam on conv_model; the same two builds also give the memory and API
+ * checks and the non-finite inputs. */
+Test(eager, adam_elastic_maxnorm_memory_nonfinite_inputs) {
+  Build p, e;
+  load_pair(&p, &e, "adm", conv_model,
+            "optimizer adam(lr=0.01, betas=(0.8, 0.99))\ndecay elastic(l1=0.001, l2=0.01)\n"
+            "decay maxnorm(0.5)\nschedule cosine(steps=3, lr_min=0.001)", "--batch 8");
+  check_pair(&p, &e, 72, 3, 4);
+  expect_memory_and_api(&p, &e);
+  expect_nonfinite_inputs_change_nothing(&e);
+  close_model(&p.cm), close_model(&e.cm);
 }
 
 /* A weight of 51,200 elements: 13 optimizer chunks of whole 800-element
@@ -204,45 +282,6 @@ Test(eager, rmsprop_adagrad_wide) {
     check_pair(&p, &e, 800, 3, 3);
     close_model(&p.cm), close_model(&e.cm);
   }
-}
-
-/* No grads block: memory_size() smaller by at least the largest gradient
- * (the gradients fit in the arena the forward pass needs anyway), no
- * gradients(), update() or grad(), and --report says so. */
-Test(eager, memory_and_api) {
-  Build p, e;
-  load_pair(&p, &e, "mem", conv_model, "optimizer adam(lr=0.01)", "--batch 8");
-  long trained = emitted_define(&p.cm, "NN_GRADS_SIZE"), largest = 0;
-  cr_expect_eq(emitted_define(&e.cm, "NN_GRADS_SIZE"), 0);
-  void *m = p.create(1);
-  for (int t = 0; t < p.count(); t++) {
-    size_t n;
-    p.tensor(m, t, &n);
-    const char *name = p.name(t);
-    bool frozen = strncmp(name, "conv2.", 6) == 0, buffer = strstr(name, "running_") != NULL;
-    if (!frozen && !buffer && (long)n > largest)
-      largest = (long)n;
-  }
-  p.destroy(m);
-  cr_assert_eq(largest, 36 * 8, "fc1.weight is the largest trained tensor");
-  size_t pm = p.memory_size(), em = e.memory_size();
-  cr_expect(em + sizeof(float) * (size_t)largest <= pm,
-            "memory_size: eager %zu, ordinary %zu, largest gradient %ld bytes (all: %ld)", em, pm,
-            largest * 4, trained * 4);
-  cr_expect(dlsym(p.cm.lib, "mem_plain_gradients") && dlsym(p.cm.lib, "mem_plain_grad"));
-  cr_expect(!dlsym(e.cm.lib, "mem_eager_gradients") && !dlsym(e.cm.lib, "mem_eager_update") &&
-            !dlsym(e.cm.lib, "mem_eager_grad"), "an eager build has gradients, update or grad");
-  char h[700];
-  snprintf(h, sizeof h, "%s/mem_eager.h", e.cm.dir);
-  char *header = read_text(h);
-  cr_assert(header);
-  cr_expect(strstr(header, "no gradients(), update() or grad()") && !strstr(header, "_gradients("));
-  free(header);
-  char out[1 << 14];
-  snprintf(h, sizeof h, "%s/mem_eager.nn", e.cm.dir);
-  cr_assert_eq(run_capture(out, sizeof out, "%s %s --batch 8 --eager-update --report", NNCC_BIN, h), 0);
-  cr_expect(strstr(out, "--eager-update: no grads block"), "--report:\n%s", out);
-  close_model(&p.cm), close_model(&e.cm);
 }
 
 /* The order of reads and updates.  prelu's slope is read by prelu_dx, which
@@ -269,41 +308,6 @@ Test(eager, updates_after_the_last_read) {
   const char *dx = strstr(out, "dense_dx[fc2]"), *upd = strstr(out, "param_update[fc2.weight]");
   cr_expect(dx && upd && dx < upd, "fc2.weight is updated before dense_dx reads it:\n%s", out);
   close_model(&p.cm), close_model(&e.cm);
-}
-
-/* f32 with batchnorm: a NaN or Inf pixel makes the loss NaN, a 3e38 one
- * leaves it finite but makes running_var Inf.  Nothing is updated before
- * those checks: each failed step leaves the whole state as it was. */
-Test(eager, nonfinite_input_leaves_all_state) {
-  Build e;
-  char text[1024];
-  snprintf(text, sizeof text, conv_model, "nanin", "optimizer adam(lr=0.01)");
-  load(&e, "nanin", text, "--batch 8 --eager-update", "-O1");
-  void *m = e.create(1);
-  float x[NB * 72];
-  int32_t y[NB];
-  for (int k = 0; k < 2; k++) {
-    batch(k, 72, 3, x, y);
-    cr_assert_eq(e.step(m, NB, x, y, NULL), 0);
-  }
-  size_t n0, n1;
-  unsigned char *before = checkpoint_data(&e, m, &n0);
-  const float bad[] = {NAN, INFINITY, -INFINITY, 3e38f};
-  for (int i = 0; i < 4; i++) {
-    batch(5, 72, 3, x, y);
-    x[4] = bad[i];
-    cr_expect_eq(e.step(m, NB, x, y, NULL), -5, "pixel %g: status", (double)bad[i]);
-    unsigned char *after = checkpoint_data(&e, m, &n1);
-    cr_expect(n0 == n1 && memcmp(before, after, n0) == 0,
-              "pixel %g: the failed step changed the model's state", (double)bad[i]);
-    free(after);
-  }
-  cr_expect_eq(e.steps(m), 2);
-  batch(6, 72, 3, x, y);
-  cr_expect_eq(e.step(m, NB, x, y, NULL), 0, "a good step after failed ones");
-  free(before);
-  e.destroy(m);
-  close_model(&e.cm);
 }
 
 /* A gradient that overflows while the loss stays finite (f32): fc1.weight =
