@@ -228,26 +228,27 @@ const char *input_expr(Emit *e, const Node *node, int j, const char *i, const ch
 }
 
 /* Partial sums per quantity in emit_channel_sums: four 512-bit vectors of
- * doubles, so their additions overlap.  More than 16 also keeps gcc from
- * unrolling the lane loop completely, which would leave 16 scalar sums. */
+ * doubles (two of floats), so their additions overlap.  More than 16 also
+ * keeps gcc from unrolling the lane loop completely, which would leave 16
+ * scalar sums. */
 enum { SUM_LANES = 32 };
 
-/* Emits `double sums[q] = ...;` for q < count: the sum over channel c (n
+/* Emits `type sums[q] = ...;` for q < count: the sum over channel c (n
  * samples of s positions; k indexes the element) of exprs[q].  The order
  * is fixed for any thread count and vectorizes without reassociation: lane
  * j of SUM_LANES partial sums takes positions i = j (mod SUM_LANES) of every
  * sample in turn; the lanes are added in order at the end.  `fill`, if
  * not NULL, is a statement run over each sample's block (index k) before it
  * is summed. */
-void emit_channel_sums(Emit *e, int c, long s, int count, const char *const *sums,
-                              const char *const *exprs, const char *fill) {
+void emit_channel_sums(Emit *e, const char *type, int c, long s, int count,
+                       const char *const *sums, const char *const *exprs, const char *fill) {
   long main_part = s / SUM_LANES * SUM_LANES, tail = s - main_part;
   for (int q = 0; q < count; q++)
-    emitln(e, "double %s = 0;", sums[q]);
+    emitln(e, "%s %s = 0;", type, sums[q]);
   emitln(e, "/* lane j sums positions j mod %d: a fixed order that vectorizes */", SUM_LANES);
   emitln(e, "{");
   for (int q = 0; q < count; q++)
-    emitln(e, "double lane_%s[%d] = {0};", sums[q], SUM_LANES);
+    emitln(e, "%s lane_%s[%d] = {0};", type, sums[q], SUM_LANES);
   emitln(e, "for (int b = 0; b < n; b++) {");
   emitln(e, "const long base = ((long)b * %d + c) * %ld;", c, s);
   if (fill) {

@@ -125,12 +125,12 @@ bool writes_over_input(const Graph *g, const Node *node);
 void emit_view_copy(Emit *e, const Graph *g, const Node *node);
 void view_backward(Graph *g, Node *node, const int *dout, const bool *need, int *din);
 
-/* `double sums[q]` for q < count: the sum over channel c of a (N, C, s)
+/* `type sums[q]` for q < count: the sum over channel c of a (N, C, s)
  * tensor of exprs[q] (k indexes the element), in a fixed order that
- * vectorizes (SUM_LANES partial sums; see emit.c).  `fill`, if not NULL, runs
- * over each sample's block first. */
-void emit_channel_sums(Emit *e, int c, long s, int count, const char *const *sums,
-                       const char *const *exprs, const char *fill);
+ * vectorizes (SUM_LANES partial sums of that type; see emit.c).  `fill`, if
+ * not NULL, runs over each sample's block first. */
+void emit_channel_sums(Emit *e, const char *type, int c, long s, int count,
+                       const char *const *sums, const char *const *exprs, const char *fill);
 
 /* The kernels without workspace (matrix-vector dense, pointwise conv2d
  * read in place): at --batch 1 they are also the fastest, and under

@@ -996,9 +996,10 @@ static void conv2d_db_emit(Emit *e, const Graph *g, const Node *node) {
   int o = dy->dim[0], hw = dy->dim[1] * dy->dim[2];
   emit_omp_for(e, "");
   emitln(e, "for (int c = 0; c < %d; c++) {", o);
-  emit_channel_sums(e, o, hw, 1, (const char *const[]){"acc"}, (const char *const[]){"dy[k]"},
-                    NULL);
-  emitln(e, "db[c] = (real)acc;");
+  /* in real: a bias trained on a microcontroller has no double FPU */
+  emit_channel_sums(e, "real", o, hw, 1, (const char *const[]){"acc"},
+                    (const char *const[]){"dy[k]"}, NULL);
+  emitln(e, "db[c] = acc;");
   emitln(e, "}");
 }
 
