@@ -62,18 +62,26 @@ static NN_UNUSED void nn_wino_filter(real *restrict u, long su, const real *rest
   }
 }
 
+/* B^T applied to the six values d0 .. d5 of one column, into o[i * os].
+ * The lane pass and the row pass of nn_wino_input share it, so that every
+ * value comes from the same expression (contracted the same way). */
+static NN_UNUSED inline void nn_wino_bt1(real *restrict o, long os, real d0, real d1, real d2,
+                                         real d3, real d4, real d5) {
+  o[0] = 4 * d0 - 5 * d2 + d4;
+  o[os] = -4 * (d1 + d2) + d3 + d4;
+  o[2 * os] = 4 * (d1 - d2) - d3 + d4;
+  o[3 * os] = 2 * (d3 - d1) - d2 + d4;
+  o[4 * os] = 2 * (d1 - d3) - d2 + d4;
+  o[5 * os] = 4 * d1 - 5 * d3 + d5;
+}
+
 /* B^T applied to six rows of NN_NR lanes, d[i * ds + j], into o[i * os + j]. */
 static NN_UNUSED inline void nn_wino_bt(real *restrict o, long os, const real *restrict d,
                                         long ds) {
   for (int j = 0; j < NN_NR; j++) {
     const real d0 = d[j], d1 = d[ds + j], d2 = d[2 * ds + j], d3 = d[3 * ds + j],
                d4 = d[4 * ds + j], d5 = d[5 * ds + j];
-    o[j] = 4 * d0 - 5 * d2 + d4;
-    o[os + j] = -4 * (d1 + d2) + d3 + d4;
-    o[2 * os + j] = 4 * (d1 - d2) - d3 + d4;
-    o[3 * os + j] = 2 * (d3 - d1) - d2 + d4;
-    o[4 * os + j] = 2 * (d1 - d3) - d2 + d4;
-    o[5 * os + j] = 4 * d1 - 5 * d3 + d5;
+    nn_wino_bt1(o + j, os, d0, d1, d2, d3, d4, d5);
   }
 }
 
@@ -92,76 +100,116 @@ static NN_UNUSED inline void nn_wino_at(real *restrict o, long os, const real *r
   }
 }
 
-/* Copies plane src (h x w) into pad (rows of wp) at row r0, column c0;
- * the rest of pad is left as it is (zero: see nn_wino_input). */
-static NN_UNUSED void nn_wino_pad(real *restrict pad, long wp, const real *restrict src, int h,
-                                  int w, int r0, int c0) {
-  for (int y = 0; y < h; y++)
-    for (int x = 0; x < w; x++)
-      pad[(y + r0) * wp + c0 + x] = src[(long)y * w + x];
+/* A run of a panel's lanes that share a row of tiles: lanes j0 .. j0 + len
+ * - 1 are the tiles tx0 .. tx0 + len - 1 of row ty of sample s. */
+typedef struct nn_wino_run {
+  long s;
+  int ty, tx0, len, j0;
+} nn_wino_run;
+
+/* The runs of the tiles tile0 .. tile0 + nt - 1 (tile = (sample * th + ty)
+ * * tw + tx), in lane order; returns how many. */
+static NN_UNUSED int nn_wino_runs(nn_wino_run *run, int th, int tw, long tile0, int nt) {
+  int n = 0;
+  for (int j = 0; j < nt;) {
+    const long tile = tile0 + j, row = tile / tw;
+    const int tx = (int)(tile % tw), len = tw - tx < nt - j ? tw - tx : nt - j;
+    run[n++] = (nn_wino_run){row / th, (int)(row % th), tx, len, j};
+    j += len;
+  }
+  return n;
 }
 
-/* For the tiles tile0 + j of a panel (tile = (sample * th + ty) * tw + tx;
- * lanes from nt on repeat tile0): the sample, and the first pixel of the
- * window in a plane of rows wp (row 4 ty, column 4 tx). */
-static NN_UNUSED void nn_wino_tiles(long *at, long *sample, long wp, int th, int tw, long tile0,
-                                    int nt) {
-  const long per = (long)th * tw;
-  for (int j = 0; j < NN_NR; j++) {
-    const long tile = tile0 + (j < nt ? j : 0);
-    const int r = (int)(tile % per);
-    sample[j] = tile / per;
-    at[j] = r / tw * 4 * wp + r % tw * 4;
-  }
+/* The rows of a plane (h x w at `plane`) that a run's windows read, k of
+ * them from row y0: a pointer to each, or to `zero` (w zeros) above and
+ * below the plane. */
+static NN_UNUSED void nn_wino_rows(const real **rows, int k, const real *plane, int h, int w,
+                                   long y0, const real *zero) {
+  for (int a = 0; a < k; a++)
+    rows[a] = y0 + a >= 0 && y0 + a < h ? plane + (y0 + a) * w : zero;
 }
 
-/* The k x k windows of a panel's tiles, d[(a * k + b) * NN_NR + j]: each
- * sample's plane (base + sample * xs, h x w) copied into pad at row and
- * column off (pad's other cells stay zero), then read at at[j]; lanes from
- * nt on are zero. */
-static NN_UNUSED inline void nn_wino_gather(real *restrict d, int k, real *restrict pad, long wp,
-                                            const real *restrict base, long xs, int h, int w,
-                                            int off, const long *at, const long *sample, int nt) {
-  for (int j = 0; j < NN_NR; j++) {
-    if (j >= nt) {
-      for (int e = 0; e < k * k; e++)
-        d[e * NN_NR + j] = 0;
-      continue;
-    }
-    if (j == 0 || sample[j] != sample[j - 1])
-      nn_wino_pad(pad, wp, base + sample[j] * xs, h, w, off, off);
-    const real *restrict src = pad + at[j];
-    for (int a = 0; a < k; a++)
-      for (int b = 0; b < k; b++)
-        d[(a * k + b) * NN_NR + j] = src[a * wp + b];
-  }
+/* The windows' columns of a run in a plane row of w pixels: n from column
+ * x0 (may be negative); those in the row are [*lo, *hi) (x0 + *lo is the
+ * first), the rest are zeros. */
+static NN_UNUSED void nn_wino_cols(int *lo, int *hi, long x0, int n, int w) {
+  *lo = x0 < 0 ? (int)-x0 : 0;
+  *hi = x0 + n > w ? (int)(w - x0) : n;
+  if (*hi < *lo)
+    *hi = *lo;
 }
+
+/* Rows of t: 4 columns per lane and the 4 of the tile after the last. */
+#define NN_WINO_TS (4 * NN_NR + 4)
 
 /* The input transform of one panel: for the tiles tile0 .. tile0 + nt - 1
  * of a batch (tile = (sample * th + ty) * tw + tx; its 6x6 window starts
  * at row 4 ty - p, column 4 tx - p, zeros outside the image), and every
  * channel c < nc of x (samples xs apart, planes h x w),
  * v[(xi * nc + c) * ld + j] = (B^T d B)[xi] of tile tile0 + j; lanes from
- * nt on are zero.  pad holds (4 th + 2) x (4 tw + 2) reals: each plane is
- * copied into it with p zeros before, so that every window lies inside. */
+ * nt on are zero.  pad: w reals of scratch (zeros above and below).
+ *
+ * The vertical pass (t = B^T d) runs along the plane's rows, a run of
+ * tiles at a time: window row a of the run's tiles is a stretch of image
+ * row 4 ty - p + a, and the windows of neighbours overlap by two columns,
+ * so t[i] of a run is 4 len + 2 contiguous columns, stored from column 4
+ * j0 of row i of t (the next run overwrites the last two: they are kept
+ * in ext).  The horizontal pass (t B) then runs across the 32 lanes, on
+ * the columns b = 4 j + b of t taken apart by phase.  Every value is the
+ * same sum, in the same order, as on the 6x6 window alone. */
 NN_CLONES static NN_UNUSED void nn_wino_input(real *restrict v, long ld, const real *restrict x, long xs,
                                     int nc, int h, int w, int p, int th, int tw, long tile0,
                                     int nt, real *restrict pad) {
-  real d[36 * NN_NR], t[36 * NN_NR], u[36 * NN_NR];
-  const long hp = 4L * th + 2, wp = 4L * tw + 2;
-  long at[NN_NR], sample[NN_NR];
-  nn_wino_tiles(at, sample, wp, th, tw, tile0, nt);
-  for (long i = 0; i < hp * wp; i++)
+  real t[6 * NN_WINO_TS], d[36 * NN_NR], ext[NN_NR][12];
+  nn_wino_run run[NN_NR];
+  const int nr = nn_wino_runs(run, th, tw, tile0, nt);
+  for (int i = 0; i < w; i++)
     pad[i] = 0;
+  for (int i = 0; i < 6 * NN_WINO_TS; i++)
+    t[i] = 0;
   for (int c = 0; c < nc; c++) {
-    nn_wino_gather(d, 6, pad, wp, x + (long)c * h * w, xs, h, w, p, at, sample, nt);
-    for (int b = 0; b < 6; b++)   /* t = B^T d, column by column */
-      nn_wino_bt(t + b * NN_NR, 6 * NN_NR, d + b * NN_NR, 6 * NN_NR);
-    for (int a = 0; a < 6; a++)   /* (t B)[a][b] = (B^T t^T)[b][a] */
-      nn_wino_bt(u + a * 6 * NN_NR, NN_NR, t + a * 6 * NN_NR, NN_NR);
-    for (int xi = 0; xi < 36; xi++)   /* (constant strides above: vectorized) */
+    for (int r = 0; r < nr; r++) {
+      const nn_wino_run *q = &run[r];
+      const real *rows[6];
+      const long x0 = 4L * q->tx0 - p;
+      const int n = 4 * q->len + 2;
+      int lo, hi;
+      nn_wino_rows(rows, 6, x + q->s * xs + (long)c * h * w, h, w, 4L * q->ty - p, pad);
+      nn_wino_cols(&lo, &hi, x0, n, w);
+      real *restrict o = t + 4 * q->j0;
+      for (int i = 0; i < 6; i++) {
+        for (int k = 0; k < lo; k++)
+          o[i * NN_WINO_TS + k] = 0;
+        for (int k = hi; k < n; k++)
+          o[i * NN_WINO_TS + k] = 0;
+      }
+      const long s0 = x0 + lo;
+      const real *r0 = rows[0] + s0, *r1 = rows[1] + s0, *r2 = rows[2] + s0,
+                 *r3 = rows[3] + s0, *r4 = rows[4] + s0, *r5 = rows[5] + s0;
+      for (int k = 0; k < hi - lo; k++)
+        nn_wino_bt1(o + lo + k, NN_WINO_TS, r0[k], r1[k], r2[k], r3[k], r4[k], r5[k]);
+      for (int i = 0; i < 6; i++) {
+        ext[q->j0 + q->len - 1][2 * i] = o[i * NN_WINO_TS + 4 * q->len];
+        ext[q->j0 + q->len - 1][2 * i + 1] = o[i * NN_WINO_TS + 4 * q->len + 1];
+      }
+    }
+    for (int i = 0; i < 6; i++) {   /* lanes from nt on: zero */
+      t[i * NN_WINO_TS + 4 * nt] = 0;
+      t[i * NN_WINO_TS + 4 * nt + 1] = 0;
+    }
+    for (int i = 0; i < 6; i++)   /* d[i][b][j] = t[i][4 j + b] */
       for (int j = 0; j < NN_NR; j++)
-        v[((long)xi * nc + c) * ld + j] = u[xi * NN_NR + j];
+        for (int b = 0; b < 6; b++)
+          d[(i * 6 + b) * NN_NR + j] = t[i * NN_WINO_TS + 4 * j + b];
+    for (int r = 0; r < nr; r++) {   /* the last tile of a run: its own columns 4, 5 */
+      const int j = run[r].j0 + run[r].len - 1;
+      for (int i = 0; i < 6; i++) {
+        d[(i * 6 + 4) * NN_NR + j] = ext[j][2 * i];
+        d[(i * 6 + 5) * NN_NR + j] = ext[j][2 * i + 1];
+      }
+    }
+    for (int i = 0; i < 6; i++)   /* (t B)[i][b] = (B^T t^T)[b][i], into v */
+      nn_wino_bt(v + ((long)i * 6 * nc + c) * ld, nc * ld, d + i * 6 * NN_NR, NN_NR);
   }
 }
 
@@ -188,43 +236,67 @@ NN_CLONES static NN_UNUSED void nn_wino_output(real *restrict y, const real *res
  *       | 1 -2  4 -8 |
  *       | 0  0  0  1 |
  *
- * A applied to four rows of NN_NR lanes, d[i * ds + j], into six rows
+ * A applied to the four values d0 .. d3 of one column, into o[i * os] (six
+ * rows); shared by the row and lane passes of nn_wino_dy. */
+static NN_UNUSED inline void nn_wino_a1(real *restrict o, long os, real d0, real d1, real d2,
+                                        real d3) {
+  const real e = d0 + d2, f = d1 + d3, g = d0 + 4 * d2, h = 2 * d1 + 8 * d3;
+  o[0] = d0;
+  o[os] = e + f;
+  o[2 * os] = e - f;
+  o[3 * os] = g + h;
+  o[4 * os] = g - h;
+  o[5 * os] = d3;
+}
+
+/* A applied to four rows of NN_NR lanes, d[i * ds + j], into six rows
  * o[i * os + j]. */
 static NN_UNUSED inline void nn_wino_a(real *restrict o, long os, const real *restrict d,
                                        long ds) {
-  for (int j = 0; j < NN_NR; j++) {
-    const real d0 = d[j], d1 = d[ds + j], d2 = d[2 * ds + j], d3 = d[3 * ds + j];
-    const real e = d0 + d2, f = d1 + d3, g = d0 + 4 * d2, h = 2 * d1 + 8 * d3;
-    o[j] = d0;
-    o[os + j] = e + f;
-    o[2 * os + j] = e - f;
-    o[3 * os + j] = g + h;
-    o[4 * os + j] = g - h;
-    o[5 * os + j] = d3;
-  }
+  for (int j = 0; j < NN_NR; j++)
+    nn_wino_a1(o + j, os, d[j], d[ds + j], d[2 * ds + j], d[3 * ds + j]);
 }
 
 /* The dy transform of one panel, tile-major: for every channel o < no of dy
  * (samples ys apart, planes ho x wo; a tile's 4x4 pixels start at row 4 ty,
  * column 4 tx, zeros past the edge), w[(xi * ld + j) * no + o] = (A dY
  * A^T)[xi] of tile tile0 + j (so that each tile's channels are a row of
- * the micro-kernel's B); tiles from nt on are zero. */
+ * the micro-kernel's B); tiles from nt on are zero.  pad: wo reals of
+ * scratch.  As nn_wino_input: t = A dY along the rows of a run of tiles
+ * (4 len columns, no overlap), t A^T across the lanes. */
 NN_CLONES static NN_UNUSED void nn_wino_dy(real *restrict w, long ld, const real *restrict dy, long ys,
                                  int no, int ho, int wo, int th, int tw, long tile0, int nt,
                                  real *restrict pad) {
-  real m[36 * NN_NR];
-  real d[16 * NN_NR], t[24 * NN_NR];
-  const long wp = 4L * tw;
-  long at[NN_NR], sample[NN_NR];
-  nn_wino_tiles(at, sample, wp, th, tw, tile0, nt);
-  for (long i = 0; i < 4L * th * wp; i++)
+  real t[6 * NN_WINO_TS], d[24 * NN_NR], m[36 * NN_NR];
+  nn_wino_run run[NN_NR];
+  const int nr = nn_wino_runs(run, th, tw, tile0, nt);
+  for (int i = 0; i < wo; i++)
     pad[i] = 0;
+  for (int i = 0; i < 6 * NN_WINO_TS; i++)
+    t[i] = 0;
   for (int o = 0; o < no; o++) {
-    nn_wino_gather(d, 4, pad, wp, dy + (long)o * ho * wo, ys, ho, wo, 0, at, sample, nt);
-    for (int b = 0; b < 4; b++)   /* t = A dY, column by column: t[a * 4 + b] */
-      nn_wino_a(t + b * NN_NR, 4 * NN_NR, d + b * NN_NR, 4 * NN_NR);
+    for (int r = 0; r < nr; r++) {
+      const nn_wino_run *q = &run[r];
+      const real *rows[4];
+      const long x0 = 4L * q->tx0;
+      int lo, hi;
+      nn_wino_rows(rows, 4, dy + q->s * ys + (long)o * ho * wo, ho, wo, 4L * q->ty, pad);
+      nn_wino_cols(&lo, &hi, x0, 4 * q->len, wo);
+      real *restrict to = t + 4 * q->j0;
+      for (int i = 0; i < 6; i++)
+        for (int k = hi; k < 4 * q->len; k++)
+          to[i * NN_WINO_TS + k] = 0;
+      const real *r0 = rows[0] + x0, *r1 = rows[1] + x0, *r2 = rows[2] + x0,
+                 *r3 = rows[3] + x0;
+      for (int k = 0; k < hi; k++)
+        nn_wino_a1(to + k, NN_WINO_TS, r0[k], r1[k], r2[k], r3[k]);
+    }
+    for (int a = 0; a < 6; a++)   /* d[a][b][j] = t[a][4 j + b] */
+      for (int j = 0; j < NN_NR; j++)
+        for (int b = 0; b < 4; b++)
+          d[(a * 4 + b) * NN_NR + j] = t[a * NN_WINO_TS + 4 * j + b];
     for (int a = 0; a < 6; a++)   /* (t A^T)[a][b] = (A t^T)[b][a] */
-      nn_wino_a(m + a * 6 * NN_NR, NN_NR, t + a * 4 * NN_NR, NN_NR);
+      nn_wino_a(m + a * 6 * NN_NR, NN_NR, d + a * 4 * NN_NR, NN_NR);
     for (int xi = 0; xi < 36; xi++)
       for (int j = 0; j < NN_NR; j++)
         w[((long)xi * ld + j) * no + o] = m[xi * NN_NR + j];
