@@ -120,23 +120,29 @@ static NN_UNUSED int nn_wino_runs(nn_wino_run *run, int th, int tw, long tile0, 
   return n;
 }
 
-/* The rows of a plane (h x w at `plane`) that a run's windows read, k of
- * them from row y0: a pointer to each, or to `zero` (w zeros) above and
- * below the plane. */
-static NN_UNUSED void nn_wino_rows(const real **rows, int k, const real *plane, int h, int w,
-                                   long y0, const real *zero) {
-  for (int a = 0; a < k; a++)
-    rows[a] = y0 + a >= 0 && y0 + a < h ? plane + (y0 + a) * w : zero;
+/* Where each run reads a plane (h x w) of sample 0, channel 0: k rows from
+ * row 4 ty - p and, from column 4 tx0 - p, the 4 len columns of its tiles
+ * (the first 4 of each window).  Those in the plane are columns lo[r] ..
+ * lo[r] + cnt[r] - 1 of the run; roff[r][a] is the offset of the first of
+ * them in row a, -1 for a row above or below the plane (zeros). */
+static NN_UNUSED void nn_wino_plan(long (*roff)[6], int *lo, int *cnt, const nn_wino_run *run,
+                                   int nr, int k, int p, int h, int w, long xs) {
+  for (int r = 0; r < nr; r++) {
+    const long x0 = 4L * run[r].tx0 - p, y0 = 4L * run[r].ty - p;
+    const long x1 = x0 + 4 * run[r].len < w ? x0 + 4 * run[r].len : w;
+    lo[r] = x0 < 0 ? (int)-x0 : 0;
+    cnt[r] = (int)(x1 - x0) - lo[r];
+    for (int a = 0; a < k; a++)
+      roff[r][a] = y0 + a >= 0 && y0 + a < h ? run[r].s * xs + (y0 + a) * w + x0 + lo[r] : -1;
+  }
 }
 
-/* The windows' columns of a run in a plane row of w pixels: n from column
- * x0 (may be negative); those in the row are [*lo, *hi) (x0 + *lo is the
- * first), the rest are zeros. */
-static NN_UNUSED void nn_wino_cols(int *lo, int *hi, long x0, int n, int w) {
-  *lo = x0 < 0 ? (int)-x0 : 0;
-  *hi = x0 + n > w ? (int)(w - x0) : n;
-  if (*hi < *lo)
-    *hi = *lo;
+/* The k rows of a run in the channel at `plane`: roff as nn_wino_plan's,
+ * `zero` for those outside it. */
+static NN_UNUSED void nn_wino_rows(const real **rows, const long *roff, int k, const real *plane,
+                                   const real *zero) {
+  for (int a = 0; a < k; a++)
+    rows[a] = roff[a] >= 0 ? plane + roff[a] : zero;
 }
 
 /* Rows of t: 4 columns per lane and the 4 of the tile after the last. */
@@ -147,69 +153,66 @@ static NN_UNUSED void nn_wino_cols(int *lo, int *hi, long x0, int n, int w) {
  * at row 4 ty - p, column 4 tx - p, zeros outside the image), and every
  * channel c < nc of x (samples xs apart, planes h x w),
  * v[(xi * nc + c) * ld + j] = (B^T d B)[xi] of tile tile0 + j; lanes from
- * nt on are zero.  pad: w reals of scratch (zeros above and below).
+ * nt on are zero.  pad: w reals of scratch (the zeros above and below).
  *
- * The vertical pass (t = B^T d) runs along the plane's rows, a run of
- * tiles at a time: window row a of the run's tiles is a stretch of image
- * row 4 ty - p + a, and the windows of neighbours overlap by two columns,
- * so t[i] of a run is 4 len + 2 contiguous columns, stored from column 4
- * j0 of row i of t (the next run overwrites the last two: they are kept
- * in ext).  The horizontal pass (t B) then runs across the 32 lanes, on
- * the columns b = 4 j + b of t taken apart by phase.  Every value is the
- * same sum, in the same order, as on the 6x6 window alone. */
+ * Consecutive tiles of a row share their windows' rows, and their windows
+ * start 4 columns apart: the vertical pass t = B^T d runs along the rows
+ * of the plane, a run of tiles at a time (4 len columns, contiguous, into
+ * t[i][4 j0 ..]), and the horizontal pass t B across the NN_NR lanes, on
+ * t's columns taken apart by phase (column b of lane j's window is t[i][4
+ * j + b]; for b = 4, 5 that is the next lane's 0, 1, except at the end of
+ * a run, whose two last columns are computed apart).  Every value is the
+ * same expression of the same window values as on the 6x6 window alone,
+ * so the result is bit for bit that of a window-by-window transform. */
 NN_CLONES static NN_UNUSED void nn_wino_input(real *restrict v, long ld, const real *restrict x, long xs,
                                     int nc, int h, int w, int p, int th, int tw, long tile0,
                                     int nt, real *restrict pad) {
-  real t[6 * NN_WINO_TS], d[36 * NN_NR], ext[NN_NR][12];
+  real t[6 * NN_WINO_TS], d[36 * NN_NR], u[36 * NN_NR];
   nn_wino_run run[NN_NR];
+  long roff[NN_NR][6];
+  int lo[NN_NR], cnt[NN_NR], ext[NN_NR][2];
   const int nr = nn_wino_runs(run, th, tw, tile0, nt);
+  nn_wino_plan(roff, lo, cnt, run, nr, 6, p, h, w, xs);
+  for (int r = 0; r < nr; r++)   /* the last two columns: in the row of roff, or -1 */
+    for (int e = 0; e < 2; e++)
+      ext[r][e] = 4L * (run[r].tx0 + run[r].len) - p + e < w ? 4 * run[r].len + e - lo[r] : -1;
   for (int i = 0; i < w; i++)
     pad[i] = 0;
-  for (int i = 0; i < 6 * NN_WINO_TS; i++)
+  for (int i = 0; i < 6 * NN_WINO_TS; i++)   /* columns outside the image and past nt */
     t[i] = 0;
   for (int c = 0; c < nc; c++) {
-    for (int r = 0; r < nr; r++) {
-      const nn_wino_run *q = &run[r];
-      const real *rows[6];
-      const long x0 = 4L * q->tx0 - p;
-      const int n = 4 * q->len + 2;
-      int lo, hi;
-      nn_wino_rows(rows, 6, x + q->s * xs + (long)c * h * w, h, w, 4L * q->ty - p, pad);
-      nn_wino_cols(&lo, &hi, x0, n, w);
-      real *restrict o = t + 4 * q->j0;
-      for (int i = 0; i < 6; i++) {
-        for (int k = 0; k < lo; k++)
-          o[i * NN_WINO_TS + k] = 0;
-        for (int k = hi; k < n; k++)
-          o[i * NN_WINO_TS + k] = 0;
-      }
-      const long s0 = x0 + lo;
-      const real *r0 = rows[0] + s0, *r1 = rows[1] + s0, *r2 = rows[2] + s0,
-                 *r3 = rows[3] + s0, *r4 = rows[4] + s0, *r5 = rows[5] + s0;
-      for (int k = 0; k < hi - lo; k++)
-        nn_wino_bt1(o + lo + k, NN_WINO_TS, r0[k], r1[k], r2[k], r3[k], r4[k], r5[k]);
-      for (int i = 0; i < 6; i++) {
-        ext[q->j0 + q->len - 1][2 * i] = o[i * NN_WINO_TS + 4 * q->len];
-        ext[q->j0 + q->len - 1][2 * i + 1] = o[i * NN_WINO_TS + 4 * q->len + 1];
-      }
-    }
-    for (int i = 0; i < 6; i++) {   /* lanes from nt on: zero */
-      t[i * NN_WINO_TS + 4 * nt] = 0;
-      t[i * NN_WINO_TS + 4 * nt + 1] = 0;
+    const real *restrict xc = x + (long)c * h * w;
+    const real *rows[6];
+    for (int r = 0; r < nr; r++) {   /* t = B^T d along the rows */
+      nn_wino_rows(rows, roff[r], 6, xc, pad);
+      const real *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4],
+                 *r5 = rows[5];
+      real *restrict o = t + 4 * run[r].j0 + lo[r];
+      for (int k = 0; k < cnt[r]; k++)
+        nn_wino_bt1(o + k, NN_WINO_TS, r0[k], r1[k], r2[k], r3[k], r4[k], r5[k]);
     }
     for (int i = 0; i < 6; i++)   /* d[i][b][j] = t[i][4 j + b] */
       for (int j = 0; j < NN_NR; j++)
         for (int b = 0; b < 6; b++)
           d[(i * 6 + b) * NN_NR + j] = t[i * NN_WINO_TS + 4 * j + b];
-    for (int r = 0; r < nr; r++) {   /* the last tile of a run: its own columns 4, 5 */
-      const int j = run[r].j0 + run[r].len - 1;
-      for (int i = 0; i < 6; i++) {
-        d[(i * 6 + 4) * NN_NR + j] = ext[j][2 * i];
-        d[(i * 6 + 5) * NN_NR + j] = ext[j][2 * i + 1];
+    for (int r = 0; r < nr; r++) {   /* columns 4 and 5 of the last tile of a run */
+      real *o = d + 4 * NN_NR + run[r].j0 + run[r].len - 1;
+      nn_wino_rows(rows, roff[r], 6, xc, pad);
+      for (int e = 0; e < 2; e++) {
+        const int k = ext[r][e];
+        if (k >= 0)
+          nn_wino_bt1(o + e * NN_NR, 6 * NN_NR, rows[0][k], rows[1][k], rows[2][k], rows[3][k],
+                      rows[4][k], rows[5][k]);
+        else
+          for (int i = 0; i < 6; i++)
+            o[e * NN_NR + i * 6 * NN_NR] = 0;
       }
     }
-    for (int i = 0; i < 6; i++)   /* (t B)[i][b] = (B^T t^T)[b][i], into v */
-      nn_wino_bt(v + ((long)i * 6 * nc + c) * ld, nc * ld, d + i * 6 * NN_NR, NN_NR);
+    for (int i = 0; i < 6; i++)   /* (t B)[i][b] = (B^T t^T)[b][i] */
+      nn_wino_bt(u + i * 6 * NN_NR, NN_NR, d + i * 6 * NN_NR, NN_NR);
+    for (int xi = 0; xi < 36; xi++)   /* (constant strides above: vectorized) */
+      for (int j = 0; j < NN_NR; j++)
+        v[((long)xi * nc + c) * ld + j] = u[xi * NN_NR + j];
   }
 }
 
@@ -257,49 +260,53 @@ static NN_UNUSED inline void nn_wino_a(real *restrict o, long os, const real *re
     nn_wino_a1(o + j, os, d[j], d[ds + j], d[2 * ds + j], d[3 * ds + j]);
 }
 
+/* Channels of dy that nn_wino_dy transforms before it stores them: 32
+ * bytes of each tile's row of w at a time rather than one value. */
+#define NN_WINO_OB ((int)(32 / sizeof(real)))
+
 /* The dy transform of one panel, tile-major: for every channel o < no of dy
  * (samples ys apart, planes ho x wo; a tile's 4x4 pixels start at row 4 ty,
  * column 4 tx, zeros past the edge), w[(xi * ld + j) * no + o] = (A dY
  * A^T)[xi] of tile tile0 + j (so that each tile's channels are a row of
  * the micro-kernel's B); tiles from nt on are zero.  pad: wo reals of
- * scratch.  As nn_wino_input: t = A dY along the rows of a run of tiles
- * (4 len columns, no overlap), t A^T across the lanes. */
+ * scratch.  As in nn_wino_input, t = A dY runs along the plane's rows, a
+ * run of tiles at a time (4 len columns, no overlap), and t A^T across the
+ * lanes. */
 NN_CLONES static NN_UNUSED void nn_wino_dy(real *restrict w, long ld, const real *restrict dy, long ys,
                                  int no, int ho, int wo, int th, int tw, long tile0, int nt,
                                  real *restrict pad) {
-  real t[6 * NN_WINO_TS], d[24 * NN_NR], m[36 * NN_NR];
+  real t[6 * NN_WINO_TS], d[24 * NN_NR], m[NN_WINO_OB][36 * NN_NR];
   nn_wino_run run[NN_NR];
+  long roff[NN_NR][6];
+  int lo[NN_NR], cnt[NN_NR];
   const int nr = nn_wino_runs(run, th, tw, tile0, nt);
+  nn_wino_plan(roff, lo, cnt, run, nr, 4, 0, ho, wo, ys);
   for (int i = 0; i < wo; i++)
     pad[i] = 0;
-  for (int i = 0; i < 6 * NN_WINO_TS; i++)
+  for (int i = 0; i < 6 * NN_WINO_TS; i++)   /* columns past the edge and past nt */
     t[i] = 0;
-  for (int o = 0; o < no; o++) {
-    for (int r = 0; r < nr; r++) {
-      const nn_wino_run *q = &run[r];
+  for (int o0 = 0; o0 < no; o0 += NN_WINO_OB) {
+    const int ob = no - o0 < NN_WINO_OB ? no - o0 : NN_WINO_OB;
+    for (int k = 0; k < ob; k++) {
       const real *rows[4];
-      const long x0 = 4L * q->tx0;
-      int lo, hi;
-      nn_wino_rows(rows, 4, dy + q->s * ys + (long)o * ho * wo, ho, wo, 4L * q->ty, pad);
-      nn_wino_cols(&lo, &hi, x0, 4 * q->len, wo);
-      real *restrict to = t + 4 * q->j0;
-      for (int i = 0; i < 6; i++)
-        for (int k = hi; k < 4 * q->len; k++)
-          to[i * NN_WINO_TS + k] = 0;
-      const real *r0 = rows[0] + x0, *r1 = rows[1] + x0, *r2 = rows[2] + x0,
-                 *r3 = rows[3] + x0;
-      for (int k = 0; k < hi; k++)
-        nn_wino_a1(to + k, NN_WINO_TS, r0[k], r1[k], r2[k], r3[k]);
+      for (int r = 0; r < nr; r++) {   /* t = A dY along the rows */
+        nn_wino_rows(rows, roff[r], 4, dy + (long)(o0 + k) * ho * wo, pad);
+        const real *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3];
+        real *restrict to = t + 4 * run[r].j0;
+        for (int x = 0; x < cnt[r]; x++)
+          nn_wino_a1(to + x, NN_WINO_TS, r0[x], r1[x], r2[x], r3[x]);
+      }
+      for (int a = 0; a < 6; a++)   /* d[a][b][j] = t[a][4 j + b] */
+        for (int j = 0; j < NN_NR; j++)
+          for (int b = 0; b < 4; b++)
+            d[(a * 4 + b) * NN_NR + j] = t[a * NN_WINO_TS + 4 * j + b];
+      for (int a = 0; a < 6; a++)   /* (t A^T)[a][b] = (A t^T)[b][a] */
+        nn_wino_a(m[k] + a * 6 * NN_NR, NN_NR, d + a * 4 * NN_NR, NN_NR);
     }
-    for (int a = 0; a < 6; a++)   /* d[a][b][j] = t[a][4 j + b] */
-      for (int j = 0; j < NN_NR; j++)
-        for (int b = 0; b < 4; b++)
-          d[(a * 4 + b) * NN_NR + j] = t[a * NN_WINO_TS + 4 * j + b];
-    for (int a = 0; a < 6; a++)   /* (t A^T)[a][b] = (A t^T)[b][a] */
-      nn_wino_a(m + a * 6 * NN_NR, NN_NR, d + a * 4 * NN_NR, NN_NR);
     for (int xi = 0; xi < 36; xi++)
       for (int j = 0; j < NN_NR; j++)
-        w[((long)xi * ld + j) * no + o] = m[xi * NN_NR + j];
+        for (int k = 0; k < ob; k++)
+          w[((long)xi * ld + j) * no + o0 + k] = m[k][xi * NN_NR + j];
   }
 }
 
