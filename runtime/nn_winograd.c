@@ -101,40 +101,34 @@ static NN_UNUSED inline void nn_wino_at(real *restrict o, long os, const real *r
 }
 
 /* A run of a panel's lanes that share a row of tiles: lanes j0 .. j0 + len
- * - 1 are the tiles tx0 .. tx0 + len - 1 of row ty of sample s. */
+ * - 1 are the tiles tx0 .. tx0 + len - 1 of one row of one sample. */
 typedef struct nn_wino_run {
-  long s;
-  int ty, tx0, len, j0;
+  int tx0, len, j0;
 } nn_wino_run;
 
 /* The runs of the tiles tile0 .. tile0 + nt - 1 (tile = (sample * th + ty)
- * * tw + tx), in lane order; returns how many. */
-static NN_UNUSED int nn_wino_runs(nn_wino_run *run, int th, int tw, long tile0, int nt) {
-  int n = 0;
-  for (int j = 0; j < nt;) {
+ * * tw + tx), in lane order, and where each reads a plane (h x w, samples
+ * xs apart): k rows from row 4 ty - p and, from column 4 tx0 - p, the 4 len
+ * columns of its tiles (the first 4 of each window).  Those in the plane
+ * are columns lo[r] .. lo[r] + cnt[r] - 1 of the run; roff[r][a] is the
+ * offset of the first of them in row a, -1 for a row above or below the
+ * plane (zeros).  Returns the number of runs. */
+static NN_UNUSED int nn_wino_plan(nn_wino_run *run, long (*roff)[6], int *lo, int *cnt, int th,
+                                  int tw, long tile0, int nt, int k, int p, int h, int w, long xs) {
+  int nr = 0;
+  for (int j = 0; j < nt; nr++) {
     const long tile = tile0 + j, row = tile / tw;
     const int tx = (int)(tile % tw), len = tw - tx < nt - j ? tw - tx : nt - j;
-    run[n++] = (nn_wino_run){row / th, (int)(row % th), tx, len, j};
+    const long x0 = 4L * tx - p, y0 = 4L * (row % th) - p;
+    const long x1 = x0 + 4 * len < w ? x0 + 4 * len : w;
+    run[nr] = (nn_wino_run){tx, len, j};
+    lo[nr] = x0 < 0 ? (int)-x0 : 0;
+    cnt[nr] = (int)(x1 - x0) - lo[nr];
+    for (int a = 0; a < k; a++)
+      roff[nr][a] = y0 + a >= 0 && y0 + a < h ? row / th * xs + (y0 + a) * w + x0 + lo[nr] : -1;
     j += len;
   }
-  return n;
-}
-
-/* Where each run reads a plane (h x w) of sample 0, channel 0: k rows from
- * row 4 ty - p and, from column 4 tx0 - p, the 4 len columns of its tiles
- * (the first 4 of each window).  Those in the plane are columns lo[r] ..
- * lo[r] + cnt[r] - 1 of the run; roff[r][a] is the offset of the first of
- * them in row a, -1 for a row above or below the plane (zeros). */
-static NN_UNUSED void nn_wino_plan(long (*roff)[6], int *lo, int *cnt, const nn_wino_run *run,
-                                   int nr, int k, int p, int h, int w, long xs) {
-  for (int r = 0; r < nr; r++) {
-    const long x0 = 4L * run[r].tx0 - p, y0 = 4L * run[r].ty - p;
-    const long x1 = x0 + 4 * run[r].len < w ? x0 + 4 * run[r].len : w;
-    lo[r] = x0 < 0 ? (int)-x0 : 0;
-    cnt[r] = (int)(x1 - x0) - lo[r];
-    for (int a = 0; a < k; a++)
-      roff[r][a] = y0 + a >= 0 && y0 + a < h ? run[r].s * xs + (y0 + a) * w + x0 + lo[r] : -1;
-  }
+  return nr;
 }
 
 /* The k rows of a run in the channel at `plane`: roff as nn_wino_plan's,
@@ -171,8 +165,7 @@ NN_CLONES static NN_UNUSED void nn_wino_input(real *restrict v, long ld, const r
   nn_wino_run run[NN_NR];
   long roff[NN_NR][6];
   int lo[NN_NR], cnt[NN_NR], ext[NN_NR][2];
-  const int nr = nn_wino_runs(run, th, tw, tile0, nt);
-  nn_wino_plan(roff, lo, cnt, run, nr, 6, p, h, w, xs);
+  const int nr = nn_wino_plan(run, roff, lo, cnt, th, tw, tile0, nt, 6, p, h, w, xs);
   for (int r = 0; r < nr; r++)   /* the last two columns: in the row of roff, or -1 */
     for (int e = 0; e < 2; e++)
       ext[r][e] = 4L * (run[r].tx0 + run[r].len) - p + e < w ? 4 * run[r].len + e - lo[r] : -1;
@@ -279,8 +272,7 @@ NN_CLONES static NN_UNUSED void nn_wino_dy(real *restrict w, long ld, const real
   nn_wino_run run[NN_NR];
   long roff[NN_NR][6];
   int lo[NN_NR], cnt[NN_NR];
-  const int nr = nn_wino_runs(run, th, tw, tile0, nt);
-  nn_wino_plan(roff, lo, cnt, run, nr, 4, 0, ho, wo, ys);
+  const int nr = nn_wino_plan(run, roff, lo, cnt, th, tw, tile0, nt, 4, 0, ho, wo, ys);
   for (int i = 0; i < wo; i++)
     pad[i] = 0;
   for (int i = 0; i < 6 * NN_WINO_TS; i++)   /* columns past the edge and past nt */
