@@ -575,6 +575,13 @@ Test(conv2d_winograd, dw_two_chunks) {
   check_chunked(&(Conv){"wgch", 256, 12, 12, 256, 3, 1, 1, 1, true});
 }
 Test(conv2d_winograd, grad) { check_grad(&(Conv){"gwg", 8, 10, 10, 9, 3, 1, 1, 1, true}); }
+/* Rows of more tiles than a panel has lanes (134 columns: 34 tiles of 4):
+ * panels that start and end inside a row, one row's tiles in two panels;
+ * forward in f32 against the direct loops, dx and dw in f64. */
+Test(conv2d_winograd, wide_rows) {
+  check_forward_tol(&(Conv){"wgwide", 8, 6, 134, 8, 3, 1, 1, 1, true}, false, 1e-4);
+  check_chunked(&(Conv){"wgwided", 8, 6, 134, 9, 3, 1, 1, 1, true});
+}
 
 /* Winograd's dx and dw with pads per side (pt == pl), in f64. */
 Test(conv2d_winograd, pads_per_side_f64) {
