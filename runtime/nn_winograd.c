@@ -139,7 +139,8 @@ static NN_UNUSED void nn_wino_rows(const real **rows, const long *roff, int k, c
     rows[a] = roff[a] >= 0 ? plane + roff[a] : zero;
 }
 
-/* Rows of t: 4 columns per lane and the 4 of the tile after the last. */
+/* Rows of t: 4 columns per lane, and 4 past the last lane (whose columns
+ * 4 and 5 nn_wino_input reads there before it puts the run's own in). */
 #define NN_WINO_TS (4 * NN_NR + 4)
 
 /* The input transform of one panel: for the tiles tile0 .. tile0 + nt - 1
