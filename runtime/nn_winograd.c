@@ -151,6 +151,24 @@ static NN_UNUSED inline void nn_wino_phases(real *restrict q, const real *restri
   }
 }
 
+/* The row pass of nn_wino_input over columns k0 .. k0 + n - 1 of a run,
+ * n = 16, 8 or 4: a whole number of vectors where a loop over a run's 4
+ * len - 1 or 4 len columns (p = 1 or 0) would leave up to 15 of them to
+ * scalar code.  Kept a loop (not unrolled first): gcc contracts the
+ * unrolled copies into FMAs differently (fusing the other product of 4 d0
+ * - 5 d2), which would change the results. */
+#if defined(__GNUC__)
+#define NN_WINO_NO_UNROLL _Pragma("GCC unroll 1")
+#else
+#define NN_WINO_NO_UNROLL
+#endif
+#define NN_WINO_BT_COLS(k0, n)                                                                  \
+  do {                                                                                          \
+    NN_WINO_NO_UNROLL                                                                           \
+    for (int q = (k0); q < (k0) + (n); q++)                                                     \
+      nn_wino_bt1(o + q, NN_WINO_TS, r0[q], r1[q], r2[q], r3[q], r4[q], r5[q]);                 \
+  } while (0)
+
 /* Rows of t: 4 columns per lane, and 4 past the last lane (whose columns
  * 4 and 5 nn_wino_input reads there before it puts the run's own in). */
 #define NN_WINO_TS (4 * NN_NR + 4)
@@ -194,8 +212,23 @@ NN_CLONES static NN_UNUSED void nn_wino_input(real *restrict v, long ld, const r
       const real *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4],
                  *r5 = rows[5];
       real *restrict o = t + 4 * run[r].j0 + lo[r];
-      for (int k = 0; k < cnt[r]; k++)
-        nn_wino_bt1(o + k, NN_WINO_TS, r0[k], r1[k], r2[k], r3[k], r4[k], r5[k]);
+      const int n = cnt[r];
+      int k = 0;
+      if (n < 4)   /* (a plane narrower than 4) */
+        for (; k < n; k++)
+          nn_wino_bt1(o + k, NN_WINO_TS, r0[k], r1[k], r2[k], r3[k], r4[k], r5[k]);
+      for (; k + 16 <= n; k += 16)
+        NN_WINO_BT_COLS(k, 16);
+      if (k + 8 <= n) {
+        NN_WINO_BT_COLS(k, 8);
+        k += 8;
+      }
+      if (k + 4 <= n) {
+        NN_WINO_BT_COLS(k, 4);
+        k += 4;
+      }
+      if (k < n)   /* the last 4, over columns already done: the same values again */
+        NN_WINO_BT_COLS(n - 4, 4);
     }
     for (int i = 0; i < 6; i++) {   /* d[i][b][j] = t[i][4 j + b] */
       const real *s = t + i * NN_WINO_TS;
