@@ -256,13 +256,15 @@ static bool conv2d_split_constant(Graph *g, int id);
 /* Its workspace: the transformed filters, 36 x MT panels of NN_MR rows by
  * C, then per thread slot the transformed input of one panel (36 x C x
  * NN_NR), its 36 products for one row panel (36 x NN_MR x NN_NR), one
- * row's 4x4 outputs (16 x NN_NR) and a padded input plane. */
+ * row's 4x4 outputs (16 x NN_NR) and a zero row (wino_pad_reals). */
 static long wino_u_reals(const Conv *v) { return 36L * fwd_mt(v) * NN_MR * v->c; }
 
-/* The zero-padded plane nn_wino_input (and nn_wino_dy, smaller) copies
- * each input plane into. */
+/* The zero row that nn_wino_input (w reals) and nn_wino_dy (wo) read for
+ * the rows above and below a plane, in whole NN_NR (so that the next
+ * thread's slot starts as aligned as the first). */
 static long wino_pad_reals(const Conv *v) {
-  return (4L * ((v->ho + 3) / 4) + 2) * (4L * ((v->wo + 3) / 4) + 2);
+  long row = v->w > v->wo ? v->w : v->wo;
+  return (row + NN_NR - 1) / NN_NR * NN_NR;
 }
 
 static long wino_slot_reals(const Conv *v) {
