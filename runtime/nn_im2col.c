@@ -123,19 +123,20 @@ static NN_UNUSED void nn_tap_pixels(real *restrict dst, long ds, const real *res
   }
 }
 
-/* The B panel of a convolution's forward product y = w . col: the columns
- * of the output pixels [p0, p0 + np), np <= NN_NR, for the c channels of x
- * (c, h, w): bp[r * NN_NR + j] = col[r][p0 + j], r = (ci, kh, kw); zeros for
- * j >= np.  This is im2col straight into the packed layout: the column
- * matrix is never stored whole. */
-static NN_UNUSED void nn_pack_cols(real *restrict bp, const real *restrict x, int c, int h,
-                                   int w, const nn_window *q, int wo, long p0, int np) {
+/* A panel of `width` output pixels of the columns of a convolution's
+ * forward product: those of the pixels [p0, p0 + np), np <= width, for the
+ * c channels of x (c, h, w): bp[r * width + j] = col[r][p0 + j], r = (ci,
+ * kh, kw); zeros for j >= np.  This is im2col straight into the packed
+ * layout, the matrix never stored whole: width NN_NR for the B panel of y =
+ * w . col, NN_MR for the A panel of pixel rows, y^T = col^T . w^T. */
+static NN_UNUSED void nn_pack_cols(real *restrict bp, int width, const real *restrict x, int c,
+                                   int h, int w, const nn_window *q, int wo, long p0, int np) {
   for (int ci = 0; ci < c; ci++)
     for (int kh = 0; kh < q->kh; kh++)
       for (int kw = 0; kw < q->kw; kw++) {
-        real *restrict d = bp + ((long)(ci * q->kh + kh) * q->kw + kw) * NN_NR;
+        real *restrict d = bp + ((long)(ci * q->kh + kh) * q->kw + kw) * width;
         nn_tap_pixels(d, 1, x + (long)ci * h * w, h, w, kh, kw, q, wo, p0, np);
-        for (int j = np; j < NN_NR; j++)
+        for (int j = np; j < width; j++)
           d[j] = 0;
       }
 }

@@ -189,6 +189,17 @@ Test(conv2d_winograd, opt_out) {
   check_forward_with(&(Conv){"wgno", 8, 12, 12, 12, 3, 1, 1, 1, true}, false, 5e-7,
                      "--batch 5 --no-winograd");
 }
+/* At batch 1 on planes of at most 30 tiles, as pixel rows (conv2d.c,
+ * wino_rows): 16 tiles in rows of 6 (the last one short) by 2 panels of
+ * filters (40: the second short); 4 tiles cut by the edge (7x7); pads per
+ * side. */
+Test(conv2d_winograd, pixel_rows) {
+  check_forward_with(&(Conv){"wr1", 32, 14, 14, 40, 3, 1, 1, 1, true}, true, 1e-4, "--batch 1");
+  check_forward_with(&(Conv){"wr2", 16, 7, 7, 32, 3, 1, 1, 1, false}, false, 1e-4, "--batch 1");
+  forward_case(&(Geo){"wr3", 16, 10, 9, 32, 1, true, "kernel=3, pad=(1, 2, 1, 0)", 3, 3, 1, 1, 1,
+                      1, 1, 2, 1, 0},
+               true, 1e-4, "--batch 1");
+}
 Test(conv2d_winograd, forward_cut_tiles) {
   check_forward_tol(&(Conv){"wgcut", 9, 10, 11, 10, 3, 1, 1, 1, true}, true, 1e-4);
 }
@@ -232,6 +243,24 @@ Test(conv2d_forward, pointwise_small_plane) {
 }
 Test(conv2d_forward, pointwise_few_filters) {
   check_forward_with(&(Conv){"pwf", 9, 6, 7, 5, 1, 1, 0, 1, false}, false, 1e-5, "--batch 1");
+}
+/* Pixel rows at batch 1 (conv2d.c, pixel_rows): small planes, the pixels
+ * as the micro-kernel's rows and the filters as its columns.  x read in
+ * place (49 pixels: two groups of tiles, the last tile starting back from
+ * the edge; 150 taps: two blocks); the columns packed for a stride-2 window
+ * (144 taps), for a 3x3 one of stride 1, and for a plane under one tile (4
+ * pixels) with filters past one panel (40). */
+Test(conv2d_forward, pixel_rows_in_place) {
+  check_forward_with(&(Conv){"pr1", 150, 7, 7, 32, 1, 1, 0, 1, true}, true, 1e-5, "--batch 1");
+}
+Test(conv2d_forward, pixel_rows_strided) {
+  check_forward_with(&(Conv){"pr2", 16, 14, 13, 32, 3, 2, 1, 1, true}, true, 1e-5, "--batch 1");
+}
+Test(conv2d_forward, pixel_rows_3x3) {
+  check_forward_with(&(Conv){"pr3", 3, 7, 7, 64, 3, 1, 1, 1, false}, false, 1e-5, "--batch 1");
+}
+Test(conv2d_forward, pixel_rows_tiny_plane) {
+  check_forward_with(&(Conv){"pr4", 5, 2, 2, 40, 1, 1, 0, 1, true}, true, 1e-5, "--batch 1");
 }
 Test(conv2d_forward, depthwise_fused_relu) { check_forward(&(Conv){"dwr", 5, 9, 7, 5, 3, 2, 1, 5, true}, true); }
 Test(conv2d_forward, direct_1x1_groups) { check_forward(&(Conv){"d1g", 6, 5, 5, 9, 1, 1, 0, 3, false}, false); }
@@ -293,17 +322,24 @@ Test(conv2d_window, winograd_declined) {
 }
 
 /* --report names the kernel each window got. */
-static void expect_report(const char *name, const char *win, const char *want, bool present) {
+static void expect_report_of(const char *name, const char *in, const char *win, const char *flags,
+                             const char *want, bool present) {
   char dir[512], nn[600], out[16384], text[512];
   scratch_dir(dir, sizeof dir, name);
   snprintf(nn, sizeof nn, "%s/m.nn", dir);
-  snprintf(text, sizeof text, "model m\ninput x: f32[8, 10, 9]\noutput y = conv2d(x, 8, %s)\n",
-           win);
+  snprintf(text, sizeof text, "model m\ninput x: f32[%s]\noutput y = conv2d(x, %s)\n", in, win);
   write_file(nn, text);
-  int st = run_capture(out, sizeof out, "%s %s --infer --report -o %s/m.c", NNCC_BIN, nn, dir);
+  int st = run_capture(out, sizeof out, "%s %s --infer %s --report -o %s/m.c", NNCC_BIN, nn, flags,
+                       dir);
   cr_assert(st == 0, "%s", out);
   cr_expect(!strstr(out, want) == !present, "%s: '%s' %s in:\n%s", win, want,
             present ? "missing" : "unexpected", out);
+}
+
+static void expect_report(const char *name, const char *win, const char *want, bool present) {
+  char args[256];
+  snprintf(args, sizeof args, "8, %s", win);
+  expect_report_of(name, "8, 10, 9", args, "", want, present);
 }
 
 Test(conv2d_window, kernel_choice) {
@@ -311,6 +347,17 @@ Test(conv2d_window, kernel_choice) {
   expect_report("kc2", "kernel=3, pad=(0, 1, 1, 1)", "Winograd", false);
   expect_report("kc3", "kernel=3, pad=2, dilation=2", "(dilated)", true);
   expect_report("kc4", "kernel=(3, 1), pad=(1, 0)", "(non-square kernel)", true);
+  expect_report_of("kc5", "7, 7, 7", "32, kernel=1", "--batch 1", "pixel rows", true);
+  expect_report_of("kc6", "3, 14, 13", "32, kernel=3, stride=2, pad=1", "--batch 1", "pixel rows", true);
+  expect_report_of("kc7", "3, 7, 7", "64, kernel=3, pad=1", "--batch 1", "pixel rows", true);
+  expect_report_of("kc8", "5, 2, 2", "40, kernel=1", "--batch 1", "pixel rows", true);
+  expect_report_of("kc9", "4, 6, 6", "13, kernel=1", "--batch 1", "pixel rows", false);
+  expect_report_of("kc10", "32, 14, 14", "40, kernel=3, pad=1", "--batch 1",
+                   "Winograd F(4x4,3x3) as pixel rows", true);
+  expect_report_of("kc11", "16, 7, 7", "32, kernel=3, pad=1", "--batch 1",
+                   "Winograd F(4x4,3x3) as pixel rows", true);
+  expect_report_of("kc12", "16, 10, 9", "32, kernel=3, pad=(1, 2, 1, 0)", "--batch 1",
+                   "Winograd F(4x4,3x3) as pixel rows", true);
 }
 
 /* The relu really ran inside the conv kernel. */
@@ -396,6 +443,9 @@ Test(conv2d_grad, stride3_k4_pad2) { check_grad(&(Conv){"gs3", 2, 8, 7, 2, 4, 3,
 Test(conv2d_grad, k5_nopad) { check_grad(&(Conv){"gk5", 2, 7, 6, 2, 5, 1, 0, 1, true}); }
 Test(conv2d_grad, groups2_no_bias) { check_grad(&(Conv){"gg2", 4, 5, 5, 6, 3, 1, 1, 2, false}); }
 Test(conv2d_grad, depthwise_stride2) { check_grad(&(Conv){"gdw", 3, 6, 7, 3, 3, 2, 1, 3, true}); }
+/* Stride 1: dx is the convolution of dy by the flipped filters, a product
+ * with a workspace even though the depthwise forward has none. */
+Test(conv2d_grad, depthwise_stride1) { check_grad(&(Conv){"gdw1", 3, 6, 7, 3, 3, 1, 1, 3, true}); }
 /* at batch 1 the dx of a pointwise conv is one too, its filters read
  * transposed (8 filters of 7: the dx has 8 rows, one tile and a shifted one) */
 Test(conv2d_grad, pointwise) {
@@ -448,12 +498,14 @@ Test(conv2d_grad, conv_relu_conv) {
 }
 
 /* Under --memory-budget (one byte under the default build's memory_size())
- * the kernels without workspace: direct loops forward, dx of a strided or
- * dilated conv added tap by tap into its planes instead of col2im. */
+ * the kernels without workspace: direct loops forward, dx added tap by tap
+ * into its planes (instead of col2im, or of the product by the flipped
+ * filters at stride 1). */
 Test(conv2d_grad, kernels_without_workspace_under_a_memory_budget) {
   const char *text = "model gmb\ninput x: f32[4, 9, 8]\ntarget t: f32[4, 5, 3]\n"
                      "h = conv2d(x, 6, kernel=3, stride=2, pad=1, groups=2)\n"
-                     "out = conv2d(h, 4, kernel=(3, 2), dilation=(1, 2), pad=(1, 1, 0, 1))\n"
+                     "h = conv2d(h, 4, kernel=(3, 2), dilation=(1, 2), pad=(1, 1, 0, 1))\n"
+                     "out = conv2d(h, 4, kernel=3, pad=1)\n"
                      "output out\nloss mse(out, t)\n";
   Compiled fast;
   compile_model(&fast, "gmb", text, "--dtype f64 --input-grad --batch 3", "-O1");
@@ -461,7 +513,20 @@ Test(conv2d_grad, kernels_without_workspace_under_a_memory_budget) {
   close_model(&fast);
   char budget[64];
   snprintf(budget, sizeof budget, "--memory-budget %zu", mem - 1);
-  grad_case_opts("gmb", text, 288, 60, 4, 3, budget);
+  grad_case_opts("gmb", text, 288, 60, 6, 3, budget);
+  /* every dx tap by tap: the stride-1 one too (its product would need the
+   * workspace the budget took away) */
+  char dir[512], nn[600], out[16384];
+  scratch_dir(dir, sizeof dir, "gmb_report");
+  snprintf(nn, sizeof nn, "%s/m.nn", dir);
+  write_file(nn, text);
+  int st = run_capture(out, sizeof out, "%s %s --dtype f64 --input-grad --batch 3 %s --report -o %s/m.c",
+                       NNCC_BIN, nn, budget, dir);
+  cr_assert(st == 0, "%s", out);
+  int scatter = 0;
+  for (const char *at = out; (at = strstr(at, "added tap by tap")); at++)
+    scatter++;
+  cr_expect(scatter == 3, "%d of 3 dx kernels without workspace in:\n%s", scatter, out);
 }
 
 /* ---- gradients against a reference, with the batch in chunks ----------- */

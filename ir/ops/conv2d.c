@@ -232,22 +232,31 @@ static long fwd_slot_reals(const Conv *v) {
  * below and on the right follow from the output size);
  * output tiles of 4x4 pixels, NN_NR tiles of the batch per panel.  It
  * needs 36 products of K = C per panel where the direct product needs 9
- * per NN_NR pixels; the transforms cost about as much as the products at
- * 16 channels, so it is chosen when it needs less than half the direct
- * product's micro-kernel steps and both C and O are at least 8. */
+ * per NN_NR pixels.  The transforms cost in proportion to C + O per tile,
+ * the products to C x O: about as much as the products at 16 channels, a
+ * sixteenth at 256.  So it is chosen when its products, weighted by 1 +
+ * 8/C + 8/O, need fewer micro-kernel steps than the direct product, and
+ * both C and O are at least 8. */
 static long wino_tiles(const Conv *v) { return (long)((v->ho + 3) / 4) * ((v->wo + 3) / 4); }
 
 static long wino_panels(const Conv *v, int batch) {
   return (batch * wino_tiles(v) + NN_NR - 1) / NN_NR;
 }
 
-static bool use_winograd(const Conv *v, const Graph *g) {
+static bool wino_window(const Conv *v, const Graph *g) {
   const Window *q = &v->q;
-  if (g->no_winograd || g->memory_first || q->kh != 3 || q->kw != 3 || q->sh != 1 || q->sw != 1 || q->dh != 1 ||
-      q->dw != 1 || q->pt != q->pl || v->g != 1 || v->c < 8 || v->o < 8)
+  return !g->no_winograd && !g->memory_first && q->kh == 3 && q->kw == 3 && q->sh == 1 &&
+         q->sw == 1 && q->dh == 1 && q->dw == 1 && q->pt == q->pl && v->g == 1 && v->c >= 8 &&
+         v->o >= 8;
+}
+
+static double wino_weight(const Conv *v) { return 1 + 8.0 / v->c + 8.0 / v->o; }
+
+static bool use_winograd(const Conv *v, const Graph *g) {
+  if (!wino_window(v, g))
     return false;
-  long direct = 9L * g->max_batch * ((flat_pixels(v) + NN_NR - 1) / NN_NR);
-  return 2 * 36 * wino_panels(v, g->max_batch) < direct;
+  double direct = 9.0 * g->max_batch * ((flat_pixels(v) + NN_NR - 1) / NN_NR);
+  return 36.0 * wino_panels(v, g->max_batch) * wino_weight(v) < direct;
 }
 
 static bool reads_baked(const Graph *g, const Node *node, OpKind op);
@@ -280,14 +289,6 @@ static int wino_slots(const Conv *v, const Graph *g) {
  * would hold one filter each. */
 static bool depthwise(const Conv *v) { return v->cpg == 1 && v->g > 1; }
 
-static bool pointwise(const Conv *v, const Graph *g);
-
-/* Direct loops: depthwise layers, and under --memory-budget every layer the
- * pointwise product does not take (no workspace, slower). */
-static bool direct(const Conv *v, const Graph *g) {
-  return depthwise(v) || (g->memory_first && !pointwise(v, g));
-}
-
 /* Pointwise at --batch 1 or under --memory-budget (1x1, stride 1, no pads,
  * one group): y (O, P) = w (O, C) . x (C, P) with both operands read in
  * place, no workspace: memory first.  The last row tile
@@ -317,13 +318,112 @@ static int pw_slots(const Conv *v, const Graph *g) {
   return min_int((v->howo + NN_NR - 1) / NN_NR, g->max_threads);
 }
 
-static long fwd_reals(const Conv *v, const Graph *g) {
-  if (direct(v, g))
-    return 0;
+/* Pixel rows (batch 1): y^T (P, O) = col^T (P, R) . w^T (R, O), the output
+ * pixels as the micro-kernel's NN_MR rows and the filters as its NN_NR
+ * columns, packed into CT panels of NN_NR filters (at compile time when the
+ * weights are baked).  The rows are x read in place for a 1x1 window of
+ * stride 1 without pads (A(p, c) = x[c * P + p], the last tile starting
+ * NN_MR before the edge), else the columns of RT tiles of NN_MR pixels
+ * packed once per call (nn_pack_cols).  A thread owns panels of filters and
+ * runs every pixel tile through each, so that a panel (R x NN_NR) streams
+ * from L2.  Chosen when it needs 5% fewer micro-kernel tiles than the
+ * product with the filters as rows: on small planes, whose pixels fill few
+ * panels of NN_NR (ResNet-50's 7x7 and 14x14 layers: 49 pixels are 2
+ * panels of 32, 23% of them padding, but 9 tiles of 6, 9%). */
+static long rows_rt(const Conv *v) { return (v->howo + NN_MR - 1) / NN_MR; }
+static long rows_ct(const Conv *v) { return (v->o + NN_NR - 1) / NN_NR; }
+static bool rows_in_place(const Conv *v) { return columns_are_x(v) && v->howo >= NN_MR; }
+static long rows_panels_reals(const Conv *v) { return rows_ct(v) * NN_NR * v->fsize; }
+static long rows_cols_reals(const Conv *v) {
+  return rows_in_place(v) ? 0 : rows_rt(v) * NN_MR * v->fsize;
+}
+
+/* The kernel runs a group of ROWS_GROUP tiles through a block of at most
+ * rows_kc_most() taps of a filter panel at a time: 16 KB of the panel, which
+ * stays in L1 (32 KB or more on the cores nncc targets) while the group's
+ * tiles stream past it, then the next block is added (the micro-kernel's
+ * acc).  Without the blocks a panel of 512 taps (64 KB) streamed from L2
+ * for every tile. */
+enum { ROWS_GROUP = 8 };
+static long rows_kc_most(const Graph *g) {
+  return 16384 / (NN_NR * (g->dtype == DT_F32 ? 4 : 8));
+}
+
+static bool wino_rows(const Conv *v, const Graph *g);
+
+static bool pixel_rows(const Conv *v, const Graph *g) {
+  if (g->max_batch != 1 || g->memory_first || v->g != 1 || use_winograd(v, g) || wino_rows(v, g))
+    return false;
+  long rows = (long)fwd_mt(v) * ((fwd_pixels(v) + NN_NR - 1) / NN_NR);
+  return 20 * rows_rt(v) * rows_ct(v) < 19 * rows;
+}
+
+/* Winograd as pixel rows (batch 1, at most WINO_ROWS_MOST tiles: one panel
+ * of the input transform): the 36 products M_xi^T (tiles, O) = V_xi^T
+ * (tiles, C) . U_xi^T (C, O), the tiles as the micro-kernel's rows, read in
+ * place from the transformed panel (A(i, c) = v[(xi * C + c) * NN_NR + i]),
+ * and U_xi^T in panels of NN_NR filters (transformed at compile time when
+ * baked).  A tile of M holds NN_MR tiles x NN_NR filters for one xi; the
+ * 36 of them are what nn_wino_output takes, the filters in its lanes.  On
+ * ResNet-50's 14x14 planes (16 tiles) the filters as rows leave half of
+ * every panel of 32 tiles empty: 43 x 36 products of K = 256 against 3 x 8
+ * x 36. Chosen, against the best direct kernel, as use_winograd. */
+enum { WINO_ROWS_MOST = 5 * NN_MR };   /* rows read stay inside the panel's NN_NR lanes */
+
+static long wino_rows_rt(const Conv *v) { return (wino_tiles(v) + NN_MR - 1) / NN_MR; }
+
+static bool wino_rows(const Conv *v, const Graph *g) {
+  if (g->max_batch != 1 || !wino_window(v, g) || wino_tiles(v) > WINO_ROWS_MOST)
+    return false;
+  long as_rows = (long)fwd_mt(v) * ((fwd_pixels(v) + NN_NR - 1) / NN_NR);
+  long direct = rows_rt(v) * rows_ct(v) < as_rows ? rows_rt(v) * rows_ct(v) : as_rows;
+  return 36.0 * wino_rows_rt(v) * rows_ct(v) * wino_weight(v) < 9.0 * direct;
+}
+
+/* Its workspace: U^T (36 x CT panels of C x NN_NR), the transformed input
+ * (36 x C x NN_NR), the plane nn_wino_input pads, then per thread the 36
+ * tiles of M of one row tile and the 4x4 outputs of one tile. */
+static long wino_rows_u_reals(const Conv *v) { return 36L * rows_ct(v) * v->c * NN_NR; }
+static long wino_rows_v_reals(const Conv *v) { return 36L * v->c * NN_NR; }
+static long wino_rows_slot_reals(void) { return 36L * NN_MR * NN_NR + 16L * NN_NR; }
+
+/* Which kernel computes the forward product of v, or (dx) the dx of a
+ * stride-1 convolution as the product of dx_conv(): K_DIRECT is the direct
+ * loops forward and, for dx, w * dy added tap by tap (emit_dx_scatter);
+ * neither needs a workspace.  The workspace (fwd_reals), the emitters and
+ * --report all follow this one choice. */
+typedef enum { K_DIRECT, K_ROWS, K_WINO_ROWS, K_POINTWISE, K_WINOGRAD, K_PRODUCT } ConvKernel;
+
+static ConvKernel conv_kernel(const Conv *v, const Graph *g, bool dx) {
+  if (!dx && wino_rows(v, g))
+    return K_WINO_ROWS;
+  if (!dx && pixel_rows(v, g))
+    return K_ROWS;
   if (pointwise(v, g))
-    return pw_pack_reals(v) + (long)pw_slots(v, g) * pw_slot_reals(v);
+    return K_POINTWISE;
+  if (g->memory_first || (!dx && depthwise(v)))
+    return K_DIRECT;
   if (use_winograd(v, g))
+    return K_WINOGRAD;
+  return K_PRODUCT;
+}
+
+static long fwd_reals(const Conv *v, const Graph *g, bool dx) {
+  switch (conv_kernel(v, g, dx)) {
+  case K_DIRECT:
+    return 0;
+  case K_ROWS:
+    return rows_panels_reals(v) + rows_cols_reals(v);
+  case K_WINO_ROWS:
+    return wino_rows_u_reals(v) + wino_rows_v_reals(v) + NN_MR + wino_pad_reals(v) +
+           min_int(rows_ct(v) * wino_rows_rt(v), g->max_threads) * wino_rows_slot_reals();
+  case K_POINTWISE:
+    return pw_pack_reals(v) + (long)pw_slots(v, g) * pw_slot_reals(v);
+  case K_WINOGRAD:
     return wino_u_reals(v) + (long)wino_slots(v, g) * wino_slot_reals(v);
+  case K_PRODUCT:
+    break;
+  }
   return fwd_panels_reals(v) + (long)fwd_slots(v, g) * fwd_slot_reals(v);
 }
 
@@ -375,11 +475,11 @@ static long wino_dw_reals(const Conv *v, const Graph *g) {
  * workspace. */
 static bool conv_workspace(Graph *g, Node *node, const Conv *v, WsKind kind) {
   Conv t = dx_conv(v);
-  long reals = kind == WS_FWD ? fwd_reals(v, g)
+  long reals = kind == WS_FWD ? fwd_reals(v, g, false)
                : kind == WS_DW ? (use_winograd(v, g) ? wino_dw_reals(v, g)
                                   : columns_are_x(v) ? 0
                                                      : (long)dw_chunk(v, g->max_batch) * col_reals(v))
-               : dx_as_conv(v) ? fwd_reals(&t, g)
+               : dx_as_conv(v) ? fwd_reals(&t, g, true)
                : g->memory_first ? 0
                                : dxcol_reals(v, g);
   if (reals > INT_MAX) {
@@ -475,7 +575,7 @@ static void emit_conv_product(Emit *e, const Graph *g, const Node *node, const C
     emitln(e, "}");
   } else {
     emitln(e, "const int np = %ld - q0 < NN_NR ? (int)(%ld - q0) : NN_NR;", pixels, pixels);
-    emitln(e, "nn_pack_cols(slot, %s, %d, %d, %d, %s, %d, q0, np);", from, v->cpg, v->h, v->w,
+    emitln(e, "nn_pack_cols(slot, NN_NR, %s, %d, %d, %d, %s, %d, q0, np);", from, v->cpg, v->h, v->w,
            window_arg(e, v), v->wo);
     emitln(e, "rj0[0] = 0, rj1[0] = np, rp[0] = q0, nrun = 1;");
   }
@@ -698,38 +798,200 @@ static void emit_pointwise(Emit *e, const Graph *g, const Node *node, const Conv
     emitln(e, "}");
 }
 
+/* Pixel rows (see pixel_rows()), forward only, the epilogue fused. */
+static void emit_pixel_rows(Emit *e, const Graph *g, const Node *node, const Conv *v) {
+  long r = v->fsize, p = v->howo, ct = rows_ct(v), rt = rows_rt(v);
+  bool bias = node->nin > 2, baked = reads_baked(g, node, OP_CONV2D_COL_PANELS);
+  bool in_place = rows_in_place(v);
+  emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
+  if (in_place && baked)
+    emitln(e, "(void)ws;");
+  emit_region(e, min_int(ct, g->max_threads));
+  if (baked) {
+    emitln(e, "const real *const pb = w;   /* packed at compile time */");
+  } else {   /* B(r, j) of panel c = w(c * NN_NR + j, r) */
+    emitln(e, "real *const pb = ws;");
+    emit_omp(e, "for");
+    emitln(e, "for (int c = 0; c < %ld; c++)", ct);
+    emitln(e, "    nn_pack_b(pb + (long)c * %ld, w + (long)c * %ld, 1, %ld, "
+              "%d - c * NN_NR < NN_NR ? %d - c * NN_NR : NN_NR, %ld);",
+           NN_NR * r, NN_NR * r, r, v->o, v->o, r);
+  }
+  if (!in_place)
+    emitln(e, "real *const pa = ws + %ldL;", baked ? 0 : rows_panels_reals(v));
+  emitln(e, "for (int b = 0; b < n; b++) {");
+  const char *xb = arena_printf(e->ctx->arena, "x + (long)b * %ld", (long)v->c * v->hw);
+  if (!in_place) {   /* A(i, r) of tile t = col(r, t * NN_MR + i) */
+    emit_omp(e, "for");
+    emitln(e, "for (int t = 0; t < %ld; t++)", rt);
+    emitln(e, "    nn_pack_cols(pa + (long)t * %ld, NN_MR, %s, %d, %d, %d, %s, %d, "
+              "(long)t * NN_MR, %ld - t * NN_MR < NN_MR ? (int)(%ld - t * NN_MR) : NN_MR);",
+           NN_MR * r, xb, v->c, v->h, v->w, window_arg(e, v), v->wo, p, p);
+  }
+  /* Per group of ROWS_GROUP tiles, the taps in blocks of kc: a block of the
+   * filter panel (kc x NN_NR) stays in L1 while the group's tiles pass. */
+  int blocks = (int)((r + rows_kc_most(g) - 1) / rows_kc_most(g));
+  long kc = (r + blocks - 1) / blocks;
+  emit_omp(e, "for schedule(static)");
+  emitln(e, "for (int c = 0; c < %ld; c++) {", ct);
+  emitln(e, "const int o0 = c * NN_NR, nr = %d - o0 < NN_NR ? %d - o0 : NN_NR;", v->o, v->o);
+  emitln(e, "for (long g0 = 0; g0 < %ld; g0 += %d * NN_MR) {", p, ROWS_GROUP);
+  emitln(e, "const long g1 = g0 + %d * NN_MR < %ld ? g0 + %d * NN_MR : %ld;", ROWS_GROUP, p,
+         ROWS_GROUP, p);
+  emitln(e, "real t[%d][NN_MR * NN_NR];", ROWS_GROUP);
+  emitln(e, "for (long k0 = 0; k0 < %ld; k0 += %ld) {", r, kc);
+  emitln(e, "const int kc = %ld - k0 < %ld ? (int)(%ld - k0) : %ld;", r, kc, r, kc);
+  emitln(e, "const real *const bk = pb + (long)c * %ld + k0 * NN_NR;", NN_NR * r);
+  emitln(e, "for (long p0 = g0; p0 < g1; p0 += NN_MR) {");
+  if (in_place) {   /* the last tile starts NN_MR before the edge */
+    emitln(e, "const long ps = p0 + NN_MR <= %ld ? p0 : %ld;", p, p - NN_MR);
+    emitln(e, "ukr(t[(p0 - g0) / NN_MR], %s + ps + k0 * %ld, 1, %ld, bk, kc, 1, NN_NR, 0, k0 > 0);",
+           xb, p, p);
+  } else {
+    emitln(e, "ukr(t[(p0 - g0) / NN_MR], pa + p0 * %ld + k0 * NN_MR, 1, NN_MR, bk, kc, 1, NN_NR, 0, "
+              "k0 > 0);", r);
+  }
+  emitln(e, "}");
+  emitln(e, "}");
+  emitln(e, "for (long p0 = g0; p0 < g1; p0 += NN_MR) {");
+  emitln(e, "const real *const tp = t[(p0 - g0) / NN_MR];");
+  if (in_place)
+    emitln(e, "const long ps = p0 + NN_MR <= %ld ? p0 : %ld;", p, p - NN_MR);
+  else
+    emitln(e, "const long ps = p0;");
+  emitln(e, "const int i1 = %ld - ps < NN_MR ? (int)(%ld - ps) : NN_MR;", p, p);
+  emitln(e, "for (int j = 0; j < nr; j++) {");
+  emitln(e, "const int o = o0 + j;");
+  emitln(e, "const long yr = ((long)b * %d + o) * %ld + ps;", v->o, p);
+  emitln(e, "for (int i = (int)(p0 - ps); i < i1; i++) {");
+  emitln(e, "const long yi = yr + i;");
+  emitln(e, "const real acc = tp[i * NN_NR + j]%s;", bias ? " + bias[o]" : "");
+  emitln(e, "y[yi] = %s;", epilogue_expr(e, node, "acc", "o", "yi"));
+  for (int k = 0; k < 7; k++)
+    emitln(e, "}");
+}
+
+/* Winograd as pixel rows (see wino_rows()), forward only, the epilogue
+ * fused.  U^T(xi) panel c, row ci, column j at ub + ((xi * CT + c) * C + ci)
+ * * NN_NR + j = U_xi(c * NN_NR + j, ci). */
+static void emit_wino_rows(Emit *e, const Graph *g, const Node *node, const Conv *v) {
+  long ct = rows_ct(v), rt = wino_rows_rt(v), up = ct * NN_NR * v->c, tiles = wino_tiles(v);
+  int tw = (v->wo + 3) / 4, th = (v->ho + 3) / 4;
+  bool bias = node->nin > 2, baked = reads_baked(g, node, OP_CONV2D_WINO_UC);
+  long at = baked ? 0 : wino_rows_u_reals(v);
+  emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
+  emitln(e, "real *const v = ws + %ldL, *const pad = v + %ldL;", at, wino_rows_v_reals(v) + NN_MR);
+  emit_region(e, min_int(ct * rt, g->max_threads));
+  emitln(e, "real *const m = pad + %ldL + (long)nn_thread_id() * %ld, *const yt = m + %ld;",
+         wino_pad_reals(v), wino_rows_slot_reals(), 36L * NN_MR * NN_NR);
+  if (baked) {
+    emitln(e, "const real *const ub = w;   /* transformed at compile time */");
+  } else {
+    emitln(e, "real *const ub = ws;");
+    emit_omp(e, "for");
+    emitln(e, "for (int oc = 0; oc < %ld; oc++) {", up);
+    emitln(e, "const int o = oc / %d, ci = oc %% %d;", v->c, v->c);
+    emitln(e, "real *const u = ub + ((long)(o / NN_NR) * %d + ci) * NN_NR + o %% NN_NR;", v->c);
+    emitln(e, "if (o < %d) {", v->o);
+    emitln(e, "nn_wino_filter(u, %ld, w + (long)oc * 9, 0);", up);
+    emitln(e, "} else {");
+    emitln(e, "for (int xi = 0; xi < 36; xi++)");
+    emitln(e, "    u[xi * %ldL] = 0;", up);
+    emitln(e, "}");
+    emitln(e, "}");
+  }
+  emitln(e, "for (int b = 0; b < n; b++) {");
+  emit_omp(e, "single");
+  emitln(e, "nn_wino_input(v, NN_NR, x + (long)b * %ld, %ld, %d, %d, %d, %d, %d, %d, 0, %ld, pad);",
+         (long)v->c * v->hw, (long)v->c * v->hw, v->c, v->h, v->w, v->q.pt, th, tw, tiles);
+  emit_omp(e, "for collapse(2) schedule(static)");
+  emitln(e, "for (int c = 0; c < %ld; c++) {", ct);
+  emitln(e, "for (int r = 0; r < %ld; r++) {", rt);
+  emitln(e, "const int o0 = c * NN_NR, nr = %d - o0 < NN_NR ? %d - o0 : NN_NR;", v->o, v->o);
+  emitln(e, "for (int xi = 0; xi < 36; xi++)");
+  emitln(e, "    ukr(m + xi * NN_MR * NN_NR, v + (long)xi * %ld + r * NN_MR, 1, NN_NR, "
+            "ub + ((long)xi * %ld + c) * %ld, %d, 1, NN_NR, 0, 0);",
+         (long)v->c * NN_NR, ct, (long)v->c * NN_NR, v->c);
+  emitln(e, "for (int i = 0; i < NN_MR && r * NN_MR + i < %ld; i++) {", tiles);
+  emitln(e, "const int tile = r * NN_MR + i, ty = tile / %d, tx = tile %% %d;", tw, tw);
+  emitln(e, "const int rows = %d - 4 * ty < 4 ? %d - 4 * ty : 4;", v->ho, v->ho);
+  emitln(e, "const int cols = %d - 4 * tx < 4 ? %d - 4 * tx : 4;", v->wo, v->wo);
+  emitln(e, "nn_wino_output(yt, m + i * NN_NR);");
+  emitln(e, "for (int j = 0; j < nr; j++) {");
+  emitln(e, "const int o = o0 + j;");
+  emitln(e, "const long yo = ((long)b * %d + o) * %ld + (long)ty * %d + tx * 4;", v->o, v->howo,
+         4 * v->wo);
+  emitln(e, "for (int a = 0; a < rows; a++)");
+  emitln(e, "    for (int k = 0; k < cols; k++) {");
+  emitln(e, "const long yi = yo + a * %d + k;", v->wo);
+  emitln(e, "const real acc = yt[(a * 4 + k) * NN_NR + j]%s;", bias ? " + bias[o]" : "");
+  emitln(e, "y[yi] = %s;", epilogue_expr(e, node, "acc", "o", "yi"));
+  for (int k = 0; k < 7; k++)
+    emitln(e, "}");
+}
+
 static void conv2d_emit(Emit *e, const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->in[0])->shape, &val(g, node->out[0])->shape);
   emit_window_comment(e, &v);
-  if (direct(&v, g))
+  switch (conv_kernel(&v, g, false)) {
+  case K_DIRECT:
     emit_direct(e, node, &v, true);
-  else if (pointwise(&v, g))
+    break;
+  case K_ROWS:
+    emit_pixel_rows(e, g, node, &v);
+    break;
+  case K_WINO_ROWS:
+    emit_wino_rows(e, g, node, &v);
+    break;
+  case K_POINTWISE:
     emit_pointwise(e, g, node, &v, "x", "y", false, true);
-  else if (use_winograd(&v, g))
+    break;
+  case K_WINOGRAD:
     emit_winograd(e, g, node, &v, "x", "y", false, true);
-  else
+    break;
+  case K_PRODUCT:
     emit_conv_product(e, g, node, &v, "x", "y", false, true);
+    break;
+  }
 }
 
-/* --report: the forward product's choice, for v and for dx_conv(). */
-static const char *product_choice(const Graph *g, const Conv *v) {
+/* --report: the forward product's choice, for v and (dx) for dx_conv(). */
+static const char *product_choice(const Graph *g, const Conv *v, bool dx) {
   Arena *a = g->ctx->arena;
   long panels = (fwd_pixels(v) + NN_NR - 1) / NN_NR;
-  if (direct(v, g))
+  switch (conv_kernel(v, g, dx)) {
+  case K_DIRECT:
     return arena_printf(a, "%s, direct: each of %d output planes %stap by tap, no workspace",
                         depthwise(v) ? "depthwise" : "memory first", v->o,
                         depthwise(v) ? "" : "channel by channel, ");
-  if (pointwise(v, g))
+  case K_ROWS:
+    return arena_printf(a, "pixel rows at batch 1: %ld tiles of %d pixels by %ld panels of %d "
+                           "filters (%.0f%% of the products' lanes padding, against %.0f%% with "
+                           "the filters as rows), %s",
+                        rows_rt(v), NN_MR, rows_ct(v), NN_NR,
+                        100.0 * (1 - (double)v->howo * v->o / (rows_rt(v) * NN_MR * rows_ct(v) * NN_NR)),
+                        100.0 * (1 - (double)v->howo * v->o / ((double)panels * NN_NR * fwd_mt(v) * NN_MR)),
+                        rows_in_place(v) ? "input read in place" : "columns packed");
+  case K_WINO_ROWS:
+    return arena_printf(a, "Winograd F(4x4,3x3) as pixel rows at batch 1: %ld tiles of 4x4 "
+                           "pixels in %ld rows of %d by %ld panels of %d filters, 36 products of "
+                           "K = %d each (4x fewer multiply-adds than direct%s)",
+                        wino_tiles(v), wino_rows_rt(v), NN_MR, rows_ct(v), NN_NR, v->c,
+                        v->ho % 4 || v->wo % 4 ? ", some tile pixels dropped at the edges" : "");
+  case K_POINTWISE:
     return arena_printf(a, "pointwise product at batch 1 (%d x %d filters by %d x %ld pixels): "
                            "filters and input read in place%s",
                         v->o, v->c, v->c, v->howo,
                         pw_slot_reals(v) || pw_pack_reals(v) ? " (under one tile: copied)" : "");
-  if (use_winograd(v, g))
+  case K_WINOGRAD:
     return arena_printf(a, "Winograd F(4x4,3x3): %ld tiles of 4x4 pixels per sample, in panels "
                            "of %d; 36 products of %d x %d filters by %d x %d tiles per panel "
                            "(4x fewer multiply-adds than direct%s)",
                         wino_tiles(v), NN_NR, v->o, v->c, v->c, NN_NR,
                         v->ho % 4 || v->wo % 4 ? ", some tile pixels dropped at the edges" : "");
+  case K_PRODUCT:
+    break;
+  }
   if (in_place(v))
     return arena_printf(a, "in place: %d filter panels x %ld pixel panels read from the padded "
                            "input (%.0f%% of the pixels computed are dropped)",
@@ -745,10 +1007,10 @@ static const char *product_choice(const Graph *g, const Conv *v) {
 
 static const char *conv2d_kernel(const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->in[0])->shape, &val(g, node->out[0])->shape);
-  const char *how = product_choice(g, &v);
-  return reads_baked(g, node, OP_CONV2D_WINO_U)
+  const char *how = product_choice(g, &v, false);
+  return reads_baked(g, node, OP_CONV2D_WINO_U) || reads_baked(g, node, OP_CONV2D_WINO_UC)
              ? arena_printf(g->ctx->arena, "%s; filters transformed at compile time", how)
-         : reads_baked(g, node, OP_CONV2D_PANELS)
+         : reads_baked(g, node, OP_CONV2D_PANELS) || reads_baked(g, node, OP_CONV2D_COL_PANELS)
              ? arena_printf(g->ctx->arena, "%s; filters packed at compile time", how)
              : how;
 }
@@ -756,9 +1018,9 @@ static const char *conv2d_kernel(const Graph *g, const Node *node) {
 static const char *conv2d_dx_kernel(const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->out[0])->shape, &val(g, node->in[0])->shape);
   Conv t = dx_conv(&v);
-  if (dx_as_conv(&v))
+  if (dx_as_conv(&v) && conv_kernel(&t, g, true) != K_DIRECT)
     return arena_printf(g->ctx->arena, "the convolution of dy by the flipped filters, %s",
-                        product_choice(g, &t));
+                        product_choice(g, &t, true));
   if (g->memory_first)
     return arena_printf(g->ctx->arena, "direct: w * dy added tap by tap into each dx plane, no "
                         "workspace (%s)", window_str(g->ctx->arena, &v.q));
@@ -827,18 +1089,24 @@ static void emit_dx_scatter(Emit *e, const Conv *v) {
 static void conv2d_dx_emit(Emit *e, const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->out[0])->shape, &val(g, node->in[0])->shape);
   emit_window_comment(e, &v);
-  if (!dx_as_conv(&v) && g->memory_first) {
-    emit_dx_scatter(e, &v);
-    return;
-  }
-  if (dx_as_conv(&v)) {
+  if (dx_as_conv(&v) || g->memory_first) {
     Conv t = dx_conv(&v);
-    if (pointwise(&t, g))
+    switch (dx_as_conv(&v) ? conv_kernel(&t, g, true) : K_DIRECT) {
+    case K_DIRECT:
+      emit_dx_scatter(e, &v);
+      break;
+    case K_POINTWISE:
       emit_pointwise(e, g, node, &t, "dy", "dx", true, false);
-    else if (use_winograd(&t, g))
+      break;
+    case K_WINOGRAD:
       emit_winograd(e, g, node, &t, "dy", "dx", true, false);
-    else
+      break;
+    case K_ROWS:   /* forward only */
+    case K_WINO_ROWS:
+    case K_PRODUCT:
       emit_conv_product(e, g, node, &t, "dy", "dx", true, false);
+      break;
+    }
     return;
   }
   int rt = (int)((v.fsize + NN_MR - 1) / NN_MR), pt = (int)((v.howo + NN_NR - 1) / NN_NR);
@@ -1053,17 +1321,33 @@ static bool reads_baked(const Graph *g, const Node *node, OpKind op) {
 static bool conv2d_split_constant(Graph *g, int id) {
   Node *node = node_at(g, id);
   Conv v = conv_dims(node, &val(g, node->in[0])->shape, &val(g, node->out[0])->shape);
-  bool wino = use_winograd(&v, g);
-  if ((!wino && (direct(&v, g) || pointwise(&v, g))) || reads_baked(g, node, OP_CONV2D_WINO_U) ||
-      reads_baked(g, node, OP_CONV2D_PANELS) || !is_constant(val(g, node->in[1])))
+  OpKind op;
+  long reals;
+  const char *what;
+  switch (conv_kernel(&v, g, false)) {
+  case K_WINOGRAD:
+    op = OP_CONV2D_WINO_U, reals = wino_u_reals(&v), what = "wino_u";
+    break;
+  case K_PRODUCT:
+    op = OP_CONV2D_PANELS, reals = fwd_panels_reals(&v), what = "panels";
+    break;
+  case K_ROWS:
+    op = OP_CONV2D_COL_PANELS, reals = rows_panels_reals(&v), what = "col_panels";
+    break;
+  case K_WINO_ROWS:
+    op = OP_CONV2D_WINO_UC, reals = wino_rows_u_reals(&v), what = "wino_u_cols";
+    break;
+  default:
     return false;
-  long reals = wino ? wino_u_reals(&v) : fwd_panels_reals(&v);
-  Node *t = insert_node(g, id, wino ? OP_CONV2D_WINO_U : OP_CONV2D_PANELS, node->name, node->loc);
+  }
+  if (reads_baked(g, node, op) || !is_constant(val(g, node->in[1])))
+    return false;
+  Node *t = insert_node(g, id, op, node->name, node->loc);
   node = node_at(g, id + 1);
   memcpy(t->attr, node->attr, sizeof t->attr);
   node_input(g, t, node->in[1]);
   int u = node_output(g, t, shape_of(1, (int)reals), false, g->dtype);
-  val(g, u)->name = arena_printf(g->ctx->arena, "%s.%s", node->name, wino ? "wino_u" : "panels");
+  val(g, u)->name = arena_printf(g->ctx->arena, "%s.%s", node->name, what);
   node = node_at(g, id + 1);
   node->in[1] = u;
   val(g, node->out[1])->shape.dim[0] -= (int)reals;   /* ws: the slots only */
@@ -1093,16 +1377,36 @@ static void panels_eval(const Graph *g, const Node *node, const void *const *in,
     }
 }
 
-/* U as emit_winograd lays it out, from w (O, C, 3, 3): nn_wino_filter's
- * arithmetic (runtime/nn_winograd.c) in the same order, so that the baked
- * values equal the ones a build with loadable weights computes, bit for bit. */
+/* The panels emit_pixel_rows packs (nn_pack_b): panel c of NN_NR filters at
+ * c * NN_NR * R, B(r, j) at r * NN_NR + j = w(c * NN_NR + j, r), zero past
+ * the filters; a copy, so bit for bit. */
+static void col_panels_eval(const Graph *g, const Node *node, const void *const *in,
+                            void *const *out) {
+  const Shape *ws = &val(g, node->in[0])->shape;   /* (O, C, KH, KW) */
+  const int o = ws->dim[0], ct = (o + NN_NR - 1) / NN_NR;
+  const long r = shape_numel(ws) / o;
+  const size_t es = g->dtype == DT_F32 ? 4 : 8;
+  const char *w = in[0];
+  char *p = out[0];
+  memset(p, 0, es * (size_t)(ct * NN_NR * r));
+  for (int j = 0; j < o; j++)
+    for (long k = 0; k < r; k++)
+      memcpy(p + es * (size_t)(((long)j / NN_NR * r + k) * NN_NR + j % NN_NR),
+             w + es * (size_t)(j * r + k), es);
+}
+
+/* U as emit_winograd lays it out (emit_wino_rows with `cols`), from w (O,
+ * C, 3, 3): nn_wino_filter's arithmetic (runtime/nn_winograd.c) in the same
+ * order, so that the baked values equal the ones a build with loadable
+ * weights computes, bit for bit. */
 #define WINO_U(real)                                                                   \
   do {                                                                                 \
     const real *w = in[0];                                                             \
     real *u = out[0];                                                                  \
     for (long oc = 0; oc < up; oc++) {                                                 \
       const int o = (int)(oc / nc), c = (int)(oc % nc);                                \
-      real *r = u + (long)(o / NN_MR) * NN_MR * nc + (long)c * NN_MR + o % NN_MR;      \
+      real *r = u + (cols ? ((long)(o / NN_NR) * nc + c) * NN_NR + o % NN_NR           \
+                          : (long)(o / NN_MR) * NN_MR * nc + (long)c * NN_MR + o % NN_MR); \
       real f[3][3], t[6][3];                                                           \
       if (o >= no) {   /* the rows of the last panel past the filters */               \
         for (int xi = 0; xi < 36; xi++)                                                \
@@ -1137,7 +1441,8 @@ static void wino_u_eval(const Graph *g, const Node *node, const void *const *in,
                         void *const *out) {
   const Shape *ws = &val(g, node->in[0])->shape;   /* (O, C, 3, 3) */
   const int no = ws->dim[0], nc = ws->dim[1];
-  const long up = shape_numel(&val(g, node->out[0])->shape) / 36;   /* MT * NN_MR * C */
+  const long up = shape_numel(&val(g, node->out[0])->shape) / 36;   /* the padded O x C */
+  const bool cols = node->op == OP_CONV2D_WINO_UC;
   if (g->dtype == DT_F32)
     WINO_U(float);
   else
@@ -1151,9 +1456,17 @@ const OpDef op_conv2d_wino_u = {
     .name = "conv2d_wino_u", .attrs = conv2d_attrs, .nattr = NATTR, .in_names = u_in,
     .out_names = u_out, .roles = ROLE_INTERNAL, .eval = wino_u_eval, .shown_as = "conv2d",
 };
+const OpDef op_conv2d_wino_uc = {
+    .name = "conv2d_wino_uc", .attrs = conv2d_attrs, .nattr = NATTR, .in_names = u_in,
+    .out_names = u_out, .roles = ROLE_INTERNAL, .eval = wino_u_eval, .shown_as = "conv2d",
+};
 const OpDef op_conv2d_panels = {
     .name = "conv2d_panels", .attrs = conv2d_attrs, .nattr = NATTR, .in_names = u_in,
     .out_names = u_out, .roles = ROLE_INTERNAL, .eval = panels_eval, .shown_as = "conv2d",
+};
+const OpDef op_conv2d_col_panels = {
+    .name = "conv2d_col_panels", .attrs = conv2d_attrs, .nattr = NATTR, .in_names = u_in,
+    .out_names = u_out, .roles = ROLE_INTERNAL, .eval = col_panels_eval, .shown_as = "conv2d",
 };
 
 static const char *const dx_in[] = {"dy", "w", NULL}, *const dx_out[] = {"dx", "ws", NULL};
