@@ -189,14 +189,14 @@ Test(conv2d_winograd, opt_out) {
   check_forward_with(&(Conv){"wgno", 8, 12, 12, 12, 3, 1, 1, 1, true}, false, 5e-7,
                      "--batch 5 --no-winograd");
 }
-/* At batch 1 on planes of at most 30 tiles, as pixel rows (conv2d.c,
+/* At batch 1 on planes of 7 to 30 tiles, as pixel rows (conv2d.c,
  * wino_rows): 16 tiles in rows of 6 (the last one short) by 2 panels of
- * filters (40: the second short); 4 tiles cut by the edge (7x7); pads per
+ * filters (40: the second short); 9 tiles cut by the edge (10x10); pads per
  * side. */
 Test(conv2d_winograd, pixel_rows) {
   check_forward_with(&(Conv){"wr1", 32, 14, 14, 40, 3, 1, 1, 1, true}, true, 1e-4, "--batch 1");
-  check_forward_with(&(Conv){"wr2", 16, 7, 7, 32, 3, 1, 1, 1, false}, false, 1e-4, "--batch 1");
-  forward_case(&(Geo){"wr3", 16, 10, 9, 32, 1, true, "kernel=3, pad=(1, 2, 1, 0)", 3, 3, 1, 1, 1,
+  check_forward_with(&(Conv){"wr2", 16, 10, 10, 32, 3, 1, 1, 1, false}, false, 1e-4, "--batch 1");
+  forward_case(&(Geo){"wr3", 16, 10, 13, 32, 1, true, "kernel=3, pad=(1, 2, 1, 0)", 3, 3, 1, 1, 1,
                       1, 1, 2, 1, 0},
                true, 1e-4, "--batch 1");
 }
@@ -354,10 +354,12 @@ Test(conv2d_window, kernel_choice) {
   expect_report_of("kc9", "4, 6, 6", "13, kernel=1", "--batch 1", "pixel rows", false);
   expect_report_of("kc10", "32, 14, 14", "40, kernel=3, pad=1", "--batch 1",
                    "Winograd F(4x4,3x3) as pixel rows", true);
-  expect_report_of("kc11", "16, 7, 7", "32, kernel=3, pad=1", "--batch 1",
+  expect_report_of("kc11", "16, 10, 10", "32, kernel=3, pad=1", "--batch 1",
                    "Winograd F(4x4,3x3) as pixel rows", true);
-  expect_report_of("kc12", "16, 10, 9", "32, kernel=3, pad=(1, 2, 1, 0)", "--batch 1",
+  expect_report_of("kc12", "16, 10, 13", "32, kernel=3, pad=(1, 2, 1, 0)", "--batch 1",
                    "Winograd F(4x4,3x3) as pixel rows", true);
+  expect_report_of("kc13", "16, 7, 7", "32, kernel=3, pad=1", "--batch 1",
+                   "Winograd F(4x4,3x3) as pixel rows", false);   /* one row of tiles */
 }
 
 /* The relu really ran inside the conv kernel. */

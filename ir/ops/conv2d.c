@@ -367,13 +367,18 @@ static bool pixel_rows(const Conv *v, const Graph *g) {
  * 36 of them are what nn_wino_output takes, the filters in its lanes.  On
  * ResNet-50's 14x14 planes (16 tiles) the filters as rows leave half of
  * every panel of 32 tiles empty: 43 x 36 products of K = 256 against 3 x 8
- * x 36. Chosen, against the best direct kernel, as use_winograd. */
+ * x 36. Chosen, against the best direct kernel, as use_winograd, on planes
+ * of more than NN_MR tiles: with one row of tiles every panel of U^T, 4x
+ * the filters' bytes, is read once per call, and on ResNet-50's 7x7 layers
+ * (4 tiles, 38 MB of U^T) that memory traffic took as long as the direct
+ * kernel's extra multiply-adds (2.7 against 2.9 ms). */
 enum { WINO_ROWS_MOST = 5 * NN_MR };   /* rows read stay inside the panel's NN_NR lanes */
 
 static long wino_rows_rt(const Conv *v) { return (wino_tiles(v) + NN_MR - 1) / NN_MR; }
 
 static bool wino_rows(const Conv *v, const Graph *g) {
-  if (g->max_batch != 1 || !wino_window(v, g) || wino_tiles(v) > WINO_ROWS_MOST)
+  if (g->max_batch != 1 || !wino_window(v, g) || wino_tiles(v) <= NN_MR ||
+      wino_tiles(v) > WINO_ROWS_MOST)
     return false;
   long as_rows = (long)fwd_mt(v) * ((fwd_pixels(v) + NN_NR - 1) / NN_NR);
   long direct = rows_rt(v) * rows_ct(v) < as_rows ? rows_rt(v) * rows_ct(v) : as_rows;
@@ -602,6 +607,38 @@ static void emit_conv_product(Emit *e, const Graph *g, const Node *node, const C
     emitln(e, "}");
 }
 
+/* The transformed filters U of convolution v at ws, named `name`: the
+ * filters padded with zeros to whole panels, as NN_MR-row panels (A(o, c)
+ * at (xi * MT + o / NN_MR) * NN_MR * C + c * NN_MR + o % NN_MR) or with
+ * `cols` NN_NR-column ones (B(c, o) at ((xi * CT + o / NN_NR) * C + c) *
+ * NN_NR + o % NN_NR); `flip`: the filters of the convolution v is the dx
+ * of. */
+static void emit_wino_filters(Emit *e, const Conv *v, const char *name, bool flip, bool cols) {
+  long up = cols ? rows_ct(v) * NN_NR * v->c : (long)fwd_mt(v) * NN_MR * v->c;
+  int per = cols ? NN_NR : NN_MR;
+  const char *pn = cols ? "NN_NR" : "NN_MR";
+  emitln(e, "real *const %s = ws;", name);
+  emit_omp(e, "for");
+  emitln(e, "for (int oc = 0; oc < %ld; oc++) {", up);
+  emitln(e, "const int o = oc / %d, c = oc %% %d;", v->c, v->c);
+  if (cols)
+    emitln(e, "real *const u = %s + ((long)(o / %s) * %d + c) * %s + o %% %s;", name, pn, v->c,
+           pn, pn);
+  else
+    emitln(e, "real *const u = %s + (long)(o / %s) * %ld + (long)c * %s + o %% %s;", name, pn,
+           (long)per * v->c, pn, pn);
+  emitln(e, "if (o < %d) {", v->o);
+  if (!flip)
+    emitln(e, "nn_wino_filter(u, %ld, w + (long)oc * 9, 0);", up);
+  else   /* w'(o, c) = w(c, o) rotated by 180 degrees */
+    emitln(e, "nn_wino_filter(u, %ld, w + ((long)c * %d + o) * 9, 1);", up, v->o);
+  emitln(e, "} else {");
+  emitln(e, "for (int xi = 0; xi < 36; xi++)");
+  emitln(e, "    u[xi * %ldL] = 0;", up);
+  emitln(e, "}");
+  emitln(e, "}");
+}
+
 /* The Winograd form of emit_conv_product: per panel of NN_NR tiles, the
  * input transform of every channel, then per NN_MR output channels the 36
  * products and the output transform of each, stored through the epilogue
@@ -610,7 +647,7 @@ static void emit_conv_product(Emit *e, const Graph *g, const Node *node, const C
 static void emit_winograd(Emit *e, const Graph *g, const Node *node, const Conv *v,
                           const char *x, const char *y, bool flip, bool fused) {
   int mt = fwd_mt(v), tw = (v->wo + 3) / 4, th = (v->ho + 3) / 4;
-  long tiles = wino_tiles(v), up = (long)mt * NN_MR * v->c;
+  long tiles = wino_tiles(v);
   bool bias = fused && node->nin > 2, baked = !flip && reads_baked(g, node, OP_CONV2D_WINO_U);
   emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
   emit_region(e, wino_slots(v, g));
@@ -619,26 +656,10 @@ static void emit_winograd(Emit *e, const Graph *g, const Node *node, const Conv 
   emitln(e, "real *const m = v + %ldL, *const yt = m + %ld, *const pad = yt + %d;",
          36L * v->c * NN_NR, 36L * NN_MR * NN_NR, 16 * NN_NR);
   /* U(xi) panel mt, row i, column c at uf + (xi * MT + mt) * NN_MR * C + c * NN_MR + i */
-  if (baked) {
+  if (baked)
     emitln(e, "const real *const uf = w;   /* transformed at compile time */");
-  } else {
-    emitln(e, "real *const uf = ws;");
-    emit_omp(e, "for");
-    emitln(e, "for (int oc = 0; oc < %ld; oc++) {", up);
-    emitln(e, "const int o = oc / %d, c = oc %% %d;", v->c, v->c);
-    emitln(e, "real *const u = uf + (long)(o / NN_MR) * %ld + (long)c * NN_MR + o %% NN_MR;",
-           (long)NN_MR * v->c);
-    emitln(e, "if (o < %d) {", v->o);
-    if (!flip)
-      emitln(e, "nn_wino_filter(u, %ld, w + (long)oc * 9, 0);", up);
-    else   /* w'(o, c) = w(c, o) rotated by 180 degrees */
-      emitln(e, "nn_wino_filter(u, %ld, w + ((long)c * %d + o) * 9, 1);", up, v->o);
-    emitln(e, "} else {");
-    emitln(e, "for (int xi = 0; xi < 36; xi++)");
-    emitln(e, "    u[xi * %ldL] = 0;", up);
-    emitln(e, "}");
-    emitln(e, "}");
-  }
+  else
+    emit_wino_filters(e, v, "uf", flip, false);
   emitln(e, "const long tiles = (long)n * %ld;", tiles);
   emit_omp(e, "for schedule(static)");
   emitln(e, "for (long pn = 0; pn < (tiles + NN_NR - 1) / NN_NR; pn++) {");
@@ -875,7 +896,7 @@ static void emit_pixel_rows(Emit *e, const Graph *g, const Node *node, const Con
  * fused.  U^T(xi) panel c, row ci, column j at ub + ((xi * CT + c) * C + ci)
  * * NN_NR + j = U_xi(c * NN_NR + j, ci). */
 static void emit_wino_rows(Emit *e, const Graph *g, const Node *node, const Conv *v) {
-  long ct = rows_ct(v), rt = wino_rows_rt(v), up = ct * NN_NR * v->c, tiles = wino_tiles(v);
+  long ct = rows_ct(v), rt = wino_rows_rt(v), tiles = wino_tiles(v);
   int tw = (v->wo + 3) / 4, th = (v->ho + 3) / 4;
   bool bias = node->nin > 2, baked = reads_baked(g, node, OP_CONV2D_WINO_UC);
   long at = baked ? 0 : wino_rows_u_reals(v);
@@ -884,22 +905,10 @@ static void emit_wino_rows(Emit *e, const Graph *g, const Node *node, const Conv
   emit_region(e, min_int(ct * rt, g->max_threads));
   emitln(e, "real *const m = pad + %ldL + (long)nn_thread_id() * %ld, *const yt = m + %ld;",
          wino_pad_reals(v), wino_rows_slot_reals(), 36L * NN_MR * NN_NR);
-  if (baked) {
+  if (baked)
     emitln(e, "const real *const ub = w;   /* transformed at compile time */");
-  } else {
-    emitln(e, "real *const ub = ws;");
-    emit_omp(e, "for");
-    emitln(e, "for (int oc = 0; oc < %ld; oc++) {", up);
-    emitln(e, "const int o = oc / %d, ci = oc %% %d;", v->c, v->c);
-    emitln(e, "real *const u = ub + ((long)(o / NN_NR) * %d + ci) * NN_NR + o %% NN_NR;", v->c);
-    emitln(e, "if (o < %d) {", v->o);
-    emitln(e, "nn_wino_filter(u, %ld, w + (long)oc * 9, 0);", up);
-    emitln(e, "} else {");
-    emitln(e, "for (int xi = 0; xi < 36; xi++)");
-    emitln(e, "    u[xi * %ldL] = 0;", up);
-    emitln(e, "}");
-    emitln(e, "}");
-  }
+  else
+    emit_wino_filters(e, v, "ub", false, true);
   emitln(e, "for (int b = 0; b < n; b++) {");
   emit_omp(e, "single");
   emitln(e, "nn_wino_input(v, NN_NR, x + (long)b * %ld, %ld, %d, %d, %d, %d, %d, %d, 0, %ld, pad);",
