@@ -246,10 +246,9 @@ Test(conv2d_forward, pointwise_few_filters) {
 }
 /* Pixel rows at batch 1 (conv2d.c, pixel_rows): small planes, the pixels
  * as the micro-kernel's rows and the filters as its columns.  x read in
- * place (49 pixels: two groups of tiles, the last tile starting back from
- * the edge; 150 taps: two blocks); the columns packed for a stride-2 window
- * (144 taps), for a 3x3 one of stride 1, and for a plane under one tile (4
- * pixels) with filters past one panel (40). */
+ * place (49 pixels: the last tile starts back from the edge); the columns
+ * packed for a stride-2 window, for a 3x3 one of stride 1, and for a plane
+ * under one tile (4 pixels) with filters past one panel (40). */
 Test(conv2d_forward, pixel_rows_in_place) {
   check_forward_with(&(Conv){"pr1", 150, 7, 7, 32, 1, 1, 0, 1, true}, true, 1e-5, "--batch 1");
 }

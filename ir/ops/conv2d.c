@@ -326,7 +326,9 @@ static int pw_slots(const Conv *v, const Graph *g) {
  * NN_MR before the edge), else the columns of RT tiles of NN_MR pixels
  * packed once per call (nn_pack_cols).  A thread owns panels of filters and
  * runs every pixel tile through each, so that a panel (R x NN_NR) streams
- * from L2.  Chosen when it needs 5% fewer micro-kernel tiles than the
+ * from L2 (blocks of 128 taps kept in L1 for groups of 8 tiles measured no
+ * faster on ResNet-50: the micro-kernel alone streams a 256 KB panel from
+ * L2 at 116 GFLOP/s, the peak).  Chosen when it needs 5% fewer micro-kernel tiles than the
  * product with the filters as rows: on small planes, whose pixels fill few
  * panels of NN_NR (ResNet-50's 7x7 and 14x14 layers: 49 pixels are 2
  * panels of 32, 23% of them padding, but 9 tiles of 6, 9%). */
@@ -336,17 +338,6 @@ static bool rows_in_place(const Conv *v) { return columns_are_x(v) && v->howo >=
 static long rows_panels_reals(const Conv *v) { return rows_ct(v) * NN_NR * v->fsize; }
 static long rows_cols_reals(const Conv *v) {
   return rows_in_place(v) ? 0 : rows_rt(v) * NN_MR * v->fsize;
-}
-
-/* The kernel runs a group of ROWS_GROUP tiles through a block of at most
- * rows_kc_most() taps of a filter panel at a time: 16 KB of the panel, which
- * stays in L1 (32 KB or more on the cores nncc targets) while the group's
- * tiles stream past it, then the next block is added (the micro-kernel's
- * acc).  Without the blocks a panel of 512 taps (64 KB) streamed from L2
- * for every tile. */
-enum { ROWS_GROUP = 8 };
-static long rows_kc_most(const Graph *g) {
-  return 16384 / (NN_NR * (g->dtype == DT_F32 ? 4 : 8));
 }
 
 static bool wino_rows(const Conv *v, const Graph *g);
@@ -849,46 +840,29 @@ static void emit_pixel_rows(Emit *e, const Graph *g, const Node *node, const Con
               "(long)t * NN_MR, %ld - t * NN_MR < NN_MR ? (int)(%ld - t * NN_MR) : NN_MR);",
            NN_MR * r, xb, v->c, v->h, v->w, window_arg(e, v), v->wo, p, p);
   }
-  /* Per group of ROWS_GROUP tiles, the taps in blocks of kc: a block of the
-   * filter panel (kc x NN_NR) stays in L1 while the group's tiles pass. */
-  int blocks = (int)((r + rows_kc_most(g) - 1) / rows_kc_most(g));
-  long kc = (r + blocks - 1) / blocks;
   emit_omp(e, "for schedule(static)");
   emitln(e, "for (int c = 0; c < %ld; c++) {", ct);
   emitln(e, "const int o0 = c * NN_NR, nr = %d - o0 < NN_NR ? %d - o0 : NN_NR;", v->o, v->o);
-  emitln(e, "for (long g0 = 0; g0 < %ld; g0 += %d * NN_MR) {", p, ROWS_GROUP);
-  emitln(e, "const long g1 = g0 + %d * NN_MR < %ld ? g0 + %d * NN_MR : %ld;", ROWS_GROUP, p,
-         ROWS_GROUP, p);
-  emitln(e, "real t[%d][NN_MR * NN_NR];", ROWS_GROUP);
-  emitln(e, "for (long k0 = 0; k0 < %ld; k0 += %ld) {", r, kc);
-  emitln(e, "const int kc = %ld - k0 < %ld ? (int)(%ld - k0) : %ld;", r, kc, r, kc);
-  emitln(e, "const real *const bk = pb + (long)c * %ld + k0 * NN_NR;", NN_NR * r);
-  emitln(e, "for (long p0 = g0; p0 < g1; p0 += NN_MR) {");
+  emitln(e, "for (long p0 = 0; p0 < %ld; p0 += NN_MR) {", p);
+  emitln(e, "real t[NN_MR * NN_NR];");
   if (in_place) {   /* the last tile starts NN_MR before the edge */
     emitln(e, "const long ps = p0 + NN_MR <= %ld ? p0 : %ld;", p, p - NN_MR);
-    emitln(e, "ukr(t[(p0 - g0) / NN_MR], %s + ps + k0 * %ld, 1, %ld, bk, kc, 1, NN_NR, 0, k0 > 0);",
-           xb, p, p);
+    emitln(e, "ukr(t, %s + ps, 1, %ld, pb + (long)c * %ld, %ld, 1, NN_NR, 0, 0);", xb, p,
+           NN_NR * r, r);
   } else {
-    emitln(e, "ukr(t[(p0 - g0) / NN_MR], pa + p0 * %ld + k0 * NN_MR, 1, NN_MR, bk, kc, 1, NN_NR, 0, "
-              "k0 > 0);", r);
-  }
-  emitln(e, "}");
-  emitln(e, "}");
-  emitln(e, "for (long p0 = g0; p0 < g1; p0 += NN_MR) {");
-  emitln(e, "const real *const tp = t[(p0 - g0) / NN_MR];");
-  if (in_place)
-    emitln(e, "const long ps = p0 + NN_MR <= %ld ? p0 : %ld;", p, p - NN_MR);
-  else
     emitln(e, "const long ps = p0;");
+    emitln(e, "ukr(t, pa + p0 * %ld, 1, NN_MR, pb + (long)c * %ld, %ld, 1, NN_NR, 0, 0);", r,
+           NN_NR * r, r);
+  }
   emitln(e, "const int i1 = %ld - ps < NN_MR ? (int)(%ld - ps) : NN_MR;", p, p);
   emitln(e, "for (int j = 0; j < nr; j++) {");
   emitln(e, "const int o = o0 + j;");
   emitln(e, "const long yr = ((long)b * %d + o) * %ld + ps;", v->o, p);
   emitln(e, "for (int i = (int)(p0 - ps); i < i1; i++) {");
   emitln(e, "const long yi = yr + i;");
-  emitln(e, "const real acc = tp[i * NN_NR + j]%s;", bias ? " + bias[o]" : "");
+  emitln(e, "const real acc = t[i * NN_NR + j]%s;", bias ? " + bias[o]" : "");
   emitln(e, "y[yi] = %s;", epilogue_expr(e, node, "acc", "o", "yi"));
-  for (int k = 0; k < 7; k++)
+  for (int k = 0; k < 6; k++)
     emitln(e, "}");
 }
 
