@@ -256,7 +256,7 @@ Test(conv2d_forward, pixel_rows_strided) {
   check_forward_with(&(Conv){"pr2", 16, 14, 13, 32, 3, 2, 1, 1, true}, true, 1e-5, "--batch 1");
 }
 Test(conv2d_forward, pixel_rows_3x3) {
-  check_forward_with(&(Conv){"pr3", 3, 7, 7, 64, 3, 1, 1, 1, false}, false, 1e-5, "--batch 1");
+  check_forward_with(&(Conv){"pr3", 3, 7, 7, 128, 3, 1, 1, 1, false}, false, 1e-5, "--batch 1");
 }
 Test(conv2d_forward, pixel_rows_tiny_plane) {
   check_forward_with(&(Conv){"pr4", 5, 2, 2, 40, 1, 1, 0, 1, true}, true, 1e-5, "--batch 1");
@@ -348,7 +348,7 @@ Test(conv2d_window, kernel_choice) {
   expect_report("kc4", "kernel=(3, 1), pad=(1, 0)", "(non-square kernel)", true);
   expect_report_of("kc5", "7, 7, 7", "32, kernel=1", "--batch 1", "pixel rows", true);
   expect_report_of("kc6", "3, 14, 13", "32, kernel=3, stride=2, pad=1", "--batch 1", "pixel rows", true);
-  expect_report_of("kc7", "3, 7, 7", "64, kernel=3, pad=1", "--batch 1", "pixel rows", true);
+  expect_report_of("kc7", "3, 7, 7", "128, kernel=3, pad=1", "--batch 1", "pixel rows", true);
   expect_report_of("kc8", "5, 2, 2", "40, kernel=1", "--batch 1", "pixel rows", true);
   expect_report_of("kc9", "4, 6, 6", "13, kernel=1", "--batch 1", "pixel rows", false);
   expect_report_of("kc10", "32, 14, 14", "40, kernel=3, pad=1", "--batch 1",

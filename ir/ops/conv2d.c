@@ -323,21 +323,27 @@ static int pw_slots(const Conv *v, const Graph *g) {
  * columns, packed into CT panels of NN_NR filters (at compile time when the
  * weights are baked).  The rows are x read in place for a 1x1 window of
  * stride 1 without pads (A(p, c) = x[c * P + p], the last tile starting
- * NN_MR before the edge), else the columns of RT tiles of NN_MR pixels
- * packed once per call (nn_pack_cols).  A thread owns panels of filters and
- * runs every pixel tile through each, so that a panel (R x NN_NR) streams
- * from L2 (blocks of 128 taps kept in L1 for groups of 8 tiles measured no
- * faster on ResNet-50: the micro-kernel alone streams a 256 KB panel from
- * L2 at 116 GFLOP/s, the peak).  Chosen when it needs 5% fewer micro-kernel tiles than the
- * product with the filters as rows: on small planes, whose pixels fill few
- * panels of NN_NR (ResNet-50's 7x7 and 14x14 layers: 49 pixels are 2
- * panels of 32, 23% of them padding, but 9 tiles of 6, 9%). */
+ * NN_MR before the edge), else read the same way from the columns, which
+ * im2col writes whole (R x P) once per call.  (Packing the columns tile by
+ * tile, NN_MR pixels a call, made vgg_small's batch 1 1.1x slower than
+ * without pixel rows.)  A thread owns panels of filters and runs every
+ * pixel tile through each, so that a panel (R x NN_NR) streams from L2
+ * (blocks of 128 taps kept in L1 for groups of 8 tiles measured no faster
+ * on ResNet-50: the micro-kernel alone streams a 256 KB panel from L2 at
+ * 116 GFLOP/s, the peak).  Chosen when it needs 5% fewer micro-kernel
+ * tiles, its columns counted in, than the product with the filters as
+ * rows: on small planes, whose pixels fill few panels of NN_NR (ResNet-50's
+ * 7x7 and 14x14 layers: 49 pixels are 2 panels of 32, 23% of them padding,
+ * but 9 tiles of 6, 9%). */
 static long rows_rt(const Conv *v) { return (v->howo + NN_MR - 1) / NN_MR; }
 static long rows_ct(const Conv *v) { return (v->o + NN_NR - 1) / NN_NR; }
 static bool rows_in_place(const Conv *v) { return columns_are_x(v) && v->howo >= NN_MR; }
 static long rows_panels_reals(const Conv *v) { return rows_ct(v) * NN_NR * v->fsize; }
+/* The rows read from columns im2col wrote whole (R x P), unless the plane
+ * is under one tile: then one packed tile. */
+static bool rows_im2col(const Conv *v) { return !rows_in_place(v) && v->howo >= NN_MR; }
 static long rows_cols_reals(const Conv *v) {
-  return rows_in_place(v) ? 0 : rows_rt(v) * NN_MR * v->fsize;
+  return rows_in_place(v) ? 0 : rows_im2col(v) ? v->fsize * v->howo : (long)NN_MR * v->fsize;
 }
 
 static bool wino_rows(const Conv *v, const Graph *g);
@@ -345,8 +351,12 @@ static bool wino_rows(const Conv *v, const Graph *g);
 static bool pixel_rows(const Conv *v, const Graph *g) {
   if (g->max_batch != 1 || g->memory_first || v->g != 1 || use_winograd(v, g) || wino_rows(v, g))
     return false;
-  long rows = (long)fwd_mt(v) * ((fwd_pixels(v) + NN_NR - 1) / NN_NR);
-  return 20 * rows_rt(v) * rows_ct(v) < 19 * rows;
+  /* micro-kernel tiles per tap, and packing: a packed value costs about a
+   * twelfth of a tile's step (1 of its 12 cycles), P / 12 per tap */
+  double pack = v->howo / 12.0;
+  double as_rows = (double)fwd_mt(v) * ((fwd_pixels(v) + NN_NR - 1) / NN_NR);
+  double as_cols = (double)rows_rt(v) * rows_ct(v);
+  return 20 * (as_cols + (rows_in_place(v) ? 0 : pack)) < 19 * (as_rows + (in_place(v) ? 0 : pack));
 }
 
 /* Winograd as pixel rows (batch 1, at most WINO_ROWS_MOST tiles: one panel
@@ -812,7 +822,7 @@ static void emit_pointwise(Emit *e, const Graph *g, const Node *node, const Conv
 
 /* Pixel rows (see pixel_rows()), forward only, the epilogue fused. */
 static void emit_pixel_rows(Emit *e, const Graph *g, const Node *node, const Conv *v) {
-  long r = v->fsize, p = v->howo, ct = rows_ct(v), rt = rows_rt(v);
+  long r = v->fsize, p = v->howo, ct = rows_ct(v);
   bool bias = node->nin > 2, baked = reads_baked(g, node, OP_CONV2D_COL_PANELS);
   bool in_place = rows_in_place(v);
   emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
@@ -833,22 +843,25 @@ static void emit_pixel_rows(Emit *e, const Graph *g, const Node *node, const Con
     emitln(e, "real *const pa = ws + %ldL;", baked ? 0 : rows_panels_reals(v));
   emitln(e, "for (int b = 0; b < n; b++) {");
   const char *xb = arena_printf(e->ctx->arena, "x + (long)b * %ld", (long)v->c * v->hw);
-  if (!in_place) {   /* A(i, r) of tile t = col(r, t * NN_MR + i) */
+  if (rows_im2col(v)) {   /* col (R, P), read as A(i, r) = col[r * P + i] like x */
     emit_omp(e, "for");
-    emitln(e, "for (int t = 0; t < %ld; t++)", rt);
-    emitln(e, "    nn_pack_cols(pa + (long)t * %ld, NN_MR, %s, %d, %d, %d, %s, %d, "
-              "(long)t * NN_MR, %ld - t * NN_MR < NN_MR ? (int)(%ld - t * NN_MR) : NN_MR);",
-           NN_MR * r, xb, v->c, v->h, v->w, window_arg(e, v), v->wo, p, p);
+    emitln(e, "for (int ci = 0; ci < %d; ci++)", v->c);
+    emitln(e, "    nn_im2col(pa + (long)ci * %ld, %s + (long)ci * %ld, %d, %d, %s, %d, %d);",
+           v->kk * p, xb, v->hw, v->h, v->w, window_arg(e, v), v->ho, v->wo);
+  } else if (!in_place) {   /* one tile: A(i, r) = col(r, i), rows past P zero */
+    emit_omp(e, "single");
+    emitln(e, "nn_pack_cols(pa, NN_MR, %s, %d, %d, %d, %s, %d, 0, %ld);", xb, v->c, v->h, v->w,
+           window_arg(e, v), v->wo, p);
   }
   emit_omp(e, "for schedule(static)");
   emitln(e, "for (int c = 0; c < %ld; c++) {", ct);
   emitln(e, "const int o0 = c * NN_NR, nr = %d - o0 < NN_NR ? %d - o0 : NN_NR;", v->o, v->o);
   emitln(e, "for (long p0 = 0; p0 < %ld; p0 += NN_MR) {", p);
   emitln(e, "real t[NN_MR * NN_NR];");
-  if (in_place) {   /* the last tile starts NN_MR before the edge */
+  if (in_place || rows_im2col(v)) {   /* the last tile starts NN_MR before the edge */
     emitln(e, "const long ps = p0 + NN_MR <= %ld ? p0 : %ld;", p, p - NN_MR);
-    emitln(e, "ukr(t, %s + ps, 1, %ld, pb + (long)c * %ld, %ld, 1, NN_NR, 0, 0);", xb, p,
-           NN_NR * r, r);
+    emitln(e, "ukr(t, %s + ps, 1, %ld, pb + (long)c * %ld, %ld, 1, NN_NR, 0, 0);",
+           in_place ? xb : "pa", p, NN_NR * r, r);
   } else {
     emitln(e, "const long ps = p0;");
     emitln(e, "ukr(t, pa + p0 * %ld, 1, NN_MR, pb + (long)c * %ld, %ld, 1, NN_NR, 0, 0);", r,
