@@ -346,15 +346,19 @@ static long rows_cols_reals(const Conv *v) {
   return rows_in_place(v) ? 0 : rows_im2col(v) ? v->fsize * v->howo : (long)NN_MR * v->fsize;
 }
 
-static bool wino_rows(const Conv *v, const Graph *g);
+/* The micro-kernel tiles per tap of the product with the filters as rows. */
+static long filter_rows_tiles(const Conv *v) {
+  return (long)fwd_mt(v) * ((fwd_pixels(v) + NN_NR - 1) / NN_NR);
+}
 
+/* (conv_kernel asks wino_rows first.) */
 static bool pixel_rows(const Conv *v, const Graph *g) {
-  if (g->max_batch != 1 || g->memory_first || v->g != 1 || use_winograd(v, g) || wino_rows(v, g))
+  if (g->max_batch != 1 || g->memory_first || v->g != 1 || use_winograd(v, g))
     return false;
   /* micro-kernel tiles per tap, and packing: a packed value costs about a
    * twelfth of a tile's step (1 of its 12 cycles), P / 12 per tap */
   double pack = v->howo / 12.0;
-  double as_rows = (double)fwd_mt(v) * ((fwd_pixels(v) + NN_NR - 1) / NN_NR);
+  double as_rows = (double)filter_rows_tiles(v);
   double as_cols = (double)rows_rt(v) * rows_ct(v);
   return 20 * (as_cols + (rows_in_place(v) ? 0 : pack)) < 19 * (as_rows + (in_place(v) ? 0 : pack));
 }
@@ -381,8 +385,8 @@ static bool wino_rows(const Conv *v, const Graph *g) {
   if (g->max_batch != 1 || !wino_window(v, g) || wino_tiles(v) <= NN_MR ||
       wino_tiles(v) > WINO_ROWS_MOST)
     return false;
-  long as_rows = (long)fwd_mt(v) * ((fwd_pixels(v) + NN_NR - 1) / NN_NR);
-  long direct = rows_rt(v) * rows_ct(v) < as_rows ? rows_rt(v) * rows_ct(v) : as_rows;
+  long as_rows = filter_rows_tiles(v), as_cols = rows_rt(v) * rows_ct(v);
+  long direct = as_cols < as_rows ? as_cols : as_rows;
   return 36.0 * wino_rows_rt(v) * rows_ct(v) * wino_weight(v) < 9.0 * direct;
 }
 
@@ -965,8 +969,8 @@ static const char *product_choice(const Graph *g, const Conv *v, bool dx) {
                            "filters (%.0f%% of the products' lanes padding, against %.0f%% with "
                            "the filters as rows), %s",
                         rows_rt(v), NN_MR, rows_ct(v), NN_NR,
-                        100.0 * (1 - (double)v->howo * v->o / (rows_rt(v) * NN_MR * rows_ct(v) * NN_NR)),
-                        100.0 * (1 - (double)v->howo * v->o / ((double)panels * NN_NR * fwd_mt(v) * NN_MR)),
+                        100.0 * (1 - (double)v->howo * v->o / (rows_rt(v) * rows_ct(v) * NN_MR * NN_NR)),
+                        100.0 * (1 - (double)v->howo * v->o / (filter_rows_tiles(v) * NN_MR * NN_NR)),
                         rows_in_place(v) ? "input read in place" : "columns packed");
   case K_WINO_ROWS:
     return arena_printf(a, "Winograd F(4x4,3x3) as pixel rows at batch 1: %ld tiles of 4x4 "
