@@ -14,7 +14,8 @@
  * back into the channel (the gradient of im2col), tap by tap in a fixed
  * order, so it is deterministic.  nn_pack_cols writes the columns of a few
  * output pixels straight into a packed panel, nn_pad_planes the padded
- * input that stride-1 convolutions read in place.
+ * input that stride-1 convolutions read in place.  All of them copy along
+ * output rows: a tap's stretch of a row is one strided copy between zeros.
  */
 
 /* The window of a convolution: kernel kh x kw, stride sh x sw, dilation dh
@@ -35,6 +36,41 @@ static NN_UNUSED void nn_tap_range(int off, int s, int size, int out, int *lo, i
     *lo = *hi;
 }
 
+/* A hint to fetch the cache line at p; nothing where the compiler has none. */
+#if defined(__GNUC__) || defined(__clang__)
+#define NN_PREFETCH(p) __builtin_prefetch(p)
+#else
+#define NN_PREFETCH(p) ((void)(p))
+#endif
+
+/* dst[j] = src[j * s] for j < n.  Strides 1 and 2 are loops of a constant
+ * stride, which compilers vectorize (stride 2 as two loads and a permute);
+ * a stride known only at run time they copy one value at a time. */
+static NN_UNUSED void nn_copy_strided(real *restrict dst, const real *restrict src, int s, int n) {
+  if (s == 1)
+    for (int j = 0; j < n; j++)
+      dst[j] = src[j];
+  else if (s == 2)
+    for (int j = 0; j < n; j++)
+      dst[j] = src[2 * j];
+  else
+    for (int j = 0; j < n; j++)
+      dst[j] = src[(long)j * s];
+}
+
+/* len pixels of one tap along an output row: dst[j] = x[base + j * s] for
+ * lo <= j < hi (lo <= hi), zeros before and after (the padding).  base may
+ * be outside x; base + lo * s is not when lo < hi. */
+static NN_UNUSED void nn_tap_row(real *restrict dst, const real *restrict x, long base, int s,
+                                 int lo, int hi, int len) {
+  for (int j = 0; j < lo; j++)
+    dst[j] = 0;
+  if (lo < hi)
+    nn_copy_strided(dst + lo, x + base + (long)lo * s, s, hi - lo);
+  for (int j = hi; j < len; j++)
+    dst[j] = 0;
+}
+
 static NN_UNUSED void nn_im2col(real *restrict col, const real *restrict x, int h, int w,
                                 const nn_window *q, int ho, int wo) {
   for (int kh = 0; kh < q->kh; kh++)
@@ -44,20 +80,10 @@ static NN_UNUSED void nn_im2col(real *restrict col, const real *restrict x, int 
       int lo, hi;
       nn_tap_range(off, q->sw, w, wo, &lo, &hi);
       for (int oh = 0; oh < ho; oh++) {
-        real *restrict dst = row + (long)oh * wo;
         const int ih = oh * q->sh - q->pt + kh * q->dh;
-        if (ih < 0 || ih >= h) {
-          for (int ow = 0; ow < wo; ow++)
-            dst[ow] = 0;
-          continue;
-        }
-        const long base = (long)ih * w + off;   /* may be < 0: ow >= lo is not */
-        for (int ow = 0; ow < lo; ow++)
-          dst[ow] = 0;
-        for (int ow = lo; ow < hi; ow++)
-          dst[ow] = x[base + (long)ow * q->sw];
-        for (int ow = hi; ow < wo; ow++)
-          dst[ow] = 0;
+        const int in = ih >= 0 && ih < h;   /* else the whole row is padding */
+        nn_tap_row(row + (long)oh * wo, x, (long)ih * w + off, q->sw, in ? lo : 0, in ? hi : 0,
+                   wo);
       }
     }
 }
@@ -85,41 +111,51 @@ static NN_UNUSED void nn_col2im(real *restrict x, const real *restrict col, int 
     }
 }
 
-/* One tap's row of the column matrix, for the output pixels [p0, p0 + np):
- * dst[i * ds] = col[(kh, kw)][p0 + i] of channel x (h, w).  The pixels are
- * cut into runs along output rows; within a run the tap reads a strided
- * (for stride 1, contiguous) stretch of one input row, zeros outside. */
-static NN_UNUSED void nn_tap_pixels(real *restrict dst, long ds, const real *restrict x, int h,
-                                    int w, int kh, int kw, const nn_window *q, int wo, long p0,
-                                    long np) {
-  const int s = q->sw, off = kw * q->dw - q->pl;
-  long i = 0;
-  while (i < np) {
-    const int oh = (int)((p0 + i) / wo), ow0 = (int)((p0 + i) % wo);
-    const int len = wo - ow0 < np - i ? wo - ow0 : (int)(np - i);
-    real *restrict d = dst + i * ds;
-    const int ih = oh * q->sh - q->pt + kh * q->dh;
-    int lo = 0, hi = 0;
-    if (ih >= 0 && ih < h) {
-      nn_tap_range(off, s, w, wo, &lo, &hi);
-      lo = lo < ow0 ? 0 : lo - ow0 > len ? len : lo - ow0;
-      hi = hi < ow0 ? 0 : hi - ow0 > len ? len : hi - ow0;
-      if (lo > hi)
-        lo = hi;
-    }
-    const long base = (long)ih * w + (long)ow0 * s + off;   /* x[base + j * s] */
-    for (int j = 0; j < lo; j++)
-      d[j * ds] = 0;
-    if (s == 1 && ds == 1) {
-      if (hi > lo)
-        memcpy(d + lo, x + base + lo, (size_t)(hi - lo) * sizeof(real));
-    } else {
-      for (int j = lo; j < hi; j++)
-        d[j * ds] = x[base + (long)j * s];
-    }
-    for (int j = hi; j < len; j++)
-      d[j * ds] = 0;
+/* nn_pack_cols for at most NN_NR pixels [p0, p0 + np): their runs along
+ * output rows are found once (not once per tap), the columns each kw
+ * reads once per block of NN_KB kws (not per channel and kh); then each
+ * tap of each channel is, per run, one strided copy between zeros.
+ * Channel by channel, so the few input rows a panel reads are reused from
+ * L1 by all its taps, the next channel's rows fetched meanwhile. */
+enum { NN_KB = 8 };
+static NN_UNUSED void nn_pack_piece(real *restrict bp, int width, const real *restrict x, int c,
+                                    int h, int w, const nn_window *q, int wo, long p0, int np) {
+  int nrun = 0, rj[NN_NR], rlen[NN_NR], row[NN_NR], rih[NN_NR];
+  for (int i = 0; i < np; nrun++) {   /* run r: columns [rj, rj + rlen) of output row oh */
+    const long oh = (p0 + i) / wo;
+    const int ow = (int)((p0 + i) % wo), len = wo - ow < np - i ? wo - ow : np - i;
+    rj[nrun] = i, rlen[nrun] = len, row[nrun] = ow, rih[nrun] = (int)oh * q->sh - q->pt;
     i += len;
+  }
+  const int s = q->sw;
+  int ih0 = rih[0], ih1 = rih[nrun - 1] + (q->kh - 1) * q->dh + 1;   /* rows read */
+  ih0 = ih0 < 0 ? 0 : ih0, ih1 = ih1 > h ? h : ih1;
+  for (int kw0 = 0; kw0 < q->kw; kw0 += NN_KB) {
+    const int nkw = q->kw - kw0 < NN_KB ? q->kw - kw0 : NN_KB;
+    int tlo[NN_KB], thi[NN_KB];   /* the output columns kw0 + k reads inside the row */
+    for (int k = 0; k < nkw; k++)
+      nn_tap_range((kw0 + k) * q->dw - q->pl, s, w, wo, &tlo[k], &thi[k]);
+    for (int ci = 0; ci < c; ci++) {
+      const real *restrict xc = x + (long)ci * h * w;
+      if (ci + 1 < c && ih0 < ih1)
+        for (long k = 0; k < (long)(ih1 - ih0) * w; k += 64 / (long)sizeof(real))
+          NN_PREFETCH(xc + (long)h * w + (long)ih0 * w + k);
+      for (int kh = 0; kh < q->kh; kh++) {
+        real *restrict d = bp + ((long)(ci * q->kh + kh) * q->kw + kw0) * width;
+        for (int r = 0; r < nrun; r++) {
+          const int ih = rih[r] + kh * q->dh, len = rlen[r], ow = row[r];
+          const long base = (long)ih * w + (long)ow * s + (long)kw0 * q->dw - q->pl;
+          for (int k = 0; k < nkw; k++) {
+            int lo = 0, hi = 0;   /* of the run; none if the row is padding */
+            if (ih >= 0 && ih < h) {
+              lo = tlo[k] < ow ? 0 : tlo[k] - ow > len ? len : tlo[k] - ow;
+              hi = thi[k] < ow ? 0 : thi[k] - ow > len ? len : thi[k] - ow;
+            }
+            nn_tap_row(d + (long)k * width + rj[r], xc, base + (long)k * q->dw, s, lo, hi, len);
+          }
+        }
+      }
+    }
   }
 }
 
@@ -131,14 +167,12 @@ static NN_UNUSED void nn_tap_pixels(real *restrict dst, long ds, const real *res
  * w . col, NN_MR for the A panel of pixel rows, y^T = col^T . w^T. */
 static NN_UNUSED void nn_pack_cols(real *restrict bp, int width, const real *restrict x, int c,
                                    int h, int w, const nn_window *q, int wo, long p0, int np) {
-  for (int ci = 0; ci < c; ci++)
-    for (int kh = 0; kh < q->kh; kh++)
-      for (int kw = 0; kw < q->kw; kw++) {
-        real *restrict d = bp + ((long)(ci * q->kh + kh) * q->kw + kw) * width;
-        nn_tap_pixels(d, 1, x + (long)ci * h * w, h, w, kh, kw, q, wo, p0, np);
-        for (int j = np; j < width; j++)
-          d[j] = 0;
-      }
+  for (int j = 0; j < np; j += NN_NR)
+    nn_pack_piece(bp + j, width, x, c, h, w, q, wo, p0 + j, np - j < NN_NR ? np - j : NN_NR);
+  if (np < width)
+    for (long r = 0; r < (long)c * q->kh * q->kw; r++)
+      for (int j = np; j < width; j++)
+        bp[r * width + j] = 0;
 }
 
 /* The flattened, padded planes a stride-1 convolution reads in place (see

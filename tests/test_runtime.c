@@ -41,6 +41,7 @@ typedef float real;
 #include "emit.h" /* NN_MR, NN_NR, ...: the tile sizes the prelude #defines */
 
 #include "../runtime/nn_errors.c"
+#include "../runtime/nn_im2col.c"
 #include "../runtime/nn_init.c"
 #include "../runtime/nn_rng.c"
 #include "../runtime/nn_safetensors.c"
@@ -149,6 +150,82 @@ static void refuse_header(const char *hdr, size_t dlen, int rc, const char *msg)
   write_st(tmp_path(path, sizeof path, "refuse.safetensors"), hdr, g_data, dlen);
   expect_refusal(path, rc, msg);
   remove(path);
+}
+
+/* ---- im2col and column panels ------------------------------------------- */
+
+/* col[(kh, kw)][(oh, ow)] of one channel straight from the definition, one
+ * value at a time: x[oh*sh - pt + kh*dh][ow*sw - pl + kw*dw], 0 outside. */
+static float col_ref(const float *x, int h, int w, const nn_window *q, int wo, int kh, int kw,
+                     long p) {
+  const int ih = (int)(p / wo) * q->sh - q->pt + kh * q->dh;
+  const int iw = (int)(p % wo) * q->sw - q->pl + kw * q->dw;
+  return ih >= 0 && ih < h && iw >= 0 && iw < w ? x[ih * w + iw] : 0.0f;
+}
+
+/* nn_im2col and nn_pack_cols (panels of NN_NR and NN_MR, whole and cut
+ * short, starting anywhere in a row) against col_ref, value for value. */
+static void check_columns(int c, int h, int w, const nn_window *q, int pb, int pr) {
+  const int ho = (h + q->pt + pb - q->dh * (q->kh - 1) - 1) / q->sh + 1;
+  const int wo = (w + q->pl + pr - q->dw * (q->kw - 1) - 1) / q->sw + 1;
+  if (ho < 1 || wo < 1)
+    return;
+  const long P = (long)ho * wo, R = (long)c * q->kh * q->kw;
+  float *x = malloc(sizeof(float) * (size_t)(c * h * w)), *col = malloc(sizeof(float) * (size_t)(R * P));
+  float *bp = malloc(sizeof(float) * (size_t)(R * NN_NR));
+  for (int i = 0; i < c * h * w; i++)
+    x[i] = (float)(i + 1);   /* every value distinct and nonzero */
+  char geo[160];
+  snprintf(geo, sizeof geo, "c %d, %dx%d, kernel %dx%d, stride %d,%d, dilation %d,%d, pad %d,%d,%d,%d",
+           c, h, w, q->kh, q->kw, q->sh, q->sw, q->dh, q->dw, q->pt, pb, q->pl, pr);
+  for (int ci = 0; ci < c; ci++) {
+    const float *xc = x + ci * h * w;
+    nn_im2col(col, xc, h, w, q, ho, wo);
+    for (int kh = 0; kh < q->kh; kh++)
+      for (int kw = 0; kw < q->kw; kw++)
+        for (long p = 0; p < P; p++)
+          cr_assert_eq(col[(kh * q->kw + kw) * P + p], col_ref(xc, h, w, q, wo, kh, kw, p),
+                       "im2col, %s: tap (%d, %d), pixel %ld", geo, kh, kw, p);
+  }
+  const int widths[2] = {NN_NR, NN_MR};
+  for (int wi = 0; wi < 2; wi++) {
+    const int width = widths[wi];
+    const int nps[] = {1, 2, 3, width / 3, width / 2, width - 2, width - 1, width};
+    for (long p0 = 0; p0 < P; p0 += width / 2 + 1)   /* panels overlapping, cut at any pixel */
+      for (int k = 0; k < 8 && p0 + nps[k] <= P; k++) {
+        const int np = nps[k];
+        for (long i = 0; i < R * width; i++)
+          bp[i] = -1.0f;
+        nn_pack_cols(bp, width, x, c, h, w, q, wo, p0, np);
+        for (long r = 0; r < R; r++)
+          for (int j = 0; j < width; j++) {
+            const int ci = (int)(r / (q->kh * q->kw)), kh = (int)(r / q->kw % q->kh), kw = (int)(r % q->kw);
+            const float want = j < np ? col_ref(x + ci * h * w, h, w, q, wo, kh, kw, p0 + j) : 0.0f;
+            cr_assert_eq(bp[r * width + j], want, "pack_cols width %d, %s: pixels [%ld, +%d), row %ld, column %d",
+                         width, geo, p0, np, r, j);
+          }
+      }
+  }
+  free(x);
+  free(col);
+  free(bp);
+}
+
+Test(im2col, columns_match_the_definition) {
+  const int sizes[][2] = {{1, 1}, {4, 7}, {7, 5}, {9, 9}};
+  for (int si = 0; si < 4; si++)
+    for (int kh = 1; kh <= 3; kh++)
+      for (int kw = 1; kw <= 4; kw += kw == 1 ? 2 : 1)
+        for (int s = 1; s <= 3; s++)
+          for (int d = 1; d <= 2; d++)
+            for (int pt = 0; pt <= 3; pt += 1 + (pt == 1))
+              for (int pl = 0; pl <= 3; pl++) {
+                const nn_window q = {kh, kw, s, 4 - s, d, 3 - d, pt, pl};
+                check_columns(2, sizes[si][0], sizes[si][1], &q, (pt + 1) % 3, pl * 2 % 5);
+              }
+  /* 32 one-pixel rows in a panel (a run per pixel), and a panel wider than a row */
+  check_columns(1, 40, 1, &(const nn_window){3, 1, 1, 1, 1, 1, 1, 0}, 1, 0);
+  check_columns(3, 3, 70, &(const nn_window){1, 7, 1, 2, 1, 1, 0, 3}, 0, 3);
 }
 
 /* ---- status codes -------------------------------------------------------- */
