@@ -405,7 +405,7 @@ static const char *kernel_title(const CG *cg, const Graph *g, const Node *node) 
              ? "forward_train" : s;
 }
 
-/* The work of one sample of node, for the fork decision (NN_FORK_WORK): its
+/* The work of one sample of node, for the sharing decision (NN_SHARE_WORK): its
  * FLOPs, or 4 per value of its largest batched operand. */
 static double kernel_work(const Graph *g, const Node *node) {
   const OpDef *def = op_def(node->op);
@@ -422,7 +422,7 @@ static double kernel_work(const Graph *g, const Node *node) {
 
 static void emit_kernel(CG *cg, const Graph *g, const Node *node) {
   Buf body = {0}, sig = {0};
-  Emit e = {cg->ctx, &body, 1, g, kernel_work(g, node)};
+  Emit e = {.ctx = cg->ctx, .b = &body, .indent = 1, .g = g, .work = kernel_work(g, node)};
   kernel_params(cg, &e, g, node, &sig);
   op_def(node->op)->emit(&e, g, node);
   /* The inference and training graphs share a layer's identical kernels. */
@@ -444,7 +444,8 @@ static void emit_kernel(CG *cg, const Graph *g, const Node *node) {
   const char *head = arena_printf(cg->a, "static void %s(%s)", name, sig.data);
   put_wrapped(&text, head, (int)strlen(name) + 13, "");
   buf_printf(&text, "\n{\n%s}\n\n", body.data);
-  vec_push(cg->a, cg->kernels, ((Kernel){key, name, node->name, arena_strdup(cg->a, text.data)}));
+  vec_push(cg->a, cg->kernels,
+           ((Kernel){key, name, node->name, arena_strdup(cg->a, text.data), e.shared}));
   buf_free(&text);
 done:
   buf_free(&body);
@@ -741,16 +742,55 @@ const char *tensor_ref(const CG *cg, const Graph *g, int id) {
   return cg->tensor_of[id] ? cg->tensor_of[id] : value_ptr(cg, g, val(g, id));
 }
 
-/* "    f(a, b, n);" and a note, continued under the first argument. */
-static void emit_call(Buf *c, const char *fn, const char *const *args, int nargs,
+/* "f(a, b, n);" indented, and a note, continued under the first argument. */
+static void emit_call(Buf *c, int indent, const char *fn, const char *const *args, int nargs,
                       const char *note) {
   Buf line = {0};
-  buf_printf(&line, "    %s(", fn);
+  buf_printf(&line, "%*s%s(", indent, "", fn);
   for (int k = 0; k < nargs; k++)
     buf_printf(&line, "%s%s", args[k], k + 1 < nargs ? ", " : ");");
-  put_wrapped(c, line.data, 4 + (int)strlen(fn) + 1, "");
+  put_wrapped(c, line.data, indent + (int)strlen(fn) + 1, "");
   buf_printf(c, "%s\n", note);
   buf_free(&line);
+}
+
+/* The calls' one parallel region (ir/emit.h): open from the first kernel
+ * call to the last, closed only around code that must run on the calling
+ * thread alone (checks that return, MPI calls).  Kernels with no shared
+ * loops run on one thread, consecutive ones in one "omp single". */
+typedef struct Region {
+  bool open, single;
+} Region;
+
+static int region_indent(const Region *r) { return 4 + 4 * r->open + 4 * r->single; }
+
+static void region_single(CG *cg, Region *r, bool single) {
+  if (r->single == single)
+    return;
+  if (single)
+    buf_puts(cg->c, "#ifdef _OPENMP\n#pragma omp single\n#endif\n        {\n");
+  else
+    buf_puts(cg->c, "        }\n");
+  r->single = single;
+}
+
+static void region_open(CG *cg, const Graph *g, Region *r, bool open) {
+  if (r->open == open)
+    return;
+  region_single(cg, r, false);
+  if (open)
+    buf_printf(cg->c, "#ifdef _OPENMP\n#pragma omp parallel num_threads(nn_team(%d))\n#endif\n    {\n",
+               g->max_threads);
+  else
+    buf_puts(cg->c, "    }\n");
+  r->open = open;
+}
+
+static bool kernel_shared(const CG *cg, const char *name) {
+  for (int i = 0; i < cg->kernels.len; i++)
+    if (cg->kernels.items[i].name == name)
+      return cg->kernels.items[i].shared;
+  return false;
 }
 
 /* One call per emitted node, after the tensors' declarations; a comment
@@ -768,24 +808,33 @@ void emit_calls(CG *cg, const Graph *g) {
       break;
     }
   buf_puts(cg->c, "\n");
-  bool backward = false;
+  bool backward = false, dist = cg->dist && g == cg->train;
+  Region r = {0};
   for (int i = 0; i < g->nodes.len; i++) {
     const Node *node = &g->nodes.items[i];
     if (!is_emitted(g, node))
       continue;
     bool eager_here = eager_build(cg) && g == cg->train;
+    bool sync = (op_def(node->op)->roles & ROLE_SYNC) && g->sync_bn;   /* MPI inside */
     if (node->backward && !backward) {
+      if (eager_here || dist)
+        region_open(cg, g, &r, false);
       if (eager_here)
         emit_eager_checks(cg);
-      buf_puts(cg->c, "\n    /* backward */\n");
-      if (cg->dist && g == cg->train)
+      region_single(cg, &r, false);
+      buf_printf(cg->c, "\n%*s/* backward */\n", region_indent(&r), "");
+      if (dist)
         emit_dist_backward(cg);
     }
     backward |= node->backward;
     if (eager_here && (op_def(node->op)->roles & ROLE_UPDATE)) {
+      region_open(cg, g, &r, false);
       emit_eager_update(cg, node);
       continue;
     }
+    region_open(cg, g, &r, !sync);
+    if (r.open)
+      region_single(cg, &r, !kernel_shared(cg, kernel_of[i]));
     int args[MAX_OUT + 10 * MAX_IN];
     int nargs = call_args(g, node, args);
     const char *text[MAX_OUT + 10 * MAX_IN + 2];
@@ -802,10 +851,13 @@ void emit_calls(CG *cg, const Graph *g) {
     const char *note = !drops_arg(g, node, node->nout) ? ""
                        : arena_printf(cg->a, "   /* in place: %s is %s */", text[0],
                                       tensor_ref(cg, g, kernel_arg(g, node, node->nout)));
-    emit_call(cg->c, kernel_of[i], text, ntext, note);
-    if (cg->dist && g == cg->train)
+    emit_call(cg->c, region_indent(&r), kernel_of[i], text, ntext, note);
+    if (dist && dist_starts_after(cg, i)) {
+      region_open(cg, g, &r, false);
       emit_dist_after(cg, i);
+    }
   }
+  region_open(cg, g, &r, false);
 }
 
 /* ---- the API ------------------------------------------------------------------------ */

@@ -43,6 +43,7 @@ typedef struct Kernel {
   const char *name;
   const char *layer; /* the node name: a layer's kernels are printed together */
   const char *text;  /* shape comment and definition */
+  bool shared;       /* its loops are work-shared: every thread of the region calls it */
 } Kernel;
 
 typedef struct CG {
@@ -107,6 +108,7 @@ void emit_dist_fields(Buf *c);     /* struct members */
 void emit_dist_helpers(CG *cg);    /* agreement, buckets, <m>_sync, <m>_set_comm */
 void emit_dist_decls(CG *cg);      /* into model.h */
 void emit_dist_backward(CG *cg);   /* emit_calls, before the first backward kernel */
+bool dist_starts_after(const CG *cg, int node);   /* a bucket completes at node */
 void emit_dist_after(CG *cg, int node);   /* emit_calls, after node's call: buckets it completes */
 void emit_dist_rest(CG *cg);       /* after the calls: what no call completed */
 void emit_dist_io(CG *cg);         /* <m>_save on rank 0, <m>_load on rank 0 + broadcast */

@@ -304,6 +304,13 @@ static void start_bucket(CG *cg, int k) {
   b->started = true;
 }
 
+bool dist_starts_after(const CG *cg, int node) {
+  for (int k = 0; k < cg->dist->buckets.len; k++)
+    if (cg->dist->buckets.items[k].ready == node)
+      return true;
+  return false;
+}
+
 void emit_dist_after(CG *cg, int node) {
   for (int k = 0; k < cg->dist->buckets.len; k++)
     if (cg->dist->buckets.items[k].ready == node)

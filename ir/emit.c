@@ -26,32 +26,34 @@ void emitln(Emit *e, const char *fmt, ...) {
     e->indent++;
 }
 
-/* " if(n >= N)": the batch from which the kernel's work is worth a team;
- * "" when any batch is, or when the work is unknown (0); NULL when no
- * batch is: the region is not opened at all. */
-static const char *fork_clause(Emit *e) {
-  if (e->work <= 0 || e->work >= NN_FORK_WORK)
-    return "";
-  double n = NN_FORK_WORK / e->work;
-  return n >= e->g->max_batch ? NULL : arena_printf(e->ctx->arena, " if(n >= %d)", (int)n + 1);
+/* Whether the kernel's work at the largest batch is worth sharing among
+ * threads (NN_SHARE_WORK); unknown work (0) is. */
+static bool worth_sharing(const Emit *e) {
+  return e->work <= 0 || e->work * e->g->max_batch >= NN_SHARE_WORK;
+}
+
+static void emit_pragma(Emit *e, const char *directive, const char *clauses) {
+  emitln(e, "#ifdef _OPENMP");
+  emitln(e, "#pragma omp %s%s%s", directive, clauses[0] ? " " : "", clauses);
+  emitln(e, "#endif");
 }
 
 void emit_omp_for(Emit *e, const char *clauses) {
-  const char *fork = fork_clause(e);
-  if (!fork)
+  if (!worth_sharing(e))
     return;
-  emitln(e, "#ifdef _OPENMP");
-  emitln(e, "#pragma omp parallel for%s%s%s", clauses[0] ? " " : "", clauses, fork);
-  emitln(e, "#endif");
+  emit_pragma(e, "for", clauses);
+  e->shared = true;
 }
 
 void emit_omp(Emit *e, const char *directive) {
-  const char *fork = strncmp(directive, "parallel", 8) == 0 ? fork_clause(e) : "";
-  if (!fork)
-    return;   /* the work-shared loops inside run on the one thread */
-  emitln(e, "#ifdef _OPENMP");
-  emitln(e, "#pragma omp %s%s", directive, fork);
-  emitln(e, "#endif");
+  if (!worth_sharing(e))
+    return;
+  emit_pragma(e, directive, "");
+  e->shared = true;
+}
+
+void emit_omp_parallel_for(Emit *e, const char *clauses) {
+  emit_pragma(e, "parallel for", clauses);
 }
 
 /* The shortest decimal that reads back to the same double. */

@@ -46,25 +46,31 @@ struct Emit {
   int indent;
   const Graph *g;
   double work;   /* of the kernel being emitted, per sample: FLOPs, or 4 per output value */
+  bool shared;   /* the kernel has work-shared loops (emit_omp_for, emit_omp) */
 };
 
-/* A kernel's parallel regions fork only when n * work reaches this (about
- * 10-20 us of work on one core): below it the fork and join cost more than
- * the second thread saves. */
-#define NN_FORK_WORK 1e6
+/* Threads.  forward() and gradients() open one parallel region of at most
+ * --threads threads around their kernel calls (codegen emit_calls); a
+ * kernel's loops are work-shared among that team ("omp for", static splits,
+ * each ending in the implicit barrier), and code outside them runs on every
+ * thread, so it only computes locals.  A kernel whose work at the largest
+ * batch is below NN_SHARE_WORK (about 10-20 us on one core: less than
+ * splitting it saves) emits no OpenMP at all, and the call runs it on one
+ * thread ("omp single"), next to the other small kernels around it. */
+#define NN_SHARE_WORK 1e6
 
 /* Appends one line at the current indentation.  A line ending in '{' indents
  * the following lines; a line starting with '}' dedents itself. */
 void emitln(Emit *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* "#ifdef _OPENMP / #pragma omp parallel for <clauses> / #endif", with an
- * if clause that keeps small calls on one thread (NN_FORK_WORK); clauses
- * may be "". */
+/* "#ifdef _OPENMP / #pragma omp for <clauses> / #endif" before a kernel's
+ * loop: work-shared in the caller's region; clauses may be "". */
 void emit_omp_for(Emit *e, const char *clauses);
-/* "#ifdef _OPENMP / #pragma omp <directive> / #endif": for kernels that open
- * one parallel region around several work-shared loops ("parallel", then
- * "for collapse(2)", ...), each ending in the implicit barrier.  A
- * "parallel" directive gets the if clause of emit_omp_for. */
+/* "#ifdef _OPENMP / #pragma omp <directive> / #endif" in a kernel: "for
+ * collapse(2)", "single", ...: a kernel never opens a region of its own. */
 void emit_omp(Emit *e, const char *directive);
+/* "#pragma omp parallel for <clauses>" outside the kernels (the optimizer's
+ * update(), which is a region of its own). */
+void emit_omp_parallel_for(Emit *e, const char *clauses);
 /* The one-argument math helpers of the prelude, one row each: the name op
  * bodies use and the libm function it calls (with an f suffix in f32).
  * rmax and rmin take two.  Model names must not shadow any of them

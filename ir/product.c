@@ -23,7 +23,6 @@ void emit_product(Emit *e, const Product *p) {
   emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
   emitln(e, "const int mtiles = ((%s) + NN_MR - 1) / NN_MR;", p->m);
   emitln(e, "real *const ap = ws, *const bp = ws + %ldL * (%s);", mt * NN_MR, p->k);
-  emit_omp(e, arena_printf(e->ctx->arena, "parallel num_threads(nn_team(%d))", e->g->max_threads));
   emitln(e, "{");
   emit_omp(e, "for");
   emitln(e, "for (int mt = 0; mt < mtiles; mt++) {");

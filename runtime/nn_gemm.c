@@ -384,8 +384,9 @@ static NN_UNUSED void nn_pack_b(real *restrict bp, const real *restrict b, long 
   }
 }
 
-/* Threads: a kernel opens one parallel region of at most `most` threads
- * (its count of per-thread scratch slots) and indexes its slot by thread. */
+/* Threads: forward() and gradients() open one parallel region of at most
+ * `most` threads (--threads: the per-thread slots of scratch every workspace
+ * holds), and a kernel indexes its slot by thread. */
 static NN_UNUSED inline int nn_team(int most) {
 #ifdef _OPENMP
   const int t = omp_get_max_threads();

@@ -185,6 +185,39 @@ Test(codegen, calls_pass_named_tensors) {
   free(text);
 }
 
+static int count(const char *text, const char *what) {
+  int k = 0;
+  for (const char *p = strstr(text, what); p; p = strstr(p + 1, what))
+    k++;
+  return k;
+}
+
+/* forward() and gradients() each open one parallel region around all their
+ * kernel calls; update() one of its own; no kernel opens any: their loops
+ * are work-shared ("omp for") and the small kernels run in "omp single". */
+Test(codegen, one_parallel_region_per_call) {
+  char *text = emit_lenet5("region", "");
+  char *fwd = function(text, "\nint lenet5_forward("), *grad = function(text, "\nint lenet5_gradients(");
+  char *upd = function(text, "\nint lenet5_update(");
+  const char *region = "#pragma omp parallel num_threads(nn_team(8))\n#endif\n    {\n";
+  cr_expect_eq(count(fwd, "#pragma omp parallel"), 1, "%s", fwd);
+  cr_expect_eq(count(fwd, region), 1, "%s", fwd);
+  cr_expect_eq(count(grad, "#pragma omp parallel"), 1, "%s", grad);
+  cr_expect_eq(count(grad, region), 1, "%s", grad);
+  cr_expect_eq(count(upd, "#pragma omp parallel for"), 1, "%s", upd);
+  cr_expect_eq(count(text, "#pragma omp parallel"), 3);
+  cr_expect(count(fwd, "#pragma omp single") >= 1 && count(grad, "#pragma omp single") >= 1);
+  cr_expect(count(text, "#pragma omp for") > 20);
+  /* the calls are inside the region: after it opens, before the loss is read */
+  const char *open = strstr(grad, region), *call = strstr(grad, "conv1_conv2d_dw(");
+  const char *read = strstr(grad, "const real l = ");
+  cr_expect(open && call && read && open < call && call < read);
+  free(fwd);
+  free(grad);
+  free(upd);
+  free(text);
+}
+
 /* relu_dx in place over dy reads it through dx, so it takes no dy; out of
  * place (--no-plan) it does. */
 Test(codegen, in_place_dx_takes_no_dy) {
@@ -296,11 +329,11 @@ Test(codegen, plain_O2_vectorizes) {
   snprintf(path, sizeof path, "%s/l5.s", dir);
   char *s = read_text(path);
   cr_assert(s);
-  char *bn = asm_function(s, "bn1_batchnorm_dx._omp_fn.0.avx512f");
+  char *bn = asm_function(s, "bn1_batchnorm_dx.avx512f");
   cr_assert(bn, "no AVX-512 clone of bn1's batchnorm_dx");
   cr_expect(strstr(bn, "%zmm"), "bn1's batchnorm_dx clone is not AVX-512 vector code");
-  cr_expect(!strstr(s, "\nconv1_forward._omp_fn.0.avx512f:\n"), "a product kernel was cloned");
-  char *conv = asm_function(s, "conv1_forward._omp_fn.0");
+  cr_expect(!strstr(s, "\nconv1_forward.avx512f:\n"), "a product kernel was cloned");
+  char *conv = asm_function(s, "conv1_forward");
   cr_assert(conv);
   cr_expect(strstr(conv, "addps"), "conv1's epilogue (bias, relu) is not vector code");
   free(conv);

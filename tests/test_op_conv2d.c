@@ -113,7 +113,10 @@ typedef void (*destroy_fn)(void *);
 typedef int (*forward_fn)(void *, int, const float *, float *);
 typedef int (*tensor_count_fn)(void);
 
-static void forward_case(const Geo *v, bool relu, double tol, const char *flags);
+static void forward_run(const Geo *v, bool relu, double tol, const char *flags, int threads);
+static void forward_case(const Geo *v, bool relu, double tol, const char *flags) {
+  forward_run(v, relu, tol, flags, 0);
+}
 static void check_forward_with(const Conv *c, bool relu, double tol, const char *flags) {
   Geo v = geo(c);
   forward_case(&v, relu, tol, flags);
@@ -130,11 +133,17 @@ static void forward_tol(const Geo *v, bool relu, double tol) {
   forward_case(v, relu, tol, "--batch 5");
 }
 
-static void forward_case(const Geo *v, bool relu, double tol, const char *flags) {
+/* threads > 0: built with OpenMP and run on that many threads. */
+static void forward_run(const Geo *v, bool relu, double tol, const char *flags, int threads) {
   char text[1024];
   model_text(text, sizeof text, v, relu ? " |> relu" : "");
   Compiled cm;
-  compile_model(&cm, v->name, text, flags, "-O1");
+  compile_model(&cm, v->name, text, flags, threads ? "-O1 -fopenmp" : "-O1");
+  if (threads) {
+    void (*set)(int) = (void (*)(int))dlsym(cm.lib, "omp_set_num_threads");
+    cr_assert(set, "not linked with OpenMP");
+    set(threads);
+  }
   void *m = ((create_fn)api(&cm, "create"))(7);
   cr_assert(m);
   size_t wn = 0, bn = 0;
@@ -702,6 +711,24 @@ Test(conv2d_threads, one_slot_is_smaller_and_equal) {
   ((destroy_fn)api(&eight, "destroy"))(m8);
   close_model(&one);
   close_model(&eight);
+}
+
+/* The kernels share their loops among the threads of the call's one
+ * parallel region; those with per-thread slots (the padded plane read in
+ * place, a column panel, Winograd's transformed tiles) have one per thread
+ * of the region whatever their own work.  Large enough to be shared at
+ * batch 5, on 3 threads, against the reference. */
+Test(conv2d_threads, shared_kernels_on_three_threads) {
+  static const Conv cases[] = {
+      {"thpw", 64, 4, 4, 128, 1, 1, 0, 1, true},    /* 1x1 in place, a 16-pixel plane */
+      {"thip", 16, 10, 12, 24, 5, 1, 2, 1, true},   /* in place, padded plane per slot */
+      {"thst", 16, 12, 12, 40, 3, 2, 1, 1, true},   /* strided: column panel per slot */
+      {"thwg", 32, 12, 12, 32, 3, 1, 1, 1, true},   /* Winograd */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    Geo v = geo(&cases[i]);
+    forward_run(&v, true, 1e-5, "--batch 5", 3);
+  }
 }
 
 /* ---- determinism ------------------------------------------------------- */

@@ -156,15 +156,13 @@ static bool conv2d_build(Graph *g, Node *node) {
  * tap's NN_NR pixels in place; outputs are computed for wp pixels per row
  * and the last wp - Wo of each are dropped.  For any other window the
  * forward packs each NN_NR-pixel panel of columns (nn_pack_cols) and dw
- * writes the columns of a chunk of samples (im2col).  One parallel region
- * per kernel, of at most --threads threads (the slots of scratch the
- * workspace holds); a thread owns each output tile and the code alone
- * fixes every summation order, so results do not depend on the thread
- * count. */
+ * writes the columns of a chunk of samples (im2col).  The loops are shared
+ * among the threads of the caller's region (at most --threads: the slots
+ * of scratch the workspace holds); a thread owns each output tile and the
+ * code alone fixes every summation order, so results do not depend on the
+ * thread count. */
 
 static long col_reals(const Conv *v) { return (long)v->c * v->kk * v->howo; }
-
-static int min_int(long a, long b) { return (int)(a < b ? a : b); }
 
 /* Stride-1 products read their padded input in place; measured against
  * packed columns (docs/performance.md), in place was as fast on 64-channel
@@ -217,9 +215,24 @@ static long fwd_panels_reals(const Conv *v) {
 
 static long fwd_pixels(const Conv *v) { return in_place(v) ? flat_pixels(v) : v->howo; }
 
-static int fwd_slots(const Conv *v, const Graph *g) {
-  long items = (long)g->max_batch * v->g * ((fwd_pixels(v) + NN_NR - 1) / NN_NR);
-  return min_int(items, g->max_threads);
+/* Per-thread scratch.  A kernel whose shared loop has at most `items`
+ * iterations (at the largest batch) keeps min(items, --threads) slots, and
+ * a thread indexes its slot by its number.  The caller's region can have
+ * more threads than that (up to --threads); dealt one iteration at a time
+ * in thread order (schedule(static, 1)), the loop then gives iterations
+ * only to threads numbered below `items`.  Otherwise each thread gets one
+ * block of iterations (schedule(static)). */
+static int slots(const Graph *g, long items) {
+  return items < g->max_threads ? (int)items : g->max_threads;
+}
+
+static void emit_slot_for(Emit *e, const Graph *g, long items, bool collapse) {
+  emit_omp(e, arena_printf(e->ctx->arena, "for %sschedule(static%s)", collapse ? "collapse(2) " : "",
+                           items < g->max_threads ? ", 1" : ""));
+}
+
+static long fwd_items(const Conv *v, const Graph *g) {
+  return (long)g->max_batch * v->g * ((fwd_pixels(v) + NN_NR - 1) / NN_NR);
 }
 
 static long fwd_slot_reals(const Conv *v) {
@@ -280,9 +293,6 @@ static long wino_slot_reals(const Conv *v) {
   return 36L * v->c * NN_NR + 36L * NN_MR * NN_NR + 16L * NN_NR + wino_pad_reals(v);
 }
 
-static int wino_slots(const Conv *v, const Graph *g) {
-  return min_int(wino_panels(v, g->max_batch), g->max_threads);
-}
 
 /* Depthwise (one input channel per group, G > 1): direct loops over each
  * output plane, tap by tap, no workspace; the product's NN_MR filter rows
@@ -314,8 +324,8 @@ static bool columns_are_x(const Conv *v) {
 
 static long pw_pack_reals(const Conv *v) { return v->o < NN_MR ? (long)NN_MR * v->c : 0; }
 static long pw_slot_reals(const Conv *v) { return v->howo < NN_NR ? (long)v->c * NN_NR : 0; }
-static int pw_slots(const Conv *v, const Graph *g) {
-  return min_int((v->howo + NN_NR - 1) / NN_NR, g->max_threads);
+static long pw_items(const Conv *v, const Graph *g) {
+  return (long)g->max_batch * ((v->howo + NN_NR - 1) / NN_NR);
 }
 
 /* Pixel rows (batch 1): y^T (P, O) = col^T (P, R) . w^T (R, O), the output
@@ -426,15 +436,15 @@ static long fwd_reals(const Conv *v, const Graph *g, bool dx) {
     return rows_panels_reals(v) + rows_cols_reals(v);
   case K_WINO_ROWS:
     return wino_rows_u_reals(v) + wino_rows_v_reals(v) + NN_MR + wino_pad_reals(v) +
-           min_int(rows_ct(v) * wino_rows_rt(v), g->max_threads) * wino_rows_slot_reals();
+           slots(g, rows_ct(v) * wino_rows_rt(v)) * wino_rows_slot_reals();
   case K_POINTWISE:
-    return pw_pack_reals(v) + (long)pw_slots(v, g) * pw_slot_reals(v);
+    return pw_pack_reals(v) + (long)slots(g, pw_items(v, g)) * pw_slot_reals(v);
   case K_WINOGRAD:
-    return wino_u_reals(v) + (long)wino_slots(v, g) * wino_slot_reals(v);
+    return wino_u_reals(v) + (long)slots(g, wino_panels(v, g->max_batch)) * wino_slot_reals(v);
   case K_PRODUCT:
     break;
   }
-  return fwd_panels_reals(v) + (long)fwd_slots(v, g) * fwd_slot_reals(v);
+  return fwd_panels_reals(v) + (long)slots(g, fwd_items(v, g)) * fwd_slot_reals(v);
 }
 
 /* dx through columns (stride > 1) and dw of stride > 1: chunks of samples
@@ -507,11 +517,6 @@ static void emit_mr(Emit *e, const char *o0, int per, const char *most) {
          per, o0, most);
 }
 
-static void emit_region(Emit *e, int slots) {
-  emit_omp(e, arena_printf(e->ctx->arena, "parallel num_threads(nn_team(%d))", slots));
-  emitln(e, "{");
-}
-
 /* Packs the filters of convolution v into G * MT panels of NN_MR rows at
  * ws: A(i, r) of group g = w(o0 + i, r), or with `flip` (dx) the filters of
  * the convolution v is the dx of, transposed and flipped. */
@@ -546,7 +551,7 @@ static void emit_conv_product(Emit *e, const Graph *g, const Node *node, const C
   long pixels = fwd_pixels(v), pt = (pixels + NN_NR - 1) / NN_NR, wp = pad_wp(v);
   bool bias = fused && node->nin > 2, baked = !flip && reads_baked(g, node, OP_CONV2D_PANELS);
   emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
-  emit_region(e, fwd_slots(v, g));
+  emitln(e, "{");
   emitln(e, "real *const slot = ws + %ldL + (long)nn_thread_id() * %ld;",
          baked ? 0 : fwd_panels_reals(v), fwd_slot_reals(v));
   if (in_place(v))
@@ -557,7 +562,7 @@ static void emit_conv_product(Emit *e, const Graph *g, const Node *node, const C
     emitln(e, "const real *const pa = ws;");
     emit_filter_panels(e, v, flip);
   }
-  emit_omp(e, "for collapse(2) schedule(static)");
+  emit_slot_for(e, g, fwd_items(v, g), true);
   emitln(e, "for (int b = 0; b < n; b++) {");
   emitln(e, "for (int gp = 0; gp < %ld; gp++) {", v->g * pt);
   emitln(e, "const int g = gp / %ld;", pt);
@@ -655,7 +660,7 @@ static void emit_winograd(Emit *e, const Graph *g, const Node *node, const Conv 
   long tiles = wino_tiles(v);
   bool bias = fused && node->nin > 2, baked = !flip && reads_baked(g, node, OP_CONV2D_WINO_U);
   emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
-  emit_region(e, wino_slots(v, g));
+  emitln(e, "{");
   emitln(e, "real *const v = ws + %ldL + (long)nn_thread_id() * %ld;", baked ? 0 : wino_u_reals(v),
          wino_slot_reals(v));
   emitln(e, "real *const m = v + %ldL, *const yt = m + %ld, *const pad = yt + %d;",
@@ -666,7 +671,7 @@ static void emit_winograd(Emit *e, const Graph *g, const Node *node, const Conv 
   else
     emit_wino_filters(e, v, "uf", flip, false);
   emitln(e, "const long tiles = (long)n * %ld;", tiles);
-  emit_omp(e, "for schedule(static)");
+  emit_slot_for(e, g, wino_panels(v, g->max_batch), false);
   emitln(e, "for (long pn = 0; pn < (tiles + NN_NR - 1) / NN_NR; pn++) {");
   emitln(e, "const long tile0 = pn * NN_NR;");
   emitln(e, "const int nt = tiles - tile0 < NN_NR ? (int)(tiles - tile0) : NN_NR;");
@@ -780,14 +785,16 @@ static void emit_pointwise(Emit *e, const Graph *g, const Node *node, const Conv
   /* A(o, c) = w[o * C + c], or flipped w[c * O + o] */
   long ars = flip ? 1 : v->c, acs = flip ? v->o : 1;
   emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
-  if (pack)
-    emitln(e, "nn_pack_a(ws, w, %ld, %ld, %d, %d);", ars, acs, v->o, v->c);
-  else if (!slot)
+  if (!pack && !slot)
     emitln(e, "(void)ws;");
-  emit_region(e, pw_slots(v, g));
+  emitln(e, "{");
+  if (pack) {
+    emit_omp(e, "single");
+    emitln(e, "nn_pack_a(ws, w, %ld, %ld, %d, %d);", ars, acs, v->o, v->c);
+  }
   if (slot)
     emitln(e, "real *const slot = ws + %ldL + (long)nn_thread_id() * %ld;", pack, slot);
-  emit_omp(e, "for collapse(2) schedule(static)");
+  emit_slot_for(e, g, pw_items(v, g), true);
   emitln(e, "for (int b = 0; b < n; b++) {");   /* n is 1: the loop keeps x's batch layout */
   emitln(e, "for (long q0 = 0; q0 < %ld; q0 += NN_NR) {", p);
   emitln(e, "const real *const xb = %s + (long)b * %ld;", x, (long)v->c * p);
@@ -832,7 +839,7 @@ static void emit_pixel_rows(Emit *e, const Graph *g, const Node *node, const Con
   emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
   if (in_place && baked)
     emitln(e, "(void)ws;");
-  emit_region(e, min_int(ct, g->max_threads));
+  emitln(e, "{");
   if (baked) {
     emitln(e, "const real *const pb = w;   /* packed at compile time */");
   } else {   /* B(r, j) of panel c = w(c * NN_NR + j, r) */
@@ -893,7 +900,7 @@ static void emit_wino_rows(Emit *e, const Graph *g, const Node *node, const Conv
   long at = baked ? 0 : wino_rows_u_reals(v);
   emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
   emitln(e, "real *const v = ws + %ldL, *const pad = v + %ldL;", at, wino_rows_v_reals(v) + NN_MR);
-  emit_region(e, min_int(ct * rt, g->max_threads));
+  emitln(e, "{");
   emitln(e, "real *const m = pad + %ldL + (long)nn_thread_id() * %ld, *const yt = m + %ld;",
          wino_pad_reals(v), wino_rows_slot_reals(), 36L * NN_MR * NN_NR);
   if (baked)
@@ -904,7 +911,7 @@ static void emit_wino_rows(Emit *e, const Graph *g, const Node *node, const Conv
   emit_omp(e, "single");
   emitln(e, "nn_wino_input(v, NN_NR, x + (long)b * %ld, %ld, %d, %d, %d, %d, %d, %d, 0, %ld, pad);",
          (long)v->c * v->hw, (long)v->c * v->hw, v->c, v->h, v->w, v->q.pt, th, tw, tiles);
-  emit_omp(e, "for collapse(2) schedule(static)");
+  emit_slot_for(e, g, ct * rt, true);
   emitln(e, "for (int c = 0; c < %ld; c++) {", ct);
   emitln(e, "for (int r = 0; r < %ld; r++) {", rt);
   emitln(e, "const int o0 = c * NN_NR, nr = %d - o0 < NN_NR ? %d - o0 : NN_NR;", v->o, v->o);
@@ -1113,7 +1120,7 @@ static void conv2d_dx_emit(Emit *e, const Graph *g, const Node *node) {
   int nb = col_chunk(&v, g->max_batch);
   long panels = (long)v.g * rt * NN_MR * v.opg, cols = panels + (long)g->max_threads * v.opg * NN_NR;
   emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
-  emit_region(e, g->max_threads);
+  emitln(e, "{");
   emitln(e, "real *const bp = ws + %ldL + (long)nn_thread_id() * %ld;", panels,
          (long)v.opg * NN_NR);
   emitln(e, "real *const col = ws + %ldL;", cols);
@@ -1179,7 +1186,7 @@ static void emit_winograd_dw(Emit *e, const Graph *g, const Conv *v) {
   emitln(e, "real *const du = ws, *const vt = ws + %ldL, *const wt = vt + %ldL;",
          wino_du_reals(v), 36L * v->c * chunk);
   emitln(e, "const long tiles = (long)n * %ld;", wino_tiles(v));
-  emit_region(e, g->max_threads);
+  emitln(e, "{");
   emitln(e, "real *const pad = wt + %ldL + (long)nn_thread_id() * %ld;",
          36L * v->o * chunk + NN_NR, wino_pad_reals(v));
   emitln(e, "for (long t0 = 0; t0 < tiles; t0 += %ld) {", chunk);
@@ -1226,7 +1233,7 @@ static void conv2d_dw_emit(Emit *e, const Graph *g, const Node *node) {
   emitln(e, "const nn_ukr_nt_fn dot = nn_ukr_nt_pick();");
   if (in_x)
     emitln(e, "(void)ws;");
-  emit_region(e, g->max_threads);
+  emitln(e, "{");
   emitln(e, "for (int b0 = 0; b0 < n; b0 += %d) {", nb);
   emitln(e, "const int nb = n - b0 < %d ? n - b0 : %d;", nb, nb);
   if (!in_x) {

@@ -136,7 +136,6 @@ static void dense_emit(Emit *e, const Graph *g, const Node *node) {
   }
   emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
   emitln(e, "const int nt = (n + NN_NR - 1) / NN_NR;");
-  emit_omp(e, arena_printf(e->ctx->arena, "parallel num_threads(nn_team(%d))", g->max_threads));
   emitln(e, "{");
   emit_omp(e, "for");
   emitln(e, "for (int jt = 0; jt <= nt; jt++) {");
