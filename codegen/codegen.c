@@ -756,8 +756,9 @@ static void emit_call(Buf *c, int indent, const char *fn, const char *const *arg
 
 /* The calls' one parallel region (ir/emit.h): open from the first kernel
  * call to the last, closed only around code that must run on the calling
- * thread alone (checks that return, MPI calls).  Kernels with no shared
- * loops run on one thread, consecutive ones in one "omp single". */
+ * thread alone (checks that return, MPI calls); none when no kernel shares
+ * its loops.  Kernels with no shared loops run on one thread, consecutive
+ * ones in one "omp single". */
 typedef struct Region {
   bool open, single;
 } Region;
@@ -808,7 +809,9 @@ void emit_calls(CG *cg, const Graph *g) {
       break;
     }
   buf_puts(cg->c, "\n");
-  bool backward = false, dist = cg->dist && g == cg->train;
+  bool backward = false, dist = cg->dist && g == cg->train, shares = false;
+  for (int i = 0; i < g->nodes.len; i++)
+    shares |= is_emitted(g, &g->nodes.items[i]) && kernel_shared(cg, kernel_of[i]);
   Region r = {0};
   for (int i = 0; i < g->nodes.len; i++) {
     const Node *node = &g->nodes.items[i];
@@ -832,7 +835,7 @@ void emit_calls(CG *cg, const Graph *g) {
       emit_eager_update(cg, node);
       continue;
     }
-    region_open(cg, g, &r, !sync);
+    region_open(cg, g, &r, shares && !sync);
     if (r.open)
       region_single(cg, &r, !kernel_shared(cg, kernel_of[i]));
     int args[MAX_OUT + 10 * MAX_IN];
