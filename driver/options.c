@@ -23,7 +23,7 @@ static const char usage[] =
     "  -o FILE              output C file (default: MODEL.c beside the input)\n"
     "  --batch N            largest batch the generated code accepts (default 64)\n"
     "  --dtype f32|f64      element type (default f32; f64 for gradient checks)\n"
-    "  --threads N          most threads a kernel uses (default 8); each has its\n"
+    "  --threads N          most threads a call uses (default 8); each has its\n"
     "                       own scratch, so 1 gives the smallest memory_size()\n"
     "  --infer              inference only: no training code, smaller arena\n"
     "  --weights FILE       bake trained weights (safetensors, as MODEL_save writes)\n"

@@ -59,7 +59,9 @@ static void load(Build *b, const char *name, const char *model, const char *opts
 }
 
 /* The ordinary and the eager build of `model` (a format with the model name
- * and the train section's body), compiled with -fopenmp. */
+ * and the train section's body), compiled with -fopenmp and linked with the
+ * OpenMP runtime even when no kernel of the small model shares its loops
+ * (then the calls open no parallel region and run on one thread). */
 static void load_pair(Build *plain, Build *eager, const char *tag, const char *model,
                       const char *train, const char *opts) {
   char name[2][32], text[2][2048], o[2][256];
@@ -68,8 +70,8 @@ static void load_pair(Build *plain, Build *eager, const char *tag, const char *m
     snprintf(text[k], sizeof text[k], model, name[k], train);
     snprintf(o[k], sizeof o[k], "%s%s", opts, k ? " --eager-update" : "");
   }
-  load(plain, name[0], text[0], o[0], "-O1 -fopenmp");
-  load(eager, name[1], text[1], o[1], "-O1 -fopenmp");
+  load(plain, name[0], text[0], o[0], "-O1 -fopenmp -Wl,--no-as-needed");
+  load(eager, name[1], text[1], o[1], "-O1 -fopenmp -Wl,--no-as-needed");
 }
 
 /* The tensor data of a checkpoint of m, every byte after the safetensors
