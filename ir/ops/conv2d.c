@@ -293,7 +293,6 @@ static long wino_slot_reals(const Conv *v) {
   return 36L * v->c * NN_NR + 36L * NN_MR * NN_NR + 16L * NN_NR + wino_pad_reals(v);
 }
 
-
 /* Depthwise (one input channel per group, G > 1): direct loops over each
  * output plane, tap by tap, no workspace; the product's NN_MR filter rows
  * would hold one filter each. */
