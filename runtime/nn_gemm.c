@@ -100,17 +100,27 @@ static NN_UNUSED void nn_ukr_c(real *restrict t, const real *restrict ap, long a
     a += (AC);                                                                    \
   }
 
+/* gcc leaves the k loops rolled: on Zen 3 (AVX2) that ran the micro-kernel
+ * at 70-74 GFLOP/s on hot operands, clang's unrolled loops at 85-87. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define NN_UKR_UNROLL _Pragma("GCC unroll 4")
+#else
+#define NN_UKR_UNROLL
+#endif
+
 /* The k loops, A's strides AR and AC: a plain loop for a packed B panel
  * (kk = 1), three nested ones for a convolution's taps. */
 #define NN_UKR_LOOPS(V, LD, SET1, FMA, W, AR, AC)                                 \
   if (kk == 1) {                                                                  \
     const real *restrict bk = b + h;                                              \
+    NN_UKR_UNROLL                                                                 \
     for (int ci = 0; ci < nc; ci++, bk += plane)                                  \
       NN_UKR_STEP(V, LD, SET1, FMA, W, bk, AR, AC)                                \
   } else {                                                                        \
     for (int ci = 0; ci < nc; ci++)                                               \
       for (int kh = 0; kh < kk; kh++) {                                           \
         const real *restrict row = b + ci * plane + kh * wp + h;                  \
+        NN_UKR_UNROLL                                                             \
         for (int kw = 0; kw < kk; kw++)                                           \
           NN_UKR_STEP(V, LD, SET1, FMA, W, row + kw, AR, AC)                      \
       }                                                                           \

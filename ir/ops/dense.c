@@ -16,6 +16,10 @@
 
 enum { A_UNITS, A_BIAS };
 
+/* Bytes of packed x^T that the forward keeps in L2 beside a block of w
+ * (half of a 512 KB L2, the smallest of the x86-64 cores of this decade). */
+enum { DENSE_L2_PANELS = 256 * 1024 };
+
 static const AttrSpec dense_attrs[] = {
     {"units", ATTR_INT, NULL},
     {"bias", ATTR_BOOL, "true"},
@@ -150,9 +154,17 @@ static void dense_emit(Emit *e, const Graph *g, const Node *node) {
   }
   emitln(e, "}");
   emitln(e, "}");
+  /* Rows of w outer when every packed column panel stays in L2 beside
+   * them: then w, the larger operand, comes from memory once, not once per
+   * panel of 32 samples (mlp512's fc1 at batch 64: 1.6 MB once, not twice). */
   emit_omp(e, "for collapse(2) schedule(static)");
-  emitln(e, "for (int jt = 0; jt < nt; jt++) {");
-  emitln(e, "for (int mt = 0; mt < %d; mt++) {", mt);
+  if (xt * (g->dtype == DT_F64 ? 8 : 4) <= DENSE_L2_PANELS) {
+    emitln(e, "for (int mt = 0; mt < %d; mt++) {", mt);
+    emitln(e, "for (int jt = 0; jt < nt; jt++) {");
+  } else {
+    emitln(e, "for (int jt = 0; jt < nt; jt++) {");
+    emitln(e, "for (int mt = 0; mt < %d; mt++) {", mt);
+  }
   emitln(e, "const int o0 = mt * NN_MR, b0 = jt * NN_NR;");
   emitln(e, "const int mr = %d - o0 < NN_MR ? %d - o0 : NN_MR;", units, units);
   emitln(e, "const int nr = n - b0 < NN_NR ? n - b0 : NN_NR;");
