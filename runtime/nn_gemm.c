@@ -245,44 +245,50 @@ static NN_UNUSED void nn_ukr_nt_c(real *restrict t, long ldt, int nb, long kc,
 }
 
 #if defined(NN_X86)
-/* All NN_DR x NN_DR sums in one pass: 16 accumulators, 4 + 1 operands
- * (AVX-512 has 32 registers, AVX2 16: there the compiler spills a few,
- * which costs less than reading b twice).  V is the vector type, W its
- * lanes, the rest its load, FMA, zero and horizontal sum. */
-#define NN_DOT_BODY(V, LD, FMA, ZERO, HSUM, W)                                        \
+/* The NN_DR x NN_DR sums, JP columns a pass: AVX-512 all four in one pass
+ * (16 accumulators, 4 + 1 operands, of its 32 registers); AVX2 in two
+ * passes of 8 accumulators, reading a twice: with all 16 in one pass,
+ * 21 live vectors in its 16 registers, gcc spilled accumulators to the
+ * stack, and the loads and stores of those in the loop held LeNet-5's
+ * dw at 11-13 GFLOP/s on Zen 3.  A sum is the same sequence of FMAs
+ * either way.  V is the vector type, W its lanes, the rest its load, FMA,
+ * zero and horizontal sum. */
+#define NN_DOT_COL(FMA, j, y)                                                         \
+  c[0][j] = FMA(x0, y, c[0][j]), c[1][j] = FMA(x1, y, c[1][j]);                       \
+  c[2][j] = FMA(x2, y, c[2][j]), c[3][j] = FMA(x3, y, c[3][j]);
+#define NN_DOT_BODY(V, LD, FMA, ZERO, HSUM, W, JP)                                    \
   const real *ar[NN_DR];                                                              \
   for (int i = 0; i < NN_DR; i++)                                                     \
     ar[i] = a + (i < mr ? i : 0) * lda;                                               \
   const long kv = kc - kc % (W);                                                      \
-  V c[NN_DR][NN_DR];                                                                  \
-  for (int i = 0; i < NN_DR; i++)                                                     \
-    for (int j = 0; j < NN_DR; j++)                                                   \
-      c[i][j] = ZERO();                                                               \
-  for (int q = 0; q < nb; q++) {                                                      \
-    const real *restrict a0 = ar[0] + q * sa, *restrict a1 = ar[1] + q * sa;          \
-    const real *restrict a2 = ar[2] + q * sa, *restrict a3 = ar[3] + q * sa;          \
-    const real *restrict b0 = b[0] + q * sb, *restrict b1 = b[1] + q * sb;            \
-    const real *restrict b2 = b[2] + q * sb, *restrict b3 = b[3] + q * sb;            \
-    for (long k = 0; k < kv; k += (W)) {                                              \
-      const V x0 = LD(a0 + k), x1 = LD(a1 + k), x2 = LD(a2 + k), x3 = LD(a3 + k);     \
-      V y = LD(b0 + k);                                                               \
-      c[0][0] = FMA(x0, y, c[0][0]), c[1][0] = FMA(x1, y, c[1][0]);                   \
-      c[2][0] = FMA(x2, y, c[2][0]), c[3][0] = FMA(x3, y, c[3][0]);                   \
-      y = LD(b1 + k);                                                                 \
-      c[0][1] = FMA(x0, y, c[0][1]), c[1][1] = FMA(x1, y, c[1][1]);                   \
-      c[2][1] = FMA(x2, y, c[2][1]), c[3][1] = FMA(x3, y, c[3][1]);                   \
-      y = LD(b2 + k);                                                                 \
-      c[0][2] = FMA(x0, y, c[0][2]), c[1][2] = FMA(x1, y, c[1][2]);                   \
-      c[2][2] = FMA(x2, y, c[2][2]), c[3][2] = FMA(x3, y, c[3][2]);                   \
-      y = LD(b3 + k);                                                                 \
-      c[0][3] = FMA(x0, y, c[0][3]), c[1][3] = FMA(x1, y, c[1][3]);                   \
-      c[2][3] = FMA(x2, y, c[2][3]), c[3][3] = FMA(x3, y, c[3][3]);                   \
-    }                                                                                 \
-  }                                                                                   \
   real s[NN_DR][NN_DR];                                                               \
-  for (int i = 0; i < NN_DR; i++)                                                     \
-    for (int j = 0; j < NN_DR; j++)                                                   \
-      s[i][j] = HSUM(c[i][j]);                                                        \
+  for (int j0 = 0; j0 < NN_DR; j0 += (JP)) {                                          \
+    V c[NN_DR][JP];                                                                   \
+    for (int i = 0; i < NN_DR; i++)                                                   \
+      for (int j = 0; j < (JP); j++)                                                  \
+        c[i][j] = ZERO();                                                             \
+    for (int q = 0; q < nb; q++) {                                                    \
+      const real *restrict a0 = ar[0] + q * sa, *restrict a1 = ar[1] + q * sa;        \
+      const real *restrict a2 = ar[2] + q * sa, *restrict a3 = ar[3] + q * sa;        \
+      const real *restrict bq[JP];                                                    \
+      for (int j = 0; j < (JP); j++)                                                  \
+        bq[j] = b[j0 + j] + q * sb;                                                   \
+      for (long k = 0; k < kv; k += (W)) {                                            \
+        const V x0 = LD(a0 + k), x1 = LD(a1 + k), x2 = LD(a2 + k), x3 = LD(a3 + k);   \
+        const V y0 = LD(bq[0] + k), y1 = LD(bq[1] + k);                               \
+        NN_DOT_COL(FMA, 0, y0)                                                        \
+        NN_DOT_COL(FMA, 1, y1)                                                        \
+        if ((JP) == 4) {                                                              \
+          const V y2 = LD(bq[2 % (JP)] + k), y3 = LD(bq[3 % (JP)] + k);               \
+          NN_DOT_COL(FMA, 2 % (JP), y2)                                               \
+          NN_DOT_COL(FMA, 3 % (JP), y3)                                               \
+        }                                                                             \
+      }                                                                               \
+    }                                                                                 \
+    for (int i = 0; i < NN_DR; i++)                                                   \
+      for (int j = 0; j < (JP); j++)                                                  \
+        s[i][j0 + j] = HSUM(c[i][j]);                                                 \
+  }                                                                                   \
   nn_dot_tails(s, nb, kv, kc, ar, sa, b, sb);                                         \
   nn_dot_store(t, ldt, mr, nr, acc, s);
 
@@ -292,9 +298,9 @@ __attribute__((target("avx2,fma"))) static inline double nn_hsum256(__m256d v) {
   return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
 }
 #define NN_DOT_512 NN_DOT_BODY(__m512d, _mm512_loadu_pd, _mm512_fmadd_pd, _mm512_setzero_pd, \
-                               _mm512_reduce_add_pd, 8)
+                               _mm512_reduce_add_pd, 8, 4)
 #define NN_DOT_256 NN_DOT_BODY(__m256d, _mm256_loadu_pd, _mm256_fmadd_pd, _mm256_setzero_pd, \
-                               nn_hsum256, 4)
+                               nn_hsum256, 4, 2)
 #else
 __attribute__((target("avx2,fma"))) static inline float nn_hsum256(__m256 v) {
   __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -302,9 +308,9 @@ __attribute__((target("avx2,fma"))) static inline float nn_hsum256(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
 }
 #define NN_DOT_512 NN_DOT_BODY(__m512, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_setzero_ps, \
-                               _mm512_reduce_add_ps, 16)
+                               _mm512_reduce_add_ps, 16, 4)
 #define NN_DOT_256 NN_DOT_BODY(__m256, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_setzero_ps, \
-                               nn_hsum256, 8)
+                               nn_hsum256, 8, 2)
 #endif
 
 __attribute__((target("avx512f"))) static NN_UNUSED void
