@@ -83,7 +83,17 @@ static void emit_prelude(CG *cg) {
 #undef MATH
   buf_printf(c, "static NN_UNUSED inline real rfma(real a, real b, real c) { return fma%s(a, b, c); }\n", f);
   buf_puts(c, "static NN_UNUSED inline real rmax(real a, real b) { return a > b ? a : b; }\n");
-  buf_puts(c, "static NN_UNUSED inline real rmin(real a, real b) { return a < b ? a : b; }\n\n");
+  buf_puts(c, "static NN_UNUSED inline real rmin(real a, real b) { return a < b ? a : b; }\n");
+  /* c ? a : b with both evaluated, as a select of bits: the gradients of the
+   * rectifiers (relu_dx fused into a residual add: y = x > 0 ? y + dy : 0)
+   * read their operand under the condition, which gcc will not if-convert
+   * (it would speculate a load or a trapping add), so it left those loops
+   * scalar on AVX2 (6.5% of resnet20's training step on Zen 3). */
+  buf_printf(c, "typedef %s nn_bits;\n", g->dtype == DT_F64 ? "uint64_t" : "uint32_t");
+  buf_puts(c, "static NN_UNUSED inline real rpick(int c, real a, real b) {\n"
+              "  nn_bits u, v;\n  memcpy(&u, &a, sizeof u);\n  memcpy(&v, &b, sizeof v);\n"
+              "  const nn_bits m = (nn_bits)0 - (nn_bits)(c != 0);\n  u = (u & m) | (v & ~m);\n"
+              "  memcpy(&a, &u, sizeof a);\n  return a;\n}\n\n");
   buf_printf(c, "#define NN_MR %d\n#define NN_NR %d\n#define NN_DR %d\n#define NN_VL %d\n\n",
              NN_MR, NN_NR, NN_DR, NN_VL);
 }

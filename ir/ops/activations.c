@@ -128,7 +128,7 @@ static void relu_mask_dx_emit(Emit *e, const Graph *g, const Node *node) {
 
 static void relu_dx_scalar(Buf *b, const Graph *g, const Node *node,
                            const char *const *a) {
-  buf_printf(b, "((%s) > 0 ? (%s) : 0)", a[1], a[0]);
+  buf_printf(b, "rpick((%s) > 0, %s, 0)", a[1], a[0]);
 }
 
 const OpDef op_relu = {
@@ -244,7 +244,7 @@ static void leaky_backward(Graph *g, Node *node, const int *dout, const bool *ne
 }
 
 static void leaky_dx_scalar(Buf *b, const Graph *g, const Node *node, const char *const *a) {
-  buf_printf(b, "((%s) > 0 ? (%s) : %s * (%s))", a[1], a[0], num(g, attr_num(node, A_ALPHA)),
+  buf_printf(b, "rpick((%s) > 0, %s, %s * (%s))", a[1], a[0], num(g, attr_num(node, A_ALPHA)),
              a[0]);
 }
 
@@ -273,7 +273,7 @@ static void elu_backward(Graph *g, Node *node, const int *dout, const bool *need
 }
 
 static void elu_dx_scalar(Buf *b, const Graph *g, const Node *node, const char *const *a) {
-  buf_printf(b, "((%s) > 0 ? (%s) : (%s) * ((%s) + %s))", a[1], a[0], a[0], a[1],
+  buf_printf(b, "rpick((%s) > 0, %s, (%s) * ((%s) + %s))", a[1], a[0], a[0], a[1],
              num(g, attr_num(node, A_ALPHA)));
 }
 
@@ -352,7 +352,7 @@ static void clip_backward(Graph *g, Node *node, const int *dout, const bool *nee
 }
 
 static void clip_dx_scalar(Buf *b, const Graph *g, const Node *node, const char *const *a) {
-  buf_printf(b, "((%s) > %s && (%s) < %s ? (%s) : 0)", a[1], num(g, attr_num(node, A_MIN)),
+  buf_printf(b, "rpick(((%s) > %s) & ((%s) < %s), %s, 0)", a[1], num(g, attr_num(node, A_MIN)),
              a[1], num(g, attr_num(node, A_MAX)), a[0]);
 }
 
@@ -413,7 +413,7 @@ static void prelu_scalar(Buf *b, const Graph *g, const Node *node, const char *c
 }
 
 static void prelu_dx_scalar(Buf *b, const Graph *g, const Node *node, const char *const *a) {
-  buf_printf(b, "((%s) > 0 ? (%s) : (%s) * (%s))", a[1], a[0], a[2], a[0]);
+  buf_printf(b, "rpick((%s) > 0, %s, (%s) * (%s))", a[1], a[0], a[2], a[0]);
 }
 
 /* dweight (C) from dy, x (N, C, ...): a thread owns each channel and sums
