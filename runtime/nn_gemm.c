@@ -149,10 +149,12 @@ static NN_UNUSED void nn_ukr_c(real *restrict t, const real *restrict ap, long a
  * with B's half panel beside it that spilled from L1.  So that A's depth
  * goes in blocks of about NN_UKR_DEPTH k, both passes over a block before
  * the next, the partial sums kept in `part` between blocks: every sum is
- * still the same FMAs in the same order.  ResNet-50's batch-1 forward 0.92x
- * on Zen 3 (AVX2); dense layers (A's rows contiguous) and packed A were
- * 3-5% slower blocked, and are not. */
-#define NN_UKR_DEPTH 128
+ * still the same FMAs in the same order.  On Zen 3 (AVX2) ResNet-50's
+ * batch-1 forward took 0.91x the time in blocks of 128, 0.86x in blocks of
+ * 32 (fewer of A's lines, a plane apart, in one set of L1); dense layers
+ * (A's rows contiguous) and packed A were 3-5% slower blocked, and are
+ * not. */
+#define NN_UKR_DEPTH 32
 #define NN_UKR_PASS(V, LD, ST, SET1, FMA, ADD, ZERO, W)                          \
   real part[NN_MR * NN_NR];                                                       \
   const int cb = 2 * (W) < NN_NR && ars == 1 && acs > NN_MR &&                    \
