@@ -234,10 +234,12 @@ NN_CLONES static NN_UNUSED void nn_wino_input(real *restrict v, long ld, const r
       const real *s = t + i * NN_WINO_TS;
       real *q = d + i * 6 * NN_NR;
       nn_wino_phases(q, s);
-      for (int j = 0; j < NN_NR; j++) {
-        q[4 * NN_NR + j] = s[4 * j + 4];
-        q[5 * NN_NR + j] = s[4 * j + 5];
+      for (int j = 0; j < NN_NR; j++) {   /* phases 4, 5: phases 0, 1 a lane on */
+        q[4 * NN_NR + j] = q[j + 1];
+        q[5 * NN_NR + j] = q[NN_NR + j + 1];
       }
+      q[5 * NN_NR - 1] = s[4 * NN_NR];   /* (the last lane's: past them) */
+      q[6 * NN_NR - 1] = s[4 * NN_NR + 1];
     }
     for (int r = 0; r < nr; r++) {   /* columns 4 and 5 of the last tile of a run */
       real *o = d + 4 * NN_NR + run[r].j0 + run[r].len - 1;
