@@ -339,6 +339,16 @@ Test(codegen, plain_O2_vectorizes) {
   free(conv);
   free(bn);
   free(s);
+  /* -DNN_NO_CLONES (the sanitized suite's models): the loops built once */
+  cr_assert_eq(run_capture(out, sizeof out,
+                           "cd %s && gcc -std=c11 -O2 -fopenmp -DNN_NO_CLONES -S l5.c -o l5n.s", dir),
+               0, "%s", out);
+  snprintf(path, sizeof path, "%s/l5n.s", dir);
+  s = read_text(path);
+  cr_assert(s);
+  cr_expect(!strstr(s, ".avx512f:") && !strstr(s, ".avx2:"), "NN_NO_CLONES still cloned");
+  cr_expect(strstr(s, "\nbn1_batchnorm_dx:\n"), "no bn1_batchnorm_dx without clones");
+  free(s);
 }
 
 /* A residual add whose relu's gradient is fused into it, y = x > 0 ? y +

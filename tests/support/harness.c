@@ -14,7 +14,6 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <unistd.h>
 
 static int vrun(char *out, size_t cap, const char *fmt, va_list ap) {
   char cmd[8192];
@@ -87,19 +86,23 @@ char *read_text(const char *path) {
   return s;
 }
 
-/* The sanitizer flags for models: those of a sanitized build, unless the
- * test's environment says NNCC_TEST_MODEL_SANITIZE=OFF. */
-static const char *model_sanitize(void) {
-  const char *v = getenv("NNCC_TEST_MODEL_SANITIZE");
-  return v && strcmp(v, "OFF") == 0 ? "" : NNCC_MODEL_SANITIZE;
-}
-
 /* Extra flags for models from the environment: the suite runs the conv2d
  * and dense tests again with NNCC_TEST_MODEL_CFLAGS=-DNN_FORCE_ISA=N, once
  * per micro-kernel path of runtime/nn_gemm.c. */
 static const char *model_cflags(void) {
   const char *v = getenv("NNCC_TEST_MODEL_CFLAGS");
   return v ? v : "";
+}
+
+/* The sanitizer flags for models: those of a sanitized build, unless the
+ * test's environment says NNCC_TEST_MODEL_SANITIZE=OFF, with its pinned
+ * micro-kernel unless the environment pins one (tests/CMakeLists.txt). */
+static const char *model_sanitize(void) {
+  const char *v = getenv("NNCC_TEST_MODEL_SANITIZE");
+  if (v && strcmp(v, "OFF") == 0)
+    return "";
+  return strstr(model_cflags(), "NN_FORCE_ISA") ? NNCC_MODEL_SANITIZE
+                                                : NNCC_MODEL_SANITIZE NNCC_MODEL_ISA;
 }
 
 void compile_model(Compiled *cm, const char *name, const char *model, const char *opts,
