@@ -74,8 +74,8 @@ static NN_UNUSED void nn_ukr_c(real *restrict t, const real *restrict ap, long a
  * by cpuid, as nn_ukr_pick does for the micro-kernels; the parallel regions
  * inside are cloned with it); clang 14 refuses target_clones beside
  * `unused`.  A build for AVX-512 already (-march=native here) needs none;
- * -DNN_NO_CLONES builds for the given target only, in about half the
- * compile time (the sanitized test suite). */
+ * -DNN_NO_CLONES builds for the given target only, which compiles faster
+ * (the sanitized test suite's models). */
 #if defined(__linux__) && !defined(NN_FORCE_ISA) && !defined(NN_NO_CLONES) && !defined(__clang__) && \
     !defined(__AVX512F__)
 #define NN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
