@@ -404,3 +404,40 @@ Test(codegen, residual_relu_dx_vectorizes_on_avx2) {
   free(s);
   free(c);
 }
+
+/* The test suite builds models with their system headers precompiled
+ * (tests/support/model_pch.h, tests/CMakeLists.txt): a quarter of each
+ * sanitized model's compile.  The precompiled header includes nothing an
+ * emitted model does not (so a missing #include cannot hide behind it), and
+ * gcc takes it for a model built the way the harness builds them ('!' in
+ * gcc -H's list; an unusable one is 'x' and the compile only slower). */
+Test(codegen, models_use_the_precompiled_headers) {
+  char path[600], cc[1024], out[1 << 14];
+  snprintf(path, sizeof path, "%s/tests/support/model_pch.h", NNCC_SOURCE_DIR);
+  char *pch = read_text(path);
+  cr_assert(pch, "cannot read %s", path);
+  Compiled cm;
+  compile_model(&cm, "pchm", chain, "--dtype f32", NULL);
+  char *model = read_text(cm.c_path);
+  cr_assert(model);
+  int includes = 0;
+  for (const char *at = strstr(pch, "\n#include <"); at; at = strstr(at + 1, "\n#include <")) {
+    char line[64];
+    size_t n = strcspn(at + 1, "\n");
+    cr_assert(n < sizeof line);
+    memcpy(line, at + 1, n);
+    line[n] = '\0';
+    cr_expect(strstr(model, line), "model_pch.h has %s, which the model does not", line);
+    includes++;
+  }
+  cr_expect_geq(includes, 10, "model_pch.h: %d includes", includes);
+  if (strcmp(NNCC_MODEL_PCH, "") == 0)
+    cr_skip_test("the models' headers are precompiled for gcc only");
+  model_cc(cc, sizeof cc, NULL);
+  cr_assert_eq(run_capture(out, sizeof out, "%s -H -fsyntax-only %s", cc, cm.c_path), 0, "%s", out);
+  cr_expect(strstr(out, "\n! ") || strncmp(out, "! ", 2) == 0,
+            "gcc did not use the precompiled header:\n%s", out);
+  close_model(&cm);
+  free(model);
+  free(pch);
+}

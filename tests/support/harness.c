@@ -105,6 +105,11 @@ static const char *model_sanitize(void) {
                                                 : NNCC_MODEL_SANITIZE NNCC_MODEL_ISA;
 }
 
+void model_cc(char *cmd, size_t cap, const char *cflags) {
+  snprintf(cmd, cap, "%s -std=c11 -Wall -Wextra -Werror -shared -fPIC " NNCC_MODEL_PCH " %s %s %s",
+           NNCC_CC, cflags ? cflags : "-O1", model_cflags(), model_sanitize());
+}
+
 void compile_model(Compiled *cm, const char *name, const char *model, const char *opts,
                    const char *cflags) {
   memset(cm, 0, sizeof *cm);
@@ -130,10 +135,9 @@ void compile_model_file(Compiled *cm, const char *name, const char *nn, const ch
   snprintf(weights, sizeof weights, "%s/%s_weights.c", cm->dir, name);
   if (access(weights, R_OK) != 0)
     weights[0] = '\0';
-  st = run_capture(log, sizeof log,
-                   "%s -std=c11 -Wall -Wextra -Werror -shared -fPIC %s %s %s -o %s %s %s -lm",
-                   NNCC_CC, cflags ? cflags : "-O1", model_cflags(), model_sanitize(), so,
-                   cm->c_path, weights);
+  char cc[1024];
+  model_cc(cc, sizeof cc, cflags);
+  st = run_capture(log, sizeof log, "%s -o %s %s %s -lm", cc, so, cm->c_path, weights);
   cr_assert(st == 0, "cc failed on %s:\n%s", cm->c_path, log);
   /* NODELETE: unmapping a model built with -fopenmp would pull the OpenMP
    * runtime out from under its idle worker threads. */
