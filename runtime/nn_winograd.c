@@ -34,32 +34,42 @@
  * vectorize for the target they are given; NN_CLONES (nn_gemm.c) builds
  * them for AVX-512 and AVX2 too. */
 
-/* The 36 transformed values u[xi * su] of one 3x3 filter g (row-major; with
- * `flip` read rotated by 180 degrees, as the dx of a convolution needs). */
-static NN_UNUSED void nn_wino_filter(real *restrict u, long su, const real *restrict g,
-                                     int flip) {
-  real f[3][3], t[6][3];
-  for (int i = 0; i < 9; i++)
-    f[i / 3][i % 3] = flip ? g[8 - i] : g[i];
-  for (int j = 0; j < 3; j++) {   /* t = G f */
-    const real f0 = f[0][j], f1 = f[1][j], f2 = f[2][j];
-    t[0][j] = f0 / 4;
-    t[1][j] = -(f0 + f1 + f2) / 6;
-    t[2][j] = -(f0 - f1 + f2) / 6;
-    t[3][j] = f0 / 24 + f1 / 12 + f2 / 6;
-    t[4][j] = f0 / 24 - f1 / 12 + f2 / 6;
-    t[5][j] = f2;
-  }
-  for (int i = 0; i < 6; i++) {   /* u = t G^T */
-    const real t0 = t[i][0], t1 = t[i][1], t2 = t[i][2];
-    real *restrict r = u + (long)i * 6 * su;
-    r[0 * su] = t0 / 4;
-    r[1 * su] = -(t0 + t1 + t2) / 6;
-    r[2 * su] = -(t0 - t1 + t2) / 6;
-    r[3 * su] = t0 / 24 + t1 / 12 + t2 / 6;
-    r[4 * su] = t0 / 24 - t1 / 12 + t2 / 6;
-    r[5 * su] = t2;
-  }
+/* The 36 transformed values of each of n <= NN_NR 3x3 filters g[k]
+ * (row-major; with `flip` read rotated by 180 degrees, as the dx of a
+ * convolution needs) into u[xi * su + k], zeros for a null g[k].  The
+ * filters run in the lanes, so that each of the 36 rows of U (a plane
+ * apart) gets n values at once: a filter at a time, one value per row,
+ * the stores missed L1 and L2 (planes 256 KB apart on ResNet-50's layer3
+ * fall in one set of both) and took 15% of its batch-1 forward. */
+NN_CLONES static NN_UNUSED void nn_wino_filters(real *restrict u, long su,
+                                                const real *const *g, int n, int flip) {
+  real f[9][NN_NR], t[6][3][NN_NR], r[36][NN_NR];
+  for (int k = 0; k < NN_NR; k++)
+    for (int i = 0; i < 9; i++)
+      f[i][k] = k < n && g[k] ? g[k][flip ? 8 - i : i] : 0;
+  for (int j = 0; j < 3; j++)
+    for (int k = 0; k < NN_NR; k++) {   /* t = G f */
+      const real f0 = f[j][k], f1 = f[3 + j][k], f2 = f[6 + j][k];
+      t[0][j][k] = f0 / 4;
+      t[1][j][k] = -(f0 + f1 + f2) / 6;
+      t[2][j][k] = -(f0 - f1 + f2) / 6;
+      t[3][j][k] = f0 / 24 + f1 / 12 + f2 / 6;
+      t[4][j][k] = f0 / 24 - f1 / 12 + f2 / 6;
+      t[5][j][k] = f2;
+    }
+  for (int i = 0; i < 6; i++)
+    for (int k = 0; k < NN_NR; k++) {   /* u = t G^T */
+      const real t0 = t[i][0][k], t1 = t[i][1][k], t2 = t[i][2][k];
+      r[i * 6 + 0][k] = t0 / 4;
+      r[i * 6 + 1][k] = -(t0 + t1 + t2) / 6;
+      r[i * 6 + 2][k] = -(t0 - t1 + t2) / 6;
+      r[i * 6 + 3][k] = t0 / 24 + t1 / 12 + t2 / 6;
+      r[i * 6 + 4][k] = t0 / 24 - t1 / 12 + t2 / 6;
+      r[i * 6 + 5][k] = t2;
+    }
+  for (int xi = 0; xi < 36; xi++)
+    for (int k = 0; k < n; k++)
+      u[xi * su + k] = g[k] ? r[xi][k] : 0;
 }
 
 /* B^T applied to the six values d0 .. d5 of one column, into o[i * os].
@@ -409,23 +419,33 @@ NN_CLONES static NN_UNUSED void nn_wino_dy(real *restrict w, long ld, const real
   }
 }
 
-/* dw (3x3, row-major) = G^T dU G for the 36 values du[xi * su]. */
-static NN_UNUSED void nn_wino_filter_grad(real *restrict dw, const real *restrict du, long su) {
-  real t[3][6];
-  for (int b = 0; b < 6; b++) {   /* t = G^T du */
-    real u[6];
-    for (int a = 0; a < 6; a++)
-      u[a] = du[(a * 6 + b) * su];
-    t[0][b] = u[0] / 4 - (u[1] + u[2]) / 6 + (u[3] + u[4]) / 24;
-    t[1][b] = (u[2] - u[1]) / 6 + (u[3] - u[4]) / 12;
-    t[2][b] = -(u[1] + u[2]) / 6 + (u[3] + u[4]) / 6 + u[5];
-  }
-  for (int i = 0; i < 3; i++) {   /* dw = t G */
-    const real *u = t[i];
-    const real r[3] = {u[0] / 4 - (u[1] + u[2]) / 6 + (u[3] + u[4]) / 24,
-                       (u[2] - u[1]) / 6 + (u[3] - u[4]) / 12,
-                       -(u[1] + u[2]) / 6 + (u[3] + u[4]) / 6 + u[5]};
-    for (int k = 0; k < 3; k++)
-      dw[i * 3 + k] = r[k];
-  }
+/* dw[k] (3x3, row-major) = G^T dU G for the 36 values du[xi * su + k] of
+ * each of the NN_NR lanes k whose dw[k] is not null: like nn_wino_filters,
+ * the lanes read together, a run of NN_NR from each row of dU. */
+NN_CLONES static NN_UNUSED void nn_wino_filter_grads(real *const *dw, const real *restrict du,
+                                                     long su) {
+  real u[36][NN_NR], t[3][6][NN_NR], r[9][NN_NR];
+  for (int xi = 0; xi < 36; xi++)
+    for (int k = 0; k < NN_NR; k++)
+      u[xi][k] = du[xi * su + k];
+  for (int b = 0; b < 6; b++)
+    for (int k = 0; k < NN_NR; k++) {   /* t = G^T du */
+      const real u0 = u[b][k], u1 = u[6 + b][k], u2 = u[12 + b][k], u3 = u[18 + b][k],
+                 u4 = u[24 + b][k], u5 = u[30 + b][k];
+      t[0][b][k] = u0 / 4 - (u1 + u2) / 6 + (u3 + u4) / 24;
+      t[1][b][k] = (u2 - u1) / 6 + (u3 - u4) / 12;
+      t[2][b][k] = -(u1 + u2) / 6 + (u3 + u4) / 6 + u5;
+    }
+  for (int i = 0; i < 3; i++)
+    for (int k = 0; k < NN_NR; k++) {   /* dw = t G */
+      const real u0 = t[i][0][k], u1 = t[i][1][k], u2 = t[i][2][k], u3 = t[i][3][k],
+                 u4 = t[i][4][k], u5 = t[i][5][k];
+      r[i * 3 + 0][k] = u0 / 4 - (u1 + u2) / 6 + (u3 + u4) / 24;
+      r[i * 3 + 1][k] = (u2 - u1) / 6 + (u3 - u4) / 12;
+      r[i * 3 + 2][k] = -(u1 + u2) / 6 + (u3 + u4) / 6 + u5;
+    }
+  for (int k = 0; k < NN_NR; k++)
+    if (dw[k])
+      for (int i = 0; i < 9; i++)
+        dw[k][i] = r[i][k];
 }

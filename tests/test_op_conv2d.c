@@ -270,6 +270,13 @@ Test(conv2d_forward, pixel_rows_3x3) {
 Test(conv2d_forward, pixel_rows_tiny_plane) {
   check_forward_with(&(Conv){"pr4", 5, 2, 2, 40, 1, 1, 0, 1, true}, true, 1e-5, "--batch 1");
 }
+/* Deep enough that the depth goes in blocks (conv2d.c, rows_depth: 800
+ * taps at 49 pixels in f32): 1000 channels read in place (a block of 200
+ * last), 900 taps of columns (a block of 100), two panels of filters. */
+Test(conv2d_forward, pixel_rows_blocked_depth) {
+  check_forward_with(&(Conv){"pr5", 1000, 7, 7, 64, 1, 1, 0, 1, true}, true, 1e-5, "--batch 1");
+  check_forward_with(&(Conv){"pr6", 100, 14, 14, 64, 3, 2, 1, 1, false}, false, 1e-5, "--batch 1");
+}
 Test(conv2d_forward, depthwise_fused_relu) { check_forward(&(Conv){"dwr", 5, 9, 7, 5, 3, 2, 1, 5, true}, true); }
 Test(conv2d_forward, direct_1x1_groups) { check_forward(&(Conv){"d1g", 6, 5, 5, 9, 1, 1, 0, 3, false}, false); }
 Test(conv2d_forward, fused_relu_groups) { check_forward(&(Conv){"relug", 4, 7, 6, 4, 3, 2, 1, 2, false}, true); }
@@ -360,6 +367,11 @@ Test(conv2d_window, kernel_choice) {
   expect_report_of("kc7", "3, 7, 7", "128, kernel=3, pad=1", "--batch 1", "pixel rows", true);
   expect_report_of("kc8", "5, 2, 2", "40, kernel=1", "--batch 1", "pixel rows", true);
   expect_report_of("kc9", "4, 6, 6", "13, kernel=1", "--batch 1", "pixel rows", false);
+  expect_report_of("kc14", "1000, 7, 7", "64, kernel=1", "--batch 1",
+                   "input read in place, depth 1000 in blocks of 800", true);
+  expect_report_of("kc15", "100, 14, 14", "64, kernel=3, stride=2, pad=1", "--batch 1",
+                   "columns packed, depth 900 in blocks of 800", true);
+  expect_report_of("kc16", "7, 7, 7", "32, kernel=1", "--batch 1", "in blocks of", false);
   expect_report_of("kc10", "32, 14, 14", "40, kernel=3, pad=1", "--batch 1",
                    "Winograd F(4x4,3x3) as pixel rows", true);
   expect_report_of("kc11", "16, 10, 10", "32, kernel=3, pad=1", "--batch 1",

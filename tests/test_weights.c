@@ -456,7 +456,7 @@ Test(weights, folded_weights_are_baked_not_in_the_arena) {
 /* Two Winograd layers (3x3, stride 1, 16 channels; the first folds a
  * batchnorm) and a strided one (a product on packed columns, 10 filters in
  * panels of 6, 2 groups): baked, their transformed filters (computed by nncc
- * with nn_wino_filter's arithmetic) and filter panels (copied as nn_pack_a
+ * with nn_wino_filters' arithmetic) and filter panels (copied as nn_pack_a
  * does, zeros past each group's filters) give the outputs of the plain build,
  * which prepares them in each layer's workspace at every call (36 x 18 x 16
  * reals for the second), bit for bit.  A wrong constant or order in the

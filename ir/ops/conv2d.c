@@ -355,6 +355,33 @@ static long rows_cols_reals(const Conv *v) {
   return rows_in_place(v) ? 0 : rows_im2col(v) ? v->fsize * v->howo : (long)NN_MR * v->fsize;
 }
 
+/* The depth R goes in blocks of rows_depth() taps, every pixel tile through
+ * a block before the next, when the rows of A (P x R) and a panel (R x
+ * NN_NR) are more than ROWS_BLOCK_BYTES: then a block of both stays in L2
+ * while the tiles reuse it, and the tiles' sums wait in a slot of the
+ * workspace (the micro-kernel adds a block's sum to what t holds: rounded
+ * per block, the same for any thread count).  Unblocked, ResNet-50's 7x7
+ * layers read each panel (590 KB in layer4's 3x3 convolutions, over Zen 3's
+ * 512 KB L2) from L3 again for every one of their 9 tiles; blocked, three
+ * such layers take 0.83-0.88x the time (blocks of 192 to 800 taps alike,
+ * 1600 worse), and still run at ~60% of the peak: the micro-kernel reading
+ * A down its columns (a line per tap) does 77 GFLOP/s on hot operands
+ * against 95 on a packed A. */
+enum { ROWS_BLOCK_BYTES = 256 << 10 };
+
+static long rows_depth(const Conv *v, const Graph *g) {
+  long esize = g->dtype == DT_F64 ? 8 : 4, most = ROWS_BLOCK_BYTES / esize;
+  long kc = most / (v->howo + NN_NR) / 32 * 32;
+  if (kc < 32)
+    kc = 32;
+  return rows_rt(v) > 1 && (v->howo + NN_NR) * v->fsize > most && kc < v->fsize ? kc : v->fsize;
+}
+
+static long rows_sums_reals(const Conv *v, const Graph *g) {
+  return rows_depth(v, g) < v->fsize
+             ? (long)slots(g, rows_ct(v)) * rows_rt(v) * NN_MR * NN_NR : 0;
+}
+
 /* The micro-kernel tiles per tap of the product with the filters as rows. */
 static long filter_rows_tiles(const Conv *v) {
   return (long)fwd_mt(v) * ((fwd_pixels(v) + NN_NR - 1) / NN_NR);
@@ -404,7 +431,9 @@ static bool wino_rows(const Conv *v, const Graph *g) {
  * tiles of M of one row tile and the 4x4 outputs of one tile. */
 static long wino_rows_u_reals(const Conv *v) { return 36L * rows_ct(v) * v->c * NN_NR; }
 static long wino_rows_v_reals(const Conv *v) { return 36L * v->c * NN_NR; }
-static long wino_rows_slot_reals(void) { return 36L * NN_MR * NN_NR + 16L * NN_NR; }
+static long wino_rows_slot_reals(const Conv *v) {
+  return wino_rows_rt(v) * 36L * NN_MR * NN_NR + 16L * NN_NR;
+}
 
 /* Which kernel computes the forward product of v, or (dx) the dx of a
  * stride-1 convolution as the product of dx_conv(): K_DIRECT is the direct
@@ -432,10 +461,10 @@ static long fwd_reals(const Conv *v, const Graph *g, bool dx) {
   case K_DIRECT:
     return 0;
   case K_ROWS:
-    return rows_panels_reals(v) + rows_cols_reals(v);
+    return rows_panels_reals(v) + rows_cols_reals(v) + rows_sums_reals(v, g);
   case K_WINO_ROWS:
     return wino_rows_u_reals(v) + wino_rows_v_reals(v) + NN_MR + wino_pad_reals(v) +
-           slots(g, rows_ct(v) * wino_rows_rt(v)) * wino_rows_slot_reals();
+           slots(g, rows_ct(v)) * wino_rows_slot_reals(v);
   case K_POINTWISE:
     return pw_pack_reals(v) + (long)slots(g, pw_items(v, g)) * pw_slot_reals(v);
   case K_WINOGRAD:
@@ -628,23 +657,19 @@ static void emit_wino_filters(Emit *e, const Conv *v, const char *name, bool fli
   const char *pn = cols ? "NN_NR" : "NN_MR";
   emitln(e, "real *const %s = ws;", name);
   emit_omp(e, "for");
-  emitln(e, "for (int oc = 0; oc < %ld; oc++) {", up);
-  emitln(e, "const int o = oc / %d, c = oc %% %d;", v->c, v->c);
-  if (cols)
-    emitln(e, "real *const u = %s + ((long)(o / %s) * %d + c) * %s + o %% %s;", name, pn, v->c,
-           pn, pn);
-  else
-    emitln(e, "real *const u = %s + (long)(o / %s) * %ld + (long)c * %s + o %% %s;", name, pn,
-           (long)per * v->c, pn, pn);
-  emitln(e, "if (o < %d) {", v->o);
+  emitln(e, "for (long q0 = 0; q0 < %ld; q0 += NN_NR) {   /* NN_NR of U's lanes at a time */", up);
+  emitln(e, "const real *g[NN_NR];");
+  emitln(e, "const int n = %ld - q0 < NN_NR ? (int)(%ld - q0) : NN_NR;", up, up);
+  emitln(e, "for (int k = 0; k < n; k++) {");
+  emitln(e, "const long q = q0 + k;");
+  emitln(e, "const int o = (int)(q / %ld) * %s + (int)(q %% %s), c = (int)(q / %s %% %d);",
+         (long)per * v->c, pn, pn, pn, v->c);
   if (!flip)
-    emitln(e, "nn_wino_filter(u, %ld, w + (long)oc * 9, 0);", up);
+    emitln(e, "g[k] = o < %d ? w + ((long)o * %d + c) * 9 : NULL;", v->o, v->c);
   else   /* w'(o, c) = w(c, o) rotated by 180 degrees */
-    emitln(e, "nn_wino_filter(u, %ld, w + ((long)c * %d + o) * 9, 1);", up, v->o);
-  emitln(e, "} else {");
-  emitln(e, "for (int xi = 0; xi < 36; xi++)");
-  emitln(e, "    u[xi * %ldL] = 0;", up);
+    emitln(e, "g[k] = o < %d ? w + ((long)c * %d + o) * 9 : NULL;", v->o, v->o);
   emitln(e, "}");
+  emitln(e, "nn_wino_filters(%s + q0, %ld, g, n, %d);", name, up, flip);
   emitln(e, "}");
 }
 
@@ -863,16 +888,34 @@ static void emit_pixel_rows(Emit *e, const Graph *g, const Node *node, const Con
     emitln(e, "nn_pack_cols(pa, NN_MR, %s, %d, %d, %d, %s, %d, 0, %ld);", xb, v->c, v->h, v->w,
            window_arg(e, v), v->wo, p);
   }
-  emit_omp(e, "for schedule(static)");
+  long kc = rows_depth(v, g);
+  emit_slot_for(e, g, ct, false);
   emitln(e, "for (int c = 0; c < %ld; c++) {", ct);
   emitln(e, "const int o0 = c * NN_NR, nr = %d - o0 < NN_NR ? %d - o0 : NN_NR;", v->o, v->o);
+  if (kc < r) {   /* a block of R for every tile, then the next */
+    emitln(e, "real *const sums = ws + %ldL + (long)nn_thread_id() * %ld;",
+           (baked ? 0 : rows_panels_reals(v)) + rows_cols_reals(v), rows_rt(v) * NN_MR * NN_NR);
+    emitln(e, "for (long k0 = 0; k0 < %ld; k0 += %ld) {", r, kc);
+    emitln(e, "const int kn = %ld - k0 < %ld ? (int)(%ld - k0) : %ld;", r, kc, r, kc);
+    emitln(e, "for (long p0 = 0; p0 < %ld; p0 += NN_MR) {", p);
+    emitln(e, "const long ps = p0 + NN_MR <= %ld ? p0 : %ld;", p, p - NN_MR);
+    emitln(e, "ukr(sums + p0 / NN_MR * NN_MR * NN_NR, %s + ps + k0 * %ld, 1, %ld, "
+              "pb + (long)c * %ld + k0 * NN_NR, kn, 1, NN_NR, 0, k0 > 0);",
+           in_place ? xb : "pa", p, p, NN_NR * r);
+    emitln(e, "}");
+    emitln(e, "}");
+  }
   emitln(e, "for (long p0 = 0; p0 < %ld; p0 += NN_MR) {", p);
-  emitln(e, "real t[NN_MR * NN_NR];");
-  if (in_place || rows_im2col(v)) {   /* the last tile starts NN_MR before the edge */
+  if (kc < r) {
+    emitln(e, "const real *const t = sums + p0 / NN_MR * NN_MR * NN_NR;");
+    emitln(e, "const long ps = p0 + NN_MR <= %ld ? p0 : %ld;", p, p - NN_MR);
+  } else if (in_place || rows_im2col(v)) {   /* the last tile starts NN_MR before the edge */
+    emitln(e, "real t[NN_MR * NN_NR];");
     emitln(e, "const long ps = p0 + NN_MR <= %ld ? p0 : %ld;", p, p - NN_MR);
     emitln(e, "ukr(t, %s + ps, 1, %ld, pb + (long)c * %ld, %ld, 1, NN_NR, 0, 0);",
            in_place ? xb : "pa", p, NN_NR * r, r);
   } else {
+    emitln(e, "real t[NN_MR * NN_NR];");
     emitln(e, "const long ps = p0;");
     emitln(e, "ukr(t, pa + p0 * %ld, 1, NN_MR, pb + (long)c * %ld, %ld, 1, NN_NR, 0, 0);", r,
            NN_NR * r, r);
@@ -901,7 +944,7 @@ static void emit_wino_rows(Emit *e, const Graph *g, const Node *node, const Conv
   emitln(e, "real *const v = ws + %ldL, *const pad = v + %ldL;", at, wino_rows_v_reals(v) + NN_MR);
   emitln(e, "{");
   emitln(e, "real *const m = pad + %ldL + (long)nn_thread_id() * %ld, *const yt = m + %ld;",
-         wino_pad_reals(v), wino_rows_slot_reals(), 36L * NN_MR * NN_NR);
+         wino_pad_reals(v), wino_rows_slot_reals(v), rt * 36L * NN_MR * NN_NR);
   if (baked)
     emitln(e, "const real *const ub = w;   /* transformed at compile time */");
   else
@@ -910,19 +953,20 @@ static void emit_wino_rows(Emit *e, const Graph *g, const Node *node, const Conv
   emit_omp(e, "single");
   emitln(e, "nn_wino_input(v, NN_NR, x + (long)b * %ld, %ld, %d, %d, %d, %d, %d, %d, 0, %ld, pad);",
          (long)v->c * v->hw, (long)v->c * v->hw, v->c, v->h, v->w, v->q.pt, th, tw, tiles);
-  emit_slot_for(e, g, ct * rt, true);
+  emit_slot_for(e, g, ct, false);
   emitln(e, "for (int c = 0; c < %ld; c++) {", ct);
-  emitln(e, "for (int r = 0; r < %ld; r++) {", rt);
   emitln(e, "const int o0 = c * NN_NR, nr = %d - o0 < NN_NR ? %d - o0 : NN_NR;", v->o, v->o);
   emitln(e, "for (int xi = 0; xi < 36; xi++)");
-  emitln(e, "    ukr(m + xi * NN_MR * NN_NR, v + (long)xi * %ld + r * NN_MR, 1, NN_NR, "
-            "ub + ((long)xi * %ld + c) * %ld, %d, 1, NN_NR, 0, 0);",
+  emitln(e, "    for (int r = 0; r < %ld; r++)", rt);
+  emitln(e, "        ukr(m + (r * 36 + xi) * NN_MR * NN_NR, v + (long)xi * %ld + r * NN_MR, 1, "
+            "NN_NR, ub + ((long)xi * %ld + c) * %ld, %d, 1, NN_NR, 0, 0);",
          (long)v->c * NN_NR, ct, (long)v->c * NN_NR, v->c);
+  emitln(e, "for (int r = 0; r < %ld; r++) {", rt);
   emitln(e, "for (int i = 0; i < NN_MR && r * NN_MR + i < %ld; i++) {", tiles);
   emitln(e, "const int tile = r * NN_MR + i, ty = tile / %d, tx = tile %% %d;", tw, tw);
   emitln(e, "const int rows = %d - 4 * ty < 4 ? %d - 4 * ty : 4;", v->ho, v->ho);
   emitln(e, "const int cols = %d - 4 * tx < 4 ? %d - 4 * tx : 4;", v->wo, v->wo);
-  emitln(e, "nn_wino_output(yt, m + i * NN_NR);");
+  emitln(e, "nn_wino_output(yt, m + (long)r * 36 * NN_MR * NN_NR + i * NN_NR);");
   emitln(e, "for (int j = 0; j < nr; j++) {");
   emitln(e, "const int o = o0 + j;");
   emitln(e, "const long yo = ((long)b * %d + o) * %ld + (long)ty * %d + tx * 4;", v->o, v->howo,
@@ -973,11 +1017,15 @@ static const char *product_choice(const Graph *g, const Conv *v, bool dx) {
   case K_ROWS:
     return arena_printf(a, "pixel rows at batch 1: %ld tiles of %d pixels by %ld panels of %d "
                            "filters (%.0f%% of the products' lanes padding, against %.0f%% with "
-                           "the filters as rows), %s",
+                           "the filters as rows), %s%s",
                         rows_rt(v), NN_MR, rows_ct(v), NN_NR,
                         100.0 * (1 - (double)v->howo * v->o / (rows_rt(v) * rows_ct(v) * NN_MR * NN_NR)),
                         100.0 * (1 - (double)v->howo * v->o / (filter_rows_tiles(v) * NN_MR * NN_NR)),
-                        rows_in_place(v) ? "input read in place" : "columns packed");
+                        rows_in_place(v) ? "input read in place" : "columns packed",
+                        rows_depth(v, g) < v->fsize
+                            ? arena_printf(a, ", depth %ld in blocks of %ld", v->fsize,
+                                           rows_depth(v, g))
+                            : "");
   case K_WINO_ROWS:
     return arena_printf(a, "Winograd F(4x4,3x3) as pixel rows at batch 1: %ld tiles of 4x4 "
                            "pixels in %ld rows of %d by %ld panels of %d filters, 36 products of "
@@ -1209,13 +1257,18 @@ static void emit_winograd_dw(Emit *e, const Graph *g, const Conv *v) {
          v->c, chunk, chunk, chunk * v->o, v->o);
   emitln(e, "}");
   emitln(e, "}");
-  /* dU(o, c) at tile (xi, c / NN_MR, o / NN_NR), row c % NN_MR, column o % NN_NR */
+  /* dU(o, c) at tile (xi, c / NN_MR, o / NN_NR), row c % NN_MR, column o %
+   * NN_NR: NN_NR columns at a time */
   emit_omp(e, "for");
-  emitln(e, "for (int oc = 0; oc < %d; oc++) {", v->o * v->c);
-  emitln(e, "const int o = oc / %d, c = oc %% %d;", v->c, v->c);
-  emitln(e, "nn_wino_filter_grad(dw + (long)oc * 9, du + ((long)(c / NN_MR) * %d + o / NN_NR) * "
-            "NN_MR * NN_NR + c %% NN_MR * NN_NR + o %% NN_NR, %ld);",
-         ot, (long)ct * ot * NN_MR * NN_NR);
+  emitln(e, "for (long q0 = 0; q0 < %ld; q0 += NN_NR) {", (long)ct * ot * NN_MR * NN_NR);
+  emitln(e, "real *d[NN_NR];");
+  emitln(e, "const int tile = (int)(q0 / (NN_MR * NN_NR)), c = tile / %d * NN_MR + (int)(q0 / "
+            "NN_NR %% NN_MR);", ot);
+  emitln(e, "for (int j = 0; j < NN_NR; j++) {");
+  emitln(e, "const int o = tile %% %d * NN_NR + j;", ot);
+  emitln(e, "d[j] = c < %d && o < %d ? dw + ((long)o * %d + c) * 9 : NULL;", v->c, v->o, v->c);
+  emitln(e, "}");
+  emitln(e, "nn_wino_filter_grads(d, du + q0, %ld);", (long)ct * ot * NN_MR * NN_NR);
   emitln(e, "}");
   emitln(e, "}");
 }
@@ -1402,7 +1455,7 @@ static void col_panels_eval(const Graph *g, const Node *node, const void *const 
 }
 
 /* U as emit_winograd lays it out (emit_wino_rows with `cols`), from w (O,
- * C, 3, 3): nn_wino_filter's arithmetic (runtime/nn_winograd.c) in the same
+ * C, 3, 3): nn_wino_filters' arithmetic (runtime/nn_winograd.c) in the same
  * order, so that the baked values equal the ones a build with loadable
  * weights computes, bit for bit. */
 #define WINO_U(real)                                                                   \
