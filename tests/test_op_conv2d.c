@@ -368,9 +368,9 @@ Test(conv2d_window, kernel_choice) {
   expect_report_of("kc8", "5, 2, 2", "40, kernel=1", "--batch 1", "pixel rows", true);
   expect_report_of("kc9", "4, 6, 6", "13, kernel=1", "--batch 1", "pixel rows", false);
   expect_report_of("kc14", "1000, 7, 7", "64, kernel=1", "--batch 1",
-                   "input read in place, depth 1000 in blocks of 800", true);
+                   "input packed in tiles, depth 1000 in blocks of 800", true);
   expect_report_of("kc15", "100, 14, 14", "64, kernel=3, stride=2, pad=1", "--batch 1",
-                   "columns packed, depth 900 in blocks of 800", true);
+                   "columns packed in tiles, depth 900 in blocks of 800", true);
   expect_report_of("kc16", "7, 7, 7", "32, kernel=1", "--batch 1", "in blocks of", false);
   expect_report_of("kc10", "32, 14, 14", "40, kernel=3, pad=1", "--batch 1",
                    "Winograd F(4x4,3x3) as pixel rows", true);

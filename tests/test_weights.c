@@ -499,8 +499,8 @@ Test(weights, prepared_filters_are_baked_as_columns_at_batch_1) {
   const char *wino = strstr(report, "Winograd F(4x4,3x3) as pixel rows");
   const char *first = strstr(report, "pixel rows at batch 1: 17 tiles");
   cr_assert(wino && strstr(wino, "filters transformed at compile time") && first &&
-            strstr(first, "input read in place; filters packed at compile time") &&
-            strstr(report, "columns packed; filters packed at compile time"),
+            strstr(first, "input packed in tiles; filters packed at compile time") &&
+            strstr(report, "columns packed in tiles; filters packed at compile time"),
             "every layer should run as pixel rows and read baked filters:\n%s", report);
   cr_assert_gt(mem_plain - mem_baked, 36 * 16 * 32 * 4, "memory_size %zu, plain %zu", mem_baked,
                mem_plain);

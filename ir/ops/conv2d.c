@@ -330,16 +330,18 @@ static long pw_items(const Conv *v, const Graph *g) {
 /* Pixel rows (batch 1): y^T (P, O) = col^T (P, R) . w^T (R, O), the output
  * pixels as the micro-kernel's NN_MR rows and the filters as its NN_NR
  * columns, packed into CT panels of NN_NR filters (at compile time when the
- * weights are baked).  The rows are x read in place for a 1x1 window of
- * stride 1 without pads (A(p, c) = x[c * P + p], the last tile starting
- * NN_MR before the edge), else read the same way from the columns, which
- * im2col writes whole (R x P) once per call.  (Packing the columns tile by
- * tile, NN_MR pixels a call, made vgg_small's batch 1 1.1x slower than
- * without pixel rows.)  A thread owns panels of filters and runs every
- * pixel tile through each, so that a panel (R x NN_NR) streams from L2
- * (blocks of 128 taps kept in L1 for groups of 8 tiles measured no faster
- * on ResNet-50: the micro-kernel alone streams a 256 KB panel from L2 at
- * 116 GFLOP/s, the peak).  Chosen when it needs 5% fewer micro-kernel
+ * weights are baked).  The rows come from x for a 1x1 window of stride 1
+ * without pads (A(p, c) = x[c * P + p]), else from the columns, which
+ * im2col writes whole (R x P) once per call; either is packed once per
+ * call into tiles of NN_MR pixels (k-major, the last tile's missing pixels
+ * zero), which every panel then reads: read down its columns in place, a
+ * cache line per tap, A held the micro-kernel at 77 GFLOP/s on Zen 3
+ * against 95 packed, and ResNet-50's 7x7 layers took 1.3-1.4x the time.
+ * (Packing the columns tile by tile straight from x, NN_MR pixels a call,
+ * made vgg_small's batch 1 1.1x slower than without pixel rows.)  A thread
+ * owns panels of filters and runs every pixel tile through each, so that a
+ * panel (R x NN_NR) streams from L2 (or, deep, a block of it: rows_depth).
+ * Chosen when it needs 5% fewer micro-kernel
  * tiles, its columns counted in, than the product with the filters as
  * rows: on small planes, whose pixels fill few panels of NN_NR (ResNet-50's
  * 7x7 and 14x14 layers: 49 pixels are 2 panels of 32, 23% of them padding,
@@ -363,10 +365,8 @@ static long rows_cols_reals(const Conv *v) {
  * per block, the same for any thread count).  Unblocked, ResNet-50's 7x7
  * layers read each panel (590 KB in layer4's 3x3 convolutions, over Zen 3's
  * 512 KB L2) from L3 again for every one of their 9 tiles; blocked, three
- * such layers take 0.83-0.88x the time (blocks of 192 to 800 taps alike,
- * 1600 worse), and still run at ~60% of the peak: the micro-kernel reading
- * A down its columns (a line per tap) does 77 GFLOP/s on hot operands
- * against 95 on a packed A. */
+ * such layers took 0.83-0.88x the time (blocks of 192 to 800 taps alike,
+ * 1600 worse). */
 enum { ROWS_BLOCK_BYTES = 256 << 10 };
 
 static long rows_depth(const Conv *v, const Graph *g) {
@@ -375,6 +375,10 @@ static long rows_depth(const Conv *v, const Graph *g) {
   if (kc < 32)
     kc = 32;
   return rows_rt(v) > 1 && (v->howo + NN_NR) * v->fsize > most && kc < v->fsize ? kc : v->fsize;
+}
+
+static long rows_packed_reals(const Conv *v) {
+  return v->howo >= NN_MR ? rows_rt(v) * NN_MR * v->fsize : 0;
 }
 
 static long rows_sums_reals(const Conv *v, const Graph *g) {
@@ -461,7 +465,8 @@ static long fwd_reals(const Conv *v, const Graph *g, bool dx) {
   case K_DIRECT:
     return 0;
   case K_ROWS:
-    return rows_panels_reals(v) + rows_cols_reals(v) + rows_sums_reals(v, g);
+    return rows_panels_reals(v) + rows_cols_reals(v) + rows_packed_reals(v) +
+           rows_sums_reals(v, g);
   case K_WINO_ROWS:
     return wino_rows_u_reals(v) + wino_rows_v_reals(v) + NN_MR + wino_pad_reals(v) +
            slots(g, rows_ct(v)) * wino_rows_slot_reals(v);
@@ -855,14 +860,16 @@ static void emit_pointwise(Emit *e, const Graph *g, const Node *node, const Conv
     emitln(e, "}");
 }
 
-/* Pixel rows (see pixel_rows()), forward only, the epilogue fused. */
+/* Pixel rows (see pixel_rows()), forward only, the epilogue fused.  The
+ * rows of A (x in place, or the columns im2col wrote) are packed tile by
+ * tile first (rows_packed_reals), so that the micro-kernel reads NN_MR
+ * contiguous values a tap rather than a cache line per tap. */
 static void emit_pixel_rows(Emit *e, const Graph *g, const Node *node, const Conv *v) {
-  long r = v->fsize, p = v->howo, ct = rows_ct(v);
+  long r = v->fsize, p = v->howo, ct = rows_ct(v), rt = rows_rt(v), kc = rows_depth(v, g);
   bool bias = node->nin > 2, baked = reads_baked(g, node, OP_CONV2D_COL_PANELS);
-  bool in_place = rows_in_place(v);
+  bool in_place = rows_in_place(v), tiles = p >= NN_MR;
+  long at = baked ? 0 : rows_panels_reals(v), apo = at + rows_cols_reals(v);
   emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
-  if (in_place && baked)
-    emitln(e, "(void)ws;");
   emitln(e, "{");
   if (baked) {
     emitln(e, "const real *const pb = w;   /* packed at compile time */");
@@ -875,58 +882,58 @@ static void emit_pixel_rows(Emit *e, const Graph *g, const Node *node, const Con
            NN_NR * r, NN_NR * r, r, v->o, v->o, r);
   }
   if (!in_place)
-    emitln(e, "real *const pa = ws + %ldL;", baked ? 0 : rows_panels_reals(v));
+    emitln(e, "real *const pa = ws + %ldL;", at);
+  /* A(i, r) of tile t at ap[(t * R + r) * NN_MR + i], pixels past P zero */
+  emitln(e, "real *const ap = %s;", tiles ? arena_printf(e->ctx->arena, "ws + %ldL", apo) : "pa");
   emitln(e, "for (int b = 0; b < n; b++) {");
   const char *xb = arena_printf(e->ctx->arena, "x + (long)b * %ld", (long)v->c * v->hw);
-  if (rows_im2col(v)) {   /* col (R, P), read as A(i, r) = col[r * P + i] like x */
+  if (rows_im2col(v)) {   /* col (R, P): A(i, r) = col[r * P + i], like x */
     emit_omp(e, "for");
     emitln(e, "for (int ci = 0; ci < %d; ci++)", v->c);
     emitln(e, "    nn_im2col(pa + (long)ci * %ld, %s + (long)ci * %ld, %d, %d, %s, %d, %d);",
            v->kk * p, xb, v->hw, v->h, v->w, window_arg(e, v), v->ho, v->wo);
-  } else if (!in_place) {   /* one tile: A(i, r) = col(r, i), rows past P zero */
+  } else if (!in_place) {   /* one tile, packed as such */
     emit_omp(e, "single");
     emitln(e, "nn_pack_cols(pa, NN_MR, %s, %d, %d, %d, %s, %d, 0, %ld);", xb, v->c, v->h, v->w,
            window_arg(e, v), v->wo, p);
   }
-  long kc = rows_depth(v, g);
+  if (tiles) {
+    emit_omp(e, "for");
+    emitln(e, "for (int t = 0; t < %ld; t++)", rt);
+    emitln(e, "    nn_pack_a(ap + (long)t * %ld, %s + t * NN_MR, 1, %ld, "
+              "%ld - t * NN_MR < NN_MR ? (int)(%ld - t * NN_MR) : NN_MR, %ld);",
+           r * NN_MR, in_place ? xb : "pa", p, p, p, r);
+  }
   emit_slot_for(e, g, ct, false);
   emitln(e, "for (int c = 0; c < %ld; c++) {", ct);
   emitln(e, "const int o0 = c * NN_NR, nr = %d - o0 < NN_NR ? %d - o0 : NN_NR;", v->o, v->o);
   if (kc < r) {   /* a block of R for every tile, then the next */
     emitln(e, "real *const sums = ws + %ldL + (long)nn_thread_id() * %ld;",
-           (baked ? 0 : rows_panels_reals(v)) + rows_cols_reals(v), rows_rt(v) * NN_MR * NN_NR);
+           apo + rows_packed_reals(v), rt * NN_MR * NN_NR);
     emitln(e, "for (long k0 = 0; k0 < %ld; k0 += %ld) {", r, kc);
     emitln(e, "const int kn = %ld - k0 < %ld ? (int)(%ld - k0) : %ld;", r, kc, r, kc);
-    emitln(e, "for (long p0 = 0; p0 < %ld; p0 += NN_MR) {", p);
-    emitln(e, "const long ps = p0 + NN_MR <= %ld ? p0 : %ld;", p, p - NN_MR);
-    emitln(e, "ukr(sums + p0 / NN_MR * NN_MR * NN_NR, %s + ps + k0 * %ld, 1, %ld, "
+    emitln(e, "for (int t = 0; t < %ld; t++)", rt);
+    emitln(e, "    ukr(sums + t * NN_MR * NN_NR, ap + ((long)t * %ld + k0) * NN_MR, 1, NN_MR, "
               "pb + (long)c * %ld + k0 * NN_NR, kn, 1, NN_NR, 0, k0 > 0);",
-           in_place ? xb : "pa", p, p, NN_NR * r);
-    emitln(e, "}");
+           r, NN_NR * r);
     emitln(e, "}");
   }
-  emitln(e, "for (long p0 = 0; p0 < %ld; p0 += NN_MR) {", p);
+  emitln(e, "for (int t = 0; t < %ld; t++) {", rt);
   if (kc < r) {
-    emitln(e, "const real *const t = sums + p0 / NN_MR * NN_MR * NN_NR;");
-    emitln(e, "const long ps = p0 + NN_MR <= %ld ? p0 : %ld;", p, p - NN_MR);
-  } else if (in_place || rows_im2col(v)) {   /* the last tile starts NN_MR before the edge */
-    emitln(e, "real t[NN_MR * NN_NR];");
-    emitln(e, "const long ps = p0 + NN_MR <= %ld ? p0 : %ld;", p, p - NN_MR);
-    emitln(e, "ukr(t, %s + ps, 1, %ld, pb + (long)c * %ld, %ld, 1, NN_NR, 0, 0);",
-           in_place ? xb : "pa", p, NN_NR * r, r);
+    emitln(e, "const real *const tt = sums + t * NN_MR * NN_NR;");
   } else {
-    emitln(e, "real t[NN_MR * NN_NR];");
-    emitln(e, "const long ps = p0;");
-    emitln(e, "ukr(t, pa + p0 * %ld, 1, NN_MR, pb + (long)c * %ld, %ld, 1, NN_NR, 0, 0);", r,
-           NN_NR * r, r);
+    emitln(e, "real tt[NN_MR * NN_NR];");
+    emitln(e, "ukr(tt, ap + (long)t * %ld, 1, NN_MR, pb + (long)c * %ld, %ld, 1, NN_NR, 0, 0);",
+           r * NN_MR, NN_NR * r, r);
   }
-  emitln(e, "const int i1 = %ld - ps < NN_MR ? (int)(%ld - ps) : NN_MR;", p, p);
+  emitln(e, "const long p0 = (long)t * NN_MR;");
+  emitln(e, "const int i1 = %ld - p0 < NN_MR ? (int)(%ld - p0) : NN_MR;", p, p);
   emitln(e, "for (int j = 0; j < nr; j++) {");
   emitln(e, "const int o = o0 + j;");
-  emitln(e, "const long yr = ((long)b * %d + o) * %ld + ps;", v->o, p);
-  emitln(e, "for (int i = (int)(p0 - ps); i < i1; i++) {");
+  emitln(e, "const long yr = ((long)b * %d + o) * %ld + p0;", v->o, p);
+  emitln(e, "for (int i = 0; i < i1; i++) {");
   emitln(e, "const long yi = yr + i;");
-  emitln(e, "const real acc = t[i * NN_NR + j]%s;", bias ? " + bias[o]" : "");
+  emitln(e, "const real acc = tt[i * NN_NR + j]%s;", bias ? " + bias[o]" : "");
   emitln(e, "y[yi] = %s;", epilogue_expr(e, node, "acc", "o", "yi"));
   for (int k = 0; k < 6; k++)
     emitln(e, "}");
@@ -1021,7 +1028,7 @@ static const char *product_choice(const Graph *g, const Conv *v, bool dx) {
                         rows_rt(v), NN_MR, rows_ct(v), NN_NR,
                         100.0 * (1 - (double)v->howo * v->o / (rows_rt(v) * rows_ct(v) * NN_MR * NN_NR)),
                         100.0 * (1 - (double)v->howo * v->o / (filter_rows_tiles(v) * NN_MR * NN_NR)),
-                        rows_in_place(v) ? "input read in place" : "columns packed",
+                        rows_in_place(v) ? "input packed in tiles" : "columns packed in tiles",
                         rows_depth(v, g) < v->fsize
                             ? arena_printf(a, ", depth %ld in blocks of %ld", v->fsize,
                                            rows_depth(v, g))
