@@ -254,8 +254,8 @@ Test(conv2d_forward, pointwise_few_filters) {
   check_forward_with(&(Conv){"pwf", 9, 6, 7, 5, 1, 1, 0, 1, false}, false, 1e-5, "--batch 1");
 }
 /* Pixel rows at batch 1 (conv2d.c, pixel_rows): small planes, the pixels
- * as the micro-kernel's rows and the filters as its columns.  x read in
- * place (49 pixels: the last tile starts back from the edge); the columns
+ * as the micro-kernel's rows and the filters as its columns.  x packed in
+ * tiles (49 pixels: the last tile one pixel and five of zeros); the columns
  * packed for a stride-2 window, for a 3x3 one of stride 1, and for a plane
  * under one tile (4 pixels) with filters past one panel (40). */
 Test(conv2d_forward, pixel_rows_in_place) {

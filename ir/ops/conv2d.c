@@ -432,7 +432,8 @@ static bool wino_rows(const Conv *v, const Graph *g) {
 
 /* Its workspace: U^T (36 x CT panels of C x NN_NR), the transformed input
  * (36 x C x NN_NR), the plane nn_wino_input pads, then per thread the 36
- * tiles of M of one row tile and the 4x4 outputs of one tile. */
+ * tiles of M of every row tile (each block of U serves all the rows before
+ * the next is read) and the 4x4 outputs of one tile. */
 static long wino_rows_u_reals(const Conv *v) { return 36L * rows_ct(v) * v->c * NN_NR; }
 static long wino_rows_v_reals(const Conv *v) { return 36L * v->c * NN_NR; }
 static long wino_rows_slot_reals(const Conv *v) {

@@ -32,9 +32,10 @@ char *read_text(const char *path);   /* malloc'd, NULL if missing */
 void *read_values(const char *path, size_t n, size_t size);
 
 /* The compiler command, without sources and output, that compile_model
- * builds a model with: NNCC_CC, the test's `cflags` (NULL: -O1), those of
- * the environment and the sanitizers, and -include of the precompiled system
- * headers where the compiler is gcc (tests/CMakeLists.txt). */
+ * builds a model with: NNCC_CC, the test's `cflags` (NULL: -O1; -O1 means
+ * -Og where the model is sanitized), those of the environment and the
+ * sanitizers, and -include of the precompiled system headers where the
+ * compiler is gcc (tests/CMakeLists.txt). */
 void model_cc(char *cmd, size_t cap, const char *cflags);
 /* Emits `model` (source text, model name `name`) with nncc `opts`, compiles
  * it with `cflags` into a shared object and loads it.  In a sanitized build
