@@ -136,7 +136,7 @@ unsigned long long blocks_bytes(const Graph *infer, const Graph *train, bool bak
   long arena = infer ? infer->arena_size : 0;
   if (train && train->arena_size > arena)
     arena = train->arena_size;
-  unsigned long long esize = g->dtype == DT_F64 ? 8 : 4, total = 0;
+  unsigned long long esize = real_size(g->dtype), total = 0;
   long params = !baked ? g->params_size : train ? g->trained_size : 0;
   long reals[] = {params, baked && !train ? 0 : g->buffers_size,
                   train && !train->eager_update ? g->trained_size : 0,

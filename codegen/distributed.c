@@ -143,7 +143,7 @@ static DistPlan *plan(CG *cg) {
   }
   sort_graph = g;
   qsort(trained, (size_t)count, sizeof *trained, by_offset_down);
-  long esize = g->dtype == DT_F64 ? 8 : 4;
+  long esize = real_size(g->dtype);
   Bucket b = {.ready = -1, .names = ""};
   for (int k = 0; k < count; k++) {
     const Value *v = val(g, trained[k]);

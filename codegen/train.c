@@ -457,7 +457,8 @@ static void emit_update_api(Emit *e, const CG *cg, const TrainConfig *tc) {
   emit_step_k(e);
   long trained, chunks = walk_chunks(cg, NULL, &trained);
   if (chunks > 1 && trained >= UPD_PARALLEL)
-    emit_omp_parallel_for(e, "schedule(static)");
+    emit_omp_parallel_for(e, arena_printf(cg->a, "num_threads(nn_team(%d)) schedule(static)",
+                                          cg->layout->max_threads));
   emitln(e, "for (int c = 0; c < NN_NUM_CHUNKS; c++)");
   emitln(e, "    nn_opt_chunk(m, &k, c);");
   emit_ratios(e);
@@ -492,7 +493,8 @@ static void emit_update_tensor(Emit *e, const CG *cg) {
   emitln(e, "return NN_ERR_NONFINITE;");
   emitln(e, "}");
   if (big)
-    emit_omp_parallel_for(e, arena_printf(cg->a, "schedule(static) if(numel >= %d)", UPD_PARALLEL));
+    emit_omp_parallel_for(e, arena_printf(cg->a, "num_threads(nn_team(%d)) schedule(static) if(numel >= %d)",
+                                          cg->layout->max_threads, UPD_PARALLEL));
   emitln(e, "for (int c = c0; c < c1; c++)");
   emitln(e, "    nn_opt_chunk(m, k, c, g + (nn_opt_chunks[c].begin - begin));");
   emitln(e, "double du = 0, pp = 0;   /* in chunk order, as update() adds them */");

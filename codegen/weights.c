@@ -120,7 +120,7 @@ static nn_tensor *weight_table(Ctx *ctx, const EmitConfig *cfg, const Graph *g, 
 /* Reads the file `path` into bk; reports "nncc: error: FILE: why" on failure. */
 static bool read_weights(Ctx *ctx, const EmitConfig *cfg, const Graph *g, Baked *bk) {
   const char *path = cfg->weights;
-  bk->esize = g->dtype == DT_F64 ? 8 : 4;
+  bk->esize = real_size(g->dtype);
   /* checked: a product that does not fit size_t is out of memory */
   bool fits = !__builtin_mul_overflow((size_t)block_reals(g->params_size), bk->esize,
                                       &bk->params_bytes) &&
@@ -213,7 +213,7 @@ static void put_bytes(Buf *b, const unsigned char *p, size_t n) {
 static const char *union_type(Arena *a, const Graph *g, const char *block, long size) {
   long reals = block_reals(size);
   return arena_printf(a, "union %s_baked_%s { unsigned char bytes[%ld]; %s r[%ld]; }", g->model,
-                      block, reals * (g->dtype == DT_F64 ? 8 : 4) + 1, real_name(g), reals);
+                      block, reals * real_size(g->dtype) + 1, real_name(g), reals);
 }
 
 /* The union type comes from model.h: a stale model_weights.c does not compile. */

@@ -92,7 +92,7 @@ static long long struct_bytes(const Graph *infer, const Graph *train) {
   const Graph *g = train ? train : infer;
   long long bytes = 1024 + 16LL * g->counters;
   if (train)
-    bytes += 4096 + (g->dtype == DT_F64 ? 8 : 4) * g->buffers_size + 8LL * g->values.len;
+    bytes += 4096 + real_size(g->dtype) * g->buffers_size + 8LL * g->values.len;
   return bytes;
 }
 
@@ -107,7 +107,7 @@ static bool fits_budget(Ctx *ctx, const Options *o, Graph *infer, Graph *train, 
   Graph *g = train && train->arena_size > infer->arena_size ? train : infer;
   Buf live = {0};
   describe_peak(g, &live);
-  long long esize = g->dtype == DT_F64 ? 8 : 4;
+  long long esize = real_size(g->dtype);
   error_plain(ctx, "--memory-budget %lld: memory_size() needs about %lld bytes even with kernels "
               "without workspace, %lld over (the %s arena %lld, the rest parameters, buffers, "
               "gradients, optimizer state and the model struct); live at the arena's peak: %s",

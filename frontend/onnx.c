@@ -1480,7 +1480,7 @@ static FILE *weight_files[8];
 bool onnx_weights_file(Ctx *ctx, const char *path, const OnnxWeight *w, int n, DType dtype,
                        const char **weights, Buf *save) {
   Buf st = {0};
-  safetensors(&st, w, n, dtype == DT_F64 ? 8 : 4);
+  safetensors(&st, w, n, real_size(dtype));
   if (!*weights) {
     int slot = 0;
     while (slot < 8 && weight_files[slot])

@@ -103,6 +103,9 @@ Source *source_from_string(Ctx *ctx, const char *path, const char *text);
 
 typedef enum { DT_F32, DT_F64, DT_I32 } DType;
 
+/* Bytes of one real of a graph of dtype t (f32 or f64). */
+static inline int real_size(DType t) { return t == DT_F64 ? 8 : 4; }
+
 typedef struct Shape {
   int rank;
   int dim[MAX_RANK];

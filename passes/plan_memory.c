@@ -442,7 +442,7 @@ void describe_peak(Graph *g, Buf *b) {
         first[i] <= peak && peak <= last[i] && aligned_size(g, &g->values.items[i]) > 0)
       pairs[n][0] = aligned_size(g, &g->values.items[i]), pairs[n++][1] = i;
   qsort(pairs, (size_t)n, sizeof *pairs, by_bytes_desc);
-  long esize = g->dtype == DT_F64 ? 8 : 4;
+  long esize = real_size(g->dtype);
   for (int k = 0; k < n; k++) {
     const Value *v = val(g, (int)pairs[k][1]);
     buf_printf(b, "%s%s %ld bytes", k ? ", " : "", v->name, pairs[k][0] * esize);

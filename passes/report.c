@@ -15,7 +15,7 @@ static void put_bytes(Buf *b, const char *label, long reals, long esize, const c
 }
 
 static void graph_report(Buf *b, const Graph *g) {
-  size_t real = g->dtype == DT_F64 ? 8 : 4;
+  size_t real = real_size(g->dtype);
   int nodes = 0, fused = 0;
   double flops = 0;
   for (int i = 0; i < g->nodes.len; i++) {

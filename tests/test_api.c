@@ -46,7 +46,7 @@ typedef struct Api {
 } Api;
 
 static void load_api(Api *a, const char *model) {
-  compile_model(&a->cm, "api", model, "--batch 8", "-O1");
+  compile_model(&a->cm, "api", model, "--batch 8", MODEL_O1);
   a->memory_size = (size_t(*)(void))api(&a->cm, "memory_size");
   a->init_in = (void *(*)(void *, uint64_t))api(&a->cm, "init_in");
   a->create = (void *(*)(uint64_t))api(&a->cm, "create");

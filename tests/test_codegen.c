@@ -20,7 +20,7 @@ typedef int (*Forward)(void *, int, const float *, float *);
 
 static void run_forward(const char *opts, float *y, const float *x, int n) {
   Compiled cm;
-  compile_model(&cm, "chain", chain, opts, "-O1 -pedantic");
+  compile_model(&cm, "chain", chain, opts, MODEL_O1 " -pedantic");
   void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
   void *m = create(1);
   cr_assert_eq(((Forward)api(&cm, "forward"))(m, n, x, y), 0);
@@ -90,8 +90,8 @@ Test(codegen, infer_build_loads_training_checkpoint) {
                       "logits = dense(x, 5) |> relu |> dense(3)\noutput logits\n"
                       "loss cross_entropy(logits, y)\ntrain {\n  optimizer adam(lr=0.01)\n}\n";
   Compiled train, infer;
-  compile_model(&train, "ckpt", model, "--batch 4", "-O1");
-  compile_model(&infer, "ckpt", model, "--batch 4 --infer", "-O1");
+  compile_model(&train, "ckpt", model, "--batch 4", MODEL_O1);
+  compile_model(&infer, "ckpt", model, "--batch 4 --infer", MODEL_O1);
   void *(*tcreate)(uint64_t) = (void *(*)(uint64_t))api(&train, "create");
   void *(*icreate)(uint64_t) = (void *(*)(uint64_t))api(&infer, "create");
   int (*step)(void *, int, const float *, const int32_t *, float *) =
@@ -116,7 +116,7 @@ Test(codegen, infer_build_loads_training_checkpoint) {
   compile_model(&other, "ckpt",
                 "model ckpt\ninput x: f32[6]\nlogits = dense(x, 5) |> relu |> dense(3)\n"
                 "extra = dense(x, 2)\noutput logits\noutput extra\n",
-                "--batch 4", "-O1");
+                "--batch 4", MODEL_O1);
   void *om = ((void *(*)(uint64_t))api(&other, "create"))(3);
   snprintf(path, sizeof path, "%s/other.safetensors", other.dir);
   cr_assert_eq(((int (*)(void *, const char *))api(&other, "save"))(om, path), 0);
@@ -193,7 +193,8 @@ static int count(const char *text, const char *what) {
 }
 
 /* forward() and gradients() each open one parallel region around all their
- * kernel calls; update() one of its own; no kernel opens any: their loops
+ * kernel calls; update() one of its own; each of --threads threads at most
+ * (8 here); no kernel opens any: their loops
  * are work-shared ("omp for") and the small kernels run in "omp single". */
 Test(codegen, one_parallel_region_per_call) {
   char *text = emit_lenet5("region", "");
@@ -204,7 +205,7 @@ Test(codegen, one_parallel_region_per_call) {
   cr_expect_eq(count(fwd, region), 1, "%s", fwd);
   cr_expect_eq(count(grad, "#pragma omp parallel"), 1, "%s", grad);
   cr_expect_eq(count(grad, region), 1, "%s", grad);
-  cr_expect_eq(count(upd, "#pragma omp parallel for"), 1, "%s", upd);
+  cr_expect_eq(count(upd, "#pragma omp parallel for num_threads(nn_team(8))"), 1, "%s", upd);
   cr_expect_eq(count(text, "#pragma omp parallel"), 3);
   cr_expect(count(fwd, "#pragma omp single") >= 1 && count(grad, "#pragma omp single") >= 1);
   cr_expect(count(text, "#pragma omp for") > 20);

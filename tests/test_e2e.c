@@ -362,7 +362,7 @@ static void forward_n(Net *net, void *m, int n, int ysize, const float *x, float
 
 static void check_forward(const Case *c, const char *opts, const int *batches, int nb) {
   Net net;
-  load_net(&net, c, opts, "-O1");
+  load_net(&net, c, opts, MODEL_O1);
   void *m = net.create(1234);
   cr_assert(m);
   randomize_biases(&net, m, 99);
@@ -416,7 +416,7 @@ Test(e2e_forward, mlp_infer_only) { check_forward(&mlp, OPTS " --infer", batches
 
 static float *outputs_of(const Case *c, const char *opts, int n) {
   Net net;
-  load_net(&net, c, opts, "-O1");
+  load_net(&net, c, opts, MODEL_O1);
   void *m = net.create(77);
   cr_assert(m);
   randomize_biases(&net, m, 5);
@@ -468,7 +468,7 @@ static bool same_tensors(Net *net, void *a, void *b) {
 
 Test(e2e_determinism, same_seed_bit_identical) {
   Net net;
-  load_net(&net, &lenet5, OPTS, "-O1");
+  load_net(&net, &lenet5, OPTS, MODEL_O1);
   void *a = net.create(42), *b = net.create(42), *c = net.create(43);
   cr_assert(a && b && c);
   cr_expect(same_tensors(&net, a, b), "same seed, different weights");
@@ -555,7 +555,7 @@ static const char *after_threads(const char *s, int want) {
 
 static void check_threads(const Case *c) {
   Net net;
-  load_net(&net, c, OPTS, "-O1");
+  load_net(&net, c, OPTS, MODEL_O1);
   build_driver(&net.cm, "driver_omp", "-O2 -fopenmp", c->xsize, c->ysize, 10);
   int s1, s2;
   char *one = run_driver(&net.cm, "driver_omp", "OMP_NUM_THREADS=1", &s1);
@@ -576,7 +576,7 @@ Test(e2e_threads, lenet5, .timeout = 300) { check_threads(&lenet5); }
 
 static void check_sanitizers(const Case *c) {
   Net net;
-  load_net(&net, c, OPTS, "-O1");
+  load_net(&net, c, OPTS, MODEL_O1);
   build_driver(&net.cm, "driver_san",
                "-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer "
                "-fno-sanitize-recover=all",

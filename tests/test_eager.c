@@ -70,8 +70,8 @@ static void load_pair(Build *plain, Build *eager, const char *tag, const char *m
     snprintf(text[k], sizeof text[k], model, name[k], train);
     snprintf(o[k], sizeof o[k], "%s%s", opts, k ? " --eager-update" : "");
   }
-  load(plain, name[0], text[0], o[0], "-O1 -fopenmp -Wl,--no-as-needed");
-  load(eager, name[1], text[1], o[1], "-O1 -fopenmp -Wl,--no-as-needed");
+  load(plain, name[0], text[0], o[0], MODEL_O1 " -fopenmp -Wl,--no-as-needed");
+  load(eager, name[1], text[1], o[1], MODEL_O1 " -fopenmp -Wl,--no-as-needed");
 }
 
 /* The tensor data of a checkpoint of m, every byte after the safetensors
@@ -340,7 +340,7 @@ Test(eager, nonfinite_gradient_stops_the_step) {
   for (int k = 0; k < 2; k++) {
     snprintf(text[k], sizeof text[k], overflow_model, k ? "ovf_eager" : "ovf_plain");
     load(&b[k], k ? "ovf_eager" : "ovf_plain", text[k], k ? "--batch 1 --eager-update" : "--batch 1",
-         "-O1");
+         MODEL_O1);
   }
   const float x[1] = {1e30f}, t[1] = {-1e9f};
   float before[4], after[2][4], loss[2];

@@ -61,7 +61,7 @@ typedef struct Run {
 static Run run_variant(const char *name, const char *text, const char *opts, const Shapes *s,
                const float *x, const void *y) {
   Compiled cm;
-  compile_model(&cm, name, text, opts, "-O1");
+  compile_model(&cm, name, text, opts, MODEL_O1);
   void *m = ((void *(*)(uint64_t))api(&cm, "create"))(5);
   Run r = {0};
   r.out = malloc(sizeof(float) * (size_t)(N * s->out));

@@ -18,7 +18,7 @@
 static void check(const char *name, const char *model, int n, size_t x_per, size_t classes,
                   size_t t_per) {
   Compiled cm;
-  compile_model(&cm, name, model, F64, "-O1");
+  compile_model(&cm, name, model, F64, MODEL_O1);
   size_t xl = (size_t)n * x_per;
   double *x = malloc(xl * sizeof *x);
   fill_uniform_d(x, xl, 42, -1, 1);

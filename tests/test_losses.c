@@ -143,7 +143,7 @@ static void forward_case(int i) {
   const void *tgt = is_class(&c) ? (const void *)y : (const void *)t;
   Compiled cm;
   compile_model(&cm, name, model_text(&c, name, false),
-                "--dtype f64 --input-grad --batch 8", "-O1");
+                "--dtype f64 --input-grad --batch 8", MODEL_O1);
   void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
   void (*destroy)(void *) = (void (*)(void *))api(&cm, "destroy");
   Grad64 gradients = (Grad64)api(&cm, "gradients");
@@ -164,7 +164,7 @@ static void forward_case(int i) {
 
   /* f32: same formulas, float storage. */
   snprintf(name, sizeof name, "lossg%d", i);
-  compile_model(&cm, name, model_text(&c, name, false), "--input-grad --batch 8", "-O1");
+  compile_model(&cm, name, model_text(&c, name, false), "--input-grad --batch 8", MODEL_O1);
   create = (void *(*)(uint64_t))api(&cm, "create");
   destroy = (void (*)(void *))api(&cm, "destroy");
   Grad32 gradients32 = (Grad32)api(&cm, "gradients");
@@ -214,7 +214,7 @@ static void grad_case(int i) {
   snprintf(name, sizeof name, "lossgc%d", i);
   Compiled cm;
   compile_model(&cm, name, model_text(&c, name, true), "--dtype f64 --input-grad --batch 8",
-                "-O1");
+                MODEL_O1);
   void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
   void (*destroy)(void *) = (void (*)(void *))api(&cm, "destroy");
   int (*forward)(void *, int, const double *, double *) =
@@ -284,7 +284,7 @@ Test(normalize, forward) {
       "output z = normalize(x, mean=[0.5], std=[4])\n"
       "output u = flatten(x) |> dense(3) |> normalize(mean=[0.5, 0.25, -1], std=[2, 0.5, 4])\n";
   Compiled cm;
-  compile_model(&cm, "nrm", text, "--dtype f64 --batch 8", "-O1");
+  compile_model(&cm, "nrm", text, "--dtype f64 --batch 8", MODEL_O1);
   void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
   void (*destroy)(void *) = (void (*)(void *))api(&cm, "destroy");
   int (*forward)(void *, int, const double *, double *, double *, double *) =
@@ -331,7 +331,7 @@ Test(normalize, gradient) {
       "h = normalize(h, mean=[1, -2, 0.5], std=[0.5, 3, 1.5]) |> dense(4)\n"
       "output h\nloss mse(h, t)\n";
   Compiled cm;
-  compile_model(&cm, "nrmg", text, "--dtype f64 --input-grad --batch 4", "-O1");
+  compile_model(&cm, "nrmg", text, "--dtype f64 --input-grad --batch 4", MODEL_O1);
   double x[4 * C * HW], t[4 * 4];
   fill_uniform_d(x, 4 * C * HW, 11, -2, 2);
   fill_uniform_d(t, 4 * 4, 12, -1, 1);

@@ -86,7 +86,7 @@ static void forward_case(int k) {
     snprintf(name, sizeof name, "act%d_%s", k, f64 ? "d" : "f");
     model_text(model, sizeof model, name, act->call);
     Compiled cm;
-    compile_model(&cm, name, model, f64 ? "--batch 5 --dtype f64" : "--batch 5", "-O1");
+    compile_model(&cm, name, model, f64 ? "--batch 5 --dtype f64" : "--batch 5", MODEL_O1);
     void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
     void (*destroy)(void *) = (void (*)(void *))api(&cm, "destroy");
     void *m = create(1);
@@ -137,7 +137,7 @@ static void avoid_kinks(double *x, size_t n, const double *kinks, int nkinks) {
 static void grad_model(const char *name, const char *model, const double *kinks, int nkinks,
                        double lo, double hi) {
   Compiled cm;
-  compile_model(&cm, name, model, "--dtype f64 --input-grad --batch 4", "-O1");
+  compile_model(&cm, name, model, "--dtype f64 --input-grad --batch 4", MODEL_O1);
   int n = 3;
   double x[4 * PER], t[4 * 5];
   fill_uniform_d(x, (size_t)n * PER, 21, lo, hi);
@@ -202,7 +202,7 @@ Test(activations, tail_gradients_are_finite) {
              "model %s\ninput x: f32[6]\ntarget t: f32[6]\nout = %s(x)\noutput out\n"
              "loss mse(out, t)\n", name, ops[k]);
     Compiled cm;
-    compile_model(&cm, name, model, "--dtype f64 --input-grad --batch 1", "-O1");
+    compile_model(&cm, name, model, "--dtype f64 --input-grad --batch 1", MODEL_O1);
     void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
     void (*destroy)(void *) = (void (*)(void *))api(&cm, "destroy");
     int (*gradients)(void *, int, const double *, const double *, double *, double *) =
@@ -253,7 +253,7 @@ static void check_prelu_forward(const char *name, bool shared) {
   char model[256];
   snprintf(model, sizeof model, "model %s\ninput x: f32[4, 3]\nout = prelu(x%s)\noutput out\n",
            name, shared ? ", shared=true" : "");
-  compile_model(&cm, name, model, "--batch 5", "-O1");
+  compile_model(&cm, name, model, "--batch 5", MODEL_O1);
   void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
   void (*destroy)(void *) = (void (*)(void *))api(&cm, "destroy");
   void *m = create(3);
@@ -314,7 +314,7 @@ static void check_prelu_dweight(const char *name, bool shared) {
   snprintf(model, sizeof model,
            "model %s\ninput x: f32[4, 3]\ntarget t: f32[4, 3]\nout = prelu(x%s)\n"
            "output out\nloss mse(out, t)\n", name, shared ? ", shared=true" : "");
-  compile_model(&cm, name, model, "--dtype f64 --batch 4", "-O1");
+  compile_model(&cm, name, model, "--dtype f64 --batch 4", MODEL_O1);
   void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
   void (*destroy)(void *) = (void (*)(void *))api(&cm, "destroy");
   int (*gradients)(void *, int, const double *, const double *, double *) =
@@ -357,7 +357,7 @@ Test(activations, prelu_shared_weight_gradient_value) { check_prelu_dweight("prw
 Test(activations, maxout_forward) {
   Compiled cm;
   compile_model(&cm, "mo", "model mo\ninput x: f32[6, 2]\nout = maxout(x, 3)\noutput out\n",
-                "--batch 5", "-O1");
+                "--batch 5", MODEL_O1);
   void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
   void (*destroy)(void *) = (void (*)(void *))api(&cm, "destroy");
   void *m = create(1);
@@ -400,7 +400,7 @@ Test(activations, maxout_gradient) {
   compile_model(&cm, "mog",
                 "model mog\ninput x: f32[6, 2]\ntarget t: f32[3]\nh = maxout(x, 2)\n"
                 "out = dense(h, 3)\noutput out\nloss mse(out, t)\n",
-                "--dtype f64 --input-grad --batch 4", "-O1");
+                "--dtype f64 --input-grad --batch 4", MODEL_O1);
   int n = 3;
   double x[4 * 12], t[4 * 3];
   fill_uniform_d(x, (size_t)n * 12, 50, -2, 2);
@@ -417,7 +417,7 @@ Test(activations, maxout_gradient_ties_go_to_first) {
   compile_model(&cm, "mot",
                 "model mot\ninput x: f32[4]\ntarget t: f32[2]\nout = maxout(x, 2)\n"
                 "output out\nloss mse(out, t)\n",
-                "--dtype f64 --input-grad --batch 1", "-O1");
+                "--dtype f64 --input-grad --batch 1", MODEL_O1);
   int (*gradients)(void *, int, const double *, const double *, double *, double *) =
       (int (*)(void *, int, const double *, const double *, double *, double *))api(
           &cm, "gradients");
@@ -449,7 +449,7 @@ static void fusion_case(const char *tag, const char *chain) {
   fill_uniform(x, MAXB * PER, 60, -2, 2);
   for (int fused = 0; fused <= 1; fused++) {
     Compiled cm;
-    compile_model(&cm, name, model, fused ? "--batch 5" : "--batch 5 --fuse=none", "-O1");
+    compile_model(&cm, name, model, fused ? "--batch 5" : "--batch 5 --fuse=none", MODEL_O1);
     char *c = read_text(cm.c_path);
     cr_assert(c);
     bool has_fused = strstr(c, "; fused: ") != NULL;
@@ -518,7 +518,7 @@ Test(activations, relu_gradient_from_sign_bits_under_a_memory_budget) {
                       "h = conv2d(h, 3, kernel=1)\n"
                       "out = flatten(h) |> dense(4) |> relu\noutput out\nloss mse(out, t)\n";
   Compiled fast, small;
-  compile_model(&fast, "rmb", model, "--dtype f64 --input-grad --batch 3", "-O1");
+  compile_model(&fast, "rmb", model, "--dtype f64 --input-grad --batch 3", MODEL_O1);
   size_t mem = ((size_t (*)(void))api(&fast, "memory_size"))();
   char *text = read_text(fast.c_path);
   cr_assert(text);
@@ -527,7 +527,7 @@ Test(activations, relu_gradient_from_sign_bits_under_a_memory_budget) {
   close_model(&fast);
   char opts[128];
   snprintf(opts, sizeof opts, "--dtype f64 --input-grad --batch 3 --memory-budget %zu", mem - 1);
-  compile_model(&small, "rmb", model, opts, "-O1");
+  compile_model(&small, "rmb", model, opts, MODEL_O1);
   text = read_text(small.c_path);
   cr_assert(text);
   cr_expect(strstr(text, "_relu_mask("), "no sign bits under the budget");

@@ -30,7 +30,7 @@ static void grad_case(const char *name, const char *model, size_t x_per, size_t 
   Compiled cm;
   char opts[160];
   snprintf(opts, sizeof opts, "--dtype f64 --input-grad --batch 4 %s", fuse);
-  compile_model(&cm, name, model, opts, "-O1");
+  compile_model(&cm, name, model, opts, MODEL_O1);
   GradReport r = grad_check_random(&cm, 3, x_per, t_per, 11, -1, 1);
   cr_expect(r.worst < 1e-6, "%s: worst %.3g at %s", name, r.worst, r.where);
   cr_expect(r.tensors >= 2);
@@ -86,7 +86,7 @@ static void infer_case(const char *opts) {
   compile_model(&cm, "bni",
                 "model bni\ninput x: f32[3, 4, 4]\n"
                 "out = dense(flatten(x), 6) |> batchnorm(eps=0.01)\noutput out\n",
-                opts, "-O1");
+                opts, MODEL_O1);
   void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
   int (*forward)(void *, int, const float *, float *) =
       (int (*)(void *, int, const float *, float *))api(&cm, "forward");
@@ -133,7 +133,7 @@ static void batch_statistics_case(const char *input, int c, int s, int n) {
            "out = batchnorm(x)\noutput out\nloss mse(out, t)\n",
            input, input);
   Compiled cm;
-  compile_model(&cm, "bnr", model, "--batch 4 --dtype f64", "-O1");
+  compile_model(&cm, "bnr", model, "--batch 4 --dtype f64", MODEL_O1);
   void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
   int (*gradients)(void *, int, const double *, const double *, double *) =
       (int (*)(void *, int, const double *, const double *, double *))api(&cm, "gradients");
@@ -320,7 +320,7 @@ Test(batchnorm, running_statistics_fuse_into_the_conv_when_gamma_is_frozen) {
                       "out = conv2d(x, 3, kernel=3, pad=1) |> batchnorm(stats=running, "
                       "freeze=weight) |> relu\noutput out\nloss mse(out, t)\n";
   Compiled cm;
-  compile_model(&cm, "bnf", model, "--dtype f64 --input-grad --batch 1", "-O1");
+  compile_model(&cm, "bnf", model, "--dtype f64 --input-grad --batch 1", MODEL_O1);
   char *text = read_text(cm.c_path);
   cr_assert(text);
   cr_expect(!strstr(text, "_batchnorm_infer(") && !strstr(text, "_relu("),
@@ -342,7 +342,7 @@ Test(batchnorm, running_statistics_stay_in_training) {
                       "h = batchnorm(x, stats=running) |> relu\n"
                       "out = batchnorm(h, name=\"bn_batch\")\noutput out\nloss mse(out, t)\n";
   Compiled cm;
-  compile_model(&cm, "bnk", model, "--batch 2", "-O1");
+  compile_model(&cm, "bnk", model, "--batch 2", MODEL_O1);
   void *m = ((void *(*)(uint64_t))api(&cm, "create"))(3);
   static float x[2 * 48], t[2 * 48];
   fill_uniform(x, 2 * 48, 61, -1, 1);

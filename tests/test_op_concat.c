@@ -41,7 +41,7 @@ static void forward_case(const char *name, const char *inner, int ca, int cb, in
            "out = concat(a, b, c)\noutput out\n",
            name, ca, inner, cb, inner, cc, inner);
   Compiled cm;
-  compile_model(&cm, name, model, "--batch 5", "-O1");
+  compile_model(&cm, name, model, "--batch 5", MODEL_O1);
   void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
   void (*destroy)(void *) = (void (*)(void *))api(&cm, "destroy");
   Forward3 forward = (Forward3)api(&cm, "forward");
@@ -86,7 +86,7 @@ static void grad_case(const char *name, const char *body, size_t x_per, size_t t
            "loss mse(out, t)\n",
            name, t_per, body);
   Compiled cm;
-  compile_model(&cm, name, model, "--dtype f64 --input-grad --batch 4", "-O1");
+  compile_model(&cm, name, model, "--dtype f64 --input-grad --batch 4", MODEL_O1);
   GradReport r = grad_check_random(&cm, 3, x_per, t_per, 21, -1, 1);
   cr_expect(r.worst < 1e-6, "%s: worst %.3g at %s", name, r.worst, r.where);
   cr_expect(r.tensors >= 4, "%s: %d tensors", name, r.tensors);

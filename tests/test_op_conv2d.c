@@ -138,7 +138,7 @@ static void forward_run(const Geo *v, bool relu, double tol, const char *flags, 
   char text[1024];
   model_text(text, sizeof text, v, relu ? " |> relu" : "");
   Compiled cm;
-  compile_model(&cm, v->name, text, flags, threads ? "-O1 -fopenmp" : "-O1");
+  compile_model(&cm, v->name, text, flags, threads ? MODEL_O1 " -fopenmp" : MODEL_O1);
   if (threads) {
     void (*set)(int) = (void (*)(int))dlsym(cm.lib, "omp_set_num_threads");
     cr_assert(set, "not linked with OpenMP");
@@ -423,7 +423,7 @@ static void grad_case_opts(const char *name, const char *text, size_t x_per, siz
   Compiled cm;
   char flags[128];
   snprintf(flags, sizeof flags, "--dtype f64 --input-grad --batch %d %s", n, extra);
-  compile_model(&cm, name, text, flags, "-O1");
+  compile_model(&cm, name, text, flags, MODEL_O1);
   size_t xl = n * x_per, tl = n * t_per;
   double *x = malloc(xl * sizeof *x), *t = malloc(tl * sizeof *t);
   fill_uniform_d(x, xl, 42, -1, 1);
@@ -530,7 +530,7 @@ Test(conv2d_grad, kernels_without_workspace_under_a_memory_budget) {
                      "out = conv2d(h, 4, kernel=3, pad=1)\n"
                      "output out\nloss mse(out, t)\n";
   Compiled fast;
-  compile_model(&fast, "gmb", text, "--dtype f64 --input-grad --batch 3", "-O1");
+  compile_model(&fast, "gmb", text, "--dtype f64 --input-grad --batch 3", MODEL_O1);
   size_t mem = ((size_t (*)(void))api(&fast, "memory_size"))();
   close_model(&fast);
   char budget[64];
@@ -777,7 +777,7 @@ Test(conv2d_determinism, threads) {
                 "h = conv2d(x, 6, kernel=3, pad=1, groups=2) |> relu\n"
                 "h = conv2d(h, 6, kernel=3, stride=2, groups=6, bias=false) |> relu\n"
                 "out = conv2d(h, 6, kernel=1)\noutput out\nloss mse(out, t)\n",
-                "--batch 5 --input-grad", "-O1 -fopenmp");
+                "--batch 5 --input-grad", MODEL_O1 " -fopenmp");
   cr_assert(dlsym(cm.lib, "omp_set_num_threads"), "not linked with OpenMP");
   static float x[MAX_BATCH * 252], t[MAX_BATCH * 72], ref[4096], got[4096];
   fill_uniform(x, MAX_BATCH * 252, 60, -1, 1);

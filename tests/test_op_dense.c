@@ -222,7 +222,7 @@ static void grad_case_n(const char *name, const char *text, size_t x_per, size_t
   Compiled cm;
   char opts[64];
   snprintf(opts, sizeof opts, "--dtype f64 --input-grad --batch %d", n);
-  compile_model(&cm, name, text, opts, "-O1");
+  compile_model(&cm, name, text, opts, MODEL_O1);
   GradReport r = grad_check_random(&cm, n, x_per, t_per, 42, -1, 1);
   cr_expect(r.tensors == tensors, "%s: %d parameter gradients", name, r.tensors);
   cr_expect(r.worst < 1e-6, "%s: worst relative error %.3g at %s (%d checked)", name, r.worst,

@@ -37,7 +37,7 @@ static void destroy_model(const Compiled *cm, void *m) {
 Test(dropout, inference_output_is_the_input) {
   Compiled cm;
   compile_model(&cm, "dri", "model dri\ninput x: f32[5, 8]\nout = dropout(x, 0.5)\noutput out\n",
-                "--batch 6", "-O1");
+                "--batch 6", MODEL_O1);
   void *m = create_model(&cm, 1);
   static const int batches[] = {1, 3, 6};
   for (int bi = 0; bi < 3; bi++) {
@@ -77,7 +77,7 @@ Test(dropout, inference_between_layers_vanishes) {
     snprintf(name, sizeof name, "drm%d", with);
     snprintf(model, sizeof model, fmt, name, with ? " |> dropout(0.3)" : "");
     Compiled cm;
-    compile_model(&cm, name, model, "--batch 6", "-O1");
+    compile_model(&cm, name, model, "--batch 6", MODEL_O1);
     if (with) {
       char *body = forward_body(&cm);
       cr_expect(strstr(body, "dropout") == NULL, "forward calls dropout:\n%s", body);
@@ -138,7 +138,7 @@ static int count_diffs(const double *a, const double *b) {
 
 Test(dropout, training_drops_p_and_scales_kept_units) {
   Compiled cm;
-  compile_model(&cm, "drt", model_stats, "--dtype f64 --input-grad --batch 4", "-O1");
+  compile_model(&cm, "drt", model_stats, "--dtype f64 --input-grad --batch 4", MODEL_O1);
   void *m = create_model(&cm, 5);
   static double dx[NK];
   double p = 0.3, s = 1 / (1 - p);
@@ -160,7 +160,7 @@ Test(dropout, training_drops_p_and_scales_kept_units) {
 
 Test(dropout, mask_depends_on_seed_and_step_only) {
   Compiled cm;
-  compile_model(&cm, "drt", model_stats, "--dtype f64 --input-grad --batch 4", "-O1");
+  compile_model(&cm, "drt", model_stats, "--dtype f64 --input-grad --batch 4", MODEL_O1);
   static double a[NK], b[NK], c[NK], d[NK], e[NK];
   void *m1 = create_model(&cm, 5), *m2 = create_model(&cm, 5), *m3 = create_model(&cm, 6);
   mask_of(&cm, m1, a);
@@ -188,7 +188,7 @@ Test(dropout, mask_independent_of_threads) {
   for (int omp = 0; omp <= 1; omp++) {
     Compiled cm;
     compile_model(&cm, "drt", model_stats, "--dtype f64 --input-grad --batch 4",
-                  omp ? "-O1 -fopenmp" : "-O1");
+                  omp ? MODEL_O1 " -fopenmp" : MODEL_O1);
     void *m = create_model(&cm, 5);
     mask_of(&cm, m, omp ? b : a);
     destroy_model(&cm, m);
@@ -205,7 +205,7 @@ Test(dropout, layers_have_different_masks) {
   compile_model(&cm, "dr2",
                 "model dr2\ninput x: f32[5000]\ntarget t: f32[5000]\n"
                 "out = dropout(x, 0.5) |> dropout(0.5)\noutput out\nloss mse(out, t)\n",
-                "--dtype f64 --input-grad --batch 4", "-O1");
+                "--dtype f64 --input-grad --batch 4", MODEL_O1);
   void *m = create_model(&cm, 5);
   static double dx[NK];
   mask_of(&cm, m, dx);
@@ -223,7 +223,7 @@ Test(dropout, gradient) {
                 "model drg\ninput x: f32[3, 4]\ntarget t: f32[3]\n"
                 "h = dense(x, 12) |> dropout(0.4)\nout = dense(h, 3) |> dropout(p=0.2)\n"
                 "output out\nloss mse(out, t)\n",
-                "--dtype f64 --input-grad --batch 4", "-O1");
+                "--dtype f64 --input-grad --batch 4", MODEL_O1);
   int n = 3;
   double x[4 * 12], t[4 * 3];
   fill_uniform_d(x, (size_t)n * 12, 1, -1, 1);

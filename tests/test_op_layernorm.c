@@ -50,7 +50,7 @@ static void forward_case(const char *name, const char *shape, int m, const char 
            "model %s\ninput x: f32[%s]\nout = layernorm(x, eps=0.01)\noutput out\n", name,
            shape);
   Compiled cm;
-  compile_model(&cm, name, model, opts, "-O1");
+  compile_model(&cm, name, model, opts, MODEL_O1);
   void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
   void (*destroy)(void *) = (void (*)(void *))api(&cm, "destroy");
   int (*forward)(void *, int, const float *, float *) =
@@ -97,7 +97,7 @@ static void grad_case(const char *name, const char *input, const char *body, siz
            "model %s\ninput x: f32[%s]\ntarget t: f32[%s]\n%soutput out\nloss mse(out, t)\n",
            name, input, target, body);
   Compiled cm;
-  compile_model(&cm, name, model, "--dtype f64 --input-grad --batch 4", "-O1");
+  compile_model(&cm, name, model, "--dtype f64 --input-grad --batch 4", MODEL_O1);
   GradReport r = grad_check_random(&cm, 3, x_per, t_per, 31, -1, 2);
   cr_expect(r.worst < 1e-6, "%s: worst %.3g at %s", name, r.worst, r.where);
   cr_expect(r.tensors >= 4, "%s: %d tensors", name, r.tensors);
@@ -157,7 +157,7 @@ Test(layernorm, gradients_thread_count_invariant) {
                 "a = conv2d(x, 4, kernel=3, pad=1) |> layernorm\n"
                 "out = concat(a, x) |> layernorm |> dense(4)\noutput out\n"
                 "loss mse(out, t)\n",
-                "--dtype f64 --batch 5 --input-grad", "-O1 -fopenmp");
+                "--dtype f64 --batch 5 --input-grad", MODEL_O1 " -fopenmp");
   cr_assert(dlsym(cm.lib, "omp_set_num_threads"), "not linked with OpenMP");
   enum { X = MAX_BATCH * 108 };
   static double x[X], t[MAX_BATCH * 4], ref[8192], got[8192];

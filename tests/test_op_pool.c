@@ -82,7 +82,7 @@ static void forward_win(const char *name, const char *win, const Win *q) {
            "output ya\noutput yb\noutput yc\noutput yd\n",
            name, q->c, q->h, q->w, win, win, win, win);
   Compiled cm;
-  compile_model(&cm, name, model, "--batch 5", "-O1");
+  compile_model(&cm, name, model, "--batch 5", MODEL_O1);
   void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
   void (*destroy)(void *) = (void (*)(void *))api(&cm, "destroy");
   Fwd4 forward = (Fwd4)api(&cm, "forward");
@@ -150,7 +150,7 @@ Test(pool_forward, default_stride_is_kernel) {
   Compiled cm;
   compile_model(&cm, "pf_def",
                 "model pf_def\ninput x: f32[2, 6, 4]\ny = maxpool(x, 2)\noutput y\n",
-                "--batch 5", "-O1");
+                "--batch 5", MODEL_O1);
   int (*forward)(void *, int, const float *, float *) =
       (int (*)(void *, int, const float *, float *))api(&cm, "forward");
   void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
@@ -171,7 +171,7 @@ Test(pool_forward, global_avgpool) {
   Compiled cm;
   compile_model(&cm, "pf_gap",
                 "model pf_gap\ninput x: f32[4, 5, 3]\ny = global_avgpool(x)\noutput y\n",
-                "--batch 5", "-O1");
+                "--batch 5", MODEL_O1);
   int (*forward)(void *, int, const float *, float *) =
       (int (*)(void *, int, const float *, float *))api(&cm, "forward");
   void *m = ((void *(*)(uint64_t))api(&cm, "create"))(1);
@@ -213,7 +213,7 @@ static void grad_win(const char *name, const char *call, const Win *q) {
            "y = %s\noutput y\nloss mse(y, t)\n",
            name, q->c, q->h, q->w, q->c, win_ho(q), win_wo(q), call);
   Compiled cm;
-  compile_model(&cm, name, model, "--dtype f64 --input-grad --batch 4", "-O1");
+  compile_model(&cm, name, model, "--dtype f64 --input-grad --batch 4", MODEL_O1);
   const int n = 3;
   size_t xl = (size_t)n * q->c * q->h * q->w, tl = (size_t)n * q->c * win_ho(q) * win_wo(q);
   double *x = malloc(xl * sizeof *x), *t = malloc(tl * sizeof *t);
@@ -276,7 +276,7 @@ Test(pool_grad, into_dense_cross_entropy) {
                 "g = sumpool(global_avgpool(h), 1)\n"
                 "logits = dense(flatten(h), 3) + dense(flatten(g), 3)\n"
                 "output logits\nloss cross_entropy(logits, y)\n",
-                "--dtype f64 --input-grad --batch 4", "-O1");
+                "--dtype f64 --input-grad --batch 4", MODEL_O1);
   const int n = 3;
   double x[3 * 60];
   int32_t y[3] = {2, 0, 1};
@@ -293,7 +293,7 @@ Test(pool_grad, maxpool_tie_goes_to_first_cell) {
   compile_model(&cm, "tie",
                 "model tie\ninput x: f32[1, 4, 4]\ntarget t: f32[1, 3, 3]\n"
                 "y = maxpool(x, 2, stride=1)\noutput y\nloss mse(y, t)\n",
-                "--dtype f64 --input-grad --batch 2", "-O1");
+                "--dtype f64 --input-grad --batch 2", MODEL_O1);
   typedef int (*Grads)(void *, int, const double *, const double *, double *, double *);
   void *m = ((void *(*)(uint64_t))api(&cm, "create"))(1);
   double x[16] = {0}, t[9], dx[16], loss;

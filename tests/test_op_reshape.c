@@ -28,7 +28,7 @@ static void *model_create(const Compiled *cm) {
 Test(reshape, output_is_the_input_in_order) {
   Compiled cm;
   compile_model(&cm, "rsa", "model rsa\ninput x: f32[2, 3, 4]\noutput y = reshape(x, [4, -1])\n",
-                "--batch 5", "-O1");
+                "--batch 5", MODEL_O1);
   void *m = model_create(&cm);
   static const int batches[] = {1, 3, MAXB};
   for (int k = 0; k < 3; k++) {
@@ -49,7 +49,7 @@ Test(reshape, view_feeds_the_next_layers) {
   compile_model(&cm, "rsv",
                 "model rsv\ninput x: f32[2, 3, 4]\n"
                 "output y = reshape(x, [6, 4]) |> relu |> flatten |> dense(3)\n",
-                "--batch 5", "-O1");
+                "--batch 5", MODEL_O1);
   void *m = model_create(&cm);
   size_t nw, nb;
   float *w = tensor_by_name(&cm, m, "tensor", "fc1.weight", &nw);
@@ -80,7 +80,7 @@ Test(reshape, gradient) {
                 "model rsg\ninput x: f32[2, 3, 4]\ntarget t: f32[5]\n"
                 "h = reshape(x, [-1, 2, 2]) |> conv2d(3, kernel=2) |> reshape([-1])\n"
                 "out = dense(h, 5)\noutput out\nloss mse(out, t)\n",
-                "--dtype f64 --input-grad --batch 4", "-O1");
+                "--dtype f64 --input-grad --batch 4", MODEL_O1);
   GradReport r = grad_check_random(&cm, 3, PER, 5, 21, -2, 2);
   cr_expect_eq(r.tensors, 4);
   cr_expect(r.worst < 1e-6, "worst relative error %.3g at %s (%d checked)", r.worst, r.where,

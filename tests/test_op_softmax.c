@@ -41,7 +41,7 @@ static void open_softmax(Softmax *s, const char *name, const char *shape) {
   char model[256];
   snprintf(model, sizeof model, "model %s\ninput x: f32%s\noutput y = softmax(x)\n", name,
            shape);
-  compile_model(&s->cm, name, model, "--batch 6", "-O1");
+  compile_model(&s->cm, name, model, "--batch 6", MODEL_O1);
   s->forward = (int (*)(void *, int, const float *, float *))api(&s->cm, "forward");
   s->m = ((void *(*)(uint64_t))api(&s->cm, "create"))(1);
   cr_assert(s->m);
@@ -118,7 +118,7 @@ static void check_grad(const char *name, const char *shape, size_t per_sample) {
            "loss mse(p, t)\n",
            name, shape, shape);
   Compiled cm;
-  compile_model(&cm, name, model, "--dtype f64 --input-grad --batch 4", "-O1");
+  compile_model(&cm, name, model, "--dtype f64 --input-grad --batch 4", MODEL_O1);
   const int n = 3;
   size_t len = (size_t)n * per_sample;
   double *x = malloc(len * sizeof *x), *t = malloc(len * sizeof *t);
@@ -142,7 +142,7 @@ Test(softmax_grad, after_dense) {
   compile_model(&cm, "smg_fc",
                 "model smg_fc\ninput x: f32[5]\ntarget t: f32[4]\n"
                 "p = dense(x, 4) |> softmax\noutput p\nloss mse(p, t)\n",
-                "--dtype f64 --input-grad --batch 4", "-O1");
+                "--dtype f64 --input-grad --batch 4", MODEL_O1);
   double x[15], t[12];
   fill_uniform_d(x, 15, 21, -1, 1);
   fill_uniform_d(t, 12, 22, 1, 2);

@@ -215,7 +215,7 @@ static void check_optimizer_on(const char *name, const char *model, const char *
 }
 
 static void check_optimizer(const char *name, const char *train, Opt o, Hyper h) {
-  check_optimizer_on(name, mlp(name, train), "-O1", o, h);
+  check_optimizer_on(name, mlp(name, train), MODEL_O1, o, h);
 }
 
 /* The big model, built for the host CPU: its vector sqrt path where there
@@ -403,7 +403,7 @@ static void check_schedule(const char *name, const char *sched, LrFn f) {
   char train[256];
   snprintf(train, sizeof train, "optimizer sgd(lr=0.1)\nschedule %s", sched);
   Api a;
-  load_api(&a, name, mlp(name, train), "--dtype f64 --batch 8", "-O1");
+  load_api(&a, name, mlp(name, train), "--dtype f64 --batch 8", MODEL_O1);
   void *m = a.create(3);
   static Snap s;
   double x[NB * NX];
@@ -438,7 +438,7 @@ static void check_decay_on(const char *name, const char *decay, double l2, doubl
   snprintf(train, sizeof train, "optimizer sgd(lr=0.1)\n%s", decay);
   Api a;
   load_api(&a, name, big ? big_mlp(name, train) : mlp(name, train), "--dtype f64 --batch 8",
-           big ? "-O2 -march=native" : "-O1");
+           big ? "-O2 -march=native" : MODEL_O1);
   void *m = a.create(3);
   static Snap s;
   double x[NB * NX];
@@ -532,7 +532,7 @@ static void check_maxnorm(const char *name, const char *model, int hidden, const
 }
 
 #define MAXNORM_TRAIN "optimizer sgd(lr=0.5)\ndecay maxnorm(0.3)"
-Test(decay, maxnorm) { check_maxnorm("d_mn", mlp("d_mn", MAXNORM_TRAIN), 4, "-O1"); }
+Test(decay, maxnorm) { check_maxnorm("d_mn", mlp("d_mn", MAXNORM_TRAIN), 4, MODEL_O1); }
 Test(decay, maxnorm_big) {
   check_maxnorm("d_mnb", big_mlp("d_mnb", MAXNORM_TRAIN), BIGH, "-O2 -march=native");
 }
@@ -545,7 +545,7 @@ Test(decay, elastic_big) {
 Test(hyper, set_get) {
   Api a;
   load_api(&a, "h_set", mlp("h_set", "optimizer momentum(lr=0.1, momentum=0.5)"),
-           "--dtype f64 --batch 8", "-O1");
+           "--dtype f64 --batch 8", MODEL_O1);
   void *m = a.create(3);
   cr_expect_eq(a.get(m, "lr"), 0.1);
   cr_expect_eq(a.get(m, "momentum"), 0.5);
@@ -596,7 +596,7 @@ static bool same_params(const Api *a, void *m1, void *m2) {
 Test(checkpoint, exact_resume) {
   Api a;
   load_api(&a, "ck", mlp("ck", "optimizer adam(lr=0.05)\nschedule exp(0.9)"),
-           "--dtype f64 --batch 8", "-O1");
+           "--dtype f64 --batch 8", MODEL_O1);
   char path[700];
   snprintf(path, sizeof path, "%s/ck.safetensors", a.cm.dir);
   void *m1 = a.create(3), *m2 = a.create(4);
@@ -622,8 +622,8 @@ Test(checkpoint, exact_resume) {
 Test(checkpoint, weights_only) {
   const char *text = mlp("ckw", "optimizer adam(lr=0.05)");
   Api a, inf;
-  load_api(&a, "ckw", text, "--dtype f64 --batch 8", "-O1");
-  compile_model(&inf.cm, "ckw", text, "--dtype f64 --batch 8 --infer", "-O1");
+  load_api(&a, "ckw", text, "--dtype f64 --batch 8", MODEL_O1);
+  compile_model(&inf.cm, "ckw", text, "--dtype f64 --batch 8 --infer", MODEL_O1);
   void *(*icreate)(uint64_t) = (void *(*)(uint64_t))api(&inf.cm, "create");
   void (*idestroy)(void *) = (void (*)(void *))api(&inf.cm, "destroy");
   int (*isave)(void *, const char *) = (int (*)(void *, const char *))api(&inf.cm, "save");
@@ -657,8 +657,8 @@ Test(checkpoint, f32_file_into_f64_build) {
   const char *text = mlp("ckd", "optimizer adam(lr=0.05)");
   Api a;
   Compiled c32;
-  load_api(&a, "ckd", text, "--dtype f64 --batch 8", "-O1");
-  compile_model(&c32, "ckd", text, "--batch 8", "-O1");
+  load_api(&a, "ckd", text, "--dtype f64 --batch 8", MODEL_O1);
+  compile_model(&c32, "ckd", text, "--batch 8", MODEL_O1);
   void *(*create32)(uint64_t) = (void *(*)(uint64_t))api(&c32, "create");
   int (*save32)(void *, const char *) = (int (*)(void *, const char *))api(&c32, "save");
   int (*step32)(void *, int, const float *, const int32_t *, float *) =
@@ -692,7 +692,7 @@ Test(checkpoint, f32_file_into_f64_build) {
 
 Test(monitor, update_ratio) {
   Api a;
-  load_api(&a, "mon", mlp("mon", "optimizer adam(lr=0.01)"), "--dtype f64 --batch 8", "-O1");
+  load_api(&a, "mon", mlp("mon", "optimizer adam(lr=0.01)"), "--dtype f64 --batch 8", MODEL_O1);
   void *m = a.create(3);
   static Snap before, after;
   double x[NB * NX];
@@ -722,7 +722,7 @@ Test(monitor, update_ratio) {
 
 Test(monitor, nonfinite_input) {
   Api a;
-  load_api(&a, "nanin", mlp("nanin", "optimizer adam(lr=0.01)"), "--dtype f64 --batch 8", "-O1");
+  load_api(&a, "nanin", mlp("nanin", "optimizer adam(lr=0.01)"), "--dtype f64 --batch 8", MODEL_O1);
   void *m = a.create(3);
   static Snap before, after;
   double x[NB * NX];
@@ -772,7 +772,7 @@ Test(monitor, failed_step_leaves_all_state_unchanged) {
       "h = dense(x, 4) |> batchnorm |> relu\nlogits = dense(h, 2)\noutput logits\n"
       "loss cross_entropy(logits, y)\ntrain {\noptimizer adam(lr=0.01)\n}\n";
   Compiled cm;
-  compile_model(&cm, "bnfail", model, "--batch 8", "-O1");
+  compile_model(&cm, "bnfail", model, "--batch 8", MODEL_O1);
   void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
   int (*step)(void *, int, const float *, const int32_t *, float *) =
       (int (*)(void *, int, const float *, const int32_t *, float *))api(&cm, "train_step");
@@ -817,7 +817,7 @@ Test(checkpoint, num_batches_tracked) {
       "logits = dense(h, 2)\noutput logits\n"
       "loss cross_entropy(logits, y)\ntrain {\noptimizer sgd(lr=0.01)\n}\n";
   Api a;
-  load_api(&a, "nbt", model, "--dtype f64 --batch 8", "-O1");
+  load_api(&a, "nbt", model, "--dtype f64 --batch 8", MODEL_O1);
   char path[700], path2[700];
   snprintf(path, sizeof path, "%s/nbt.safetensors", a.cm.dir);
   snprintf(path2, sizeof path2, "%s/nbt2.safetensors", a.cm.dir);
@@ -864,7 +864,7 @@ Test(checkpoint, num_batches_tracked) {
 
 Test(train, deterministic) {
   Api a;
-  load_api(&a, "det", mlp("det", "optimizer rmsprop(lr=0.01)"), "--dtype f64 --batch 8", "-O1");
+  load_api(&a, "det", mlp("det", "optimizer rmsprop(lr=0.01)"), "--dtype f64 --batch 8", MODEL_O1);
   void *m1 = a.create(42), *m2 = a.create(42), *m3 = a.create(43);
   cr_expect(same_params(&a, m1, m2));
   cr_expect(!same_params(&a, m1, m3), "the seed does not matter");
@@ -883,7 +883,7 @@ static const char *const frozen_model =
 
 Test(train, freeze) {
   Api a;
-  load_api(&a, "frz", frozen_model, "--dtype f64 --batch 8", "-O1");
+  load_api(&a, "frz", frozen_model, "--dtype f64 --batch 8", MODEL_O1);
   void *m = a.create(3);
   static Snap before, after;
   snap(&a, m, &before);
@@ -922,7 +922,7 @@ static const char *const bias_only_model =
 
 Test(train, freeze_weight_trains_the_bias) {
   Api a;
-  load_api(&a, "fzw", bias_only_model, "--dtype f64 --batch 8", "-O1");
+  load_api(&a, "fzw", bias_only_model, "--dtype f64 --batch 8", MODEL_O1);
   void *m = a.create(3);
   static Snap before, after;
   snap(&a, m, &before);
@@ -971,10 +971,10 @@ static const char *frozen_text(const char *name, bool frozen) {
  * of the same model with nothing frozen, bit for bit. */
 Test(train, frozen_params_have_no_grads_or_state) {
   Hyper h = {.lr = 0.05, .b1 = 0.9, .b2 = 0.999, .eps = 1e-8};
-  check_optimizer_on("frzo", frozen_text("frzo", true), "-O1", O_ADAM, h);
+  check_optimizer_on("frzo", frozen_text("frzo", true), MODEL_O1, O_ADAM, h);
   Api f, u;
-  load_api(&f, "frzg", frozen_text("frzg", true), "--dtype f64 --batch 8", "-O1");
-  load_api(&u, "unfg", frozen_text("unfg", false), "--dtype f64 --batch 8", "-O1");
+  load_api(&f, "frzg", frozen_text("frzg", true), "--dtype f64 --batch 8", MODEL_O1);
+  load_api(&u, "unfg", frozen_text("unfg", false), "--dtype f64 --batch 8", MODEL_O1);
   long trained = 3 * 8 + 8 + 8 * 2 + 2, all = trained + 8 * 8 + 8;
   cr_expect_eq(emitted_define(&f.cm, "NN_PARAMS_SIZE"), all);
   cr_expect_eq(emitted_define(&f.cm, "NN_GRADS_SIZE"), trained);
@@ -1028,8 +1028,8 @@ static bool same_tensors(const Api *a1, void *m1, const Api *a2, void *m2) {
  * is skipped); names, order and values as the model's tensors. */
 Test(checkpoint, frozen_and_unfrozen_builds) {
   Api f, u;
-  load_api(&f, "frzc", frozen_text("frzc", true), "--dtype f64 --batch 8", "-O1");
-  load_api(&u, "unfc", frozen_text("unfc", false), "--dtype f64 --batch 8", "-O1");
+  load_api(&f, "frzc", frozen_text("frzc", true), "--dtype f64 --batch 8", MODEL_O1);
+  load_api(&u, "unfc", frozen_text("unfc", false), "--dtype f64 --batch 8", MODEL_O1);
   char pf[700], pu[700];
   snprintf(pf, sizeof pf, "%s/frozen.safetensors", f.cm.dir);
   snprintf(pu, sizeof pu, "%s/unfrozen.safetensors", u.cm.dir);
@@ -1193,7 +1193,7 @@ Test(init, statistics) {
       "output i = dense(x, 300) |> relu\n"
       "output j = dense(x, 300, init=normal)\n";
   Compiled cm;
-  compile_model(&cm, "ini", text, "--dtype f64 --infer --batch 1", "-O1");
+  compile_model(&cm, "ini", text, "--dtype f64 --infer --batch 1", MODEL_O1);
   void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
   void (*destroy)(void *) = (void (*)(void *))api(&cm, "destroy");
   double *(*tensor)(void *, int, size_t *) =
@@ -1255,7 +1255,7 @@ Test(hyper, set_applies_the_train_section_rules) {
   Api a;
   load_api(&a, "h_rules",
            mlp("h_rules", "optimizer adam(lr=0.01)\nschedule step(every=10, gamma=0.5)"),
-           "--dtype f64 --batch 8", "-O1");
+           "--dtype f64 --batch 8", MODEL_O1);
   const char *(*last_error)(const void *) = (const char *(*)(const void *))api(&a.cm, "last_error");
   void *m = a.create(3);
   static const struct {
@@ -1333,7 +1333,7 @@ static void patch_tensor(const char *path, const char *name, size_t index, const
  * tensor, and the model keeps every byte of its state. */
 Test(checkpoint, load_validates_state) {
   Api a;
-  load_api(&a, "ck_bad", mlp("ck_bad", "optimizer adam(lr=0.01)"), "--dtype f64 --batch 8", "-O1");
+  load_api(&a, "ck_bad", mlp("ck_bad", "optimizer adam(lr=0.01)"), "--dtype f64 --batch 8", MODEL_O1);
   const char *(*last_error)(const void *) = (const char *(*)(const void *))api(&a.cm, "last_error");
   void *m = a.create(3);
   train_steps(&a, m, 0, 2);
@@ -1395,7 +1395,7 @@ Test(checkpoint, load_refuses_a_negative_running_variance) {
       "h = dense(x, 4) |> batchnorm |> relu\nlogits = dense(h, 2)\noutput logits\n"
       "loss cross_entropy(logits, y)\ntrain {\noptimizer sgd(lr=0.01)\n}\n";
   Compiled cm;
-  compile_model(&cm, "bnvar", model, "--batch 8", "-O1");
+  compile_model(&cm, "bnvar", model, "--batch 8", MODEL_O1);
   void *(*create)(uint64_t) = (void *(*)(uint64_t))api(&cm, "create");
   int (*save)(void *, const char *) = (int (*)(void *, const char *))api(&cm, "save");
   int (*load)(void *, const char *) = (int (*)(void *, const char *))api(&cm, "load");

@@ -370,7 +370,7 @@ static long rows_cols_reals(const Conv *v) {
 enum { ROWS_BLOCK_BYTES = 256 << 10 };
 
 static long rows_depth(const Conv *v, const Graph *g) {
-  long esize = g->dtype == DT_F64 ? 8 : 4, most = ROWS_BLOCK_BYTES / esize;
+  long esize = real_size(g->dtype), most = ROWS_BLOCK_BYTES / esize;
   long kc = most / (v->howo + NN_NR) / 32 * 32;
   if (kc < 32)
     kc = 32;

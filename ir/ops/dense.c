@@ -158,7 +158,7 @@ static void dense_emit(Emit *e, const Graph *g, const Node *node) {
    * them: then w, the larger operand, comes from memory once, not once per
    * panel of 32 samples (mlp512's fc1 at batch 64: 1.6 MB once, not twice). */
   emit_omp(e, "for collapse(2) schedule(static)");
-  if (xt * (g->dtype == DT_F64 ? 8 : 4) <= DENSE_L2_PANELS) {
+  if (xt * real_size(g->dtype) <= DENSE_L2_PANELS) {
     emitln(e, "for (int mt = 0; mt < %d; mt++) {", mt);
     emitln(e, "for (int jt = 0; jt < nt; jt++) {");
   } else {

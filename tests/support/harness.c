@@ -86,34 +86,18 @@ char *read_text(const char *path) {
   return s;
 }
 
-/* Extra flags for models from the environment: the suite runs the conv2d
- * and dense tests again with NNCC_TEST_MODEL_CFLAGS=-DNN_FORCE_ISA=N, once
- * per micro-kernel path of runtime/nn_gemm.c. */
-static const char *model_cflags(void) {
-  const char *v = getenv("NNCC_TEST_MODEL_CFLAGS");
+/* The flags every model of this test is built with, which
+ * tests/CMakeLists.txt sets per test: in a sanitized build the sanitizers
+ * and a pinned micro-kernel (NN_FORCE_ISA), the one the cpuid dispatch
+ * would pick, or each other one in the conv2d and dense reruns. */
+static const char *model_flags(void) {
+  const char *v = getenv("NNCC_TEST_MODEL_FLAGS");
   return v ? v : "";
 }
 
-/* The sanitizer flags for models: those of a sanitized build, unless the
- * test's environment says NNCC_TEST_MODEL_SANITIZE=OFF, with its pinned
- * micro-kernel unless the environment pins one (tests/CMakeLists.txt). */
-static const char *model_sanitize(void) {
-  const char *v = getenv("NNCC_TEST_MODEL_SANITIZE");
-  if (v && strcmp(v, "OFF") == 0)
-    return "";
-  return strstr(model_cflags(), "NN_FORCE_ISA") ? NNCC_MODEL_SANITIZE
-                                                : NNCC_MODEL_SANITIZE NNCC_MODEL_ISA;
-}
-
-/* A sanitized model built at the suite's ordinary level, -O1, is built at
- * -Og instead: a third less compile time (2.2 -> 1.5 s for a small conv2d
- * model), the sanitizers' checks the same.  Tests that ask for -O2 or -O3
- * (speed, or code those levels give) keep it. */
 void model_cc(char *cmd, size_t cap, const char *cflags) {
-  const char *level = cflags ? cflags : "-O1";
-  bool og = *model_sanitize() && strncmp(level, "-O1", 3) == 0 && (!level[3] || level[3] == ' ');
-  snprintf(cmd, cap, "%s -std=c11 -Wall -Wextra -Werror -shared -fPIC " NNCC_MODEL_PCH " %s%s %s %s",
-           NNCC_CC, og ? "-Og" : "", og ? level + 3 : level, model_cflags(), model_sanitize());
+  snprintf(cmd, cap, "%s -std=c11 -Wall -Wextra -Werror -shared -fPIC " NNCC_MODEL_PCH " %s %s",
+           NNCC_CC, cflags ? cflags : MODEL_O1, model_flags());
 }
 
 void compile_model(Compiled *cm, const char *name, const char *model, const char *opts,
