@@ -64,13 +64,14 @@ static void emit_prelude(CG *cg) {
               "#ifdef _OPENMP\n#include <omp.h>\n#endif\n\n");
   /* gcc 12's -O2 vectorizes only loops its "very cheap" cost model takes, which leaves the
    * per-channel kernels scalar: 1.8x the -O3 step (docs/performance.md). The functions below
-   * get -O3's cost model (and vectorization at all from an older gcc's -O2), and sqrt without
-   * errno (nothing here reads errno after a math call), so that it vectorizes; -Os and -O0 are
-   * left as they are. */
+   * get -O3's cost model (and vectorization at all from an older gcc's -O2), -O3's complete
+   * peeling of short constant loops (the windows of pooling, which then vectorize), and sqrt
+   * without errno (nothing here reads errno after a math call), so that it vectorizes; -Os
+   * and -O0 are left as they are. */
   buf_puts(c, "#if defined(__GNUC__) && !defined(__clang__) && defined(__OPTIMIZE__) && "
               "!defined(__OPTIMIZE_SIZE__)\n"
               "#pragma GCC optimize(\"tree-vectorize\", \"vect-cost-model=dynamic\", "
-              "\"no-math-errno\")\n#endif\n");
+              "\"peel-loops\", \"no-math-errno\")\n#endif\n");
   buf_printf(c, "typedef %s real;\n", real_name(g));
   buf_printf(c, "#define NN_REAL_DTYPE \"%s\"\n", g->dtype == DT_F64 ? "F64" : "F32");
   buf_printf(c, "#define NN_REAL_F64 %d\n", g->dtype == DT_F64);
@@ -449,7 +450,7 @@ static void emit_kernel(CG *cg, const Graph *g, const Node *node) {
   cg->kernel_of[node->id] = name;
   Buf text = {0};
   kernel_comment(cg, g, node, &text);
-  if (!(op_def(node->op)->roles & ROLE_PRODUCT))
+  if (!e.engine)
     buf_puts(&text, "NN_CLONES\n");   /* vector code for this CPU in any build (nn_gemm.c) */
   const char *head = arena_printf(cg->a, "static void %s(%s)", name, sig.data);
   put_wrapped(&text, head, (int)strlen(name) + 13, "");

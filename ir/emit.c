@@ -38,6 +38,12 @@ static void emit_pragma(Emit *e, const char *directive, const char *clauses) {
   emitln(e, "#endif");
 }
 
+void emit_engine(Emit *e, bool dot) {
+  emitln(e, "%s", dot ? "const nn_ukr_nt_fn dot = nn_ukr_nt_pick();"
+                      : "const nn_ukr_fn ukr = nn_ukr_pick();");
+  e->engine = true;
+}
+
 void emit_omp_for(Emit *e, const char *clauses) {
   if (!worth_sharing(e))
     return;

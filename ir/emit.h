@@ -47,6 +47,7 @@ struct Emit {
   const Graph *g;
   double work;   /* of the kernel being emitted, per sample: FLOPs, or 4 per output value */
   bool shared;   /* the kernel has work-shared loops (emit_omp_for, emit_omp) */
+  bool engine;   /* its products run on the micro-kernels (emit_engine) */
 };
 
 /* Threads.  forward() and gradients() open one parallel region of at most
@@ -59,6 +60,11 @@ struct Emit {
  * thread ("omp single"), next to the other small kernels around it. */
 #define NN_SHARE_WORK 1e6
 
+/* "const nn_ukr_fn ukr = nn_ukr_pick();" (or the dot-product kernel's
+ * `dot` with `dot`): the kernel's products run on the micro-kernels of
+ * runtime/nn_gemm.c, which pick their vector code by cpuid themselves, so
+ * codegen does not clone the kernel (NN_CLONES) as it does every other. */
+void emit_engine(Emit *e, bool dot);
 /* Appends one line at the current indentation.  A line ending in '{' indents
  * the following lines; a line starting with '}' dedents itself. */
 void emitln(Emit *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

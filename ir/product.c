@@ -20,7 +20,7 @@ long product_reals(const Product *p) {
 
 void emit_product(Emit *e, const Product *p) {
   long mt = (p->max_m + NN_MR - 1) / NN_MR, nt = (p->n + NN_NR - 1) / NN_NR;
-  emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
+  emit_engine(e, false);
   emitln(e, "const int mtiles = ((%s) + NN_MR - 1) / NN_MR;", p->m);
   emitln(e, "real *const ap = ws, *const bp = ws + %ldL * (%s);", mt * NN_MR, p->k);
   emitln(e, "{");

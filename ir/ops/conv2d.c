@@ -584,7 +584,7 @@ static void emit_conv_product(Emit *e, const Graph *g, const Node *node, const C
   int mt = fwd_mt(v);
   long pixels = fwd_pixels(v), pt = (pixels + NN_NR - 1) / NN_NR, wp = pad_wp(v);
   bool bias = fused && node->nin > 2, baked = !flip && reads_baked(g, node, OP_CONV2D_PANELS);
-  emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
+  emit_engine(e, false);
   emitln(e, "{");
   emitln(e, "real *const slot = ws + %ldL + (long)nn_thread_id() * %ld;",
          baked ? 0 : fwd_panels_reals(v), fwd_slot_reals(v));
@@ -689,7 +689,7 @@ static void emit_winograd(Emit *e, const Graph *g, const Node *node, const Conv 
   int mt = fwd_mt(v), tw = (v->wo + 3) / 4, th = (v->ho + 3) / 4;
   long tiles = wino_tiles(v);
   bool bias = fused && node->nin > 2, baked = !flip && reads_baked(g, node, OP_CONV2D_WINO_U);
-  emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
+  emit_engine(e, false);
   emitln(e, "{");
   emitln(e, "real *const v = ws + %ldL + (long)nn_thread_id() * %ld;", baked ? 0 : wino_u_reals(v),
          wino_slot_reals(v));
@@ -814,7 +814,7 @@ static void emit_pointwise(Emit *e, const Graph *g, const Node *node, const Conv
   bool bias = fused && node->nin > 2;
   /* A(o, c) = w[o * C + c], or flipped w[c * O + o] */
   long ars = flip ? 1 : v->c, acs = flip ? v->o : 1;
-  emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
+  emit_engine(e, false);
   if (!pack && !slot)
     emitln(e, "(void)ws;");
   emitln(e, "{");
@@ -870,7 +870,7 @@ static void emit_pixel_rows(Emit *e, const Graph *g, const Node *node, const Con
   bool bias = node->nin > 2, baked = reads_baked(g, node, OP_CONV2D_COL_PANELS);
   bool in_place = rows_in_place(v), tiles = p >= NN_MR;
   long at = baked ? 0 : rows_panels_reals(v), apo = at + rows_cols_reals(v);
-  emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
+  emit_engine(e, false);
   emitln(e, "{");
   if (baked) {
     emitln(e, "const real *const pb = w;   /* packed at compile time */");
@@ -948,7 +948,7 @@ static void emit_wino_rows(Emit *e, const Graph *g, const Node *node, const Conv
   int tw = (v->wo + 3) / 4, th = (v->ho + 3) / 4;
   bool bias = node->nin > 2, baked = reads_baked(g, node, OP_CONV2D_WINO_UC);
   long at = baked ? 0 : wino_rows_u_reals(v);
-  emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
+  emit_engine(e, false);
   emitln(e, "real *const v = ws + %ldL, *const pad = v + %ldL;", at, wino_rows_v_reals(v) + NN_MR);
   emitln(e, "{");
   emitln(e, "real *const m = pad + %ldL + (long)nn_thread_id() * %ld, *const yt = m + %ld;",
@@ -1174,7 +1174,7 @@ static void conv2d_dx_emit(Emit *e, const Graph *g, const Node *node) {
   int rt = (int)((v.fsize + NN_MR - 1) / NN_MR), pt = (int)((v.howo + NN_NR - 1) / NN_NR);
   int nb = col_chunk(&v, g->max_batch);
   long panels = (long)v.g * rt * NN_MR * v.opg, cols = panels + (long)g->max_threads * v.opg * NN_NR;
-  emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
+  emit_engine(e, false);
   emitln(e, "{");
   emitln(e, "real *const bp = ws + %ldL + (long)nn_thread_id() * %ld;", panels,
          (long)v.opg * NN_NR);
@@ -1237,7 +1237,7 @@ static void conv2d_dx_emit(Emit *e, const Graph *g, const Node *node) {
 static void emit_winograd_dw(Emit *e, const Graph *g, const Conv *v) {
   int tw = (v->wo + 3) / 4, th = (v->ho + 3) / 4, ct = wino_ct(v), ot = wino_ot(v);
   long chunk = wino_chunk(v, g->max_batch);
-  emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
+  emit_engine(e, false);
   emitln(e, "real *const du = ws, *const vt = ws + %ldL, *const wt = vt + %ldL;",
          wino_du_reals(v), 36L * v->c * chunk);
   emitln(e, "const long tiles = (long)n * %ld;", wino_tiles(v));
@@ -1290,7 +1290,7 @@ static void conv2d_dw_emit(Emit *e, const Graph *g, const Node *node) {
   }
   bool in_x = columns_are_x(&v);
   int rt = (int)((v.fsize + NN_DR - 1) / NN_DR), nb = in_x ? g->max_batch : dw_chunk(&v, g->max_batch);
-  emitln(e, "const nn_ukr_nt_fn dot = nn_ukr_nt_pick();");
+  emit_engine(e, true);
   if (in_x)
     emitln(e, "(void)ws;");
   emitln(e, "{");

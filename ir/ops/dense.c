@@ -138,7 +138,7 @@ static void dense_emit(Emit *e, const Graph *g, const Node *node) {
     emit_gemv(e, node, units, k);
     return;
   }
-  emitln(e, "const nn_ukr_fn ukr = nn_ukr_pick();");
+  emit_engine(e, false);
   emitln(e, "const int nt = (n + NN_NR - 1) / NN_NR;");
   emitln(e, "{");
   emit_omp(e, "for");
