@@ -405,6 +405,10 @@ static NN_UNUSED void nn_pack_a(real *restrict ap, const real *restrict a, long 
     for (int i = 0; i < mr; i++)
       for (long k = 0; k < kc; k++)
         ap[k * NN_MR + i] = a[i * rs + k];
+  } else if (mr == NN_MR) {   /* a constant count: with rs 1, not a call of memcpy per k */
+    for (long k = 0; k < kc; k++)
+      for (int i = 0; i < NN_MR; i++)
+        ap[k * NN_MR + i] = a[i * rs + k * cs];
   } else {
     for (long k = 0; k < kc; k++)
       for (int i = 0; i < mr; i++)
@@ -432,6 +436,23 @@ static NN_UNUSED void nn_pack_b(real *restrict bp, const real *restrict b, long 
     for (int j = 0; j < nr; j++)
       for (long k = 0; k < kc; k++)
         bp[k * NN_NR + j] = b[k * rs + j * cs];
+  }
+}
+
+/* c (mr x nr, rows ldc apart) = the first rows and columns of the tile t.
+ * A full row is a copy of constant size, inlined: gcc makes a copy loop to
+ * a variable count a call of memcpy, per row here. */
+static NN_UNUSED inline void nn_store_tile(real *restrict c, long ldc, const real *restrict t,
+                                           int mr, int nr) {
+  for (int i = 0; i < mr; i++) {
+    real *restrict ci = c + i * ldc;
+    const real *restrict ti = t + i * NN_NR;
+    if (nr == NN_NR)
+      for (int j = 0; j < NN_NR; j++)
+        ci[j] = ti[j];
+    else
+      for (int j = 0; j < nr; j++)
+        ci[j] = ti[j];
   }
 }
 

@@ -1203,9 +1203,7 @@ static void conv2d_dx_emit(Emit *e, const Graph *g, const Node *node) {
   emitln(e, "ukr(t, ws + (long)mt * %ld, 1, NN_MR, bp, %d, 1, NN_NR, 0, 0);", (long)NN_MR * v.opg, v.opg);
   emitln(e, "real *const d = col + (long)bi * %ld + ((long)g * %ld + r0) * %ld + p0;",
          col_reals(&v), v.fsize, v.howo);
-  emitln(e, "for (int i = 0; i < mr; i++)");
-  emitln(e, "    for (int j = 0; j < np; j++)");
-  emitln(e, "        d[(long)i * %ld + j] = t[i * NN_NR + j];", v.howo);
+  emitln(e, "nn_store_tile(d, %ld, t, mr, np);", v.howo);
   emitln(e, "}");
   emitln(e, "}");
   emitln(e, "}");

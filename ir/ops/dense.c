@@ -225,9 +225,7 @@ static void emit_plain_product(Emit *e, const Graph *g, Which which, int units, 
                                const char *c, long cols) {
   Product p = dense_product(e->ctx, which, units, k, g->max_batch);
   emit_product(e, &p);
-  emitln(e, "for (int i = 0; i < mr; i++)");
-  emitln(e, "    for (int j = 0; j < nr; j++)");
-  emitln(e, "        %s[(long)(r0 + i) * %ld + c0 + j] = t[i * NN_NR + j];", c, cols);
+  emitln(e, "nn_store_tile(%s + (long)r0 * %ld + c0, %ld, t, mr, nr);", c, cols, cols);
   emit_product_end(e);
 }
 
