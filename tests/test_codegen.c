@@ -307,29 +307,37 @@ static char *asm_function(const char *s, const char *name) {
   return body;
 }
 
-/* Built with gcc -O2 and no -march, as an embedder may: the per-channel
- * kernels also exist for AVX-512 (NN_CLONES), and those clones are vector
- * code; the product kernels, whose micro-kernels pick their ISA at run
- * time, are built once, and their epilogue (rows of contiguous stores) is
- * vector code even for SSE2.  Without the prelude's cost-model pragma
- * gcc 12 leaves all of these loops scalar at -O2. */
-Test(codegen, plain_O2_vectorizes) {
+/* The assembly of the model nncc emits from `nn` with `opts` (as dir/m.c),
+ * built with gcc -std=c11 -O2 -fopenmp and `cflags`, no -march, as an
+ * embedder may build it.  Skips where gcc's target_clones do not exist. */
+static char *plain_o2_asm(const char *dir, const char *nn, const char *opts, const char *cflags) {
 #if !defined(__x86_64__) || !defined(__linux__)
   cr_skip_test("x86-64 Linux only (target_clones)");
 #endif
-  char dir[512], out[1 << 12];
-  scratch_dir(dir, sizeof dir, "plain_o2");
+  char out[1 << 12], path[600];
   if (run_capture(out, sizeof out, "gcc --version") != 0)
     cr_skip_test("no gcc");
-  cr_assert_eq(run_capture(out, sizeof out, "%s %s/examples/lenet5.nn -o %s/l5.c", NNCC_BIN,
-                           NNCC_SOURCE_DIR, dir),
+  cr_assert_eq(run_capture(out, sizeof out, "%s %s -o %s/m.c %s && cd %s && "
+                                            "gcc -std=c11 -O2 -fopenmp %s -S m.c -o m.s",
+                           NNCC_BIN, nn, dir, opts, dir, cflags),
                0, "%s", out);
-  cr_assert_eq(run_capture(out, sizeof out, "cd %s && gcc -std=c11 -O2 -fopenmp -S l5.c -o l5.s", dir),
-               0, "%s", out);
-  char path[600];
-  snprintf(path, sizeof path, "%s/l5.s", dir);
+  snprintf(path, sizeof path, "%s/m.s", dir);
   char *s = read_text(path);
   cr_assert(s);
+  return s;
+}
+
+/* Built with plain -O2: the per-channel kernels also exist for AVX-512
+ * (NN_CLONES), and those clones are vector code; the product kernels,
+ * whose micro-kernels pick their ISA at run time, are built once, and their
+ * epilogue (rows of contiguous stores) is vector code even for SSE2.
+ * Without the prelude's cost-model pragma gcc 12 leaves all of these loops
+ * scalar at -O2. */
+Test(codegen, plain_O2_vectorizes) {
+  char dir[512], nn[600];
+  scratch_dir(dir, sizeof dir, "plain_o2");
+  snprintf(nn, sizeof nn, "%s/examples/lenet5.nn", NNCC_SOURCE_DIR);
+  char *s = plain_o2_asm(dir, nn, "", "");
   char *bn = asm_function(s, "bn1_batchnorm_dx.avx512f");
   cr_assert(bn, "no AVX-512 clone of bn1's batchnorm_dx");
   cr_expect(strstr(bn, "%zmm"), "bn1's batchnorm_dx clone is not AVX-512 vector code");
@@ -341,40 +349,9 @@ Test(codegen, plain_O2_vectorizes) {
   free(bn);
   free(s);
   /* -DNN_NO_CLONES (the sanitized suite's models): the loops built once */
-  cr_assert_eq(run_capture(out, sizeof out,
-                           "cd %s && gcc -std=c11 -O2 -fopenmp -DNN_NO_CLONES -S l5.c -o l5n.s", dir),
-               0, "%s", out);
-  snprintf(path, sizeof path, "%s/l5n.s", dir);
-  s = read_text(path);
-  cr_assert(s);
+  s = plain_o2_asm(dir, nn, "", "-DNN_NO_CLONES");
   cr_expect(!strstr(s, ".avx512f:") && !strstr(s, ".avx2:"), "NN_NO_CLONES still cloned");
   cr_expect(strstr(s, "\nbn1_batchnorm_dx:\n"), "no bn1_batchnorm_dx without clones");
-  free(s);
-}
-
-/* At batch 1 dense is dot products in plain C loops, not the micro-kernels:
- * its kernels are cloned like the per-channel ones, or a plain -O2 build
- * runs them as SSE2 (mlp512's forward 0.28 ms against 0.075 with the
- * clones, 0.056 at -march=native). */
-Test(codegen, products_off_the_engine_are_cloned) {
-#if !defined(__x86_64__) || !defined(__linux__)
-  cr_skip_test("x86-64 Linux only (target_clones)");
-#endif
-  char dir[512], out[1 << 12], path[600];
-  scratch_dir(dir, sizeof dir, "b1_o2");
-  if (run_capture(out, sizeof out, "gcc --version") != 0)
-    cr_skip_test("no gcc");
-  cr_assert_eq(run_capture(out, sizeof out, "%s %s/examples/mlp512.nn -o %s/m.c --infer --batch 1 && "
-                                            "cd %s && gcc -std=c11 -O2 -fopenmp -S m.c -o m.s",
-                           NNCC_BIN, NNCC_SOURCE_DIR, dir, dir),
-               0, "%s", out);
-  snprintf(path, sizeof path, "%s/m.s", dir);
-  char *s = read_text(path);
-  cr_assert(s);
-  char *fc = asm_function(s, "fc1_forward.avx2");
-  cr_assert(fc, "no AVX2 clone of fc1's forward at batch 1");
-  cr_expect(strstr(fc, "%ymm"), "fc1's forward clone is not AVX2 vector code");
-  free(fc);
   free(s);
 }
 
@@ -384,13 +361,8 @@ Test(codegen, products_off_the_engine_are_cloned) {
  * loads, so its AVX2 clone was scalar (6.5% of resnet20's training step on
  * a Zen 3 core).  The rectifiers' gradients are selects of bits (rpick). */
 Test(codegen, residual_relu_dx_vectorizes_on_avx2) {
-#if !defined(__x86_64__) || !defined(__linux__)
-  cr_skip_test("x86-64 Linux only (target_clones)");
-#endif
-  char dir[512], out[1 << 12], path[600];
+  char dir[512], path[600];
   scratch_dir(dir, sizeof dir, "resid_o2");
-  if (run_capture(out, sizeof out, "gcc --version") != 0)
-    cr_skip_test("no gcc");
   snprintf(path, sizeof path, "%s/resid.nn", dir);
   write_file(path, "model resid\n"
                    "input x: f32[8, 6, 6]\n"
@@ -401,12 +373,8 @@ Test(codegen, residual_relu_dx_vectorizes_on_avx2) {
                    "output p = softmax(logits)\n"
                    "loss cross_entropy(logits, y)\n"
                    "train { optimizer sgd(lr=0.1) }\n");
-  cr_assert_eq(run_capture(out, sizeof out, "%s %s -o %s/resid.c", NNCC_BIN, path, dir), 0, "%s",
-               out);
-  cr_assert_eq(run_capture(out, sizeof out, "cd %s && gcc -std=c11 -O2 -fopenmp -S resid.c -o resid.s",
-                           dir),
-               0, "%s", out);
-  snprintf(path, sizeof path, "%s/resid.c", dir);
+  char *s = plain_o2_asm(dir, path, "", "");
+  snprintf(path, sizeof path, "%s/m.c", dir);
   char *c = read_text(path);
   cr_assert(c);
   /* h's two gradients added, relu_dx fused: the add's comment, then its definition */
@@ -421,15 +389,28 @@ Test(codegen, residual_relu_dx_vectorizes_on_avx2) {
   size_t len = strcspn(def, "(");
   cr_assert_lt(len, sizeof name - 8);
   snprintf(name, sizeof name, "%.*s.avx2", (int)len, def);
-  snprintf(path, sizeof path, "%s/resid.s", dir);
-  char *s = read_text(path);
-  cr_assert(s);
   char *body = asm_function(s, name);
   cr_assert(body, "no AVX2 clone %s", name);
   cr_expect(strstr(body, "%ymm"), "%s is not AVX2 vector code", name);
   free(body);
   free(s);
   free(c);
+}
+
+/* At batch 1 dense is dot products in plain C loops, not the micro-kernels:
+ * its kernels are cloned like the per-channel ones, or a plain -O2 build
+ * runs them as SSE2 (mlp512's forward 0.28 ms against 0.075 with the
+ * clones, 0.056 at -march=native). */
+Test(codegen, products_off_the_engine_are_cloned) {
+  char dir[512], nn[600];
+  scratch_dir(dir, sizeof dir, "b1_o2");
+  snprintf(nn, sizeof nn, "%s/examples/mlp512.nn", NNCC_SOURCE_DIR);
+  char *s = plain_o2_asm(dir, nn, "--infer --batch 1", "");
+  char *fc = asm_function(s, "fc1_forward.avx2");
+  cr_assert(fc, "no AVX2 clone of fc1's forward at batch 1");
+  cr_expect(strstr(fc, "%ymm"), "fc1's forward clone is not AVX2 vector code");
+  free(fc);
+  free(s);
 }
 
 /* The test suite builds models with their system headers precompiled
