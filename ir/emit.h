@@ -60,10 +60,11 @@ struct Emit {
  * thread ("omp single"), next to the other small kernels around it. */
 #define NN_SHARE_WORK 1e6
 
-/* "const nn_ukr_fn ukr = nn_ukr_pick();" (or the dot-product kernel's
- * `dot` with `dot`): the kernel's products run on the micro-kernels of
- * runtime/nn_gemm.c, which pick their vector code by cpuid themselves, so
- * codegen does not clone the kernel (NN_CLONES) as it does every other. */
+/* "const nn_ukr_fn ukr = nn_ukr_pick();", or with `dot` the dot-product
+ * kernel's "const nn_ukr_nt_fn dot = nn_ukr_nt_pick();": the kernel's
+ * products run on the micro-kernels of runtime/nn_gemm.c, which pick their
+ * vector code by cpuid themselves, so codegen does not clone the kernel
+ * (NN_CLONES) as it does every other. */
 void emit_engine(Emit *e, bool dot);
 /* Appends one line at the current indentation.  A line ending in '{' indents
  * the following lines; a line starting with '}' dedents itself. */
