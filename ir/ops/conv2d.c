@@ -276,10 +276,18 @@ static bool reads_baked(const Graph *g, const Node *node, OpKind op);
 static bool conv2d_split_constant(Graph *g, int id);
 
 /* Its workspace: the transformed filters, 36 x MT panels of NN_MR rows by
- * C, then per thread slot the transformed input of one panel (36 x C x
- * NN_NR), its 36 products for one row panel (36 x NN_MR x NN_NR), one
+ * C, then per thread slot the transformed input of one panel (C x
+ * WINO_VC), its 36 products for one row panel (36 x NN_MR x NN_NR), one
  * row's 4x4 outputs (16 x NN_NR) and a zero row (wino_pad_reals). */
 static long wino_u_reals(const Conv *v) { return 36L * fwd_mt(v) * NN_MR * v->c; }
+
+/* The transformed input of a panel as the products read it: position xi of
+ * channel c's tiles at v + c * WINO_VC + xi * NN_NR, so that the transform
+ * writes a channel's 36 rows in one contiguous run (a copy of them was 16%
+ * of its time).  A product reads one row per channel, WINO_VC apart: 37
+ * rows rather than 36 spread them over all of L1's sets (a stride of 36
+ * rows of NN_NR reals put them in a quarter of them). */
+#define WINO_VC (37L * NN_NR)
 
 /* The zero row that nn_wino_input (w reals) and nn_wino_dy (wo) read for
  * the rows above and below a plane, in whole NN_NR (so that the next
@@ -290,7 +298,7 @@ static long wino_pad_reals(const Conv *v) {
 }
 
 static long wino_slot_reals(const Conv *v) {
-  return 36L * v->c * NN_NR + 36L * NN_MR * NN_NR + 16L * NN_NR + wino_pad_reals(v);
+  return v->c * WINO_VC + 36L * NN_MR * NN_NR + 16L * NN_NR + wino_pad_reals(v);
 }
 
 /* Depthwise (one input channel per group, G > 1): direct loops over each
@@ -435,7 +443,7 @@ static bool wino_rows(const Conv *v, const Graph *g) {
  * tiles of M of every row tile (each block of U serves all the rows before
  * the next is read) and the 4x4 outputs of one tile. */
 static long wino_rows_u_reals(const Conv *v) { return 36L * rows_ct(v) * v->c * NN_NR; }
-static long wino_rows_v_reals(const Conv *v) { return 36L * v->c * NN_NR; }
+static long wino_rows_v_reals(const Conv *v) { return v->c * WINO_VC; }
 static long wino_rows_slot_reals(const Conv *v) {
   return wino_rows_rt(v) * 36L * NN_MR * NN_NR + 16L * NN_NR;
 }
@@ -707,7 +715,7 @@ static void emit_winograd(Emit *e, const Graph *g, const Node *node, const Conv 
   emitln(e, "real *const v = ws + %ldL + (long)nn_thread_id() * %ld;", baked ? 0 : wino_u_reals(v),
          wino_slot_reals(v));
   emitln(e, "real *const m = v + %ldL, *const yt = m + %ld, *const pad = yt + %d;",
-         36L * v->c * NN_NR, 36L * NN_MR * NN_NR, 16 * NN_NR);
+         v->c * WINO_VC, 36L * NN_MR * NN_NR, 16 * NN_NR);
   /* U(xi) panel mt, row i, column c at uf + (xi * MT + mt) * NN_MR * C + c * NN_MR + i */
   if (baked)
     emitln(e, "const real *const uf = w;   /* transformed at compile time */");
@@ -718,8 +726,8 @@ static void emit_winograd(Emit *e, const Graph *g, const Node *node, const Conv 
   emitln(e, "for (long pn = 0; pn < (tiles + NN_NR - 1) / NN_NR; pn++) {");
   emitln(e, "const long tile0 = pn * NN_NR;");
   emitln(e, "const int nt = tiles - tile0 < NN_NR ? (int)(tiles - tile0) : NN_NR;");
-  emitln(e, "nn_wino_input(v, NN_NR, %s, %ld, %d, %d, %d, %d, %d, %d, tile0, nt, pad);", x,
-         (long)v->c * v->hw, v->c, v->h, v->w, v->q.pt, th, tw);
+  emitln(e, "nn_wino_input(v, NN_NR, %ld, %s, %ld, %d, %d, %d, %d, %d, %d, tile0, nt, pad);",
+         WINO_VC, x, (long)v->c * v->hw, v->c, v->h, v->w, v->q.pt, th, tw);
   emitln(e, "long at[NN_NR];   /* the tile's first output pixel in y, -1 past the batch */");
   emitln(e, "int rows[NN_NR], cols[NN_NR];   /* of its 4x4 pixels, those in the image */");
   emitln(e, "for (int j = 0; j < NN_NR; j++) {");
@@ -736,8 +744,8 @@ static void emit_winograd(Emit *e, const Graph *g, const Node *node, const Conv 
   emitln(e, "const int mr = %d - o0 < NN_MR ? %d - o0 : NN_MR;", v->o, v->o);
   emitln(e, "for (int xi = 0; xi < 36; xi++)");
   emitln(e, "    ukr(m + xi * NN_MR * NN_NR, uf + ((long)xi * %d + mt) * %ld, 1, NN_MR, "
-            "v + (long)xi * %ld, %d, 1, NN_NR, 0, 0);",
-         mt, (long)NN_MR * v->c, (long)v->c * NN_NR, v->c);
+            "v + xi * NN_NR, %d, 1, %ld, 0, 0);",
+         mt, (long)NN_MR * v->c, v->c, WINO_VC);
   emitln(e, "for (int i = 0; i < mr; i++) {");
   emitln(e, "const int o = o0 + i;");
   emitln(e, "nn_wino_output(yt, m + i * NN_NR);");
@@ -986,16 +994,17 @@ static void emit_wino_rows(Emit *e, const Graph *g, const Node *node, const Conv
     emit_wino_filters(e, v, "ub", false, true);
   emitln(e, "for (int b = 0; b < n; b++) {");
   emit_omp(e, "single");
-  emitln(e, "nn_wino_input(v, NN_NR, x + (long)b * %ld, %ld, %d, %d, %d, %d, %d, %d, 0, %ld, pad);",
-         (long)v->c * v->hw, (long)v->c * v->hw, v->c, v->h, v->w, v->q.pt, th, tw, tiles);
+  emitln(e, "nn_wino_input(v, NN_NR, %ld, x + (long)b * %ld, %ld, %d, %d, %d, %d, %d, %d, 0, %ld, "
+            "pad);",
+         WINO_VC, (long)v->c * v->hw, (long)v->c * v->hw, v->c, v->h, v->w, v->q.pt, th, tw, tiles);
   emit_slot_for(e, g, ct, false);
   emitln(e, "for (int c = 0; c < %ld; c++) {", ct);
   emitln(e, "const int o0 = c * NN_NR, nr = %d - o0 < NN_NR ? %d - o0 : NN_NR;", v->o, v->o);
   emitln(e, "for (int xi = 0; xi < 36; xi++)");
   emitln(e, "    for (int r = 0; r < %ld; r++)", rt);
-  emitln(e, "        ukr(m + (r * 36 + xi) * NN_MR * NN_NR, v + (long)xi * %ld + r * NN_MR, 1, "
-            "NN_NR, ub + ((long)xi * %ld + c) * %ld, %d, 1, NN_NR, 0, 0);",
-         (long)v->c * NN_NR, ct, (long)v->c * NN_NR, v->c);
+  emitln(e, "        ukr(m + (r * 36 + xi) * NN_MR * NN_NR, v + xi * NN_NR + r * NN_MR, 1, "
+            "%ld, ub + ((long)xi * %ld + c) * %ld, %d, 1, NN_NR, 0, 0);",
+         WINO_VC, ct, (long)v->c * NN_NR, v->c);
   emitln(e, "for (int r = 0; r < %ld; r++) {", rt);
   emitln(e, "for (int i = 0; i < NN_MR && r * NN_MR + i < %ld; i++) {", tiles);
   emitln(e, "const int tile = r * NN_MR + i, ty = tile / %d, tx = tile %% %d;", tw, tw);
@@ -1276,8 +1285,9 @@ static void emit_winograd_dw(Emit *e, const Graph *g, const Conv *v) {
   emitln(e, "for (long pn = 0; pn < np; pn++) {");
   emitln(e, "const long tile0 = t0 + pn * NN_NR;");
   emitln(e, "const int nt = tiles - tile0 < NN_NR ? (int)(tiles - tile0) : NN_NR;");
-  emitln(e, "nn_wino_input(vt + pn * NN_NR, %ld, x, %ld, %d, %d, %d, %d, %d, %d, tile0, nt, pad);",
-         chunk, (long)v->c * v->hw, v->c, v->h, v->w, v->q.pt, th, tw);
+  emitln(e, "nn_wino_input(vt + pn * NN_NR, %ld, %ld, x, %ld, %d, %d, %d, %d, %d, %d, tile0, nt, "
+            "pad);",
+         v->c * chunk, chunk, (long)v->c * v->hw, v->c, v->h, v->w, v->q.pt, th, tw);
   emitln(e, "nn_wino_dy(wt + pn * NN_NR * %d, %ld, dy, %ld, %d, %d, %d, %d, %d, tile0, nt, pad);",
          v->o, chunk, (long)v->o * v->howo, v->o, v->ho, v->wo, th, tw);
   emitln(e, "}");
