@@ -188,7 +188,9 @@ static NN_UNUSED inline void nn_wino_phases(real *restrict q, const real *restri
  * at row 4 ty - p, column 4 tx - p, zeros outside the image), and every
  * channel c < nc of x (samples xs apart, planes h x w),
  * v[xi * vx + c * vc + j] = (B^T d B)[xi] of tile tile0 + j; lanes from nt
- * on are zero.  pad: w reals of scratch (the zeros above and below).
+ * on are zero.  With vx = NN_NR (and vc >= 36 NN_NR) a channel's 36 rows
+ * are written where they go, else through u.  pad: w reals of scratch (the
+ * zeros above and below).
  *
  * Consecutive tiles of a row share their windows' rows, and their windows
  * start 4 columns apart: the vertical pass t = B^T d runs along the rows
@@ -199,9 +201,10 @@ static NN_UNUSED inline void nn_wino_phases(real *restrict q, const real *restri
  * a run, whose two last columns are computed apart).  Every value is the
  * same expression of the same window values as on the 6x6 window alone,
  * so the result is bit for bit that of a window-by-window transform. */
-NN_CLONES static NN_UNUSED void nn_wino_input(real *restrict v, long vx, long vc, const real *restrict x, long xs,
-                                    int nc, int h, int w, int p, int th, int tw, long tile0,
-                                    int nt, real *restrict pad) {
+NN_CLONES static NN_UNUSED void nn_wino_input(real *restrict v, long vx, long vc,
+                                              const real *restrict x, long xs, int nc, int h,
+                                              int w, int p, int th, int tw, long tile0, int nt,
+                                              real *restrict pad) {
   real t[6 * NN_WINO_TS], d[36 * NN_NR], u[36 * NN_NR];
   nn_wino_run run[NN_NR];
   long roff[NN_NR][6];
@@ -264,8 +267,7 @@ NN_CLONES static NN_UNUSED void nn_wino_input(real *restrict v, long vx, long vc
             o[e * NN_NR + i * 6 * NN_NR] = 0;
       }
     }
-    /* (t B)[i][b] = (B^T t^T)[b][i]: straight into v where a channel's 36
-     * rows are contiguous there, else into u and copied */
+    /* (t B)[i][b] = (B^T t^T)[b][i] */
     real *restrict o = vx == NN_NR ? v + c * vc : u;
     for (int i = 0; i < 6; i++)
       nn_wino_bt(o + i * 6 * NN_NR, NN_NR, d + i * 6 * NN_NR, NN_NR);
