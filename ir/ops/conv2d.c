@@ -739,6 +739,20 @@ static void emit_winograd(Emit *e, const Graph *g, const Node *node, const Conv 
   emitln(e, "rows[j] = %d - 4 * ty < 4 ? %d - 4 * ty : 4;", v->ho, v->ho);
   emitln(e, "cols[j] = %d - 4 * tx < 4 ? %d - 4 * tx : 4;", v->wo, v->wo);
   emitln(e, "}");
+  /* Tiles of a row of tiles are consecutive lanes, and their pixels
+   * continue each other's rows in y: per row of pixels, a run of len tiles
+   * is 4 len contiguous values, stored below as such (where a value at a
+   * time was 12% of resnet20's training step).  Only the run's last tile
+   * may be cut. */
+  emitln(e, "int runs[NN_NR];   /* at a run's first tile: how many tiles continue its rows */");
+  emitln(e, "for (int j = 0; j < nt;) {");
+  emitln(e, "int len = 1;");
+  emitln(e, "while (j + len < nt && cols[j + len - 1] == 4 && rows[j + len] == rows[j] &&");
+  emitln(e, "       at[j + len] == at[j] + 4L * len)");
+  emitln(e, "    len++;");
+  emitln(e, "runs[j] = len;");
+  emitln(e, "j += len;");
+  emitln(e, "}");
   emitln(e, "for (int mt = 0; mt < %d; mt++) {", mt);
   emitln(e, "const int o0 = mt * NN_MR;");
   emitln(e, "const int mr = %d - o0 < NN_MR ? %d - o0 : NN_MR;", v->o, v->o);
@@ -759,17 +773,10 @@ static void emit_winograd(Emit *e, const Graph *g, const Node *node, const Conv 
     emitln(e, "yt[k] = %s;", fused ? epilogue_expr(e, node, "acc", "o", "k") : "acc");
     emitln(e, "}");
   }
-  /* Tiles of a row of tiles are consecutive lanes, and their pixels
-   * continue each other's rows in y: per row of pixels, a run of len tiles
-   * is 4 len contiguous values, column c of tile t from lane t of yt's row
-   * 4 a + c (an interleave of four vectors, where a value at a time was 12%
-   * of resnet20's training step).  Only the run's last tile may be cut. */
-  emitln(e, "for (int j = 0; j < nt;) {");
-  emitln(e, "int len = 1;   /* tiles whose pixels continue tile j's rows */");
-  emitln(e, "while (j + len < nt && cols[j + len - 1] == 4 && rows[j + len] == rows[j] &&");
-  emitln(e, "       at[j + len] == at[j] + 4L * len)");
-  emitln(e, "    len++;");
-  emitln(e, "const int full = cols[j + len - 1] == 4 ? len : len - 1;");
+  /* a run's row a: column c of tile t from lane t of yt's row 4 a + c (an
+   * interleave of four vectors) */
+  emitln(e, "for (int j = 0; j < nt; j += runs[j]) {");
+  emitln(e, "const int len = runs[j], full = cols[j + len - 1] == 4 ? len : len - 1;");
   emitln(e, "for (int a = 0; a < rows[j]; a++) {");
   emitln(e, "const long y0 = at[j] + (long)o * %ld + a * %d;", v->howo, v->wo);
   emitln(e, "const real *const s = yt + a * 4 * NN_NR + j;");
@@ -782,7 +789,6 @@ static void emit_winograd(Emit *e, const Graph *g, const Node *node, const Conv 
   emit_wino_store(e, node, y, "s[c * NN_NR + full]", "4 * full + c", early, bias);
   emitln(e, "}");
   emitln(e, "}");
-  emitln(e, "j += len;");
   for (int k = 0; k < 5; k++)
     emitln(e, "}");
 }
