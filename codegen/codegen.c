@@ -58,9 +58,11 @@ static void emit_prelude(CG *cg) {
   buf_puts(c, "#if !defined(_POSIX_C_SOURCE) && !defined(_XOPEN_SOURCE) && !defined(_GNU_SOURCE)\n"
               "#define _POSIX_C_SOURCE 200809L\n#endif\n");
   buf_printf(c, "#include %s\n\n", c_string(cg->a, header_name(cg->ctx, cg->cfg->output, cg->m)));
-  buf_puts(c, "#include <errno.h>\n#include <fcntl.h>\n#include <limits.h>\n#include <math.h>\n"
+  buf_puts(c, "#include <errno.h>\n#include <limits.h>\n#include <math.h>\n"
               "#include <stddef.h>\n#include <stdint.h>\n#include <stdio.h>\n#include <stdlib.h>\n"
-              "#include <string.h>\n#include <sys/stat.h>\n#include <time.h>\n#include <unistd.h>\n"
+              "#include <string.h>\n#include <time.h>\n"
+              "#ifndef NN_NO_FILES   /* save and load: POSIX files */\n"
+              "#include <fcntl.h>\n#include <sys/stat.h>\n#include <unistd.h>\n#endif\n"
               "#ifdef _OPENMP\n#include <omp.h>\n#endif\n\n");
   /* gcc 12's -O2 vectorizes only loops its "very cheap" cost model takes, which leaves the
    * per-channel kernels scalar: 1.8x the -O3 step (docs/performance.md). The functions below
@@ -248,13 +250,13 @@ static void emit_tensor_table(CG *cg) {
   buf_printf(c, "};\n#define NN_NUM_TENSORS %d\n\n", count);
   buf_puts(c, "/* Counters (int64, shape [], PyTorch's <bn>.num_batches_tracked): counted up by\n"
               " * each training forward, kept in checkpoints. */\n"
-              "static const char *const nn_counter_names[] = {\n");
+              "#ifndef NN_NO_FILES\nstatic const char *const nn_counter_names[] = {\n");
   for (int i = 0; i < g->values.len; i++)
     if (g->values.items[i].kind == V_COUNTER)
       buf_printf(c, "    %s,\n", c_string(cg->a, g->values.items[i].name));
   if (!g->counters)
     buf_puts(c, "    \"\",\n");
-  buf_printf(c, "};\n#define NN_NUM_COUNTERS %d\n\n", g->counters);
+  buf_printf(c, "};\n#endif\n#define NN_NUM_COUNTERS %d\n\n", g->counters);
 }
 
 /* ---- kernels --------------------------------------------------------------------- */
@@ -1001,8 +1003,9 @@ static void emit_header(CG *cg) {
     emit_train_decls(cg);
   if (cg->cfg->distributed)
     emit_dist_decls(cg);
+  buf_puts(h, "#ifndef NN_NO_FILES   /* -DNN_NO_FILES: no file I/O, no save and load */\n");
   buf_printf(h, "int %s_save(%s *m, const char *path);   /* safetensors, atomic */\n", m, m);
-  buf_printf(h, "int %s_load(%s *m, const char *path);   /* all or nothing */\n", m, m);
+  buf_printf(h, "int %s_load(%s *m, const char *path);   /* all or nothing */\n#endif\n", m, m);
   buf_printf(h, "const char *%s_strerror(int status);\n", m);
   buf_printf(h, "const char *%s_last_error(const %s *m);   /* detail of the last failure */\n", m, m);
   buf_printf(h, "/* Parameters and buffers by index, PyTorch names and layouts. */\n");
@@ -1156,6 +1159,7 @@ static void emit_io_api(CG *cg) {
                 "            *numel *= (size_t)d->shape[k];\n    }\n"
                 "    return %s;\n}\n\n", data);
   /* The safetensors table: params and buffers, then optimizer state. */
+  buf_puts(c, "#ifndef NN_NO_FILES\n");
   buf_printf(c, "static int nn_tensor_table(%s *m, nn_tensor *t)\n{\n", m);
   buf_printf(c, "    int count = 0;\n    for (int i = 0; i < NN_NUM_TENSORS; i++) {\n"
               "        const struct nn_tensor_desc *d = &nn_tensor_descs[i];\n"
@@ -1208,6 +1212,7 @@ static void emit_io_api(CG *cg) {
                            "    t[count++] = (nn_tensor){\"optimizer.*\", NN_REAL_DTYPE, 0, {0, 0, 0, 0}, NULL, 1, NN_CHECK_NONE};\n");
   if (dist)
     emit_dist_io(cg);
+  buf_puts(c, "#endif /* NN_NO_FILES */\n\n");
 }
 
 /* ---- the table of contents ------------------------------------------------------- */

@@ -34,6 +34,7 @@ void main_reserve(CG *cg) {
 
 static const char common[] =
     "/* ---- main (--main): ./@m train|infer|bench; see usage below ---- */\n\n"
+    "#ifdef NN_NO_FILES\n#error \"--main reads IDX files and writes checkpoints: build without -DNN_NO_FILES\"\n#endif\n"
     "#include <time.h>\n\n"
     "typedef struct {\n    int n;\n    real *x;      /* n x NN_MAIN_IN, [0, 1] */\n"
     "    int32_t *y;   /* n labels, or NULL */\n} nn_main_data;\n\n"

@@ -750,7 +750,7 @@ static void emit_state_table(CG *cg, const TrainConfig *tc) {
   Buf *c = cg->c;
   const OptimizerDef *od = optimizer_def(tc->optimizer);
   int slots = od->slots;
-  buf_puts(c, "/* Optimizer state in checkpoints: name, tensor index, slot. */\n");
+  buf_puts(c, "#ifndef NN_NO_FILES\n/* Optimizer state in checkpoints: name, tensor index, slot. */\n");
   buf_puts(c, "static const struct { const char *name; int tensor, slot; } nn_state_descs[] = {\n");
   int count = 0, t = 0;
   for (int i = 0; i < g->values.len; i++) {
@@ -795,7 +795,7 @@ static void emit_state_table(CG *cg, const TrainConfig *tc) {
               "        e->data = m->state + (long)nn_state_descs[i].slot * NN_TRAINED_SIZE + d->offset;\n"
               "    }\n"
               "    t[count++] = (nn_tensor){\"optimizer.step\", \"I64\", 0, {0, 0, 0, 0}, &m->step, 1, NN_CHECK_STEP};\n"
-              "    return count;\n}\n\n");
+              "    return count;\n}\n#endif /* NN_NO_FILES */\n\n");
 }
 
 /* --eager-update: train_step alone, the forward pass, the checks and the

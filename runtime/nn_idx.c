@@ -9,8 +9,10 @@
  * most 2^31 - 1), the product (overflow-checked, at most NN_IDX_MAX_BYTES)
  * and the exact file size are checked before anything is allocated, so a
  * truncated, padded or foreign file is refused with a message that names the
- * file and the problem.  Used by the --main drivers and by test programs.
+ * file and the problem.  Used by the --main drivers and by test programs;
+ * left out by -DNN_NO_FILES.
  */
+#ifndef NN_NO_FILES
 
 #define NN_IDX_MAX_BYTES ((uint64_t)1 << 32) /* 4 GiB: far above any IDX data set */
 
@@ -98,3 +100,4 @@ static NN_UNUSED int nn_idx_load_u8(const char *path, int expect_ndims, int32_t 
   }
   return status;
 }
+#endif /* NN_NO_FILES */

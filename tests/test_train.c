@@ -63,8 +63,10 @@ static void load_api(Api *a, const char *name, const char *model, const char *op
   a->lr = (double (*)(const void *))api(c, "lr");
   a->step = (int64_t (*)(const void *))api(c, "step");
   a->ratio = (double (*)(const void *, int))api(c, "update_ratio");
-  a->save = (int (*)(void *, const char *))api(c, "save");
-  a->load = (int (*)(void *, const char *))api(c, "load");
+  if (model_files) {
+    a->save = (int (*)(void *, const char *))api(c, "save");
+    a->load = (int (*)(void *, const char *))api(c, "load");
+  }
 }
 
 /* The small dense model every optimizer test trains; `train` is the body of
@@ -325,7 +327,8 @@ static void load_api32(Api32 *a, const char *name, const char *model, const char
   a->tensor = (float *(*)(void *, int, size_t *))api(c, "tensor");
   a->grad = (float *(*)(void *, int, size_t *))api(c, "grad");
   a->ratio = (double (*)(const void *, int))api(c, "update_ratio");
-  a->save = (int (*)(void *, const char *))api(c, "save");
+  if (model_files)
+    a->save = (int (*)(void *, const char *))api(c, "save");
 }
 
 static void batch32(int k, float *x, int32_t *y) {
@@ -594,6 +597,7 @@ static bool same_params(const Api *a, void *m1, void *m2) {
 }
 
 Test(checkpoint, exact_resume) {
+  model_files = true;
   Api a;
   load_api(&a, "ck", mlp("ck", "optimizer adam(lr=0.05)\nschedule exp(0.9)"),
            "--dtype f64 --batch 8", MODEL_O1);
@@ -620,6 +624,7 @@ Test(checkpoint, exact_resume) {
 }
 
 Test(checkpoint, weights_only) {
+  model_files = true;
   const char *text = mlp("ckw", "optimizer adam(lr=0.05)");
   Api a, inf;
   load_api(&a, "ckw", text, "--dtype f64 --batch 8", MODEL_O1);
@@ -654,6 +659,7 @@ Test(checkpoint, weights_only) {
 /* The issue's case: an f64 build loads the checkpoint of an f32 build (every
  * float converts exactly), optimizer state included. */
 Test(checkpoint, f32_file_into_f64_build) {
+  model_files = true;
   const char *text = mlp("ckd", "optimizer adam(lr=0.05)");
   Api a;
   Compiled c32;
@@ -767,6 +773,7 @@ static unsigned char *state_bytes(const Api *a, void *m, const char *dir, size_t
  * leaves it finite but makes running_var Inf in float.  Each failed step
  * must leave all state, byte for byte, as it was. */
 Test(monitor, failed_step_leaves_all_state_unchanged) {
+  model_files = true;
   static const char *const model =
       "model bnfail\ninput x: f32[3]\ntarget y: class[2]\n"
       "h = dense(x, 4) |> batchnorm |> relu\nlogits = dense(h, 2)\noutput logits\n"
@@ -811,6 +818,7 @@ Test(monitor, failed_step_leaves_all_state_unchanged) {
  * keeps it in its state_dict; nncc keeps it, saves it (I64, shape []) and
  * loads it, and a failed step leaves it as it was. */
 Test(checkpoint, num_batches_tracked) {
+  model_files = true;
   static const char *const model =
       "model nbt\ninput x: f32[3]\ntarget y: class[2]\n"
       "h = dense(x, 4) |> batchnorm |> relu\nh = dense(h, 4, name=\"fc2\") |> batchnorm(name=\"bn2\")\n"
@@ -1027,6 +1035,7 @@ static bool same_tensors(const Api *a1, void *m1, const Api *a2, void *m2) {
  * model without, and the other way round (the state of what is frozen there
  * is skipped); names, order and values as the model's tensors. */
 Test(checkpoint, frozen_and_unfrozen_builds) {
+  model_files = true;
   Api f, u;
   load_api(&f, "frzc", frozen_text("frzc", true), "--dtype f64 --batch 8", MODEL_O1);
   load_api(&u, "unfc", frozen_text("unfc", false), "--dtype f64 --batch 8", MODEL_O1);
@@ -1086,6 +1095,7 @@ static void run_threads(const Api32 *a, const char *path, double *ratio) {
 }
 
 Test(train, threads_bit_identical, .timeout = 120) {
+  model_files = true;
   const char *train = "optimizer adam(lr=0.01)\ndecay l2(0.01)\ndecay maxnorm(0.5)";
   static Api32 omp, plain;
   load_api32(&omp, "thr", big_mlp("thr", train), "-O2 -fopenmp");
@@ -1332,6 +1342,7 @@ static void patch_tensor(const char *path, const char *name, size_t index, const
  * second moments, NaN or Inf weights: load returns ERR_DATA naming the
  * tensor, and the model keeps every byte of its state. */
 Test(checkpoint, load_validates_state) {
+  model_files = true;
   Api a;
   load_api(&a, "ck_bad", mlp("ck_bad", "optimizer adam(lr=0.01)"), "--dtype f64 --batch 8", MODEL_O1);
   const char *(*last_error)(const void *) = (const char *(*)(const void *))api(&a.cm, "last_error");
@@ -1390,6 +1401,7 @@ Test(checkpoint, load_validates_state) {
 
 /* A negative running variance would make every forward NaN with status 0. */
 Test(checkpoint, load_refuses_a_negative_running_variance) {
+  model_files = true;
   static const char *const model =
       "model bnvar\ninput x: f32[3]\ntarget y: class[2]\n"
       "h = dense(x, 4) |> batchnorm |> relu\nlogits = dense(h, 2)\noutput logits\n"

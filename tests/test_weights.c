@@ -166,6 +166,49 @@ Test(weights, baked_outputs_are_bit_identical_and_need_no_malloc) {
   cr_assert_eq(mem_copy, mem_train, "a training build copies the weights: same memory");
 }
 
+/* -DNN_NO_FILES (docs/embedded.md): the baked build computes the same bits
+ * with no file I/O in it at all (none of the calls save and load make is
+ * left undefined in its objects), its header hides save and load, and a
+ * --main program refuses the macro with a message. */
+Test(weights, no_files_build_has_no_file_io) {
+  char msg[8192];
+  size_t mem;
+  setup_model();
+  cr_assert_eq(nncc(msg, sizeof msg, "--batch 8", "train"), 0, "%s", msg);
+  build("trainer", "train.h", "train.c", "-DTRAIN");
+  const char *want = outputs("trainer", "ckpt.safetensors", &mem);
+  cr_assert_eq(nncc(msg, sizeof msg, "--batch 8 --infer --weights ckpt.safetensors", "baked"), 0,
+               "%s", msg);
+  build("nofiles", "baked.h", "baked.c baked_weights.c", "-DNN_NO_FILES -DNO_MALLOC -Wl,--wrap=malloc");
+  cr_assert_str_eq(outputs("nofiles", "", &mem), want, "the -DNN_NO_FILES build differs");
+
+  /* what the same file calls with and without the macro (the training
+   * build: it saves and loads) */
+  const char *calls = "open|fopen|fsync|rename|unlink|read|write|fread|fwrite|fstat|fdopen|mkstemp";
+  for (int nofiles = 0; nofiles < 2; nofiles++) {
+    int st = run_capture(msg, sizeof msg,
+                         "cd '%s' && '%s' -std=c11 -Wall -Wextra -Werror -pedantic -O1 %s -c train.c "
+                         "-o t%d.o && nm -u t%d.o | grep -wcE '%s'",
+                         dir, NNCC_CC, nofiles ? "-DNN_NO_FILES" : "", nofiles, nofiles, calls);
+    long n = strtol(msg, NULL, 10);
+    if (nofiles)
+      cr_expect(n == 0 && st == 1, "-DNN_NO_FILES still calls %ld of %s:\n%s", n, calls, msg);
+    else
+      cr_expect(n >= 4 && st == 0, "the plain build calls only %ld of %s:\n%s", n, calls, msg);
+  }
+  char path[700];
+  snprintf(path, sizeof path, "%s/save.c", dir);
+  write_file(path, "#include \"train.h\"\nint main(void) { return wm_save(wm_create(1), \"x\"); }\n");
+  int st = run_capture(msg, sizeof msg, "cd '%s' && '%s' -std=c11 -Werror -DNN_NO_FILES -c save.c",
+                       dir, NNCC_CC);
+  cr_expect(st != 0 && strstr(msg, "wm_save"), "wm_save is declared under -DNN_NO_FILES:\n%s", msg);
+  cr_assert_eq(nncc(msg, sizeof msg, "--batch 8 --main=train", "prog"), 0, "%s", msg);
+  st = run_capture(msg, sizeof msg, "cd '%s' && '%s' -std=c11 -DNN_NO_FILES -c prog.c", dir,
+                   NNCC_CC);
+  cr_expect(st != 0 && strstr(msg, "build without -DNN_NO_FILES"), "--main under -DNN_NO_FILES:\n%s",
+            msg);
+}
+
 Test(weights, malloc_wrapper_catches_create) {
   /* The no-malloc check can fail: a program that calls create() aborts. */
   char msg[8192], path[700];

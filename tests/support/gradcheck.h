@@ -5,8 +5,9 @@
  * input and one target, so its API has
  *   int <m>_gradients(<m> *, int n, const double *x, const T *y, double *loss, double *dx)
  * Every parameter element (or an even sample of at most `max_per_tensor` of
- * them) and every input element is perturbed by +-1e-5 (less where that
- * step crosses a kink, see gradcheck.c); the central
+ * them) and every input element (or every grad_check_input_stride-th) is
+ * perturbed by +-1e-5 (less where that step crosses a kink, see
+ * gradcheck.c); the central
  * difference of the loss is compared with the analytic gradient.
  */
 #ifndef GRADCHECK_H
@@ -24,6 +25,10 @@ typedef struct GradReport {
 /* Set: grad_check also moves every batchnorm's gamma and beta away from 1
  * and 0 (its running statistics always move away from 0 and 1). */
 extern bool grad_check_bn_affine;
+
+/* Checks every grad_check_input_stride-th input element (default 1: all).
+ * Prime to the rows' widths, a stride still reaches every column. */
+extern int grad_check_input_stride;
 
 GradReport grad_check(const Compiled *cm, int n, const double *x, size_t x_len, const void *y,
                       int max_per_tensor);

@@ -95,9 +95,11 @@ static const char *model_flags(void) {
   return v ? v : "";
 }
 
+bool model_files;
+
 void model_cc(char *cmd, size_t cap, const char *cflags) {
-  snprintf(cmd, cap, "%s -std=c11 -Wall -Wextra -Werror -shared -fPIC " NNCC_MODEL_PCH " %s %s",
-           NNCC_CC, cflags ? cflags : MODEL_O1, model_flags());
+  snprintf(cmd, cap, "%s -std=c11 -Wall -Wextra -Werror -shared -fPIC " NNCC_MODEL_PCH " %s %s%s",
+           NNCC_CC, cflags ? cflags : MODEL_O1, model_flags(), model_files ? " -UNN_NO_FILES" : "");
 }
 
 void compile_model(Compiled *cm, const char *name, const char *model, const char *opts,

@@ -40,9 +40,12 @@ void *read_values(const char *path, size_t n, size_t size);
 /* The compiler command, without sources and output, that compile_model
  * builds a model with: NNCC_CC, the test's `cflags` (NULL: MODEL_O1), the
  * flags tests/CMakeLists.txt gives the test (sanitizers, a pinned
- * micro-kernel) and -include of the precompiled system headers where the
- * compiler is gcc. */
+ * micro-kernel, NN_NO_FILES), -UNN_NO_FILES with model_files, and -include
+ * of the precompiled system headers where the compiler is gcc. */
 void model_cc(char *cmd, size_t cap, const char *cflags);
+/* Most tests build their models with -DNN_NO_FILES (tests/CMakeLists.txt):
+ * a test that saves or loads sets this first, and model_cc undoes it. */
+extern bool model_files;
 /* Emits `model` (source text, model name `name`) with nncc `opts`, compiles
  * it with `cflags` into a shared object and loads it (model_cc: in a
  * sanitized build, with ASan and UBSan too, but for test_examples and
