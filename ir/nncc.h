@@ -366,7 +366,7 @@ typedef struct AttrSpec {
 /* Fusion roles an op can take. */
 enum {
   ROLE_ELEMENTWISE = 1 << 0,  /* y[i] = f(x[i], per-channel params): has scalar() */
-  ROLE_ANCHOR = 1 << 1,       /* conv/dense: can take an elementwise epilogue */
+  ROLE_ANCHOR = 1 << 1,       /* conv/dense/...: can take an elementwise epilogue */
   ROLE_FOLDABLE = 1 << 2,     /* batchnorm in inference: folds into an anchor's weight
                                  and bias (OpDef.fold_op; the anchor's fold_weight_in) */
   ROLE_INPLACE = 1 << 3,      /* out[0] may share storage with in[0] */

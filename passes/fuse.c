@@ -7,8 +7,10 @@
  *              folded into that layer's weights and bias (a small kernel
  *              scales them once per forward call; see ir/ops/batchnorm.c).
  *   epilogue   an elementwise op (relu, ...) whose only input is the sole
- *              use of a conv/dense output runs inside that kernel, on the
- *              accumulator, before the single store.  Chains fuse in order;
+ *              use of an anchor's output (conv, dense, training batchnorm,
+ *              max/min pool backward: the relu_dx of a relu before the
+ *              pool) runs inside that kernel, on the accumulator, before
+ *              the single store.  Chains fuse in order;
  *              other operands may be per-channel constants or tensors of
  *              the same shape (a residual add).
  *   elementwise  a chain of elementwise ops (add then relu, ...) runs as

@@ -237,8 +237,10 @@ Test(codegen, in_place_dx_takes_no_dy) {
 }
 
 /* A layer's forward and backward kernels are neighbours, layers in the
- * order they run; `ws` is only ever a workspace (pooling's window bounds
- * are i0 i1 j0 j1). */
+ * order they run, a layer fused into others both ways has no banner (relu1:
+ * forward into bn1, backward into pool1's dx), one with a kernel left has
+ * one that says where its forward went (relu3); `ws` is only ever a
+ * workspace (pooling's window bounds are i0 i1 j0 j1). */
 Test(codegen, kernels_grouped_by_layer) {
   char *text = emit_lenet5("layers", "");
   const char *order[] = {"/* ---- layer \"conv1\" ---- */",
@@ -250,10 +252,11 @@ Test(codegen, kernels_grouped_by_layer) {
                          "static void bn1_batchnorm_fold(",
                          "static void bn1_forward(",
                          "static void bn1_batchnorm_dx(",
-                         "/* ---- layer \"relu1\" (forward fused into \"bn1\") ---- */",
                          "static void pool1_forward(",
                          "static void pool1_maxpool_dx(",
                          "static void conv2_forward(",
+                         "/* ---- layer \"relu3\" (forward fused into \"fc1\") ---- */",
+                         "static void relu3_relu_dx(",
                          "static void loss1_cross_entropy_dx(",
                          "\nint lenet5_forward(",
                          "\nint lenet5_gradients("};
@@ -264,6 +267,8 @@ Test(codegen, kernels_grouped_by_layer) {
     at = p ? p : at;
   }
   cr_expect(strstr(text, "const int j0 = ow * 2, j1 = j0 + 2;"));
+  cr_expect(!strstr(text, "layer \"relu1\"") && !strstr(text, "relu1_relu_dx("));
+  cr_expect(strstr(text, "fused: relu_dx"), "pool1's dx computes relu1's");
   cr_expect(!strstr(text, "int ws"));
   free(text);
 }

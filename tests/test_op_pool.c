@@ -287,6 +287,39 @@ Test(pool_grad, into_dense_cross_entropy) {
   close_model(&cm);
 }
 
+/* A relu before a max or min pool: its relu_dx runs in the pool's dx as
+ * each value is stored (passes/fuse.c), on windows that tile the plane
+ * leaving a row and a column out and on overlapping padded ones. */
+static void relu_pool_grad(const char *name, const char *pool, int h, int w, int ho, int wo) {
+  char model[512];
+  snprintf(model, sizeof model,
+           "model %s\ninput x: f32[2, %d, %d]\ntarget t: f32[2, %d, %d]\n"
+           "y = relu(x) |> %s\noutput y\nloss mse(y, t)\n", name, h, w, ho, wo, pool);
+  Compiled cm;
+  compile_model(&cm, name, model, "--dtype f64 --input-grad --batch 4", MODEL_O1);
+  char *src = read_text(cm.c_path);
+  cr_expect(src && strstr(src, "fused: relu_dx"), "%s: relu_dx is a kernel of its own", name);
+  free(src);
+  const int n = 3;
+  size_t xl = (size_t)n * 2 * h * w, tl = (size_t)n * 2 * ho * wo;
+  double *x = malloc(xl * sizeof *x), *t = malloc(tl * sizeof *t);
+  fill_distinct(x, xl, 11);
+  for (size_t i = 0; i < xl; i++)   /* none at relu's kink */
+    x[i] += 0.005;
+  fill_uniform_d(t, tl, 12, 1.5, 2.5);
+  GradReport r = grad_check(&cm, n, x, xl, t, 64);
+  cr_expect(r.worst < 1e-6, "%s: worst relative error %.3g at %s", name, r.worst, r.where);
+  free(x);
+  free(t);
+  close_model(&cm);
+}
+
+Test(pool_grad, relu_into_maxpool_tiled_odd) { relu_pool_grad("rp1", "maxpool(2)", 7, 5, 3, 2); }
+Test(pool_grad, relu_into_maxpool_overlapping) {
+  relu_pool_grad("rp2", "maxpool(3, stride=2, pad=1)", 7, 5, 4, 3);
+}
+Test(pool_grad, relu_into_minpool_tiled) { relu_pool_grad("rp3", "minpool(2)", 6, 4, 3, 2); }
+
 /* On a tie the whole gradient goes to the first cell in window order. */
 Test(pool_grad, maxpool_tie_goes_to_first_cell) {
   Compiled cm;
