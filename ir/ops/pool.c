@@ -225,8 +225,8 @@ static void store_dx(Emit *e, const Node *node, const Geom *q, const char *cell,
  * written once, with dy at the winner and 0 elsewhere, without branches:
  * scanning the window backwards leaves the first matching cell in `at`.
  * Cells no window covers (the last rows or columns of an odd plane) are
- * zeroed first. */
-static void extreme_dx_tiled(Emit *e, const Node *node, const Geom *q) {
+ * zeroed first, by open_tiled_dx, which opens the loop over the planes. */
+static void open_tiled_dx(Emit *e, const Node *node, const Geom *q) {
   open_planes(e, q, "dx", "dy", true);
   if (q->ho * q->kh < q->h || q->wo * q->kw < q->w) {
     emitln(e, "for (long i = 0; i < %ld; i++) {", (long)q->h * q->w);
@@ -235,6 +235,10 @@ static void extreme_dx_tiled(Emit *e, const Node *node, const Geom *q) {
   }
   emitln(e, "const real *xp = x + p * %ld, *yp = y + p * %ld;", (long)q->h * q->w,
          (long)q->ho * q->wo);
+}
+
+static void extreme_dx_tiled(Emit *e, const Node *node, const Geom *q) {
+  open_tiled_dx(e, node, q);
   open_windows(e, q);
   emitln(e, "int at = -1;");
   emitln(e, "for (int i = i1 - 1; i >= i0; i--)");
@@ -254,14 +258,7 @@ static void extreme_dx_tiled(Emit *e, const Node *node, const Geom *q) {
  * which with a fused relu_dx cost more than the pass it saved: LeNet-5's
  * step 1.02-1.04x). */
 static void extreme_dx_2x2(Emit *e, const Node *node, const Geom *q) {
-  open_planes(e, q, "dx", "dy", true);
-  if (q->ho * 2 < q->h || q->wo * 2 < q->w) {
-    emitln(e, "for (long i = 0; i < %ld; i++) {", (long)q->h * q->w);
-    store_dx(e, node, q, "i", "0");
-    emitln(e, "}");
-  }
-  emitln(e, "const real *xp = x + p * %ld, *yp = y + p * %ld;", (long)q->h * q->w,
-         (long)q->ho * q->wo);
+  open_tiled_dx(e, node, q);
   emitln(e, "for (int oh = 0; oh < %d; oh++) {", q->ho);
   emitln(e, "for (int ow = 0; ow < %d; ow++) {", q->wo);
   emitln(e, "const int o = oh * %d + ow, q0 = 2 * oh * %d + 2 * ow, q1 = q0 + 1, q2 = q0 + %d, "
