@@ -161,6 +161,20 @@ static NN_UNUSED inline void nn_wino_phases(real *restrict q, const real *restri
   }
 }
 
+/* The same for b < 6: the windows of nn_wino_input overlap, columns 4 and
+ * 5 of lane j being 0 and 1 of lane j + 1 (and, for the last lane, the two
+ * columns of s past 4 NN_NR).  Read from s, not copied from q a lane on:
+ * that copy loads a vector one value off the stores just made to q, which
+ * no store forwards, and stalled until they reached L1 (a quarter of
+ * nn_wino_input's time on Zen 4). */
+static NN_UNUSED inline void nn_wino_phases6(real *restrict q, const real *restrict s) {
+  nn_wino_phases(q, s);
+  for (int j = 0; j < NN_NR; j++) {
+    q[4 * NN_NR + j] = s[4 * j + 4];
+    q[5 * NN_NR + j] = s[4 * j + 5];
+  }
+}
+
 /* The row pass of nn_wino_input over columns k0 .. k0 + n - 1 of a run,
  * n = 16, 8 or 4: a whole number of vectors where a loop over a run's 4
  * len - 1 or 4 len columns (p = 1 or 0) would leave up to 15 of them to
@@ -243,17 +257,8 @@ NN_CLONES static NN_UNUSED void nn_wino_input(real *restrict v, long vx, long vc
       if (k < n)   /* the last 4, over columns already done: the same values again */
         NN_WINO_BT_COLS(n - 4, 4);
     }
-    for (int i = 0; i < 6; i++) {   /* d[i][b][j] = t[i][4 j + b] */
-      const real *s = t + i * NN_WINO_TS;
-      real *q = d + i * 6 * NN_NR;
-      nn_wino_phases(q, s);
-      for (int j = 0; j < NN_NR; j++) {   /* phases 4, 5: phases 0, 1 a lane on */
-        q[4 * NN_NR + j] = q[j + 1];
-        q[5 * NN_NR + j] = q[NN_NR + j + 1];
-      }
-      q[5 * NN_NR - 1] = s[4 * NN_NR];   /* (the last lane's: past them) */
-      q[6 * NN_NR - 1] = s[4 * NN_NR + 1];
-    }
+    for (int i = 0; i < 6; i++)   /* d[i][b][j] = t[i][4 j + b] */
+      nn_wino_phases6(d + i * 6 * NN_NR, t + i * NN_WINO_TS);
     for (int r = 0; r < nr; r++) {   /* columns 4 and 5 of the last tile of a run */
       real *o = d + 4 * NN_NR + run[r].j0 + run[r].len - 1;
       nn_wino_rows(rows, roff[r], 6, xc, pad);
@@ -373,42 +378,62 @@ static NN_UNUSED inline void nn_wino_transpose(real *restrict d, long ds, const 
 #undef NN_SHUF
 #endif
 
+/* The dy transform of one channel of a panel (plane: its ho x wo values of
+ * the first sample; a tile's 4x4 pixels start at row 4 ty, column 4 tx,
+ * zeros past the edge), as nn_wino_plan planned the panel's runs:
+ * o[xi * os + j] = (A dY A^T)[xi] of its tile j.  As in nn_wino_input, t =
+ * A dY runs along the plane's rows, a run of tiles at a time (4 len
+ * columns, no overlap), and t A^T across the lanes.  t (6 NN_WINO_TS
+ * reals, zero past the runs' columns) and d (24 NN_NR): scratch. */
+static NN_UNUSED inline void nn_wino_dy1(real *restrict o, long os, const real *plane,
+                                         const nn_wino_run *run, long (*roff)[6],
+                                         const int *cnt, int nr, const real *pad,
+                                         real *restrict t, real *restrict d) {
+  const real *rows[4];
+  for (int r = 0; r < nr; r++) {   /* t = A dY along the rows */
+    nn_wino_rows(rows, roff[r], 4, plane, pad);
+    const real *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3];
+    real *restrict to = t + 4 * run[r].j0;
+    for (int x = 0; x < cnt[r]; x++)
+      nn_wino_a1(to + x, NN_WINO_TS, r0[x], r1[x], r2[x], r3[x]);
+  }
+  for (int a = 0; a < 6; a++)   /* d[a][b][j] = t[a][4 j + b] */
+    nn_wino_phases(d + a * 4 * NN_NR, t + a * NN_WINO_TS);
+  for (int a = 0; a < 6; a++)   /* (t A^T)[a][b] = (A t^T)[b][a] */
+    nn_wino_a(o + a * 6 * os, os, d + a * 4 * NN_NR, NN_NR);
+}
+
+/* The opening of both: the runs of the panel's tiles, the zero row pad
+ * (wo reals) and t zero (the columns past the edge and past nt stay so). */
+static NN_UNUSED inline int nn_wino_dy_open(nn_wino_run *run, long (*roff)[6], int *cnt,
+                                            real *restrict t, real *restrict pad, int th, int tw,
+                                            long tile0, int nt, int ho, int wo, long ys) {
+  int lo[NN_NR];
+  const int nr = nn_wino_plan(run, roff, lo, cnt, th, tw, tile0, nt, 4, 0, ho, wo, ys);
+  for (int i = 0; i < wo; i++)
+    pad[i] = 0;
+  for (int i = 0; i < 6 * NN_WINO_TS; i++)
+    t[i] = 0;
+  return nr;
+}
+
 /* The dy transform of one panel, tile-major: for every channel o < no of dy
- * (samples ys apart, planes ho x wo; a tile's 4x4 pixels start at row 4 ty,
- * column 4 tx, zeros past the edge), w[(xi * ld + j) * no + o] = (A dY
+ * (samples ys apart, planes ho x wo), w[(xi * ld + j) * no + o] = (A dY
  * A^T)[xi] of tile tile0 + j (so that each tile's channels are a row of
  * the micro-kernel's B); tiles from nt on are zero.  pad: wo reals of
- * scratch.  As in nn_wino_input, t = A dY runs along the plane's rows, a
- * run of tiles at a time (4 len columns, no overlap), and t A^T across the
- * lanes. */
+ * scratch. */
 NN_CLONES static NN_UNUSED void nn_wino_dy(real *restrict w, long ld, const real *restrict dy, long ys,
                                  int no, int ho, int wo, int th, int tw, long tile0, int nt,
                                  real *restrict pad) {
   real t[6 * NN_WINO_TS], d[24 * NN_NR], m[NN_WINO_OB][36 * NN_NR];
   nn_wino_run run[NN_NR];
   long roff[NN_NR][6];
-  int lo[NN_NR], cnt[NN_NR];
-  const int nr = nn_wino_plan(run, roff, lo, cnt, th, tw, tile0, nt, 4, 0, ho, wo, ys);
-  for (int i = 0; i < wo; i++)
-    pad[i] = 0;
-  for (int i = 0; i < 6 * NN_WINO_TS; i++)   /* columns past the edge and past nt */
-    t[i] = 0;
+  int cnt[NN_NR];
+  const int nr = nn_wino_dy_open(run, roff, cnt, t, pad, th, tw, tile0, nt, ho, wo, ys);
   for (int o0 = 0; o0 < no; o0 += NN_WINO_OB) {
     const int ob = no - o0 < NN_WINO_OB ? no - o0 : NN_WINO_OB;
-    for (int k = 0; k < ob; k++) {
-      const real *rows[4];
-      for (int r = 0; r < nr; r++) {   /* t = A dY along the rows */
-        nn_wino_rows(rows, roff[r], 4, dy + (long)(o0 + k) * ho * wo, pad);
-        const real *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3];
-        real *restrict to = t + 4 * run[r].j0;
-        for (int x = 0; x < cnt[r]; x++)
-          nn_wino_a1(to + x, NN_WINO_TS, r0[x], r1[x], r2[x], r3[x]);
-      }
-      for (int a = 0; a < 6; a++)   /* d[a][b][j] = t[a][4 j + b] */
-        nn_wino_phases(d + a * 4 * NN_NR, t + a * NN_WINO_TS);
-      for (int a = 0; a < 6; a++)   /* (t A^T)[a][b] = (A t^T)[b][a] */
-        nn_wino_a(m[k] + a * 6 * NN_NR, NN_NR, d + a * 4 * NN_NR, NN_NR);
-    }
+    for (int k = 0; k < ob; k++)
+      nn_wino_dy1(m[k], NN_NR, dy + (long)(o0 + k) * ho * wo, run, roff, cnt, nr, pad, t, d);
 #ifdef NN_WINO_TRANSPOSE
     if (ob == NN_WINO_OB) {
       for (int xi = 0; xi < 36; xi++)
@@ -423,6 +448,22 @@ NN_CLONES static NN_UNUSED void nn_wino_dy(real *restrict w, long ld, const real
         for (int k = 0; k < ob; k++)
           w[((long)xi * ld + j) * no + o0 + k] = m[k][xi * NN_NR + j];
   }
+}
+
+/* The same transform channel-major, for dot products along the tiles:
+ * w[xi * wx + o * wc + j] = (A dY A^T)[xi] of tile tile0 + j, written where
+ * it goes (no transpose); tiles from nt on are zero. */
+NN_CLONES static NN_UNUSED void nn_wino_dy_rows(real *restrict w, long wx, long wc,
+                                                const real *restrict dy, long ys, int no, int ho,
+                                                int wo, int th, int tw, long tile0, int nt,
+                                                real *restrict pad) {
+  real t[6 * NN_WINO_TS], d[24 * NN_NR];
+  nn_wino_run run[NN_NR];
+  long roff[NN_NR][6];
+  int cnt[NN_NR];
+  const int nr = nn_wino_dy_open(run, roff, cnt, t, pad, th, tw, tile0, nt, ho, wo, ys);
+  for (int o = 0; o < no; o++)
+    nn_wino_dy1(w + o * wc, wx, dy + (long)o * ho * wo, run, roff, cnt, nr, pad, t, d);
 }
 
 /* dw[k] (3x3, row-major) = G^T dU G for the 36 values du[xi * su + k] of

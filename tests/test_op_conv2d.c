@@ -661,6 +661,13 @@ Test(conv2d_winograd, dw_wide) {
 Test(conv2d_winograd, dw_two_chunks) {
   check_chunked(&(Conv){"wgch", 256, 12, 12, 256, 3, 1, 1, 1, true});
 }
+/* At most 16 filters: dU by dot products (conv2d.c, wino_dw_dots), over
+ * 5 x 100 tiles in two chunks of 448 and 52 (two panels, 12 lanes of
+ * zeros); 17 filters take the products, for comparison. */
+Test(conv2d_winograd, dw_dots_two_chunks) {
+  check_chunked(&(Conv){"wgdd", 16, 40, 40, 16, 3, 1, 1, 1, true});
+  check_chunked(&(Conv){"wgdp", 16, 40, 40, 17, 3, 1, 1, 1, true});
+}
 Test(conv2d_winograd, grad) { check_grad(&(Conv){"gwg", 8, 10, 10, 9, 3, 1, 1, 1, true}); }
 /* Rows of more tiles than a panel has lanes (134 columns: 34 tiles of 4):
  * panels that start and end inside a row, one row's tiles in two panels;
@@ -748,14 +755,15 @@ Test(conv2d_threads, shared_kernels_on_three_threads) {
 typedef int (*gradients_fn)(void *, int, const float *, const float *, float *, float *);
 typedef float *(*grad_fn)(void *, int, size_t *);
 
-/* Copies every parameter gradient and the input gradient into out. */
-static size_t gradients_at(const Compiled *cm, int threads, const float *x, const float *t,
-                           float *out) {
+/* Copies every parameter gradient and the input gradient (xlen reals per
+ * sample) into out. */
+static size_t gradients_at(const Compiled *cm, int threads, const float *x, size_t xlen,
+                           const float *t, float *out) {
   ((void (*)(int))dlsym(cm->lib, "omp_set_num_threads"))(threads);
   void *m = ((create_fn)api(cm, "create"))(5);
   float loss, *dx = out;
   cr_assert(((gradients_fn)api(cm, "gradients"))(m, MAX_BATCH, x, t, &loss, dx) == 0);
-  size_t len = MAX_BATCH * 4 * 9 * 7;
+  size_t len = MAX_BATCH * xlen;
   for (int k = 0; k < ((tensor_count_fn)api(cm, "tensor_count"))(); k++) {
     size_t numel;
     float *g = ((grad_fn)api(cm, "grad"))(m, k, &numel);
@@ -769,25 +777,43 @@ static size_t gradients_at(const Compiled *cm, int threads, const float *x, cons
 }
 
 /* With OpenMP, 1, 3 and 7 threads give bit-identical gradients: every
- * backward kernel keeps each sum inside one thread. */
-Test(conv2d_determinism, threads) {
+ * backward kernel keeps each sum inside one thread.  xlen, tlen: reals per
+ * sample of the input and the target. */
+static void check_determinism(const char *name, const char *text, size_t xlen, size_t tlen) {
   Compiled cm;
-  compile_model(&cm, "det",
-                "model det\ninput x: f32[4, 9, 7]\ntarget t: f32[6, 4, 3]\n"
-                "h = conv2d(x, 6, kernel=3, pad=1, groups=2) |> relu\n"
-                "h = conv2d(h, 6, kernel=3, stride=2, groups=6, bias=false) |> relu\n"
-                "out = conv2d(h, 6, kernel=1)\noutput out\nloss mse(out, t)\n",
-                "--batch 5 --input-grad", MODEL_O1 " -fopenmp");
+  compile_model(&cm, name, text, "--batch 5 --input-grad", MODEL_O1 " -fopenmp");
   cr_assert(dlsym(cm.lib, "omp_set_num_threads"), "not linked with OpenMP");
-  static float x[MAX_BATCH * 252], t[MAX_BATCH * 72], ref[4096], got[4096];
-  fill_uniform(x, MAX_BATCH * 252, 60, -1, 1);
-  fill_uniform(t, MAX_BATCH * 72, 61, -1, 1);
-  size_t len = gradients_at(&cm, 1, x, t, ref);
+  static float x[MAX_BATCH * 1024], t[MAX_BATCH * 2048], ref[16384], got[16384];
+  cr_assert(xlen <= 1024 && tlen <= 2048);
+  fill_uniform(x, MAX_BATCH * xlen, 60, -1, 1);
+  fill_uniform(t, MAX_BATCH * tlen, 61, -1, 1);
+  size_t len = gradients_at(&cm, 1, x, xlen, t, ref);
+  cr_assert(len <= 16384);
   for (int threads = 3; threads <= 7; threads += 4) {
-    cr_assert(gradients_at(&cm, threads, x, t, got) == len);
-    cr_expect(memcmp(ref, got, len * sizeof *got) == 0, "%d threads differ from 1", threads);
+    cr_assert(gradients_at(&cm, threads, x, xlen, t, got) == len);
+    cr_expect(memcmp(ref, got, len * sizeof *got) == 0, "%s: %d threads differ from 1", name,
+              threads);
   }
   close_model(&cm);
+}
+
+Test(conv2d_determinism, threads) {
+  check_determinism("det",
+                    "model det\ninput x: f32[4, 9, 7]\ntarget t: f32[6, 4, 3]\n"
+                    "h = conv2d(x, 6, kernel=3, pad=1, groups=2) |> relu\n"
+                    "h = conv2d(h, 6, kernel=3, stride=2, groups=6, bias=false) |> relu\n"
+                    "out = conv2d(h, 6, kernel=1)\noutput out\nloss mse(out, t)\n",
+                    252, 72);
+}
+
+/* Winograd's dw both ways: dU as dot products (8 filters) and as products
+ * (20). */
+Test(conv2d_determinism, winograd_threads) {
+  check_determinism("detw",
+                    "model detw\ninput x: f32[16, 8, 8]\ntarget t: f32[20, 8, 8]\n"
+                    "h = conv2d(x, 8, kernel=3, pad=1) |> relu\n"
+                    "out = conv2d(h, 20, kernel=3, pad=1)\noutput out\nloss mse(out, t)\n",
+                    1024, 1280);
 }
 
 /* ---- shape errors -------------------------------------------------------- */

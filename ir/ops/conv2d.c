@@ -521,11 +521,20 @@ static long wino_chunk(const Conv *v, int max_batch) {
   return (panels < 1 ? 1 : panels > most ? most : panels) * NN_NR;
 }
 
-/* dU^T in micro-kernel tiles: 36 x CT x OT tiles of NN_MR x NN_NR. */
+/* With O filters at most half a micro-kernel tile's NN_NR columns, that
+ * tile would compute twice what is kept (resnet20's 16 -> 16 layers ran
+ * their dw at 57% of the peak, the forward at 140%): such a layer's dU is
+ * NN_DR x NN_DR dot products (nn_ukr_nt) of rows of the transformed dy by
+ * rows of the transformed x, both channel-major, along the chunk's tiles. */
+static bool wino_dw_dots(const Conv *v) { return 2 * v->o <= NN_NR; }
+
+/* dU^T in micro-kernel tiles: 36 x CT x OT tiles of NN_MR x NN_NR; with
+ * dots, dU (36 x O x C, xi WINO_DUS reals apart). */
 static int wino_ct(const Conv *v) { return (v->c + NN_MR - 1) / NN_MR; }
 static int wino_ot(const Conv *v) { return (v->o + NN_NR - 1) / NN_NR; }
+static long wino_dus(const Conv *v) { return ((long)v->o * v->c + NN_NR - 1) / NN_NR * NN_NR; }
 static long wino_du_reals(const Conv *v) {
-  return 36L * wino_ct(v) * wino_ot(v) * NN_MR * NN_NR;
+  return wino_dw_dots(v) ? 36L * wino_dus(v) : 36L * wino_ct(v) * wino_ot(v) * NN_MR * NN_NR;
 }
 
 static long wino_dw_reals(const Conv *v, const Graph *g) {
@@ -1136,7 +1145,8 @@ static const char *conv2d_dw_kernel(const Graph *g, const Node *node) {
   Conv v = conv_dims(node, &val(g, node->in[1])->shape, &val(g, node->in[0])->shape);
   if (use_winograd(&v, g))
     return arena_printf(g->ctx->arena, "Winograd F(4x4,3x3): dU = sum over tiles of (A dy A^T) . "
-                        "(B^T x B), 36 products of K = %ld tiles a chunk, dw = G^T dU G",
+                        "(B^T x B), 36 %s of K = %ld tiles a chunk, dw = G^T dU G",
+                        wino_dw_dots(&v) ? "sets of dot products (16 filters or fewer)" : "products",
                         wino_chunk(&v, g->max_batch));
   if (columns_are_x(&v))
     return arena_printf(g->ctx->arena, "%dx%d dot products of dy and x read in place (1x1, no "
@@ -1274,10 +1284,45 @@ static void conv2d_dx_emit(Emit *e, const Graph *g, const Node *node) {
  * chunk after chunk: every sum runs in tile order whatever the thread
  * count.  B's columns past O read the next row (or the NN_NR reals past
  * the end): computed, never stored. */
+/* The rest of emit_winograd_dw with dots (wino_dw_dots): the transforms
+ * panel-major (a panel's 36 rows of NN_NR tiles per channel together, as
+ * forward's: the 36 rows a chunk apart took the dw of resnet20's 16 -> 16
+ * layers as long as the forward and dx together), each thread owns NN_DR x
+ * NN_DR blocks of one xi's dU(o, c) and adds the chunk's dot products into
+ * them, a panel's NN_NR tiles per segment; then dw = G^T dU G, NN_NR
+ * filters (o, c) at a time, dU's rows laid out as dw's. */
+static void emit_winograd_dw_dots(Emit *e, const Conv *v) {
+  int ob = (v->o + NN_DR - 1) / NN_DR, cb = (v->c + NN_DR - 1) / NN_DR;
+  long oc = (long)v->o * v->c;
+  emit_omp(e, "for schedule(static)");
+  emitln(e, "for (int task = 0; task < %d; task++) {", 36 * ob * cb);
+  emitln(e, "const int xi = task / %d, o0 = task / %d %% %d * NN_DR, c0 = task %% %d * NN_DR;",
+         ob * cb, cb, ob, cb);
+  emitln(e, "const int mr = %d - o0 < NN_DR ? %d - o0 : NN_DR, nr = %d - c0 < NN_DR ? %d - c0 : "
+            "NN_DR;", v->o, v->o, v->c, v->c);
+  emitln(e, "const real *rows[NN_DR];");
+  emitln(e, "for (int j = 0; j < NN_DR; j++)");
+  emitln(e, "    rows[j] = vt + ((long)(c0 + (j < nr ? j : 0)) * 36 + xi) * NN_NR;");
+  emitln(e, "dot(du + (long)xi * %ld + (long)o0 * %d + c0, %d, (int)np, NN_NR, wt + ((long)o0 * 36 "
+            "+ xi) * NN_NR, %ld, %ld, rows, %ld, mr, nr, t0 > 0);",
+         wino_dus(v), v->c, v->c, 36L * NN_NR, 36L * v->o * NN_NR, 36L * v->c * NN_NR);
+  emitln(e, "}");
+  emitln(e, "}");
+  emit_omp(e, "for");
+  emitln(e, "for (long q0 = 0; q0 < %ld; q0 += NN_NR) {", oc);
+  emitln(e, "real *d[NN_NR];");
+  emitln(e, "for (int j = 0; j < NN_NR; j++)");
+  emitln(e, "    d[j] = q0 + j < %ld ? dw + (q0 + j) * 9 : NULL;", oc);
+  emitln(e, "nn_wino_filter_grads(d, du + q0, %ld);", wino_dus(v));
+  emitln(e, "}");
+  emitln(e, "}");
+}
+
 static void emit_winograd_dw(Emit *e, const Graph *g, const Conv *v) {
   int tw = (v->wo + 3) / 4, th = (v->ho + 3) / 4, ct = wino_ct(v), ot = wino_ot(v);
   long chunk = wino_chunk(v, g->max_batch);
-  emit_engine(e, false);
+  bool dots = wino_dw_dots(v);
+  emit_engine(e, dots);
   emitln(e, "real *const du = ws, *const vt = ws + %ldL, *const wt = vt + %ldL;",
          wino_du_reals(v), 36L * v->c * chunk);
   emitln(e, "const long tiles = (long)n * %ld;", wino_tiles(v));
@@ -1291,12 +1336,25 @@ static void emit_winograd_dw(Emit *e, const Graph *g, const Conv *v) {
   emitln(e, "for (long pn = 0; pn < np; pn++) {");
   emitln(e, "const long tile0 = t0 + pn * NN_NR;");
   emitln(e, "const int nt = tiles - tile0 < NN_NR ? (int)(tiles - tile0) : NN_NR;");
-  emitln(e, "nn_wino_input(vt + pn * NN_NR, %ld, %ld, x, %ld, %d, %d, %d, %d, %d, %d, tile0, nt, "
-            "pad);",
-         v->c * chunk, chunk, (long)v->c * v->hw, v->c, v->h, v->w, v->q.pt, th, tw);
-  emitln(e, "nn_wino_dy(wt + pn * NN_NR * %d, %ld, dy, %ld, %d, %d, %d, %d, %d, tile0, nt, pad);",
-         v->o, chunk, (long)v->o * v->howo, v->o, v->ho, v->wo, th, tw);
+  if (dots) {   /* panel-major: each panel's 36 rows of a channel together */
+    emitln(e, "nn_wino_input(vt + pn * %ld, NN_NR, %ld, x, %ld, %d, %d, %d, %d, %d, %d, tile0, nt, "
+              "pad);",
+           36L * v->c * NN_NR, 36L * NN_NR, (long)v->c * v->hw, v->c, v->h, v->w, v->q.pt, th, tw);
+    emitln(e, "nn_wino_dy_rows(wt + pn * %ld, NN_NR, %ld, dy, %ld, %d, %d, %d, %d, %d, tile0, nt, "
+              "pad);",
+           36L * v->o * NN_NR, 36L * NN_NR, (long)v->o * v->howo, v->o, v->ho, v->wo, th, tw);
+  } else {
+    emitln(e, "nn_wino_input(vt + pn * NN_NR, %ld, %ld, x, %ld, %d, %d, %d, %d, %d, %d, tile0, "
+              "nt, pad);",
+           v->c * chunk, chunk, (long)v->c * v->hw, v->c, v->h, v->w, v->q.pt, th, tw);
+    emitln(e, "nn_wino_dy(wt + pn * NN_NR * %d, %ld, dy, %ld, %d, %d, %d, %d, %d, tile0, nt, pad);",
+           v->o, chunk, (long)v->o * v->howo, v->o, v->ho, v->wo, th, tw);
+  }
   emitln(e, "}");
+  if (dots) {
+    emit_winograd_dw_dots(e, v);
+    return;
+  }
   emit_omp(e, "for schedule(static)");
   emitln(e, "for (int task = 0; task < %d; task++) {", 36 * ct * ot);
   emitln(e, "const int xi = task / %d, c0 = task / %d %% %d * NN_MR, o0 = task %% %d * NN_NR;",
