@@ -266,27 +266,31 @@ static void emit_param_flags(CG *cg, const TrainConfig *tc) {
 
 /* One optimizer's rule on element i, given its gradient gi (decay included)
  * and the step's constants k.  A rule with a root sets num[i] and den[i]
- * (update = num / (sqrt(den) + eps), the sqrt in a loop of its own); the
- * others define `const real u`. */
+ * (update = num / (sqrt(den) + eps), the sqrt in a loop of its own, or
+ * `apply`'s u of them); the others define `const real u`. */
 typedef struct Rule {
   const char *name;
   bool root;
   const char *lines[8];   /* NULL-terminated */
+  const char *apply;
 } Rule;
 
 static const Rule rules[] = {
-    {"sgd", false, {"const real u = k->lr * gi;"}},
+    {"sgd", false, {"const real u = k->lr * gi;"}, NULL},
     {"momentum", false, {"const real s = k->mu * s0[i] + k->damp * gi;", "s0[i] = s;",
-                         "const real u = k->lr * s;"}},
+                         "const real u = k->lr * s;"}, NULL},
     {"nesterov", false, {"const real s = k->mu * s0[i] + k->damp * gi;", "s0[i] = s;",
-                         "const real u = k->lr * (gi + k->mu * s);"}},
+                         "const real u = k->lr * (gi + k->mu * s);"}, NULL},
     {"adagrad", true, {"const real s = s0[i] + gi * gi;", "s0[i] = s;", "num[i] = k->lr * gi;",
-                       "den[i] = s;"}},
+                       "den[i] = s;"}, NULL},
     {"rmsprop", true, {"const real s = k->rho * s0[i] + k->rho1 * gi * gi;", "s0[i] = s;",
-                       "num[i] = k->lr * gi;", "den[i] = s;"}},
+                       "num[i] = k->lr * gi;", "den[i] = s;"}, NULL},
+    /* as torch.optim.Adam: lr / bc1 and sqrt(bc2) once per step, two divisions per
+     * element (it was three: lr (a / bc1) / (sqrt(b / bc2) + eps)) */
     {"adam", true, {"const real a = k->b1 * s0[i] + k->c1 * gi;",
                     "const real b = k->b2 * s1[i] + k->c2 * gi * gi;", "s0[i] = a;", "s1[i] = b;",
-                    "num[i] = k->lr * (a / k->bc1);", "den[i] = b / k->bc2;"}},
+                    "num[i] = a;", "den[i] = b;"},
+     "const real u = k->step * (num[i] / (den[i] / k->sbc2 + k->eps));"},
 };
 
 static const Rule *find_rule(const TrainConfig *tc) {
@@ -297,17 +301,21 @@ static const Rule *find_rule(const TrainConfig *tc) {
   return NULL;
 }
 
-static void emit_gi(Emit *e) {
-  emitln(e, "const real gi = g[i] + k->l2 * p[i] + k->l1 * (real)((p[i] > 0) - (p[i] < 0));");
+/* gi: with `decay` the L2 and L1 terms, else the gradient alone. */
+static void emit_gi(Emit *e, bool decay) {
+  if (decay)
+    emitln(e, "const real gi = g[i] + k->l2 * p[i] + k->l1 * (real)((p[i] > 0) - (p[i] < 0));");
+  else
+    emitln(e, "const real gi = g[i];");
 }
 
 /* The step of element i (lane l): p -= u, lane sums of u^2 and p^2. */
-static void emit_apply(Emit *e, const Rule *r) {
+static void emit_apply(Emit *e, const Rule *r, bool decay) {
   emitln(e, "const long i = i0 + l;");
   if (r->root)
-    emitln(e, "const real u = num[i] / (den[i] + k->eps);");
+    emitln(e, "%s", r->apply ? r->apply : "const real u = num[i] / (den[i] + k->eps);");
   else {
-    emit_gi(e);
+    emit_gi(e, decay);
     for (int j = 0; r->lines[j]; j++)
       emitln(e, "%s", r->lines[j]);
   }
@@ -324,7 +332,7 @@ static void emit_step_consts(Emit *e) {
          UPD_BLOCK);
   emitln(e, "/* One step's constants for one tensor, in the element type. */");
   emitln(e, "struct nn_opt_k {");
-  emitln(e, "real lr, eps, mu, damp, rho, rho1, b1, c1, b2, c2, bc1, bc2, l2, l1;");
+  emitln(e, "real lr, eps, mu, damp, rho, rho1, b1, c1, b2, c2, step, sbc2, l2, l1;");
   emitln(e, "};");
   buf_puts(e->b, "\n");
 }
@@ -333,6 +341,29 @@ static const char *state_params(int slots) {
   return slots == 2 ? ", real *restrict s0, real *restrict s1"
          : slots   ? ", real *restrict s0"
                    : "";
+}
+
+/* The loops of nn_opt_block, gi with or without decay. */
+static void emit_opt_loops(Emit *e, const Rule *r, bool decay) {
+  if (r->root) {
+    emitln(e, "real num[NN_UB], den[NN_UB];");
+    emitln(e, "for (long i = 0; i < n; i++) {");
+    emit_gi(e, decay);
+    for (int j = 0; r->lines[j]; j++)
+      emitln(e, "%s", r->lines[j]);
+    emitln(e, "}");
+    emitln(e, "nn_sqrt_block(den, n);");
+  }
+  emitln(e, "long i0 = 0;");
+  emitln(e, "for (; i0 + NN_VL <= n; i0 += NN_VL)");
+  emitln(e, "    for (int l = 0; l < NN_VL; l++) {");
+  e->indent++;
+  emit_apply(e, r, decay);
+  e->indent--;
+  emitln(e, "    }");
+  emitln(e, "for (int l = 0; i0 + l < n; l++) {");
+  emit_apply(e, r, decay);
+  emitln(e, "}");
 }
 
 /* nn_opt_block: the rule on n <= NN_UB elements, then its lane sums added
@@ -345,25 +376,13 @@ static void emit_opt_block(Emit *e, const Rule *r, int slots) {
          state_params(slots));
   emitln(e, "                         const struct nn_opt_k *k, double du[NN_VL], double pp[NN_VL])");
   emitln(e, "{");
-  if (r->root) {
-    emitln(e, "real num[NN_UB], den[NN_UB];");
-    emitln(e, "for (long i = 0; i < n; i++) {");
-    emit_gi(e);
-    for (int j = 0; r->lines[j]; j++)
-      emitln(e, "%s", r->lines[j]);
-    emitln(e, "}");
-    emitln(e, "nn_sqrt_block(den, n);");
-  }
   emitln(e, "double su[NN_VL] = {0}, sp[NN_VL] = {0};");
-  emitln(e, "long i0 = 0;");
-  emitln(e, "for (; i0 + NN_VL <= n; i0 += NN_VL)");
-  emitln(e, "    for (int l = 0; l < NN_VL; l++) {");
-  e->indent++;
-  emit_apply(e, r);
-  e->indent--;
-  emitln(e, "    }");
-  emitln(e, "for (int l = 0; i0 + l < n; l++) {");
-  emit_apply(e, r);
+  /* without decay (the default) gi is g: the sign and the product of the L1
+   * and L2 terms, in every element, were a quarter of Adam's first loop */
+  emitln(e, "if (k->l2 == 0 && k->l1 == 0) {");
+  emit_opt_loops(e, r, false);
+  emitln(e, "} else {");
+  emit_opt_loops(e, r, true);
   emitln(e, "}");
   emitln(e, "for (int l = 0; l < NN_VL; l++) {");
   emitln(e, "du[l] += su[l];");
@@ -437,8 +456,8 @@ static void emit_step_k(Emit *e) {
   emitln(e, "    /* torch.optim.SGD: the first step's buffer is the gradient, undamped */");
   emitln(e, "    .damp = (real)(m->step == 0 ? 1 : 1 - h[NN_H_DAMPENING]),");
   emitln(e, "    .b1 = (real)h[NN_H_BETA1], .c1 = (real)(1 - h[NN_H_BETA1]),");
-  emitln(e, "    .bc1 = (real)(1 - pow(h[NN_H_BETA1], t1)), .b2 = (real)h[NN_H_BETA2],");
-  emitln(e, "    .c2 = (real)(1 - h[NN_H_BETA2]), .bc2 = (real)(1 - pow(h[NN_H_BETA2], t1)),");
+  emitln(e, "    .step = (real)(lr / (1 - pow(h[NN_H_BETA1], t1))), .b2 = (real)h[NN_H_BETA2],");
+  emitln(e, "    .c2 = (real)(1 - h[NN_H_BETA2]), .sbc2 = (real)sqrt(1 - pow(h[NN_H_BETA2], t1)),");
   emitln(e, "    .l2 = (real)h[NN_H_L2], .l1 = (real)h[NN_H_L1]};");
 }
 
