@@ -450,9 +450,9 @@ NN_CLONES static NN_UNUSED void nn_wino_dy(real *restrict w, long ld, const real
   }
 }
 
-/* The same transform channel-major, for dot products along the tiles:
- * w[xi * wx + o * wc + j] = (A dY A^T)[xi] of tile tile0 + j, written where
- * it goes (no transpose); tiles from nt on are zero. */
+/* The same transform a channel at a time, for dot products along the
+ * tiles: w[xi * wx + o * wc + j] = (A dY A^T)[xi] of tile tile0 + j,
+ * written where it goes (no transpose); tiles from nt on are zero. */
 NN_CLONES static NN_UNUSED void nn_wino_dy_rows(real *restrict w, long wx, long wc,
                                                 const real *restrict dy, long ys, int no, int ho,
                                                 int wo, int th, int tw, long tile0, int nt,

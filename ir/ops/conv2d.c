@@ -525,11 +525,11 @@ static long wino_chunk(const Conv *v, int max_batch) {
  * tile would compute twice what is kept (resnet20's 16 -> 16 layers ran
  * their dw at 57% of the peak, the forward at 140%): such a layer's dU is
  * NN_DR x NN_DR dot products (nn_ukr_nt) of rows of the transformed dy by
- * rows of the transformed x, both channel-major, along the chunk's tiles. */
+ * rows of the transformed x along the chunk's tiles (emit_winograd_dw_dots). */
 static bool wino_dw_dots(const Conv *v) { return 2 * v->o <= NN_NR; }
 
 /* dU^T in micro-kernel tiles: 36 x CT x OT tiles of NN_MR x NN_NR; with
- * dots, dU (36 x O x C, xi WINO_DUS reals apart). */
+ * dots, dU (36 x O x C, xi wino_dus() reals apart). */
 static int wino_ct(const Conv *v) { return (v->c + NN_MR - 1) / NN_MR; }
 static int wino_ot(const Conv *v) { return (v->o + NN_NR - 1) / NN_NR; }
 static long wino_dus(const Conv *v) { return ((long)v->o * v->c + NN_NR - 1) / NN_NR * NN_NR; }
@@ -1271,19 +1271,6 @@ static void conv2d_dx_emit(Emit *e, const Graph *g, const Node *node) {
   emitln(e, "}");
 }
 
-/* dw (O, C/G, K, K): dw_g (O/G, R) = sum over samples of dy_g (O/G, P) .
- * col_g^T, with both dy's and the columns' rows running along the pixels:
- * dot products (nn_ukr_nt) of NN_DR rows of dy by NN_DR rows of columns.
- * Per chunk of samples the columns are written (im2col), then a thread
- * owns NN_DR taps of dw and adds the chunk's products into them, the dot
- * products running over the pixels of all its samples in batch order (a
- * small plane alone would leave the vector lanes' sums too short). */
-/* Winograd dw (see wino_chunk): the transforms of a chunk's panels are
- * shared among the threads, then each owns tiles of dU^T (NN_MR channels
- * by NN_NR filters, for one xi) and adds the chunk's product into them,
- * chunk after chunk: every sum runs in tile order whatever the thread
- * count.  B's columns past O read the next row (or the NN_NR reals past
- * the end): computed, never stored. */
 /* The rest of emit_winograd_dw with dots (wino_dw_dots): the transforms
  * panel-major (a panel's 36 rows of NN_NR tiles per channel together, as
  * forward's: the 36 rows a chunk apart took the dw of resnet20's 16 -> 16
@@ -1318,6 +1305,20 @@ static void emit_winograd_dw_dots(Emit *e, const Conv *v) {
   emitln(e, "}");
 }
 
+/* dw (O, C/G, K, K): dw_g (O/G, R) = sum over samples of dy_g (O/G, P) .
+ * col_g^T, with both dy's and the columns' rows running along the pixels:
+ * dot products (nn_ukr_nt) of NN_DR rows of dy by NN_DR rows of columns.
+ * Per chunk of samples the columns are written (im2col), then a thread
+ * owns NN_DR taps of dw and adds the chunk's products into them, the dot
+ * products running over the pixels of all its samples in batch order (a
+ * small plane alone would leave the vector lanes' sums too short). */
+/* Winograd dw (see wino_chunk): the transforms of a chunk's panels are
+ * shared among the threads, then each owns tiles of dU^T (NN_MR channels
+ * by NN_NR filters, for one xi) and adds the chunk's product into them,
+ * chunk after chunk: every sum runs in tile order whatever the thread
+ * count.  B's columns past O read the next row (or the NN_NR reals past
+ * the end): computed, never stored.  With few filters (wino_dw_dots) the
+ * transforms are panel-major and dU takes dot products instead. */
 static void emit_winograd_dw(Emit *e, const Graph *g, const Conv *v) {
   int tw = (v->wo + 3) / 4, th = (v->ho + 3) / 4, ct = wino_ct(v), ot = wino_ot(v);
   long chunk = wino_chunk(v, g->max_batch);
