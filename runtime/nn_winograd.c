@@ -149,6 +149,27 @@ static NN_UNUSED void nn_wino_rows(const real **rows, const long *roff, int k, c
     rows[a] = roff[a] >= 0 ? plane + roff[a] : zero;
 }
 
+/* Asks for the k rows of a run in the next channel's plane (roff as
+ * nn_wino_rows', n values each) while this one is transformed.  Planes are
+ * 1 KB to 12 KB apart and a panel reads a few rows of each: the hardware
+ * prefetchers, which follow streams inside a page, did not get ahead of
+ * the jumps, and the loads of the input (from L3 in a network) took half
+ * of nn_wino_input's time (resnet20's training step 1.05x faster; one
+ * more prefetch, of each row's last value, mostly a line already asked
+ * for, gave the 5% back). */
+static NN_UNUSED inline void nn_wino_prefetch(const long *roff, int k, const real *next, int n) {
+#if defined(__GNUC__)
+  for (int a = 0; a < k; a++)
+    if (roff[a] >= 0) {
+      const real *row = next + roff[a];
+      for (int q = 0; q < n; q += 64 / (int)sizeof(real))
+        __builtin_prefetch(row + q);
+    }
+#else
+  (void)roff, (void)k, (void)next, (void)n;
+#endif
+}
+
 /* Columns 4 j + b of a row s of t, b < 4, into q[b * NN_NR + j]: the four
  * phases in one loop, which compilers vectorize as one interleaved load
  * (4 vectors in, 4 permutes) rather than a value at a time. */
@@ -163,16 +184,16 @@ static NN_UNUSED inline void nn_wino_phases(real *restrict q, const real *restri
 
 /* The same for b < 6: the windows of nn_wino_input overlap, columns 4 and
  * 5 of lane j being 0 and 1 of lane j + 1 (and, for the last lane, the two
- * columns of s past 4 NN_NR).  Read from s, not copied from q a lane on:
- * that copy loads a vector one value off the stores just made to q, which
- * no store forwards, and stalled until they reached L1 (a quarter of
- * nn_wino_input's time on Zen 4). */
+ * columns of s past 4 NN_NR).  Taken as phases 0 and 1 of s + 4, read from
+ * s, its phases 2 and 3 going to q[6 NN_NR ..], scratch the caller's next
+ * row overwrites (q has room for 8 NN_NR).  A loop over columns 4 j + 4
+ * and 4 j + 5 alone, a group with gaps, compiled to scalar code (a load
+ * and a store a value); a copy from q a lane on loads a vector one value
+ * off the stores just made to q, which no store forwards, and stalled
+ * until they reached L1. */
 static NN_UNUSED inline void nn_wino_phases6(real *restrict q, const real *restrict s) {
+  nn_wino_phases(q + 4 * NN_NR, s + 4);
   nn_wino_phases(q, s);
-  for (int j = 0; j < NN_NR; j++) {
-    q[4 * NN_NR + j] = s[4 * j + 4];
-    q[5 * NN_NR + j] = s[4 * j + 5];
-  }
 }
 
 /* The row pass of nn_wino_input over columns k0 .. k0 + n - 1 of a run,
@@ -193,9 +214,90 @@ static NN_UNUSED inline void nn_wino_phases6(real *restrict q, const real *restr
       nn_wino_bt1(o + q, NN_WINO_TS, r0[q], r1[q], r2[q], r3[q], r4[q], r5[q]);                 \
   } while (0)
 
-/* Rows of t: 4 columns per lane, and 4 past the last lane (whose columns
- * 4 and 5 nn_wino_input reads there before it puts the run's own in). */
-#define NN_WINO_TS (4 * NN_NR + 4)
+/* Rows of t: 4 columns per lane, and 16 past the last lane (the vertical
+ * pass of nn_wino_input writes a run's two last columns there, the
+ * horizontal ones read a vector), so that rows start 64 bytes apart. */
+#define NN_WINO_TS (4 * NN_NR + 16)
+
+/* The horizontal pass of nn_wino_input for one channel: o[(6 i + b) *
+ * NN_NR + j] = B^T applied to columns 4 j .. 4 j + 5 of row i of t (t[i *
+ * NN_WINO_TS + 4 j + b]), except that the lanes j in `ends` (the last tile
+ * of a run) take their columns 4 and 5 from e[0][i * NN_NR + j] and
+ * e[1][i * NN_NR + j]. */
+typedef void (*nn_wino_cols_fn)(real *restrict o, const real *restrict t,
+                                const real (*restrict e)[6 * NN_NR], unsigned long ends);
+
+NN_CLONES static NN_UNUSED void nn_wino_cols_c(real *restrict o, const real *restrict t,
+                                               const real (*restrict e)[6 * NN_NR],
+                                               unsigned long ends) {
+  real d[38 * NN_NR];   /* d[i][b][j] = t[i][4 j + b]; room for nn_wino_phases6 */
+  for (int i = 0; i < 6; i++)
+    nn_wino_phases6(d + i * 6 * NN_NR, t + i * NN_WINO_TS);
+  for (int j = 0; j < NN_NR; j++)
+    if (ends >> j & 1)
+      for (int i = 0; i < 6; i++) {
+        d[(6 * i + 4) * NN_NR + j] = e[0][i * NN_NR + j];
+        d[(6 * i + 5) * NN_NR + j] = e[1][i * NN_NR + j];
+      }
+  for (int i = 0; i < 6; i++)   /* (t B)[i][b] = (B^T t^T)[b][i] */
+    nn_wino_bt(o + i * 6 * NN_NR, NN_NR, d + i * 6 * NN_NR, NN_NR);
+}
+
+#if defined(NN_X86) && !NN_REAL_F64
+/* The same in AVX-512 registers, 16 lanes at a time: the columns of the
+ * 16 tiles' windows are five vectors of t (64 columns, and the 4 past
+ * them), taken apart by phase with two-source permutes (columns 4 and 5
+ * of lane j being 0 and 1 of lane j + 1, those of the last lane the first
+ * two past), and B^T applied in registers.  In C the phases went through
+ * memory, 38 vector stores and loads per channel that the compilers did
+ * not keep in registers (nn_wino_input 1.3x faster). */
+__attribute__((target("avx512f"))) static NN_UNUSED void
+nn_wino_cols_avx512(real *restrict o, const real *restrict t, const real (*restrict e)[6 * NN_NR],
+                    unsigned long ends) {
+  const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const __m512i up4 = _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+  const __m512i up5 = _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 17);
+  const __m512 two = _mm512_set1_ps(2), four = _mm512_set1_ps(4), five = _mm512_set1_ps(5);
+  for (int i = 0; i < 6; i++)
+    for (int h = 0; h < NN_NR; h += 16) {
+      const real *s = t + i * NN_WINO_TS + 4 * h;
+      const __m512 a0 = _mm512_loadu_ps(s), a1 = _mm512_loadu_ps(s + 16),
+                   a2 = _mm512_loadu_ps(s + 32), a3 = _mm512_loadu_ps(s + 48),
+                   a4 = _mm512_loadu_ps(s + 64);
+      const __m512 e01 = _mm512_permutex2var_ps(a0, ev, a1), o01 = _mm512_permutex2var_ps(a0, od, a1);
+      const __m512 e23 = _mm512_permutex2var_ps(a2, ev, a3), o23 = _mm512_permutex2var_ps(a2, od, a3);
+      const __m512 d0 = _mm512_permutex2var_ps(e01, ev, e23), d2 = _mm512_permutex2var_ps(e01, od, e23);
+      const __m512 d1 = _mm512_permutex2var_ps(o01, ev, o23), d3 = _mm512_permutex2var_ps(o01, od, o23);
+      const __mmask16 m = (__mmask16)(ends >> h);
+      const __m512 d4 = _mm512_mask_loadu_ps(_mm512_permutex2var_ps(d0, up4, a4), m, e[0] + i * NN_NR + h);
+      const __m512 d5 = _mm512_mask_loadu_ps(_mm512_permutex2var_ps(d1, up5, a4), m, e[1] + i * NN_NR + h);
+      const __m512 p = _mm512_fnmadd_ps(four, d2, d4), q = _mm512_fnmadd_ps(four, d1, d3);
+      const __m512 u = _mm512_sub_ps(d4, d2), w = _mm512_sub_ps(d3, d1);
+      real *r = o + 6 * i * NN_NR + h;
+      _mm512_storeu_ps(r, _mm512_fmadd_ps(four, d0, _mm512_fnmadd_ps(five, d2, d4)));
+      _mm512_storeu_ps(r + NN_NR, _mm512_add_ps(p, q));
+      _mm512_storeu_ps(r + 2 * NN_NR, _mm512_sub_ps(p, q));
+      _mm512_storeu_ps(r + 3 * NN_NR, _mm512_fmadd_ps(two, w, u));
+      _mm512_storeu_ps(r + 4 * NN_NR, _mm512_fnmadd_ps(two, w, u));
+      _mm512_storeu_ps(r + 5 * NN_NR, _mm512_fmadd_ps(four, d1, _mm512_fnmadd_ps(five, d3, d5)));
+    }
+}
+#endif
+
+/* As nn_ukr_pick (nn_gemm.c). */
+static NN_UNUSED nn_wino_cols_fn nn_wino_cols_pick(void) {
+#if defined(NN_X86) && !NN_REAL_F64
+#if defined(NN_FORCE_ISA)
+  if (NN_FORCE_ISA == 2)
+    return nn_wino_cols_avx512;
+#else
+  if (__builtin_cpu_supports("avx512f"))
+    return nn_wino_cols_avx512;
+#endif
+#endif
+  return nn_wino_cols_c;
+}
 
 /* The input transform of one panel: for the tiles tile0 .. tile0 + nt - 1
  * of a batch (tile = (sample * th + ty) * tw + tx; its 6x6 window starts
@@ -209,28 +311,36 @@ static NN_UNUSED inline void nn_wino_phases6(real *restrict q, const real *restr
  * Consecutive tiles of a row share their windows' rows, and their windows
  * start 4 columns apart: the vertical pass t = B^T d runs along the rows
  * of the plane, a run of tiles at a time (4 len columns, contiguous, into
- * t[i][4 j0 ..]), and the horizontal pass t B across the NN_NR lanes, on
- * t's columns taken apart by phase (column b of lane j's window is t[i][4
- * j + b]; for b = 4, 5 that is the next lane's 0, 1, except at the end of
- * a run, whose two last columns are computed apart).  Every value is the
- * same expression of the same window values as on the 6x6 window alone,
- * so the result is bit for bit that of a window-by-window transform. */
+ * t[i][4 j0 ..]), and the horizontal pass t B across the NN_NR lanes
+ * (nn_wino_cols_fn), on t's columns taken apart by phase (column b of lane
+ * j's window is t[i][4 j + b]; for b = 4, 5 that is the next lane's 0, 1,
+ * except at the end of a run: the vertical pass goes on over its two last
+ * columns where they are in the plane, and they are moved from t to e).
+ * Every value is the same expression of the same window values as on the
+ * 6x6 window alone (on a given path: the AVX-512 horizontal pass
+ * contracts into FMAs where the C one may not). */
 NN_CLONES static NN_UNUSED void nn_wino_input(real *restrict v, long vx, long vc,
                                               const real *restrict x, long xs, int nc, int h,
                                               int w, int p, int th, int tw, long tile0, int nt,
                                               real *restrict pad) {
-  real t[6 * NN_WINO_TS], d[36 * NN_NR], u[36 * NN_NR];
+  const nn_wino_cols_fn cols = nn_wino_cols_pick();
+  _Alignas(64) real t[6 * NN_WINO_TS], e[2][6 * NN_NR], u[36 * NN_NR];
   nn_wino_run run[NN_NR];
   long roff[NN_NR][6];
-  int lo[NN_NR], cnt[NN_NR], ext[NN_NR][2];
+  int lo[NN_NR], cnt[NN_NR], ne[NN_NR];
+  unsigned long ends = 0;
   const int nr = nn_wino_plan(run, roff, lo, cnt, th, tw, tile0, nt, 6, p, h, w, xs);
-  for (int r = 0; r < nr; r++)   /* the last two columns: in the row of roff, or -1 */
-    for (int e = 0; e < 2; e++)
-      ext[r][e] = 4L * (run[r].tx0 + run[r].len) - p + e < w ? 4 * run[r].len + e - lo[r] : -1;
+  for (int r = 0; r < nr; r++) {   /* the run's last two columns in the plane: 0, 1 or 2 */
+    const long x2 = 4L * (run[r].tx0 + run[r].len) - p;
+    ne[r] = (x2 < w) + (x2 + 1 < w);
+    ends |= 1UL << (run[r].j0 + run[r].len - 1);
+  }
   for (int i = 0; i < w; i++)
     pad[i] = 0;
   for (int i = 0; i < 6 * NN_WINO_TS; i++)   /* columns outside the image and past nt */
     t[i] = 0;
+  for (int i = 0; i < 6 * NN_NR; i++)   /* last columns outside the image */
+    e[0][i] = e[1][i] = 0;
   for (int c = 0; c < nc; c++) {
     const real *restrict xc = x + (long)c * h * w;
     const real *rows[6];
@@ -239,47 +349,45 @@ NN_CLONES static NN_UNUSED void nn_wino_input(real *restrict v, long vx, long vc
       const real *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4],
                  *r5 = rows[5];
       real *restrict o = t + 4 * run[r].j0 + lo[r];
-      const int n = cnt[r];
-      int k = 0;
-      if (n < 4)   /* (a plane narrower than 4) */
-        for (; k < n; k++)
-          nn_wino_bt1(o + k, NN_WINO_TS, r0[k], r1[k], r2[k], r3[k], r4[k], r5[k]);
-      for (; k + 16 <= n; k += 16)
-        NN_WINO_BT_COLS(k, 16);
-      if (k + 8 <= n) {
-        NN_WINO_BT_COLS(k, 8);
-        k += 8;
-      }
-      if (k + 4 <= n) {
-        NN_WINO_BT_COLS(k, 4);
-        k += 4;
-      }
-      if (k < n)   /* the last 4, over columns already done: the same values again */
+      const int n = cnt[r] + ne[r];
+      if (c + 1 < nc)
+        nn_wino_prefetch(roff[r], 6, xc + (long)h * w, n);
+      /* whole vectors, the last over columns already done (the same values
+       * again) */
+      if (n >= 16) {
+        int k = 0;
+        for (; k + 16 <= n; k += 16)
+          NN_WINO_BT_COLS(k, 16);
+        if (k < n)
+          NN_WINO_BT_COLS(n - 16, 16);
+      } else if (n >= 8) {
+        NN_WINO_BT_COLS(0, 8);
+        NN_WINO_BT_COLS(n - 8, 8);
+      } else if (n >= 4) {
+        NN_WINO_BT_COLS(0, 4);
         NN_WINO_BT_COLS(n - 4, 4);
-    }
-    for (int i = 0; i < 6; i++)   /* d[i][b][j] = t[i][4 j + b] */
-      nn_wino_phases6(d + i * 6 * NN_NR, t + i * NN_WINO_TS);
-    for (int r = 0; r < nr; r++) {   /* columns 4 and 5 of the last tile of a run */
-      real *o = d + 4 * NN_NR + run[r].j0 + run[r].len - 1;
-      nn_wino_rows(rows, roff[r], 6, xc, pad);
-      for (int e = 0; e < 2; e++) {
-        const int k = ext[r][e];
-        if (k >= 0)
-          nn_wino_bt1(o + e * NN_NR, 6 * NN_NR, rows[0][k], rows[1][k], rows[2][k], rows[3][k],
-                      rows[4][k], rows[5][k]);
-        else
-          for (int i = 0; i < 6; i++)
-            o[e * NN_NR + i * 6 * NN_NR] = 0;
+      } else {   /* (a plane narrower than 4) */
+        for (int k = 0; k < n; k++)
+          nn_wino_bt1(o + k, NN_WINO_TS, r0[k], r1[k], r2[k], r3[k], r4[k], r5[k]);
       }
+      /* the last two columns, from where the next lane's first two go (a
+       * later run's, or zeros) */
+      const int j = run[r].j0 + run[r].len - 1;
+      for (int b = 0; b < ne[r]; b++)
+        for (int i = 0; i < 6; i++) {
+          real *const q = o + cnt[r] + b + i * NN_WINO_TS;
+          e[b][i * NN_NR + j] = *q;
+          *q = 0;
+        }
     }
-    /* (t B)[i][b] = (B^T t^T)[b][i] */
-    real *restrict o = vx == NN_NR ? v + c * vc : u;
-    for (int i = 0; i < 6; i++)
-      nn_wino_bt(o + i * 6 * NN_NR, NN_NR, d + i * 6 * NN_NR, NN_NR);
-    if (vx != NN_NR)
+    if (vx == NN_NR) {
+      cols(v + c * vc, t, e, ends);
+    } else {
+      cols(u, t, e, ends);
       for (int xi = 0; xi < 36; xi++)   /* (constant strides above: vectorized) */
         for (int j = 0; j < NN_NR; j++)
           v[xi * vx + c * vc + j] = u[xi * NN_NR + j];
+    }
   }
 }
 
@@ -384,13 +492,16 @@ static NN_UNUSED inline void nn_wino_transpose(real *restrict d, long ds, const 
  * o[xi * os + j] = (A dY A^T)[xi] of its tile j.  As in nn_wino_input, t =
  * A dY runs along the plane's rows, a run of tiles at a time (4 len
  * columns, no overlap), and t A^T across the lanes.  t (6 NN_WINO_TS
- * reals, zero past the runs' columns) and d (24 NN_NR): scratch. */
+ * reals, zero past the runs' columns) and d (24 NN_NR): scratch.  next:
+ * the plane of the channel after, or null. */
 static NN_UNUSED inline void nn_wino_dy1(real *restrict o, long os, const real *plane,
-                                         const nn_wino_run *run, long (*roff)[6],
-                                         const int *cnt, int nr, const real *pad,
-                                         real *restrict t, real *restrict d) {
+                                         const real *next, const nn_wino_run *run,
+                                         long (*roff)[6], const int *cnt, int nr,
+                                         const real *pad, real *restrict t, real *restrict d) {
   const real *rows[4];
   for (int r = 0; r < nr; r++) {   /* t = A dY along the rows */
+    if (next)
+      nn_wino_prefetch(roff[r], 4, next, cnt[r]);
     nn_wino_rows(rows, roff[r], 4, plane, pad);
     const real *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3];
     real *restrict to = t + 4 * run[r].j0;
@@ -433,7 +544,9 @@ NN_CLONES static NN_UNUSED void nn_wino_dy(real *restrict w, long ld, const real
   for (int o0 = 0; o0 < no; o0 += NN_WINO_OB) {
     const int ob = no - o0 < NN_WINO_OB ? no - o0 : NN_WINO_OB;
     for (int k = 0; k < ob; k++)
-      nn_wino_dy1(m[k], NN_NR, dy + (long)(o0 + k) * ho * wo, run, roff, cnt, nr, pad, t, d);
+      nn_wino_dy1(m[k], NN_NR, dy + (long)(o0 + k) * ho * wo,
+                  o0 + k + 1 < no ? dy + (long)(o0 + k + 1) * ho * wo : NULL, run, roff, cnt, nr,
+                  pad, t, d);
 #ifdef NN_WINO_TRANSPOSE
     if (ob == NN_WINO_OB) {
       for (int xi = 0; xi < 36; xi++)
@@ -463,7 +576,8 @@ NN_CLONES static NN_UNUSED void nn_wino_dy_rows(real *restrict w, long wx, long 
   int cnt[NN_NR];
   const int nr = nn_wino_dy_open(run, roff, cnt, t, pad, th, tw, tile0, nt, ho, wo, ys);
   for (int o = 0; o < no; o++)
-    nn_wino_dy1(w + o * wc, wx, dy + (long)o * ho * wo, run, roff, cnt, nr, pad, t, d);
+    nn_wino_dy1(w + o * wc, wx, dy + (long)o * ho * wo,
+                o + 1 < no ? dy + (long)(o + 1) * ho * wo : NULL, run, roff, cnt, nr, pad, t, d);
 }
 
 /* dw[k] (3x3, row-major) = G^T dU G for the 36 values du[xi * su + k] of
