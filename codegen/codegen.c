@@ -77,8 +77,11 @@ static void emit_prelude(CG *cg) {
   buf_printf(c, "typedef %s real;\n", real_name(g));
   buf_printf(c, "#define NN_REAL_DTYPE \"%s\"\n", g->dtype == DT_F64 ? "F64" : "F32");
   buf_printf(c, "#define NN_REAL_F64 %d\n", g->dtype == DT_F64);
+  /* NN_PREFETCH: a hint that a line will be read soon (plane-strided loops, where the
+   * hardware prefetchers stop at every page) */
   buf_puts(c, "#if defined(__GNUC__) || defined(__clang__)\n#define NN_UNUSED __attribute__((unused))\n"
-              "#else\n#define NN_UNUSED\n#endif\n\n");
+              "#define NN_PREFETCH(p) __builtin_prefetch(p)\n"
+              "#else\n#define NN_UNUSED\n#define NN_PREFETCH(p) ((void)(p))\n#endif\n\n");
   const char *f = g->dtype == DT_F64 ? "" : "f";
 #define MATH(name, libm) \
   buf_printf(c, "static NN_UNUSED inline real " #name "(real x) { return " #libm "%s(x); }\n", f);

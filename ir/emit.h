@@ -141,9 +141,11 @@ void view_backward(Graph *g, Node *node, const int *dout, const bool *need, int 
 /* `type sums[q]` for q < count: the sum over channel c of a (N, C, s)
  * tensor of exprs[q] (k indexes the element), in a fixed order that
  * vectorizes (SUM_LANES partial sums of that type; see emit.c).  `fill`, if
- * not NULL, runs over each sample's block first. */
+ * not NULL, runs over each sample's block first; `reads` (NULL-terminated,
+ * or NULL) names the arrays to prefetch a sample ahead. */
 void emit_channel_sums(Emit *e, const char *type, int c, long s, int count,
-                       const char *const *sums, const char *const *exprs, const char *fill);
+                       const char *const *sums, const char *const *exprs, const char *fill,
+                       const char *const *reads);
 
 /* The kernels without workspace (matrix-vector dense, pointwise conv2d
  * read in place): at --batch 1 they are also the fastest, and under

@@ -158,16 +158,10 @@ static NN_UNUSED void nn_wino_rows(const real **rows, const long *roff, int k, c
  * more prefetch, of each row's last value, mostly a line already asked
  * for, gave the 5% back). */
 static NN_UNUSED inline void nn_wino_prefetch(const long *roff, int k, const real *next, int n) {
-#if defined(__GNUC__)
   for (int a = 0; a < k; a++)
-    if (roff[a] >= 0) {
-      const real *row = next + roff[a];
+    if (roff[a] >= 0)
       for (int q = 0; q < n; q += 64 / (int)sizeof(real))
-        __builtin_prefetch(row + q);
-    }
-#else
-  (void)roff, (void)k, (void)next, (void)n;
-#endif
+        NN_PREFETCH(next + roff[a] + q);
 }
 
 /* Columns 4 j + b of a row s of t, b < 4, into q[b * NN_NR + j]: the four
@@ -222,22 +216,21 @@ static NN_UNUSED inline void nn_wino_phases6(real *restrict q, const real *restr
 /* The horizontal pass of nn_wino_input for one channel: o[(6 i + b) *
  * NN_NR + j] = B^T applied to columns 4 j .. 4 j + 5 of row i of t (t[i *
  * NN_WINO_TS + 4 j + b]), except that the lanes j in `ends` (the last tile
- * of a run) take their columns 4 and 5 from e[0][i * NN_NR + j] and
- * e[1][i * NN_NR + j]. */
-typedef void (*nn_wino_cols_fn)(real *restrict o, const real *restrict t,
-                                const real (*restrict e)[6 * NN_NR], unsigned long ends);
+ * of a run) take their columns 4 and 5 from e[i * NN_NR + j] and e[(6 +
+ * i) * NN_NR + j]. */
+typedef void (*nn_wino_cols_fn)(real *restrict o, const real *restrict t, const real *restrict e,
+                                unsigned long ends);
 
 NN_CLONES static NN_UNUSED void nn_wino_cols_c(real *restrict o, const real *restrict t,
-                                               const real (*restrict e)[6 * NN_NR],
-                                               unsigned long ends) {
+                                               const real *restrict e, unsigned long ends) {
   real d[38 * NN_NR];   /* d[i][b][j] = t[i][4 j + b]; room for nn_wino_phases6 */
   for (int i = 0; i < 6; i++)
     nn_wino_phases6(d + i * 6 * NN_NR, t + i * NN_WINO_TS);
   for (int j = 0; j < NN_NR; j++)
     if (ends >> j & 1)
       for (int i = 0; i < 6; i++) {
-        d[(6 * i + 4) * NN_NR + j] = e[0][i * NN_NR + j];
-        d[(6 * i + 5) * NN_NR + j] = e[1][i * NN_NR + j];
+        d[(6 * i + 4) * NN_NR + j] = e[i * NN_NR + j];
+        d[(6 * i + 5) * NN_NR + j] = e[(6 + i) * NN_NR + j];
       }
   for (int i = 0; i < 6; i++)   /* (t B)[i][b] = (B^T t^T)[b][i] */
     nn_wino_bt(o + i * 6 * NN_NR, NN_NR, d + i * 6 * NN_NR, NN_NR);
@@ -252,7 +245,7 @@ NN_CLONES static NN_UNUSED void nn_wino_cols_c(real *restrict o, const real *res
  * memory, 38 vector stores and loads per channel that the compilers did
  * not keep in registers (nn_wino_input 1.3x faster). */
 __attribute__((target("avx512f"))) static NN_UNUSED void
-nn_wino_cols_avx512(real *restrict o, const real *restrict t, const real (*restrict e)[6 * NN_NR],
+nn_wino_cols_avx512(real *restrict o, const real *restrict t, const real *restrict e,
                     unsigned long ends) {
   const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
@@ -270,8 +263,9 @@ nn_wino_cols_avx512(real *restrict o, const real *restrict t, const real (*restr
       const __m512 d0 = _mm512_permutex2var_ps(e01, ev, e23), d2 = _mm512_permutex2var_ps(e01, od, e23);
       const __m512 d1 = _mm512_permutex2var_ps(o01, ev, o23), d3 = _mm512_permutex2var_ps(o01, od, o23);
       const __mmask16 m = (__mmask16)(ends >> h);
-      const __m512 d4 = _mm512_mask_loadu_ps(_mm512_permutex2var_ps(d0, up4, a4), m, e[0] + i * NN_NR + h);
-      const __m512 d5 = _mm512_mask_loadu_ps(_mm512_permutex2var_ps(d1, up5, a4), m, e[1] + i * NN_NR + h);
+      const real *ei = e + i * NN_NR + h;
+      const __m512 d4 = _mm512_mask_loadu_ps(_mm512_permutex2var_ps(d0, up4, a4), m, ei);
+      const __m512 d5 = _mm512_mask_loadu_ps(_mm512_permutex2var_ps(d1, up5, a4), m, ei + 6 * NN_NR);
       const __m512 p = _mm512_fnmadd_ps(four, d2, d4), q = _mm512_fnmadd_ps(four, d1, d3);
       const __m512 u = _mm512_sub_ps(d4, d2), w = _mm512_sub_ps(d3, d1);
       real *r = o + 6 * i * NN_NR + h;
@@ -324,7 +318,7 @@ NN_CLONES static NN_UNUSED void nn_wino_input(real *restrict v, long vx, long vc
                                               int w, int p, int th, int tw, long tile0, int nt,
                                               real *restrict pad) {
   const nn_wino_cols_fn cols = nn_wino_cols_pick();
-  _Alignas(64) real t[6 * NN_WINO_TS], e[2][6 * NN_NR], u[36 * NN_NR];
+  _Alignas(64) real t[6 * NN_WINO_TS], e[12 * NN_NR], u[36 * NN_NR];
   nn_wino_run run[NN_NR];
   long roff[NN_NR][6];
   int lo[NN_NR], cnt[NN_NR], ne[NN_NR];
@@ -339,8 +333,8 @@ NN_CLONES static NN_UNUSED void nn_wino_input(real *restrict v, long vx, long vc
     pad[i] = 0;
   for (int i = 0; i < 6 * NN_WINO_TS; i++)   /* columns outside the image and past nt */
     t[i] = 0;
-  for (int i = 0; i < 6 * NN_NR; i++)   /* last columns outside the image */
-    e[0][i] = e[1][i] = 0;
+  for (int i = 0; i < 12 * NN_NR; i++)   /* last columns outside the image */
+    e[i] = 0;
   for (int c = 0; c < nc; c++) {
     const real *restrict xc = x + (long)c * h * w;
     const real *rows[6];
@@ -376,7 +370,7 @@ NN_CLONES static NN_UNUSED void nn_wino_input(real *restrict v, long vx, long vc
       for (int b = 0; b < ne[r]; b++)
         for (int i = 0; i < 6; i++) {
           real *const q = o + cnt[r] + b + i * NN_WINO_TS;
-          e[b][i * NN_NR + j] = *q;
+          e[(6 * b + i) * NN_NR + j] = *q;
           *q = 0;
         }
     }

@@ -1201,7 +1201,8 @@ static void write_runtime_unit(const char *path, const char *real_type) {
           "#include <limits.h>\n#include <sys/stat.h>\n#include <time.h>\n#include <unistd.h>\n"
           "typedef %s real;\n#define NN_REAL_DTYPE \"%s\"\n#define NN_REAL_F64 %d\n"
           "#if defined(__GNUC__) || defined(__clang__)\n"
-          "#define NN_UNUSED __attribute__((unused))\n#else\n#define NN_UNUSED\n#endif\n"
+          "#define NN_UNUSED __attribute__((unused))\n#define NN_PREFETCH(p) __builtin_prefetch(p)\n"
+          "#else\n#define NN_UNUSED\n#define NN_PREFETCH(p) ((void)(p))\n#endif\n"
           "#define NN_MR %d\n#define NN_NR %d\n#define NN_DR %d\n#define NN_VL %d\n",
           real_type, strcmp(real_type, "float") == 0 ? "F32" : "F64",
           strcmp(real_type, "double") == 0, NN_MR, NN_NR, NN_DR, NN_VL);

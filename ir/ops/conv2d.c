@@ -1435,7 +1435,7 @@ static void conv2d_db_emit(Emit *e, const Graph *g, const Node *node) {
   emitln(e, "for (int c = 0; c < %d; c++) {", o);
   /* in real: a bias trained on a microcontroller has no double FPU */
   emit_channel_sums(e, "real", o, hw, 1, (const char *const[]){"acc"},
-                    (const char *const[]){"dy[k]"}, NULL);
+                    (const char *const[]){"dy[k]"}, NULL, (const char *const[]){"dy", NULL});
   emitln(e, "db[c] = acc;");
   emitln(e, "}");
 }
