@@ -214,14 +214,14 @@ static NN_UNUSED inline void nn_wino_phases6(real *restrict q, const real *restr
 #define NN_WINO_TS (4 * NN_NR + 16)
 
 /* The horizontal pass of nn_wino_input for one channel: o[(6 i + b) *
- * NN_NR + j] = B^T applied to columns 4 j .. 4 j + 5 of row i of t (t[i *
+ * os + j] = B^T applied to columns 4 j .. 4 j + 5 of row i of t (t[i *
  * NN_WINO_TS + 4 j + b]), except that the lanes j in `ends` (the last tile
  * of a run) take their columns 4 and 5 from e[i * NN_NR + j] and e[(6 +
  * i) * NN_NR + j]. */
-typedef void (*nn_wino_cols_fn)(real *restrict o, const real *restrict t, const real *restrict e,
-                                unsigned long ends);
+typedef void (*nn_wino_cols_fn)(real *restrict o, long os, const real *restrict t,
+                                const real *restrict e, unsigned long ends);
 
-NN_CLONES static NN_UNUSED void nn_wino_cols_c(real *restrict o, const real *restrict t,
+NN_CLONES static NN_UNUSED void nn_wino_cols_c(real *restrict o, long os, const real *restrict t,
                                                const real *restrict e, unsigned long ends) {
   real d[38 * NN_NR];   /* d[i][b][j] = t[i][4 j + b]; room for nn_wino_phases6 */
   for (int i = 0; i < 6; i++)
@@ -233,7 +233,7 @@ NN_CLONES static NN_UNUSED void nn_wino_cols_c(real *restrict o, const real *res
         d[(6 * i + 5) * NN_NR + j] = e[(6 + i) * NN_NR + j];
       }
   for (int i = 0; i < 6; i++)   /* (t B)[i][b] = (B^T t^T)[b][i] */
-    nn_wino_bt(o + i * 6 * NN_NR, NN_NR, d + i * 6 * NN_NR, NN_NR);
+    nn_wino_bt(o + i * 6 * os, os, d + i * 6 * NN_NR, NN_NR);
 }
 
 #if defined(NN_X86) && !NN_REAL_F64
@@ -245,7 +245,7 @@ NN_CLONES static NN_UNUSED void nn_wino_cols_c(real *restrict o, const real *res
  * memory, 38 vector stores and loads per channel that the compilers did
  * not keep in registers (nn_wino_input 1.3x faster). */
 __attribute__((target("avx512f"))) static NN_UNUSED void
-nn_wino_cols_avx512(real *restrict o, const real *restrict t, const real *restrict e,
+nn_wino_cols_avx512(real *restrict o, long os, const real *restrict t, const real *restrict e,
                     unsigned long ends) {
   const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
@@ -268,13 +268,13 @@ nn_wino_cols_avx512(real *restrict o, const real *restrict t, const real *restri
       const __m512 d5 = _mm512_mask_loadu_ps(_mm512_permutex2var_ps(d1, up5, a4), m, ei + 6 * NN_NR);
       const __m512 p = _mm512_fnmadd_ps(four, d2, d4), q = _mm512_fnmadd_ps(four, d1, d3);
       const __m512 u = _mm512_sub_ps(d4, d2), w = _mm512_sub_ps(d3, d1);
-      real *r = o + 6 * i * NN_NR + h;
+      real *r = o + 6 * i * os + h;
       _mm512_storeu_ps(r, _mm512_fmadd_ps(four, d0, _mm512_fnmadd_ps(five, d2, d4)));
-      _mm512_storeu_ps(r + NN_NR, _mm512_add_ps(p, q));
-      _mm512_storeu_ps(r + 2 * NN_NR, _mm512_sub_ps(p, q));
-      _mm512_storeu_ps(r + 3 * NN_NR, _mm512_fmadd_ps(two, w, u));
-      _mm512_storeu_ps(r + 4 * NN_NR, _mm512_fnmadd_ps(two, w, u));
-      _mm512_storeu_ps(r + 5 * NN_NR, _mm512_fmadd_ps(four, d1, _mm512_fnmadd_ps(five, d3, d5)));
+      _mm512_storeu_ps(r + os, _mm512_add_ps(p, q));
+      _mm512_storeu_ps(r + 2 * os, _mm512_sub_ps(p, q));
+      _mm512_storeu_ps(r + 3 * os, _mm512_fmadd_ps(two, w, u));
+      _mm512_storeu_ps(r + 4 * os, _mm512_fnmadd_ps(two, w, u));
+      _mm512_storeu_ps(r + 5 * os, _mm512_fmadd_ps(four, d1, _mm512_fnmadd_ps(five, d3, d5)));
     }
 }
 #endif
@@ -304,9 +304,7 @@ static NN_UNUSED nn_wino_cols_fn nn_wino_cols_pick(void) {
  * at row 4 ty - p, column 4 tx - p, zeros outside the image), and every
  * channel c < nc of x (samples xs apart, planes h x w),
  * v[xi * vx + c * vc + j] = (B^T d B)[xi] of tile tile0 + j; lanes from nt
- * on are zero.  With vx = NN_NR (and vc >= 36 NN_NR) a channel's 36 rows
- * are written where they go, else through u.  pad: w reals of scratch (the
- * zeros above and below).
+ * on are zero.  pad: w reals of scratch (the zeros above and below).
  *
  * Consecutive tiles of a row share their windows' rows, and their windows
  * start 4 columns apart: the vertical pass t = B^T d runs along the rows
@@ -324,7 +322,7 @@ NN_CLONES static NN_UNUSED void nn_wino_input(real *restrict v, long vx, long vc
                                               int w, int p, int th, int tw, long tile0, int nt,
                                               real *restrict pad) {
   const nn_wino_cols_fn cols = nn_wino_cols_pick();
-  _Alignas(64) real t[6 * NN_WINO_TS], e[12 * NN_NR], u[36 * NN_NR];
+  _Alignas(64) real t[6 * NN_WINO_TS], e[12 * NN_NR];
   nn_wino_run run[NN_NR];
   long roff[NN_NR][6];
   int lo[NN_NR], cnt[NN_NR], ne[NN_NR];
@@ -380,14 +378,7 @@ NN_CLONES static NN_UNUSED void nn_wino_input(real *restrict v, long vx, long vc
           *q = 0;
         }
     }
-    if (vx == NN_NR) {
-      cols(v + c * vc, t, e, ends);
-    } else {
-      cols(u, t, e, ends);
-      for (int xi = 0; xi < 36; xi++)   /* (constant strides above: vectorized) */
-        for (int j = 0; j < NN_NR; j++)
-          v[xi * vx + c * vc + j] = u[xi * NN_NR + j];
-    }
+    cols(v + c * vc, vx, t, e, ends);
   }
 }
 
